@@ -1,0 +1,1 @@
+"""hermetic's rebuilder: everything after one build, and the command line."""

@@ -1,0 +1,174 @@
+"""The ``hermetic`` command: parse, configure, call one library function, render, exit.
+
+Exit codes: 0 success, 1 a negative outcome (not built, lock mismatch), 2 an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from rebuilder import render
+from rebuilder.progress import LiveProgress, PlainProgress
+from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
+from sandbox.config import SandboxConfig
+from sandbox.errors import Error
+from sandbox.image_build import ImageBuildStatus, build_image
+from sandbox.images import ImageCatalog
+from sandbox.podman_backend import PodmanBackend
+from sandbox.spec import Spec
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(
+    help="hermetic: hermetic, traced, reproducible builds in rootless podman.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+image_app = typer.Typer(help="Build images from images/ and list them.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+_state = {"verbose": False}
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and tracebacks.")] = False,
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="hermetic: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _guarded() -> Iterator[None]:
+    """Turn our errors into exit 2 with diagnostics; SIGTERM unwinds like Ctrl-C."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    except Error as e:
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.echo(f"hermetic: error: {e.diagnostics()}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        typer.echo("hermetic: interrupted; the build container was removed", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _config(allow_root: bool) -> SandboxConfig:
+    config = SandboxConfig.from_env()
+    return replace(config, allow_root=True) if allow_root else config
+
+
+def _progress() -> LiveProgress | PlainProgress:
+    if sys.stderr.isatty():
+        return LiveProgress()
+    return PlainProgress()
+
+
+AllowRoot = Annotated[
+    bool, typer.Option("--allow-root", help="Run even as root (HERMETIC_ALLOW_ROOT=1).")
+]
+
+
+@app.command()
+def build(
+    spec: Annotated[Path, typer.Argument(help="hermetic.toml, or the directory holding it.")] = Path(),
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for the results.")] = None,
+    source: Annotated[Path | None, typer.Option("--source", help="Source tree (default: the spec's directory).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print result.json on stdout.")] = False,
+    allow_root: AllowRoot = False,
+) -> None:
+    """Run one hermetic build. Exit 0 built, 1 not built, 2 error."""
+    with _guarded():
+        config = _config(allow_root)
+        parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
+        refuse_root(config)
+        build_id = new_build_id()
+        out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
+        with PodmanBackend.connect(config) as backend, _progress() as progress:
+            result = run_build(
+                BuildRequest(spec=parsed, out_dir=out_dir), config=config, backend=backend,
+                observer=progress, build_id=build_id,
+            )
+        if json_output:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            typer.echo(render.build_summary(result, log_tail=render.log_tail(result.log.path)))
+        raise typer.Exit(EXIT_OK if result.built else EXIT_NEGATIVE)
+
+
+@image_app.command("build")
+def image_build(
+    name: Annotated[str, typer.Argument(help="An image under images/.")],
+    update_lock: Annotated[bool, typer.Option("--update-lock", help="Accept the built image as the new lock.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when the locked image is loaded.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    allow_root: AllowRoot = False,
+) -> None:
+    """Build an image rootless, check it against its lock, load it. Exit 0 / 1 mismatch / 2."""
+    with _guarded():
+        config = _config(allow_root)
+        refuse_root(config)
+        definition = ImageCatalog(config.images_dir).get(name)
+        with PodmanBackend.connect(config) as backend:
+            typer.echo(f"hermetic: building image {name} (mmdebstrap, rootless)…", err=True)
+            outcome = build_image(
+                definition, store=backend.session, work_dir=config.work_dir,
+                update_lock=update_lock, rebuild=rebuild,
+            )
+        if json_output:
+            typer.echo(json.dumps({
+                "status": outcome.status.value,
+                "reference": outcome.built.reference,
+                "lock": json.loads(outcome.built.to_json()),
+                "package_changes": outcome.package_changes(),
+            }, indent=2))
+        else:
+            typer.echo(render.image_outcome(outcome))
+        raise typer.Exit(EXIT_NEGATIVE if outcome.status is ImageBuildStatus.MISMATCH else EXIT_OK)
+
+
+@image_app.command("list")
+def image_list(allow_root: AllowRoot = False) -> None:
+    """List the images under images/, their locked digests and whether they are loaded."""
+    with _guarded():
+        config = _config(allow_root)
+        catalog = ImageCatalog(config.images_dir)
+        definitions = [catalog.get(name) for name in catalog.names()]
+        loaded: dict[str, bool] = {}
+        if os.geteuid() != 0 or config.allow_root:
+            with PodmanBackend.connect(config) as backend:
+                loaded = {
+                    d.name: d.lock is not None and backend.session.image_exists(d.lock.reference)
+                    for d in definitions
+                }
+        typer.echo(render.image_list(definitions, loaded))
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

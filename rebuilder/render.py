@@ -1,0 +1,107 @@
+"""Formatters: results as terminal text. Each returns a string; the CLI prints it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
+from sandbox.images import ImageDefinition
+from sandbox.result import BuildResult
+from sandbox.units import format_size
+
+
+def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
+    """What a person reads after ``hermetic build``."""
+    lines = []
+    if result.built:
+        lines.append(f"built {result.digest and 'sha256:' + result.digest}")
+    else:
+        lines.append(f"NOT BUILT ({result.status.value}): {result.reason}")
+    for item in result.outputs:
+        link = f" -> {item.target}" if item.target is not None else ""
+        lines.append(f"  {item.sha256[:16]}  {item.size:>10}  {item.mode:04o}  {item.path}{link}")
+    lines.append(f"image   {result.image}")
+    lines.append(f"source  sha256:{result.source_digest}")
+    for record in result.inputs:
+        how = "fetched" if record.fetched else "from store"
+        lines.append(f"input   {record.dest} sha256:{record.sha256[:16]}… ({how})")
+    limits = ", ".join(
+        f"{limit.name} {_limit_value(limit.value, limit.unit)} "
+        f"[{'+'.join(e.value for e in limit.enforced_by)}]"
+        for limit in result.limits
+    )
+    lines.append(f"limits  {limits}")
+    usage = result.resources
+    lines.append(
+        f"used    {result.duration_s:.1f}s wall, {usage.cpu_seconds:.1f}s cpu, "
+        f"peak {format_size(usage.peak_memory_bytes)} rss, {usage.tasks_started} tasks"
+    )
+    truncated = " (truncated)" if result.log.truncated else ""
+    lines.append(f"log     {result.log.path}{truncated}")
+    lines.append(f"results {result.out_dir}")
+    if log_tail and not result.built:
+        lines.append("last lines of the build log:")
+        lines.extend(f"  | {line}" for line in log_tail.splitlines())
+    return "\n".join(lines)
+
+
+def _limit_value(value: int, unit: str) -> str:
+    if unit == "bytes":
+        return format_size(value)
+    if unit == "s":
+        return f"{value}s"
+    return str(value)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file (empty when unreadable)."""
+    try:
+        data = path.read_bytes()[-16384:]
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def image_list(definitions: list[ImageDefinition], loaded: dict[str, bool]) -> str:
+    """The table of ``hermetic image list``."""
+    rows = [("NAME", "LOCKED DIGEST", "LOADED", "DESCRIPTION")]
+    for definition in definitions:
+        lock = definition.lock
+        digest = f"sha256:{lock.image_digest[:16]}…" if lock else "(no lock)"
+        if lock and lock.recipe_digest != definition.recipe.digest:
+            digest += " (stale: recipe changed)"
+        rows.append((
+            definition.name, digest, "yes" if loaded.get(definition.name) else "no",
+            definition.recipe.description,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip()
+        for row in rows
+    )
+
+
+def image_outcome(outcome: ImageBuildOutcome) -> str:
+    """What ``hermetic image build`` says."""
+    built = outcome.built
+    messages = {
+        ImageBuildStatus.ALREADY_LOADED: "already loaded, matching its lock (use --rebuild to build again)",
+        ImageBuildStatus.MATCHES_LOCK: "built; matches its lock; loaded",
+        ImageBuildStatus.LOCKED: "built; lock written; loaded",
+        ImageBuildStatus.MISMATCH: "built, but does NOT match its lock; not loaded",
+    }
+    lines = [f"{built.name}: {messages[outcome.status]}", f"  {built.reference}"]
+    lines.append(f"  image id sha256:{built.config_digest}  rootfs sha256:{built.rootfs_digest}")
+    if outcome.status is ImageBuildStatus.MISMATCH and outcome.recorded is not None:
+        lines.append(f"  lock says sha256:{outcome.recorded.image_digest}")
+        changes = outcome.package_changes()
+        if changes:
+            lines.append("  package versions that differ from the lock:")
+            lines.extend(f"    {change}" for change in changes)
+        else:
+            lines.append("  same package versions; the recipe or the image format changed")
+        lines.append(
+            f"  if the new image is the one you trust: hermetic image build {built.name} "
+            "--update-lock, then commit the lock"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The sandbox backend interface: run one planned build and say what happened."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from sandbox.errors import SandboxError
+from sandbox.logcap import LogSummary
+from sandbox.monitor import ResourceUsage
+from sandbox.observer import BuildObserver
+from sandbox.plan import BuildPlan, HostCapabilities, Workspace
+
+STATUS_FILE = "status"
+TASKS_FILE = "tasks"
+HANDBACK_DIR = "build"
+
+
+class RunStatus(str, Enum):
+    """How the container ended."""
+
+    EXITED = "exited"  # the build command finished (with any exit code)
+    TIMEOUT = "timeout"
+    LIMIT_EXCEEDED = "limit_exceeded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """The result of running one plan."""
+
+    status: RunStatus
+    exit_code: int | None
+    exceeded: str | None  # which limit, for LIMIT_EXCEEDED
+    duration_s: float
+    build_dir: Path | None  # the handed-back build directory, when the build finished
+    log: LogSummary
+    resources: ResourceUsage
+
+
+class SandboxBackend(ABC):
+    """Runs planned builds. Implementations: podman (real) and a scripted fake."""
+
+    @abstractmethod
+    def host_capabilities(self, image_reference: str) -> HostCapabilities:
+        """What the host can enforce; checks that the image is present.
+
+        Raises:
+            SandboxError: the backend is unusable or the image is missing.
+        """
+
+    @abstractmethod
+    def run(
+        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+    ) -> RunOutcome:
+        """Run the plan to completion, timeout or limit.
+
+        Raises:
+            SandboxError: the sandbox itself failed (not the build).
+        """
+
+    @staticmethod
+    def read_handback(workspace: Workspace) -> tuple[int | None, int, Path | None]:
+        """Read what the runner handed back: (build exit code, tasks started, build dir).
+
+        The exit code is None when the runner never finished (killed or failed).
+        """
+        status_file = workspace.out / STATUS_FILE
+        if not status_file.is_file() or status_file.is_symlink():
+            return None, 0, None
+        try:
+            status = int(status_file.read_text().strip())
+            tasks_text = (workspace.out / TASKS_FILE).read_text().strip()
+        except (OSError, ValueError) as e:
+            raise SandboxError(f"the runner's hand-back in {workspace.out} is unreadable: {e}") from e
+        tasks = int(tasks_text) if tasks_text.isdigit() else 0
+        build_dir = workspace.out / HANDBACK_DIR
+        if build_dir.is_symlink() or not build_dir.is_dir():
+            raise SandboxError(f"the runner handed back no build directory in {workspace.out}")
+        return status, tasks, build_dir
+
+
+def tree_size(root: Path, limit: int) -> int:
+    """Bytes under ``root``, counting only until ``limit`` is passed (cheap guard)."""
+    total = 0
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+                    if total > limit:
+                        return total
+        except OSError:
+            continue  # the runner is rewriting the directory
+    return total

@@ -1,0 +1,196 @@
+"""One hermetic build, end to end: resolve, fetch, stage, plan, run, hash, publish."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from sandbox.backend import RunOutcome, RunStatus, SandboxBackend
+from sandbox.config import SandboxConfig
+from sandbox.errors import Error, OutputError, RootRefused
+from sandbox.fetch import fetch_input
+from sandbox.images import ImageCatalog
+from sandbox.observer import BuildObserver, NullObserver
+from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
+from sandbox.plan import plan_build
+from sandbox.proc import run as run_program
+from sandbox.result import BuildResult, BuildStatus, InputRecord
+from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source
+from sandbox.spec import Spec
+from sandbox.store import ContentStore
+from sandbox.units import format_size
+from sandbox.workspace import build_workspace, publishing
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE_DATE_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time zip can store
+RESULT_FILE = "result.json"
+LOG_FILE = "build.log"
+ARTIFACTS_DIR = "artifacts"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    """What to build and where the results go."""
+
+    spec: Spec
+    out_dir: Path
+
+
+def refuse_root(config: SandboxConfig) -> None:
+    """Raise unless hermetic runs unprivileged or root was explicitly allowed.
+
+    Raises:
+        RootRefused: started as root without ``allow_root``.
+    """
+    if os.geteuid() == 0 and not config.allow_root:
+        raise RootRefused
+
+
+def default_out_dir(cwd: Path, build_id: str) -> Path:
+    """A fresh directory under ``cwd/hermetic-out/``, marked so later builds skip it."""
+    parent = cwd / "hermetic-out"
+    parent.mkdir(exist_ok=True)
+    (parent / OUT_MARKER).touch()
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    return parent / f"{stamp}-{build_id[:8]}"
+
+
+def new_build_id() -> str:
+    return uuid.uuid4().hex
+
+
+def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
+    """SOURCE_DATE_EPOCH and where it came from: the spec, git, or the fixed default."""
+    if spec.source_date_epoch is not None:
+        return spec.source_date_epoch, "spec"
+    try:
+        done = run_program(
+            ["git", "-c", "safe.directory=*", "-C", str(spec.source_dir), "log", "-1", "--format=%ct"],
+            timeout=30, check=False,
+        )
+    except Error as e:  # no git is as good as no repository here
+        log.debug("no git commit time: %s", e)
+        return DEFAULT_SOURCE_DATE_EPOCH, "default"
+    text = done.stdout.decode().strip()
+    if done.returncode == 0 and text.isdigit():
+        return int(text), "git"
+    return DEFAULT_SOURCE_DATE_EPOCH, "default"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hermetic")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _now() -> str:
+    return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _verdict(outcome: RunOutcome, spec: Spec) -> tuple[BuildStatus, str]:
+    if outcome.status is RunStatus.TIMEOUT:
+        return BuildStatus.TIMEOUT, f"timed out after {spec.limits.timeout_s}s; the container was killed"
+    if outcome.status is RunStatus.LIMIT_EXCEEDED:
+        return BuildStatus.LIMIT_EXCEEDED, f"{outcome.exceeded} limit exceeded; the container was killed"
+    if outcome.exit_code != 0:
+        return BuildStatus.FAILED, f"the build command exited with status {outcome.exit_code}"
+    return BuildStatus.BUILT, "built"
+
+
+def run_build(
+    request: BuildRequest,
+    *,
+    config: SandboxConfig,
+    backend: SandboxBackend,
+    observer: BuildObserver | None = None,
+    build_id: str | None = None,
+) -> BuildResult:
+    """Run one hermetic build and publish its results into ``request.out_dir``.
+
+    Args:
+        request: the spec and the output directory.
+        config: store, work and image locations.
+        backend: the sandbox to run in.
+        observer: receives progress.
+        build_id: a caller-chosen id (default: random).
+
+    Returns:
+        The result; a failed, timed-out or limited build is a result, not an error.
+
+    Raises:
+        Error: anything that prevented the build from running (bad image, input
+            digest mismatch, sandbox failure, unusable output directory).
+    """
+    observer = observer or NullObserver()
+    build_id = build_id or new_build_id()
+    spec = request.spec
+    refuse_root(config)
+    started_at = _now()
+    image = ImageCatalog(config.images_dir).resolve(spec.image)
+    epoch, epoch_from = resolve_source_date_epoch(spec)
+    host = backend.host_capabilities(image.reference)
+
+    store = ContentStore(config.store_dir)
+    observer.stage("fetch", f"{len(spec.inputs)} input(s)")
+    fetched = [fetch_input(item, store, observer.fetch_progress) for item in spec.inputs]
+
+    with build_workspace(config.work_dir, config.busybox) as workspace, publishing(
+        request.out_dir
+    ) as publish:
+        observer.stage("stage", str(spec.source_dir))
+        snapshot = stage_source(spec.source_dir, workspace.source)
+        for item, (stored, _) in zip(spec.inputs, fetched, strict=True):
+            place_file(stored, workspace.source, Path(item.dest))
+        set_mtimes(workspace.source, epoch)
+        plan = plan_build(
+            spec=spec, image=image, source_date_epoch=epoch, workspace=workspace,
+            host=host, name=f"hermetic-{build_id[:12]}",
+        )
+        observer.stage("build", f"{image.reference}, limits: timeout {spec.limits.timeout_s}s, "
+                       f"memory {format_size(spec.limits.memory_bytes)}")
+        outcome = backend.run(plan, workspace, publish / LOG_FILE, observer)
+        log_summary = replace(outcome.log, path=request.out_dir / LOG_FILE)
+        status, reason = _verdict(outcome, spec)
+        manifest = OutputManifest.of([])
+        if status is BuildStatus.BUILT and outcome.build_dir is not None:
+            observer.stage("hash", ", ".join(spec.outputs))
+            try:
+                manifest = collect_outputs(outcome.build_dir, spec.outputs)
+                copy_outputs(outcome.build_dir, manifest, publish / ARTIFACTS_DIR)
+            except OutputError as e:
+                status, reason, manifest = BuildStatus.FAILED, e.diagnostics(), OutputManifest.of([])
+        result = BuildResult(
+            build_id=build_id,
+            status=status,
+            reason=reason,
+            exit_code=outcome.exit_code,
+            digest=manifest.digest if status is BuildStatus.BUILT else None,
+            outputs=manifest.files,
+            image=image.reference,
+            source_digest=snapshot.digest,
+            inputs=tuple(
+                InputRecord(url=item.url, sha256=item.sha256, dest=str(item.dest), fetched=was)
+                for item, (_, was) in zip(spec.inputs, fetched, strict=True)
+            ),
+            source_date_epoch=epoch,
+            source_date_epoch_from=epoch_from,
+            env=plan.env,
+            limits=plan.limits,
+            resources=outcome.resources,
+            log=log_summary,
+            duration_s=outcome.duration_s,
+            started_at=started_at,
+            finished_at=_now(),
+            spec_path=str(spec.path),
+            out_dir=str(request.out_dir),
+            hermetic_version=_version(),
+        )
+        (publish / RESULT_FILE).write_text(result.to_json_text())
+    return result

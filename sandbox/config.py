@@ -1,0 +1,61 @@
+"""Sandbox configuration: one dataclass, every field settable by a HERMETIC_* variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _cache_home(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".cache")  # noqa: S108
+    return Path(base) / "hermetic"
+
+
+def default_images_dir() -> Path:
+    """``images/`` beside the packages in a checkout, or the copy inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "images"
+    return checkout if checkout.is_dir() else here / "_images"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxConfig:
+    """Where hermetic keeps things and how it reaches podman.
+
+    Attributes:
+        store_dir: content-addressed store of fetched inputs (HERMETIC_STORE).
+        work_dir: parent of per-build scratch directories (HERMETIC_WORK_DIR).
+        images_dir: image definitions (HERMETIC_IMAGES_DIR).
+        podman_url: API socket URL; None finds or starts one (HERMETIC_PODMAN_URL).
+        podman_bin: the podman program (HERMETIC_PODMAN).
+        busybox: a statically linked busybox mounted read-only as the runner's
+            toolbox (HERMETIC_BUSYBOX).
+        allow_root: run even when started as root (HERMETIC_ALLOW_ROOT).
+    """
+
+    store_dir: Path
+    work_dir: Path
+    images_dir: Path
+    podman_url: str | None = None
+    podman_bin: str = "podman"
+    busybox: Path = Path("/bin/busybox")
+    allow_root: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
+        """Build the configuration from HERMETIC_* variables and their defaults."""
+        env = os.environ if env is None else env
+        cache = _cache_home(env)
+        return cls(
+            store_dir=Path(env.get("HERMETIC_STORE") or cache / "store"),
+            work_dir=Path(env.get("HERMETIC_WORK_DIR") or cache / "work"),
+            images_dir=Path(env.get("HERMETIC_IMAGES_DIR") or default_images_dir()),
+            podman_url=env.get("HERMETIC_PODMAN_URL") or None,
+            podman_bin=env.get("HERMETIC_PODMAN") or "podman",
+            busybox=Path(env.get("HERMETIC_BUSYBOX") or "/bin/busybox"),
+            allow_root=env.get("HERMETIC_ALLOW_ROOT", "").lower() in _TRUE,
+        )

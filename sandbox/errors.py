@@ -1,0 +1,94 @@
+"""Errors of the sandbox package: one root, each with an actionable diagnostics text.
+
+The CLI catches only :class:`Error`; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Error(Exception):
+    """Root of every error the sandbox reports to a user."""
+
+    def diagnostics(self) -> str:
+        """Return the text a user reads: what went wrong and what to do."""
+        return str(self)
+
+
+class SpecError(Error):
+    """A spec file is invalid; names the file, the key and the reason."""
+
+    def __init__(self, *, path: Path | str, key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{self.path}: {key}: {reason}")
+
+
+class InputError(Error):
+    """A pinned input could not be fetched, or its digest does not match."""
+
+
+class DigestMismatch(InputError):
+    """Fetched bytes do not have the pinned digest; nothing was placed."""
+
+    def __init__(self, *, what: str, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{what}: sha256 mismatch\n"
+            f"  expected sha256:{expected}\n"
+            f"  actual   sha256:{actual}\n"
+            "Nothing was placed in the build directory. If the new content is the one you "
+            "trust, pin its digest in the spec; otherwise the source has changed under you."
+        )
+
+
+class ImageError(Error):
+    """An image definition, lock or reference is unusable."""
+
+
+class HostToolMissing(Error):
+    """A program hermetic needs is not installed."""
+
+    def __init__(self, *, tool: str, package: str) -> None:
+        self.tool = tool
+        self.package = package
+        super().__init__(
+            f"'{tool}' is not installed; install the Debian package '{package}' "
+            f"(apt-get install {package}) or run the set-up in the README"
+        )
+
+
+class HostToolFailed(Error):
+    """A host program exited with an error; its stderr is attached."""
+
+    def __init__(self, *, argv: list[str], returncode: int | None, stderr: str) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+        what = "timed out" if returncode is None else f"exited with {returncode}"
+        tail = stderr.strip()[-4000:]
+        super().__init__(f"{argv[0]} {what}: {' '.join(argv)}\n{tail}".rstrip())
+
+
+class RootRefused(Error):
+    """hermetic was started as root without --allow-root."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "refusing to run as root. A rootless container confines the build in a user "
+            "namespace owned by an unprivileged user, so an escape lands as that user, not "
+            "as root. Run hermetic as an unprivileged user (the set-up creates 'hermetic': "
+            "runuser -u hermetic -- hermetic ...), or pass --allow-root "
+            "(HERMETIC_ALLOW_ROOT=1) to accept the risk."
+        )
+
+
+class SandboxError(Error):
+    """The sandbox (podman, the runner) failed; not the build's fault."""
+
+
+class OutputError(Error):
+    """The build's outputs are missing or unsafe to hand out."""

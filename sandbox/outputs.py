@@ -1,0 +1,157 @@
+"""Outputs: globs resolved in the handed-back build dir, checked, hashed and copied out.
+
+Nothing under the build dir is trusted: links are never followed, and a setuid or
+setgid file, a device, fifo or socket, or a link leaving the build dir is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from wcmatch import glob
+
+from sandbox.digests import Sha256, sha256_bytes, sha256_file
+from sandbox.errors import OutputError
+
+_GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB
+_DIGEST_VERSION = b"hermetic-outputs-v1\0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputFile:
+    """One output: a regular file, or a symlink that stays inside the build dir."""
+
+    path: str
+    sha256: Sha256  # of the content; of the target text for a symlink
+    size: int
+    mode: int
+    target: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mode": f"{self.mode:04o}",
+        }
+        if self.target is not None:
+            data["symlink"] = self.target
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputManifest:
+    """Every output, sorted by path, and the canonical digest of the set."""
+
+    files: tuple[OutputFile, ...]
+    digest: Sha256
+
+    @classmethod
+    def of(cls, files: list[OutputFile]) -> OutputManifest:
+        ordered = tuple(sorted(files, key=lambda f: f.path.encode()))
+        return cls(files=ordered, digest=canonical_digest(ordered))
+
+
+def canonical_digest(files: tuple[OutputFile, ...]) -> Sha256:
+    """sha256 over (kind, mode, path, content digest) of each output, sorted by path."""
+    digest = hashlib.sha256(_DIGEST_VERSION)
+    for item in files:
+        kind = b"l" if item.target is not None else b"f"
+        for part in (kind, b"%o" % item.mode, item.path.encode(), item.sha256.encode()):
+            digest.update(part + b"\0")
+    return Sha256(digest.hexdigest())
+
+
+def _all_paths(root: Path) -> list[str]:
+    """Relative POSIX paths of every entry under root, without following links."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for name in (*dirnames, *filenames):
+            found.append((here / name).relative_to(root).as_posix())
+    return found
+
+
+def _is_directory(path: Path) -> bool:
+    return stat.S_ISDIR(path.lstat().st_mode)
+
+
+def _inside(root: Path, link: Path, target: str) -> bool:
+    """Whether a symlink's target, resolved lexically from the link, stays under root."""
+    if target.startswith("/"):
+        return False
+    parts: list[str] = []
+    for part in PurePosixPath(link.relative_to(root).parent.as_posix(), target).parts:
+        if part == "..":
+            if not parts:
+                return False
+            parts.pop()
+        elif part not in (".", ""):
+            parts.append(part)
+    return True
+
+
+def _describe(root: Path, relative: str) -> OutputFile:
+    path = root / relative
+    st = path.lstat()
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        if not _inside(root, path, target):
+            raise OutputError(f"output {relative} is a symlink leaving the build directory ({target})")
+        encoded = os.fsencode(target)
+        return OutputFile(
+            path=relative, sha256=sha256_bytes(encoded), size=len(encoded), mode=0o777, target=target
+        )
+    if not stat.S_ISREG(st.st_mode):
+        kind = "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file"
+        raise OutputError(f"output {relative} is a {kind}; only files and symlinks are handed out")
+    if mode & (stat.S_ISUID | stat.S_ISGID):
+        raise OutputError(f"output {relative} has the setuid or setgid bit ({mode:04o}); refused")
+    digest, size = sha256_file(path)
+    return OutputFile(path=relative, sha256=digest, size=size, mode=mode)
+
+
+def collect_outputs(root: Path, patterns: tuple[str, ...]) -> OutputManifest:
+    """Resolve the spec's output globs in the build dir and describe every match.
+
+    A pattern matching a directory takes every file under it.
+
+    Raises:
+        OutputError: a pattern matched nothing, or a match is unsafe.
+    """
+    paths = _all_paths(root)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        matched = [p for p in paths if glob.globmatch(p, pattern, flags=_GLOB_FLAGS)]
+        if not matched:
+            raise OutputError(f"output pattern {pattern!r} matched nothing in the build directory")
+        for match in matched:
+            if _is_directory(root / match):
+                prefix = match + "/"
+                chosen.update(
+                    p for p in paths if p.startswith(prefix) and not _is_directory(root / p)
+                )
+            else:
+                chosen.add(match)
+    return OutputManifest.of([_describe(root, relative) for relative in chosen])
+
+
+def copy_outputs(root: Path, manifest: OutputManifest, dest: Path) -> None:
+    """Copy every output to ``dest`` keeping its relative path and mode."""
+    for item in manifest.files:
+        target = dest / item.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if item.target is not None:
+            os.symlink(item.target, target)
+            continue
+        fd = os.open(root / item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as reader, target.open("xb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        target.chmod(item.mode)

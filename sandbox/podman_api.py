@@ -1,0 +1,248 @@
+"""podman-py, and only here: the API socket's lifetime, host facts, images, containers.
+
+Every podman or HTTP error is translated into :class:`SandboxError` where it enters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import podman
+import podman.errors
+import requests
+
+from sandbox.errors import HostToolMissing, SandboxError
+from sandbox.plan import HostCapabilities
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_START_TIMEOUT_S = 30.0
+
+
+def default_socket_url() -> str:
+    """Where podman's own service listens for this user."""
+    if os.geteuid() == 0:
+        return "unix:///run/podman/podman.sock"
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/podman-run-{os.geteuid()}"  # noqa: S108
+    return f"unix://{runtime_dir}/podman/podman.sock"
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except (podman.errors.APIError, podman.errors.PodmanError) as e:
+        raise SandboxError(f"podman could not {action}: {e}") from e
+    except requests.RequestException as e:
+        raise SandboxError(f"podman API unreachable while trying to {action}: {e}") from e
+
+
+def _call(action: str, function: Callable[[], _T]) -> _T:
+    with _translated(action):
+        return function()
+
+
+class PodmanService:
+    """A podman API connection: the configured or user's socket, else a private one.
+
+    A private service is started only when no socket answers, and stopped (with its
+    socket directory removed) when the context ends.
+    """
+
+    def __init__(self, *, url: str | None, podman_bin: str = "podman") -> None:
+        self._url = url or os.environ.get("CONTAINER_HOST") or default_socket_url()
+        self._explicit = url is not None
+        self._podman_bin = podman_bin
+        self._process: subprocess.Popen[bytes] | None = None
+        self._temp: Path | None = None
+        self.started = False
+
+    def __enter__(self) -> PodmanSession:
+        if _ping(self._url):
+            return PodmanSession(self._url)
+        if self._explicit:
+            raise SandboxError(
+                f"no podman API answers at {self._url} (HERMETIC_PODMAN_URL); start it with "
+                "'podman system service --time=0 <url>' or unset the variable"
+            )
+        return PodmanSession(self._start())
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _start(self) -> str:
+        self._temp = Path(tempfile.mkdtemp(prefix="hermetic-podman-"))
+        url = f"unix://{self._temp}/podman.sock"
+        errors = (self._temp / "service.log").open("wb")
+        try:
+            self._process = subprocess.Popen(
+                [self._podman_bin, "system", "service", "--time=0", url],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                start_new_session=True,  # Ctrl-C reaches hermetic, which stops it in order
+            )
+        except FileNotFoundError as e:
+            raise HostToolMissing(tool=self._podman_bin, package="podman") from e
+        finally:
+            errors.close()
+        self.started = True
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                text = (self._temp / "service.log").read_text("utf-8", "replace")
+                self.stop()
+                raise SandboxError(f"'podman system service' exited at start:\n{text[-4000:]}")
+            if _ping(url):
+                log.debug("started podman service at %s", url)
+                return url
+            time.sleep(0.05)
+        self.stop()
+        raise SandboxError(f"'podman system service' did not answer within {_START_TIMEOUT_S}s")
+
+    def stop(self) -> None:
+        """Stop the private service, if this object started one."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+
+
+def _ping(url: str) -> bool:
+    if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
+        return False
+    try:
+        with podman.PodmanClient(base_url=url, timeout=5) as client:
+            return bool(client.ping())
+    except (podman.errors.APIError, podman.errors.PodmanError, requests.RequestException, OSError):
+        return False
+
+
+class PodmanSession:
+    """Operations hermetic needs from podman, over one API socket."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = podman.PodmanClient(base_url=url, timeout=600)
+
+    def host_capabilities(self) -> HostCapabilities:
+        """What this podman can enforce: cgroup version, delegated controllers, rlimits."""
+        info: dict[str, Any] = _call("read host information", self._client.info)
+        host = info.get("host", {})
+        version = str(host.get("cgroupVersion", "v1")).lstrip("v")
+        return HostCapabilities(
+            rootless=bool(host.get("security", {}).get("rootless", os.geteuid() != 0)),
+            cgroup_version=int(version) if version.isdigit() else 1,
+            cgroup_controllers=frozenset(host.get("cgroupControllers") or ()),
+            nofile_hard=_hard_limit(resource.RLIMIT_NOFILE),
+            nproc_hard=_hard_limit(resource.RLIMIT_NPROC),
+        )
+
+    def image_exists(self, reference: str) -> bool:
+        return bool(_call(f"look up image {reference}", lambda: self._client.images.exists(reference)))
+
+    def image_id(self, reference: str) -> str:
+        """The image id (config digest) of a present image."""
+        image = _call(f"inspect image {reference}", lambda: self._client.images.get(reference))
+        return str(image.id)
+
+    def load_archive(self, archive: Path) -> list[str]:
+        """Load an ``oci-archive`` tarball, streaming it; returns the names podman gave it."""
+
+        def load() -> list[str]:
+            with archive.open("rb") as stream:
+                response = self._client.api.post(
+                    "/images/load", data=stream, headers={"Content-type": "application/x-tar"}
+                )
+            response.raise_for_status()
+            return list(response.json().get("Names", []))
+
+        return _call(f"load image archive {archive}", load)
+
+    def create(self, request: dict[str, Any]) -> BuildContainer:
+        """Create (not start) a container from a libpod create request."""
+
+        def create() -> BuildContainer:
+            response = self._client.api.post(
+                "/containers/create", data=json.dumps(request),
+                headers={"content-type": "application/json"},
+            )
+            response.raise_for_status()
+            return BuildContainer(self._client.containers.get(response.json()["Id"]))
+
+        return _call(f"create container from image {request.get('image')}", create)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _hard_limit(which: int) -> int:
+    hard = resource.getrlimit(which)[1]
+    return hard if hard != resource.RLIM_INFINITY else 1 << 30
+
+
+class BuildContainer:
+    """A created container; remove it in ``finally``."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+        self.id: str = container.id
+
+    def start(self) -> None:
+        _call("start the build container", self._container.start)
+
+    def init_pid(self) -> int | None:
+        """Host pid of the container's first process, while it runs."""
+
+        def pid() -> int | None:
+            self._container.reload()
+            value = self._container.attrs.get("State", {}).get("Pid", 0)
+            return int(value) or None
+
+        return _call("inspect the build container", pid)
+
+    def logs(self) -> Iterator[bytes]:
+        """Follow stdout and stderr, interleaved, until the container exits."""
+        with _translated("read the build log"):
+            yield from self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
+
+    def wait(self) -> int:
+        """Block until the container exits; its exit status."""
+        return int(_call("wait for the build container", lambda: self._container.wait(condition="exited")))
+
+    def kill(self) -> None:
+        """SIGKILL the container; its pid namespace takes every process with it."""
+        try:
+            self._container.kill(signal="SIGKILL")
+        except (podman.errors.APIError, requests.RequestException) as e:
+            log.debug("kill %s: %s", self.id, e)  # already gone is fine
+
+    def remove(self) -> None:
+        """Force-remove the container (it may still be running)."""
+        try:
+            self._container.remove(force=True, v=True)
+        except podman.errors.NotFound:
+            pass
+        except (podman.errors.APIError, requests.RequestException) as e:
+            log.warning("could not remove build container %s: %s", self.id, e)

@@ -1,0 +1,152 @@
+"""The real backend: runs a plan in a rootless podman container and watches it from the host."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sandbox.backend import RunOutcome, RunStatus, SandboxBackend, tree_size
+from sandbox.config import SandboxConfig
+from sandbox.errors import SandboxError
+from sandbox.logcap import CappedLog
+from sandbox.monitor import ResourceMonitor
+from sandbox.observer import BuildObserver
+from sandbox.plan import MONITOR_INTERVAL_S, BuildPlan, Enforcement, HostCapabilities, Workspace
+from sandbox.podman_api import BuildContainer, PodmanService, PodmanSession
+
+log = logging.getLogger(__name__)
+
+# The runner's copy of a full build dir may sit a little above the limit (status files).
+_HANDBACK_SLACK = 16 * 1024**2
+
+
+class PodmanBackend(SandboxBackend):
+    """Builds in podman containers over one API session."""
+
+    def __init__(self, session: PodmanSession) -> None:
+        self.session = session
+
+    @classmethod
+    @contextmanager
+    def connect(cls, config: SandboxConfig) -> Iterator[PodmanBackend]:
+        """Connect to podman (starting a private service if none answers) for a while."""
+        with PodmanService(url=config.podman_url, podman_bin=config.podman_bin) as session:
+            try:
+                yield cls(session)
+            finally:
+                session.close()
+
+    def host_capabilities(self, image_reference: str) -> HostCapabilities:
+        if not self.session.image_exists(image_reference):
+            raise SandboxError(
+                f"image {image_reference} is not loaded in this user's podman storage; "
+                "build it with 'hermetic image build NAME' (for images under images/) "
+                "or load it by digest"
+            )
+        return self.session.host_capabilities()
+
+    def run(
+        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+    ) -> RunOutcome:
+        container = self.session.create(plan.container)
+        try:
+            return _Watch(plan, workspace, container, log_path, observer).run()
+        finally:
+            container.remove()
+
+
+class _Watch:
+    """Starts a container, pumps its log, and enforces the host-side limits."""
+
+    def __init__(
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        container: BuildContainer,
+        log_path: Path,
+        observer: BuildObserver,
+    ) -> None:
+        self.plan = plan
+        self.workspace = workspace
+        self.container = container
+        self.observer = observer
+        self.log = CappedLog(log_path, plan.limit("log").value)
+        self.monitor = ResourceMonitor()
+        self.exit_code: list[int] = []
+        self.failure: list[BaseException] = []
+
+    def _pump_log(self) -> None:
+        try:
+            for chunk in self.container.logs():
+                line = chunk if chunk.endswith(b"\n") else chunk + b"\n"
+                self.log.write(line)
+                self.observer.log_line(line)
+        except SandboxError as e:
+            self.failure.append(e)
+
+    def _wait(self) -> None:
+        try:
+            self.exit_code.append(self.container.wait())
+        except SandboxError as e:
+            self.failure.append(e)
+
+    def run(self) -> RunOutcome:
+        timeout = self.plan.limit("timeout").value
+        memory = self.plan.limit("memory")
+        watch_memory = Enforcement.HOST_WATCHDOG in memory.enforced_by
+        disk = self.plan.limit("disk").value + _HANDBACK_SLACK
+        started = time.monotonic()
+        status, exceeded = RunStatus.EXITED, None
+        try:
+            self.container.start()
+            pump = threading.Thread(target=self._pump_log, name="hermetic-log", daemon=True)
+            waiter = threading.Thread(target=self._wait, name="hermetic-wait", daemon=True)
+            pump.start()
+            waiter.start()
+            init_pid = self.container.init_pid()
+            while True:
+                if init_pid is not None:
+                    self.monitor.sample(init_pid)
+                waiter.join(MONITOR_INTERVAL_S)
+                if not waiter.is_alive():
+                    break
+                elapsed = time.monotonic() - started
+                self.observer.tick(elapsed)
+                if elapsed > timeout:
+                    status = RunStatus.TIMEOUT
+                elif watch_memory and self.monitor.current_memory_bytes > memory.value:
+                    status, exceeded = RunStatus.LIMIT_EXCEEDED, "memory"
+                elif tree_size(self.workspace.out, disk) > disk:
+                    status, exceeded = RunStatus.LIMIT_EXCEEDED, "disk"
+                if status is not RunStatus.EXITED:
+                    log.info("stopping build: %s %s", status.value, exceeded or "")
+                    self.container.kill()
+                    waiter.join(30)
+                    break
+            pump.join(30)
+        finally:
+            summary = self.log.close()
+        duration = time.monotonic() - started
+        if self.failure and status is RunStatus.EXITED:
+            raise SandboxError(str(self.failure[0])) from self.failure[0]
+        build_exit, tasks, build_dir = SandboxBackend.read_handback(self.workspace)
+        if status is RunStatus.EXITED and build_exit is None:
+            tail = summary.path.read_bytes()[-3000:].decode("utf-8", "replace")
+            code = self.exit_code[0] if self.exit_code else "unknown"
+            raise SandboxError(
+                f"the build container ended (status {code}) without the runner handing the "
+                f"build back; last lines of {summary.path}:\n{tail}"
+            )
+        return RunOutcome(
+            status=status,
+            exit_code=build_exit if status is RunStatus.EXITED else None,
+            exceeded=exceeded,
+            duration_s=duration,
+            build_dir=build_dir if status is RunStatus.EXITED else None,
+            log=summary,
+            resources=self.monitor.usage(tasks_started=tasks),
+        )

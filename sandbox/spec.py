@@ -1,0 +1,288 @@
+"""The build spec (``hermetic.toml``) as frozen data, validated before anything runs.
+
+Every omitted field has a default documented in the README; every error names the
+file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from sandbox.digests import Sha256, parse_sha256
+from sandbox.errors import SpecError
+from sandbox.units import parse_duration, parse_size
+
+DEFAULT_IMAGE = "debian-bookworm"
+SPEC_FILENAME = "hermetic.toml"
+_IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_PINNED_IMAGE_RE = re.compile(r"^(?P<repository>[^@\s]+)@sha256:(?P<digest>[0-9a-f]{64})$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_URL_SCHEMES = ("https", "http", "file")
+_RESERVED_ENV = {
+    "SOURCE_DATE_EPOCH": "set build.source_date_epoch instead",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageReference:
+    """An image named under ``images/`` (``name``) or pinned by digest (``repository``)."""
+
+    name: str | None = None
+    repository: str | None = None
+    digest: Sha256 | None = None
+
+    def __str__(self) -> str:
+        if self.name is not None:
+            return self.name
+        return f"{self.repository}@sha256:{self.digest}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    """An extra input fetched before the build and placed at ``dest``."""
+
+    url: str
+    sha256: Sha256
+    dest: PurePosixPath
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Resource limits of one build; the defaults are the README's."""
+
+    timeout_s: int = 3600
+    memory_bytes: int = 4 * 1024**3
+    pids: int = 4096
+    disk_bytes: int = 10 * 1024**3
+    log_bytes: int = 64 * 1024**2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """A validated ``hermetic.toml``."""
+
+    path: Path
+    source_dir: Path
+    image: ImageReference
+    command: tuple[str, ...]
+    outputs: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    source_date_epoch: int | None = None
+    inputs: tuple[InputSpec, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def from_toml(cls, path: Path, *, source_dir: Path | None = None) -> Spec:
+        """Read and validate a spec file.
+
+        Args:
+            path: the spec file, or a directory holding ``hermetic.toml``.
+            source_dir: the source tree; defaults to the directory holding the spec.
+
+        Raises:
+            SpecError: naming the file, the key and the reason.
+        """
+        if path.is_dir():
+            path = path / SPEC_FILENAME
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise SpecError(path=path, key="(file)", reason="no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError(path=path, key="(file)", reason=str(e)) from e
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(path=path, key="(syntax)", reason=str(e)) from e
+        return cls.from_document(
+            document, path=path, source_dir=source_dir or path.resolve().parent
+        )
+
+    @classmethod
+    def from_document(
+        cls, document: Mapping[str, Any], *, path: Path, source_dir: Path
+    ) -> Spec:
+        """Validate an already parsed spec document (see :meth:`from_toml`)."""
+        return _SpecParser(path).parse(document, source_dir)
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        """The spec's extra environment as a dict."""
+        return dict(self.env)
+
+
+class _SpecParser:
+    """Walks a spec document once, raising the first error with its key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, reason: str) -> SpecError:
+        return SpecError(path=self.path, key=key, reason=reason)
+
+    def table(self, value: object, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {type(value).__name__}")
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, f"unknown key; allowed here: {', '.join(allowed)}")
+        return value
+
+    def parse(self, document: Mapping[str, Any], source_dir: Path) -> Spec:
+        top = self.table(dict(document), "", ("build", "inputs", "limits"))
+        if "build" not in top:
+            raise self.fail("build", "missing table [build] (it needs command and outputs)")
+        build = self.table(
+            top["build"], "build", ("image", "command", "outputs", "env", "source_date_epoch")
+        )
+        inputs = self.inputs(top.get("inputs", []))
+        return Spec(
+            path=self.path,
+            source_dir=source_dir,
+            image=self.image(build.get("image", DEFAULT_IMAGE)),
+            command=self.command(build.get("command")),
+            outputs=self.outputs(build.get("outputs")),
+            env=self.env(build.get("env", {})),
+            source_date_epoch=self.epoch(build.get("source_date_epoch")),
+            inputs=inputs,
+            limits=self.limits(top.get("limits", {})),
+            document=document,
+        )
+
+    def image(self, value: object) -> ImageReference:
+        key = "build.image"
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "expected an image name or 'repository@sha256:<64 hex>'")
+        if _IMAGE_NAME_RE.match(value):
+            return ImageReference(name=value)
+        if match := _PINNED_IMAGE_RE.match(value):
+            return ImageReference(
+                repository=match.group("repository"), digest=Sha256(match.group("digest"))
+            )
+        if "@" in value:
+            raise self.fail(key, f"{value!r}: the digest must be 'sha256:' and 64 hex characters")
+        base = value.rsplit(":", 1)[0] if ":" in value.rsplit("/", 1)[-1] else value
+        raise self.fail(
+            key,
+            f"{value!r} is a tag without a digest; pin it as '{base}@sha256:<64 hex>' "
+            "or name an image under images/ (see 'hermetic image list')",
+        )
+
+    def command(self, value: object) -> tuple[str, ...]:
+        key = "build.command"
+        if value is None:
+            raise self.fail(key, "missing; give the build's argv, e.g. ['make']")
+        if isinstance(value, str):
+            raise self.fail(key, "expected an argv list, e.g. ['sh', '-c', './configure && make']")
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, "must be a non-empty list of strings")
+        if not all(isinstance(arg, str) and "\0" not in arg for arg in value):
+            raise self.fail(key, "every argument must be a string without NUL characters")
+        if not value[0] or "=" in value[0]:
+            raise self.fail(key, "the program (first element) must be a non-empty name without '='")
+        return tuple(value)
+
+    def outputs(self, value: object) -> tuple[str, ...]:
+        key = "build.outputs"
+        if value is None:
+            raise self.fail(key, "missing; list the files the build produces, e.g. ['hello']")
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, "must be a non-empty list of glob patterns")
+        for index, pattern in enumerate(value):
+            where = f"{key}[{index}]"
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise self.fail(where, "must be a non-empty glob pattern")
+            self.relative_path(pattern, where)
+        return tuple(value)
+
+    def relative_path(self, value: str, key: str) -> PurePosixPath:
+        if "\0" in value:
+            raise self.fail(key, "contains a NUL character")
+        if value.startswith("/"):
+            raise self.fail(key, f"{value!r} is absolute; give a path relative to the build dir")
+        path = PurePosixPath(value)
+        if ".." in path.parts:
+            raise self.fail(key, f"{value!r} contains '..' and could escape the build directory")
+        if str(path) in ("", "."):
+            raise self.fail(key, "must name a path inside the build directory")
+        return path
+
+    def env(self, value: object) -> tuple[tuple[str, str], ...]:
+        table = self.table(value, "build.env", tuple(value) if isinstance(value, dict) else ())
+        pairs = []
+        for name, text in sorted(table.items()):
+            where = f"build.env.{name}"
+            if not _ENV_NAME_RE.match(name):
+                raise self.fail(where, "not a valid environment variable name")
+            if name in _RESERVED_ENV:
+                raise self.fail(where, f"reserved; {_RESERVED_ENV[name]}")
+            if not isinstance(text, str) or "\0" in text:
+                raise self.fail(where, "value must be a string without NUL characters")
+            pairs.append((name, text))
+        return tuple(pairs)
+
+    def epoch(self, value: object) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail("build.source_date_epoch", "must be a non-negative integer (seconds)")
+        return value
+
+    def inputs(self, value: object) -> tuple[InputSpec, ...]:
+        if not isinstance(value, list):
+            raise self.fail("inputs", "expected an array of tables ([[inputs]])")
+        result: list[InputSpec] = []
+        seen: set[PurePosixPath] = set()
+        for index, item in enumerate(value):
+            key = f"inputs[{index}]"
+            entry = self.table(item, key, ("url", "sha256", "dest"))
+            for required in ("url", "sha256", "dest"):
+                if required not in entry:
+                    raise self.fail(f"{key}.{required}", "missing")
+            url = entry["url"]
+            if not isinstance(url, str) or urlsplit(url).scheme not in _URL_SCHEMES:
+                raise self.fail(f"{key}.url", f"expected an {'/'.join(_URL_SCHEMES)} URL")
+            if not isinstance(entry["sha256"], str):
+                raise self.fail(f"{key}.sha256", "expected 64 hex characters")
+            try:
+                digest = parse_sha256(entry["sha256"])
+            except ValueError as e:
+                raise self.fail(f"{key}.sha256", str(e)) from None
+            if not isinstance(entry["dest"], str):
+                raise self.fail(f"{key}.dest", "expected a relative path")
+            dest = self.relative_path(entry["dest"], f"{key}.dest")
+            if dest in seen:
+                raise self.fail(f"{key}.dest", f"{str(dest)!r} is already the dest of another input")
+            seen.add(dest)
+            result.append(InputSpec(url=url, sha256=digest, dest=dest))
+        return tuple(result)
+
+    def limits(self, value: object) -> Limits:
+        table = self.table(value, "limits", ("timeout", "memory", "pids", "disk", "log"))
+        values: dict[str, int] = {}
+        parsers = {
+            "timeout": ("timeout_s", parse_duration),
+            "memory": ("memory_bytes", parse_size),
+            "disk": ("disk_bytes", parse_size),
+            "log": ("log_bytes", parse_size),
+        }
+        for name, (attribute, parse) in parsers.items():
+            if name in table:
+                try:
+                    values[attribute] = parse(table[name])
+                except ValueError as e:
+                    raise self.fail(f"limits.{name}", str(e)) from None
+        if "pids" in table:
+            pids = table["pids"]
+            if isinstance(pids, bool) or not isinstance(pids, int) or pids < 1:
+                raise self.fail("limits.pids", f"expected a positive integer, got {pids!r}")
+            values["pids"] = pids
+        return Limits(**values)

@@ -1,0 +1,89 @@
+"""Content-addressed store of fetched inputs: a file's name is its sha256, checked on every use."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sandbox.digests import Sha256, sha256_file
+from sandbox.errors import DigestMismatch, InputError
+
+log = logging.getLogger(__name__)
+
+
+class ContentStore:
+    """Files named by their digest under ``root/sha256/``; writes are atomic."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dir = root / "sha256"
+
+    def path_of(self, digest: Sha256) -> Path:
+        """Where the file with this digest lives (whether or not it is there)."""
+        return self._dir / digest
+
+    def get(self, digest: Sha256) -> Path | None:
+        """The stored file with this digest, re-verified; None when absent.
+
+        A file whose content no longer matches its name is removed, so the caller
+        fetches it again instead of building with damaged bytes.
+        """
+        path = self.path_of(digest)
+        if not path.is_file():
+            return None
+        actual, _ = sha256_file(path)
+        if actual != digest:
+            log.warning("store entry %s is damaged (content sha256:%s); removing it", path, actual)
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
+    def add(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected: Sha256,
+        what: str,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Write a stream into the store if, and only if, it has the expected digest.
+
+        Args:
+            chunks: the content.
+            expected: the pinned digest.
+            what: how the content is named in errors (its URL).
+            on_bytes: called with the number of bytes written so far.
+
+        Raises:
+            DigestMismatch: the content has another digest; nothing is kept.
+            InputError: the store cannot be written.
+        """
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(dir=self._dir, prefix=".incoming-")
+        except OSError as e:
+            raise InputError(f"cannot write the input store {self.root}: {e}") from e
+        temp = Path(temp_name)
+        try:
+            digest = hashlib.sha256()
+            written = 0
+            with os.fdopen(fd, "wb") as sink:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    written += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(written)
+            actual = Sha256(digest.hexdigest())
+            if actual != expected:
+                raise DigestMismatch(what=what, expected=expected, actual=actual)
+            temp.chmod(0o444)
+            final = self.path_of(expected)
+            os.replace(temp, final)
+            return final
+        finally:
+            temp.unlink(missing_ok=True)
