@@ -46,7 +46,9 @@ _state = {"verbose": False}
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and tracebacks.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging and tracebacks.")
+    ] = False,
 ) -> None:
     _state["verbose"] = verbose
     logging.basicConfig(
@@ -96,10 +98,16 @@ AllowRoot = Annotated[
 
 @app.command()
 def build(
-    spec: Annotated[Path, typer.Argument(help="hermetic.toml, or the directory holding it.")] = Path(),
+    spec: Annotated[
+        Path, typer.Argument(help="hermetic.toml, or the directory holding it.")
+    ] = Path(),
     out: Annotated[Path | None, typer.Option("--out", help="Directory for the results.")] = None,
-    source: Annotated[Path | None, typer.Option("--source", help="Source tree (default: the spec's directory).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print result.json on stdout.")] = False,
+    source: Annotated[
+        Path | None, typer.Option("--source", help="Source tree (default: the spec's directory).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print result.json on stdout.")
+    ] = False,
     allow_root: AllowRoot = False,
 ) -> None:
     """Run one hermetic build. Exit 0 built, 1 not built, 2 error."""
@@ -111,8 +119,11 @@ def build(
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
         with PodmanBackend.connect(config) as backend, _progress() as progress:
             result = run_build(
-                BuildRequest(spec=parsed, out_dir=out_dir), config=config, backend=backend,
-                observer=progress, build_id=build_id,
+                BuildRequest(spec=parsed, out_dir=out_dir),
+                config=config,
+                backend=backend,
+                observer=progress,
+                build_id=build_id,
             )
         if json_output:
             typer.echo(json.dumps(result.to_json(), indent=2))
@@ -124,8 +135,12 @@ def build(
 @image_app.command("build")
 def image_build(
     name: Annotated[str, typer.Argument(help="An image under images/.")],
-    update_lock: Annotated[bool, typer.Option("--update-lock", help="Accept the built image as the new lock.")] = False,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when the locked image is loaded.")] = False,
+    update_lock: Annotated[
+        bool, typer.Option("--update-lock", help="Accept the built image as the new lock.")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build even when the locked image is loaded.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     allow_root: AllowRoot = False,
 ) -> None:
@@ -137,16 +152,24 @@ def image_build(
         with PodmanBackend.connect(config) as backend:
             typer.echo(f"hermetic: building image {name} (mmdebstrap, rootless)…", err=True)
             outcome = build_image(
-                definition, store=backend.session, work_dir=config.work_dir,
-                update_lock=update_lock, rebuild=rebuild,
+                definition,
+                store=backend.session,
+                work_dir=config.work_dir,
+                update_lock=update_lock,
+                rebuild=rebuild,
             )
         if json_output:
-            typer.echo(json.dumps({
-                "status": outcome.status.value,
-                "reference": outcome.built.reference,
-                "lock": json.loads(outcome.built.to_json()),
-                "package_changes": outcome.package_changes(),
-            }, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "status": outcome.status.value,
+                        "reference": outcome.built.reference,
+                        "lock": json.loads(outcome.built.to_json()),
+                        "package_changes": outcome.package_changes(),
+                    },
+                    indent=2,
+                )
+            )
         else:
             typer.echo(render.image_outcome(outcome))
         raise typer.Exit(EXIT_NEGATIVE if outcome.status is ImageBuildStatus.MISMATCH else EXIT_OK)

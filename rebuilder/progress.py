@@ -28,7 +28,10 @@ class PlainProgress:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         pass
 
@@ -64,7 +67,10 @@ class LiveProgress:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._finish_stage()
         self._live.__exit__(kind, error, tb)
@@ -74,7 +80,9 @@ class LiveProgress:
     def _finish_stage(self) -> None:
         if self._current:
             elapsed = time.monotonic() - self._since
-            self._done.append(f"[green]✓[/] {self._current} [dim]{self._detail} ({elapsed:.1f}s)[/]")
+            self._done.append(
+                f"[green]✓[/] {self._current} [dim]{self._detail} ({elapsed:.1f}s)[/]"
+            )
 
     def stage(self, name: str, detail: str = "") -> None:
         with self._lock:
@@ -100,9 +108,8 @@ class LiveProgress:
             parts: list[RenderableType] = [Text.from_markup(line) for line in self._done]
             if self._current:
                 elapsed = time.monotonic() - self._since
-                parts.append(Text.from_markup(
-                    f"[bold cyan]…[/] {self._current} [dim]{self._detail}[/] [bold]{elapsed:.1f}s[/]"
-                ))
+                line = f"[bold cyan]…[/] {self._current} [dim]{self._detail}[/]"
+                parts.append(Text.from_markup(f"{line} [bold]{elapsed:.1f}s[/]"))
             if self._fetch:
                 parts.append(Text(f"    {self._fetch}", style="dim"))
             parts.extend(Text(f"    │ {line}", style="dim") for line in self._tail)

@@ -70,10 +70,14 @@ def image_list(definitions: list[ImageDefinition], loaded: dict[str, bool]) -> s
         digest = f"sha256:{lock.image_digest[:16]}…" if lock else "(no lock)"
         if lock and lock.recipe_digest != definition.recipe.digest:
             digest += " (stale: recipe changed)"
-        rows.append((
-            definition.name, digest, "yes" if loaded.get(definition.name) else "no",
-            definition.recipe.description,
-        ))
+        rows.append(
+            (
+                definition.name,
+                digest,
+                "yes" if loaded.get(definition.name) else "no",
+                definition.recipe.description,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip()
@@ -85,7 +89,7 @@ def image_outcome(outcome: ImageBuildOutcome) -> str:
     """What ``hermetic image build`` says."""
     built = outcome.built
     messages = {
-        ImageBuildStatus.ALREADY_LOADED: "already loaded, matching its lock (use --rebuild to build again)",
+        ImageBuildStatus.ALREADY_LOADED: "already loaded; matches its lock",
         ImageBuildStatus.MATCHES_LOCK: "built; matches its lock; loaded",
         ImageBuildStatus.LOCKED: "built; lock written; loaded",
         ImageBuildStatus.MISMATCH: "built, but does NOT match its lock; not loaded",

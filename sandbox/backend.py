@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from sandbox.errors import SandboxError
@@ -19,7 +19,7 @@ TASKS_FILE = "tasks"
 HANDBACK_DIR = "build"
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """How the container ended."""
 
     EXITED = "exited"  # the build command finished (with any exit code)
@@ -74,7 +74,9 @@ class SandboxBackend(ABC):
             status = int(status_file.read_text().strip())
             tasks_text = (workspace.out / TASKS_FILE).read_text().strip()
         except (OSError, ValueError) as e:
-            raise SandboxError(f"the runner's hand-back in {workspace.out} is unreadable: {e}") from e
+            raise SandboxError(
+                f"the runner's hand-back in {workspace.out} is unreadable: {e}"
+            ) from e
         tasks = int(tasks_text) if tasks_text.isdigit() else 0
         build_dir = workspace.out / HANDBACK_DIR
         if build_dir.is_symlink() or not build_dir.is_dir():

@@ -71,8 +71,18 @@ def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
         return spec.source_date_epoch, "spec"
     try:
         done = run_program(
-            ["git", "-c", "safe.directory=*", "-C", str(spec.source_dir), "log", "-1", "--format=%ct"],
-            timeout=30, check=False,
+            [
+                "git",
+                "-c",
+                "safe.directory=*",
+                "-C",
+                str(spec.source_dir),
+                "log",
+                "-1",
+                "--format=%ct",
+            ],
+            timeout=30,
+            check=False,
         )
     except Error as e:  # no git is as good as no repository here
         log.debug("no git commit time: %s", e)
@@ -96,9 +106,15 @@ def _now() -> str:
 
 def _verdict(outcome: RunOutcome, spec: Spec) -> tuple[BuildStatus, str]:
     if outcome.status is RunStatus.TIMEOUT:
-        return BuildStatus.TIMEOUT, f"timed out after {spec.limits.timeout_s}s; the container was killed"
+        return (
+            BuildStatus.TIMEOUT,
+            f"timed out after {spec.limits.timeout_s}s; the container was killed",
+        )
     if outcome.status is RunStatus.LIMIT_EXCEEDED:
-        return BuildStatus.LIMIT_EXCEEDED, f"{outcome.exceeded} limit exceeded; the container was killed"
+        return (
+            BuildStatus.LIMIT_EXCEEDED,
+            f"{outcome.exceeded} limit exceeded; the container was killed",
+        )
     if outcome.exit_code != 0:
         return BuildStatus.FAILED, f"the build command exited with status {outcome.exit_code}"
     return BuildStatus.BUILT, "built"
@@ -141,20 +157,28 @@ def run_build(
     observer.stage("fetch", f"{len(spec.inputs)} input(s)")
     fetched = [fetch_input(item, store, observer.fetch_progress) for item in spec.inputs]
 
-    with build_workspace(config.work_dir, config.busybox) as workspace, publishing(
-        request.out_dir
-    ) as publish:
+    with (
+        build_workspace(config.work_dir, config.busybox) as workspace,
+        publishing(request.out_dir) as publish,
+    ):
         observer.stage("stage", str(spec.source_dir))
         snapshot = stage_source(spec.source_dir, workspace.source)
         for item, (stored, _) in zip(spec.inputs, fetched, strict=True):
             place_file(stored, workspace.source, Path(item.dest))
         set_mtimes(workspace.source, epoch)
         plan = plan_build(
-            spec=spec, image=image, source_date_epoch=epoch, workspace=workspace,
-            host=host, name=f"hermetic-{build_id[:12]}",
+            spec=spec,
+            image=image,
+            source_date_epoch=epoch,
+            workspace=workspace,
+            host=host,
+            name=f"hermetic-{build_id[:12]}",
         )
-        observer.stage("build", f"{image.reference}, limits: timeout {spec.limits.timeout_s}s, "
-                       f"memory {format_size(spec.limits.memory_bytes)}")
+        observer.stage(
+            "build",
+            f"{image.reference}, limits: timeout {spec.limits.timeout_s}s, "
+            f"memory {format_size(spec.limits.memory_bytes)}",
+        )
         outcome = backend.run(plan, workspace, publish / LOG_FILE, observer)
         log_summary = replace(outcome.log, path=request.out_dir / LOG_FILE)
         status, reason = _verdict(outcome, spec)
@@ -165,7 +189,11 @@ def run_build(
                 manifest = collect_outputs(outcome.build_dir, spec.outputs)
                 copy_outputs(outcome.build_dir, manifest, publish / ARTIFACTS_DIR)
             except OutputError as e:
-                status, reason, manifest = BuildStatus.FAILED, e.diagnostics(), OutputManifest.of([])
+                status, reason, manifest = (
+                    BuildStatus.FAILED,
+                    e.diagnostics(),
+                    OutputManifest.of([]),
+                )
         result = BuildResult(
             build_id=build_id,
             status=status,

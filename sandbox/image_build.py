@@ -11,7 +11,7 @@ import re
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -26,8 +26,14 @@ from sandbox.workspace import remove_tree
 log = logging.getLogger(__name__)
 
 _LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]+ [A-Za-z0-9_-]+$")
-_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "ppc64le": "ppc64el",
-                  "s390x": "s390x", "riscv64": "riscv64"}
+_ARCHITECTURES = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "armhf",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 _MMDEBSTRAP_TIMEOUT_S = 3600
 
 
@@ -41,7 +47,7 @@ class ImageStore(Protocol):
     def load_archive(self, archive: Path) -> list[str]: ...
 
 
-class ImageBuildStatus(str, Enum):
+class ImageBuildStatus(StrEnum):
     """What ``hermetic image build`` did."""
 
     ALREADY_LOADED = "already_loaded"  # the locked image was present; nothing built
@@ -84,24 +90,32 @@ def customize_hooks(recipe: ImageRecipe) -> list[str]:
     hooks = []
     if recipe.locales:
         if "locales" not in recipe.packages:
-            raise ImageError(f"image {recipe.name}: 'locales' must be in packages to generate locales")
+            raise ImageError(
+                f"image {recipe.name}: 'locales' must be in packages to generate locales"
+            )
         for line in recipe.locales:
             if not _LOCALE_RE.match(line):
                 raise ImageError(f"image {recipe.name}: locales: {line!r} is not 'NAME CHARSET'")
         lines = " ".join(f"'{line}'" for line in recipe.locales)
-        hooks.append(f"printf '%s\\n' {lines} > \"$1/etc/locale.gen\" && chroot \"$1\" locale-gen")
+        hooks.append(f'printf \'%s\\n\' {lines} > "$1/etc/locale.gen" && chroot "$1" locale-gen')
     hooks.append(
         f"echo '{BUILD_USER}:x:{BUILD_UID}:{BUILD_GID}:{BUILD_USER}:{BUILD_HOME}:/bin/sh'"
-        " >> \"$1/etc/passwd\""
+        ' >> "$1/etc/passwd"'
         f" && echo '{BUILD_USER}:x:{BUILD_GID}:' >> \"$1/etc/group\""
-        f" && mkdir -p \"$1{BUILD_HOME}\" && chown {BUILD_UID}:{BUILD_GID} \"$1{BUILD_HOME}\""
+        f' && mkdir -p "$1{BUILD_HOME}" && chown {BUILD_UID}:{BUILD_GID} "$1{BUILD_HOME}"'
     )
     return hooks
 
 
 def mmdebstrap_argv(recipe: ImageRecipe, rootfs: Path) -> list[str]:
     """The mmdebstrap command that makes the recipe's root filesystem tarball (pure)."""
-    argv = ["mmdebstrap", "--mode=unshare", f"--variant={recipe.variant}", "--format=tar", "--quiet"]
+    argv = [
+        "mmdebstrap",
+        "--mode=unshare",
+        f"--variant={recipe.variant}",
+        "--format=tar",
+        "--quiet",
+    ]
     if recipe.packages:
         argv.append("--include=" + ",".join(recipe.packages))
     if recipe.strip_docs:
@@ -127,11 +141,17 @@ def read_packages(rootfs: Path) -> dict[str, str]:
     packages = {}
     for stanza in text.split("\n\n"):
         fields = dict(
-            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace()
+            line.split(": ", 1)
+            for line in stanza.splitlines()
+            if ": " in line and not line[0].isspace()
         )
         if "Package" in fields and fields.get("Status", "").endswith(" installed"):
             arch = fields.get("Architecture", "all")
-            name = fields["Package"] if arch in ("all", host_architecture()) else f"{fields['Package']}:{arch}"
+            name = (
+                fields["Package"]
+                if arch in ("all", host_architecture())
+                else f"{fields['Package']}:{arch}"
+            )
             packages[name] = fields.get("Version", "")
     return packages
 
@@ -162,28 +182,46 @@ def build_image(
     recipe, recorded = definition.recipe, definition.lock
     current = recorded is not None and recorded.recipe_digest == recipe.digest
     if recorded is not None and current and not rebuild and store.image_exists(recorded.reference):
-        return ImageBuildOutcome(status=ImageBuildStatus.ALREADY_LOADED, built=recorded, recorded=recorded)
+        return ImageBuildOutcome(
+            status=ImageBuildStatus.ALREADY_LOADED, built=recorded, recorded=recorded
+        )
     work_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=work_dir, prefix=f"image-{recipe.name}-"))
     try:
         rootfs = scratch / "rootfs.tar"
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(recipe.source_date_epoch), LC_ALL="C.UTF-8")
-        run_program(mmdebstrap_argv(recipe, rootfs), timeout=_MMDEBSTRAP_TIMEOUT_S, env=env, cwd=scratch)
+        run_program(
+            mmdebstrap_argv(recipe, rootfs), timeout=_MMDEBSTRAP_TIMEOUT_S, env=env, cwd=scratch
+        )
         layer_digest, layer_size = sha256_file(rootfs)
         image = describe_image(
-            layer_digest=layer_digest, layer_size=layer_size, architecture=host_architecture(),
-            created=recipe.source_date_epoch, ref_name=f"hermetic/{recipe.name}:latest",
-            labels={"dev.hermetic.image": recipe.name, "dev.hermetic.recipe": f"sha256:{recipe.digest}"},
+            layer_digest=layer_digest,
+            layer_size=layer_size,
+            architecture=host_architecture(),
+            created=recipe.source_date_epoch,
+            ref_name=f"hermetic/{recipe.name}:latest",
+            labels={
+                "dev.hermetic.image": recipe.name,
+                "dev.hermetic.recipe": f"sha256:{recipe.digest}",
+            },
         )
         built = ImageLock(
-            name=recipe.name, architecture=host_architecture(), image_digest=image.manifest_digest,
-            config_digest=image.config_digest, rootfs_digest=layer_digest,
-            recipe_digest=recipe.digest, packages=read_packages(rootfs),
+            name=recipe.name,
+            architecture=host_architecture(),
+            image_digest=image.manifest_digest,
+            config_digest=image.config_digest,
+            rootfs_digest=layer_digest,
+            recipe_digest=recipe.digest,
+            packages=read_packages(rootfs),
         )
-        if recorded is not None and not update_lock and (
-            built.image_digest != recorded.image_digest or not current
+        if (
+            recorded is not None
+            and not update_lock
+            and (built.image_digest != recorded.image_digest or not current)
         ):
-            return ImageBuildOutcome(status=ImageBuildStatus.MISMATCH, built=built, recorded=recorded)
+            return ImageBuildOutcome(
+                status=ImageBuildStatus.MISMATCH, built=built, recorded=recorded
+            )
         archive = scratch / "image.oci.tar"
         write_archive(image, rootfs, archive)
         rootfs.unlink()

@@ -61,8 +61,14 @@ class ImageRecipe:
             return ImageError(f"{path}: {key}: {reason}")
 
         allowed = {
-            "description", "suite", "mirror", "variant", "packages", "locales",
-            "source_date_epoch", "strip_docs",
+            "description",
+            "suite",
+            "mirror",
+            "variant",
+            "packages",
+            "locales",
+            "source_date_epoch",
+            "strip_docs",
         }
         for key in data:
             if key not in allowed:

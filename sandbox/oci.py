@@ -109,8 +109,11 @@ def describe_image(
         }
     )
     return OciImage(
-        config=config, manifest=manifest, index=index,
-        layer_digest=layer_digest, layer_size=layer_size,
+        config=config,
+        manifest=manifest,
+        index=index,
+        layer_digest=layer_digest,
+        layer_size=layer_size,
     )
 
 

@@ -104,10 +104,16 @@ def _describe(root: Path, relative: str) -> OutputFile:
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
         if not _inside(root, path, target):
-            raise OutputError(f"output {relative} is a symlink leaving the build directory ({target})")
+            raise OutputError(
+                f"output {relative} is a symlink leaving the build directory ({target})"
+            )
         encoded = os.fsencode(target)
         return OutputFile(
-            path=relative, sha256=sha256_bytes(encoded), size=len(encoded), mode=0o777, target=target
+            path=relative,
+            sha256=sha256_bytes(encoded),
+            size=len(encoded),
+            mode=0o777,
+            target=target,
         )
     if not stat.S_ISREG(st.st_mode):
         kind = "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file"

@@ -6,7 +6,7 @@ Nothing here touches podman or the filesystem, so every plan has a golden test.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ _LOG_STORAGE_SLACK = 1024**2
 _NOFILE = 65536
 
 
-class Enforcement(str, Enum):
+class Enforcement(StrEnum):
     """How a limit is made to hold."""
 
     HOST_TIMER = "host-timer"
@@ -113,66 +113,99 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
     limits = spec.limits
     plans = [
         LimitPlan(
-            name="timeout", value=limits.timeout_s, unit="s",
+            name="timeout",
+            value=limits.timeout_s,
+            unit="s",
             enforced_by=(Enforcement.HOST_TIMER,),
             detail="the container is killed (SIGKILL to its whole pid namespace) when it runs out",
         ),
         LimitPlan(
-            name="log", value=limits.log_bytes, unit="bytes",
+            name="log",
+            value=limits.log_bytes,
+            unit="bytes",
             enforced_by=(Enforcement.LOG_CAP,),
             detail="build.log keeps the first bytes and ends with a truncation marker; "
             "podman's own copy is capped just above the limit",
         ),
     ]
     if "pids" in host.cgroup_controllers:
-        plans.append(LimitPlan(
-            name="pids", value=limits.pids, unit="processes",
-            enforced_by=(Enforcement.CGROUP,), detail="cgroup pids controller",
-        ))
+        plans.append(
+            LimitPlan(
+                name="pids",
+                value=limits.pids,
+                unit="processes",
+                enforced_by=(Enforcement.CGROUP,),
+                detail="cgroup pids controller",
+            )
+        )
     else:
         pids = min(limits.pids, host.nproc_hard)
-        clamp = f" (lowered from {limits.pids}, the host's hard limit)" if pids < limits.pids else ""
-        plans.append(LimitPlan(
-            name="pids", value=pids, unit="processes", enforced_by=(Enforcement.RLIMIT,),
-            detail=f"RLIMIT_NPROC={pids}{clamp} for the build user in the container's own user "
-            f"namespace; no cgroup pids controller here (cgroup v{host.cgroup_version}"
-            f"{', rootless' if host.rootless else ''})",
-        ))
+        clamp = (
+            f" (lowered from {limits.pids}, the host's hard limit)" if pids < limits.pids else ""
+        )
+        plans.append(
+            LimitPlan(
+                name="pids",
+                value=pids,
+                unit="processes",
+                enforced_by=(Enforcement.RLIMIT,),
+                detail=f"RLIMIT_NPROC={pids}{clamp} for the build user in the container's own user "
+                f"namespace; no cgroup pids controller here (cgroup v{host.cgroup_version}"
+                f"{', rootless' if host.rootless else ''})",
+            )
+        )
     if "memory" in host.cgroup_controllers:
-        plans.append(LimitPlan(
-            name="memory", value=limits.memory_bytes, unit="bytes",
-            enforced_by=(Enforcement.CGROUP,), detail="cgroup memory controller",
-        ))
+        plans.append(
+            LimitPlan(
+                name="memory",
+                value=limits.memory_bytes,
+                unit="bytes",
+                enforced_by=(Enforcement.CGROUP,),
+                detail="cgroup memory controller",
+            )
+        )
     else:
-        plans.append(LimitPlan(
-            name="memory", value=limits.memory_bytes, unit="bytes",
-            enforced_by=(Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
-            detail=f"RLIMIT_DATA={format_size(limits.memory_bytes)} per process, and the build "
-            f"is killed when its processes' total RSS, sampled every {MONITOR_INTERVAL_S}s on the "
-            f"host, exceeds the limit; no cgroup memory controller here (cgroup "
-            f"v{host.cgroup_version}{', rootless' if host.rootless else ''})",
-        ))
-    plans.append(LimitPlan(
-        name="disk", value=limits.disk_bytes, unit="bytes",
-        enforced_by=(Enforcement.TMPFS_SIZE, Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
-        detail=f"{BUILD_DIR}, /tmp and {BUILD_HOME} are each a tmpfs of this size; "
-        "RLIMIT_FSIZE caps a single file; the host kills the build when the hand-back "
-        "directory grows past the limit",
-    ))
+        plans.append(
+            LimitPlan(
+                name="memory",
+                value=limits.memory_bytes,
+                unit="bytes",
+                enforced_by=(Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
+                detail=f"RLIMIT_DATA={format_size(limits.memory_bytes)} per process, and the build "
+                f"is killed when its processes' total RSS, sampled every {MONITOR_INTERVAL_S}s "
+                f"on the host, exceeds the limit; no cgroup memory controller here (cgroup "
+                f"v{host.cgroup_version}{', rootless' if host.rootless else ''})",
+            )
+        )
+    plans.append(
+        LimitPlan(
+            name="disk",
+            value=limits.disk_bytes,
+            unit="bytes",
+            enforced_by=(Enforcement.TMPFS_SIZE, Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
+            detail=f"{BUILD_DIR}, /tmp and {BUILD_HOME} are each a tmpfs of this size; "
+            "RLIMIT_FSIZE caps a single file; the host kills the build when the hand-back "
+            "directory grows past the limit",
+        )
+    )
     return tuple(plans)
 
 
 def _tmpfs(target: str, size: int, mode: str) -> dict[str, Any]:
     # exec: builds run what they compile (configure tests, test suites).
     return {
-        "destination": target, "type": "tmpfs", "source": "tmpfs",
+        "destination": target,
+        "type": "tmpfs",
+        "source": "tmpfs",
         "options": [f"size={size}", f"mode={mode}", "U", "exec", "nosuid", "nodev"],
     }
 
 
 def _bind(source: Path, target: str, *, read_only: bool) -> dict[str, Any]:
     return {
-        "destination": target, "type": "bind", "source": str(source),
+        "destination": target,
+        "type": "bind",
+        "source": str(source),
         "options": ["rbind", "ro" if read_only else "rw", "nosuid", "nodev"],
     }
 
@@ -205,11 +238,19 @@ def plan_build(
     disk = by_name["disk"].value
     env_args = [f"{key}={value}" for key, value in env]
     command = [
-        f"{TOOLS_DIR}/busybox", "sh", f"{TOOLS_DIR}/runner.sh",
-        str(len(env_args)), *env_args, *spec.command,
+        f"{TOOLS_DIR}/busybox",
+        "sh",
+        f"{TOOLS_DIR}/runner.sh",
+        str(len(env_args)),
+        *env_args,
+        *spec.command,
     ]
     rlimits = [
-        {"type": "nofile", "soft": min(_NOFILE, host.nofile_hard), "hard": min(_NOFILE, host.nofile_hard)},
+        {
+            "type": "nofile",
+            "soft": min(_NOFILE, host.nofile_hard),
+            "hard": min(_NOFILE, host.nofile_hard),
+        },
         {"type": "core", "soft": 0, "hard": 0},
         {"type": "fsize", "soft": disk, "hard": disk},
     ]
@@ -263,6 +304,10 @@ def plan_build(
         # stays readable and removable without podman unshare.
         container["userns"] = {"nsmode": "keep-id", "value": f"uid={BUILD_UID},gid={BUILD_GID}"}
     return BuildPlan(
-        spec=spec, image=image, source_date_epoch=source_date_epoch, env=env,
-        limits=limits, container=container,
+        spec=spec,
+        image=image,
+        source_date_epoch=source_date_epoch,
+        env=env,
+        limits=limits,
+        container=container,
     )

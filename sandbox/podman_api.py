@@ -82,7 +82,10 @@ class PodmanService:
         return PodmanSession(self._start())
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -93,7 +96,9 @@ class PodmanService:
         try:
             self._process = subprocess.Popen(
                 [self._podman_bin, "system", "service", "--time=0", url],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
                 start_new_session=True,  # Ctrl-C reaches hermetic, which stops it in order
             )
         except FileNotFoundError as e:
@@ -160,7 +165,9 @@ class PodmanSession:
         )
 
     def image_exists(self, reference: str) -> bool:
-        return bool(_call(f"look up image {reference}", lambda: self._client.images.exists(reference)))
+        return bool(
+            _call(f"look up image {reference}", lambda: self._client.images.exists(reference))
+        )
 
     def image_id(self, reference: str) -> str:
         """The image id (config digest) of a present image."""
@@ -185,7 +192,8 @@ class PodmanSession:
 
         def create() -> BuildContainer:
             response = self._client.api.post(
-                "/containers/create", data=json.dumps(request),
+                "/containers/create",
+                data=json.dumps(request),
                 headers={"content-type": "application/json"},
             )
             response.raise_for_status()
@@ -194,7 +202,7 @@ class PodmanSession:
         return _call(f"create container from image {request.get('image')}", create)
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]  # unannotated in podman-py
 
 
 def _hard_limit(which: int) -> int:
@@ -229,7 +237,9 @@ class BuildContainer:
 
     def wait(self) -> int:
         """Block until the container exits; its exit status."""
-        return int(_call("wait for the build container", lambda: self._container.wait(condition="exited")))
+        return int(
+            _call("wait for the build container", lambda: self._container.wait(condition="exited"))
+        )
 
     def kill(self) -> None:
         """SIGKILL the container; its pid namespace takes every process with it."""

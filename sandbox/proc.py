@@ -67,14 +67,23 @@ def run(
         if stdout_path is not None:
             with stdout_path.open("wb") as sink:
                 done = subprocess.run(
-                    args, stdout=sink, stderr=subprocess.PIPE, timeout=timeout,
-                    env=None if env is None else dict(env), cwd=cwd, check=False,
+                    args,
+                    stdout=sink,
+                    stderr=subprocess.PIPE,
+                    timeout=timeout,
+                    env=None if env is None else dict(env),
+                    cwd=cwd,
+                    check=False,
                 )
             out = b""
         else:
             done = subprocess.run(
-                args, capture_output=True, timeout=timeout,
-                env=None if env is None else dict(env), cwd=cwd, check=False,
+                args,
+                capture_output=True,
+                timeout=timeout,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                check=False,
             )
             out = done.stdout[:max_output]
     except FileNotFoundError as e:

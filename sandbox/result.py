@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from sandbox.digests import Sha256, prefixed
@@ -16,7 +16,7 @@ from sandbox.plan import LimitPlan
 RESULT_SCHEMA = "https://hermetic.dev/schemas/build-result/v1"
 
 
-class BuildStatus(str, Enum):
+class BuildStatus(StrEnum):
     """How a build ended; everything but BUILT makes ``hermetic build`` exit 1."""
 
     BUILT = "built"
@@ -36,7 +36,9 @@ class InputRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "url": self.url, "sha256": prefixed(self.sha256), "dest": self.dest,
+            "url": self.url,
+            "sha256": prefixed(self.sha256),
+            "dest": self.dest,
             "fetched": self.fetched,
         }
 

@@ -106,9 +106,7 @@ class Spec:
         )
 
     @classmethod
-    def from_document(
-        cls, document: Mapping[str, Any], *, path: Path, source_dir: Path
-    ) -> Spec:
+    def from_document(cls, document: Mapping[str, Any], *, path: Path, source_dir: Path) -> Spec:
         """Validate an already parsed spec document (see :meth:`from_toml`)."""
         return _SpecParser(path).parse(document, source_dir)
 
@@ -260,7 +258,9 @@ class _SpecParser:
                 raise self.fail(f"{key}.dest", "expected a relative path")
             dest = self.relative_path(entry["dest"], f"{key}.dest")
             if dest in seen:
-                raise self.fail(f"{key}.dest", f"{str(dest)!r} is already the dest of another input")
+                raise self.fail(
+                    f"{key}.dest", f"{str(dest)!r} is already the dest of another input"
+                )
             seen.add(dest)
             result.append(InputSpec(url=url, sha256=digest, dest=dest))
         return tuple(result)

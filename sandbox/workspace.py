@@ -27,7 +27,7 @@ def require_static(busybox: Path) -> None:
         HostToolMissing: it is absent or dynamically linked.
     """
     try:
-        header = busybox.read_bytes()[:1 << 16]
+        header = busybox.read_bytes()[: 1 << 16]
     except OSError:
         raise HostToolMissing(tool=str(busybox), package="busybox-static") from None
     if header[:4] != b"\x7fELF" or header[4] != 2:
@@ -38,7 +38,10 @@ def require_static(busybox: Path) -> None:
     phentsize, phnum = struct.unpack_from(order + "HH", header, 0x36)
     for index in range(phnum):
         offset = phoff + index * phentsize
-        if offset + 4 <= len(header) and struct.unpack_from(order + "I", header, offset)[0] == _PT_INTERP:
+        if (
+            offset + 4 <= len(header)
+            and struct.unpack_from(order + "I", header, offset)[0] == _PT_INTERP
+        ):
             raise HostToolMissing(tool=f"{busybox} (statically linked)", package="busybox-static")
 
 
@@ -92,12 +95,12 @@ def publishing(out_dir: Path) -> Iterator[Path]:
     Raises:
         OutDirError: ``out_dir`` exists and is not hermetic's.
     """
-    if out_dir.exists() and not (out_dir / OUT_MARKER).exists():
-        if not out_dir.is_dir() or any(out_dir.iterdir()):
-            raise OutDirError(
-                f"{out_dir} exists and is not a hermetic output directory; "
-                "choose another --out or remove it"
-            )
+    foreign = out_dir.exists() and not (out_dir / OUT_MARKER).exists()
+    if foreign and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise OutDirError(
+            f"{out_dir} exists and is not a hermetic output directory; "
+            "choose another --out or remove it"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
