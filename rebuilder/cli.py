@@ -22,12 +22,13 @@ import typer
 
 from rebuilder import render
 from rebuilder.progress import LiveProgress, PlainProgress
+from sandbox.backend import connect_backend
 from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.image_build import ImageBuildStatus, build_image
 from sandbox.images import ImageCatalog
-from sandbox.podman_backend import PodmanBackend
+from sandbox.podman_api import PodmanService
 from sandbox.spec import Spec
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
@@ -91,6 +92,10 @@ def _progress() -> LiveProgress | PlainProgress:
     return PlainProgress()
 
 
+def _podman(config: SandboxConfig) -> PodmanService:
+    return PodmanService(url=config.podman_url, podman_bin=config.podman_bin)
+
+
 AllowRoot = Annotated[
     bool, typer.Option("--allow-root", help="Run even as root (HERMETIC_ALLOW_ROOT=1).")
 ]
@@ -117,7 +122,7 @@ def build(
         refuse_root(config)
         build_id = new_build_id()
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
-        with PodmanBackend.connect(config) as backend, _progress() as progress:
+        with connect_backend(config) as backend, _progress() as progress:
             result = run_build(
                 BuildRequest(spec=parsed, out_dir=out_dir),
                 config=config,
@@ -149,11 +154,11 @@ def image_build(
         config = _config(allow_root)
         refuse_root(config)
         definition = ImageCatalog(config.images_dir).get(name)
-        with PodmanBackend.connect(config) as backend:
+        with _podman(config) as session:
             typer.echo(f"hermetic: building image {name} (mmdebstrap, rootless)…", err=True)
             outcome = build_image(
                 definition,
-                store=backend.session,
+                store=session,
                 work_dir=config.work_dir,
                 update_lock=update_lock,
                 rebuild=rebuild,
@@ -184,9 +189,9 @@ def image_list(allow_root: AllowRoot = False) -> None:
         definitions = [catalog.get(name) for name in catalog.names()]
         loaded: dict[str, bool] = {}
         if os.geteuid() != 0 or config.allow_root:
-            with PodmanBackend.connect(config) as backend:
+            with _podman(config) as session:
                 loaded = {
-                    d.name: d.lock is not None and backend.session.image_exists(d.lock.reference)
+                    d.name: d.lock is not None and session.image_exists(d.lock.reference)
                     for d in definitions
                 }
         typer.echo(render.image_list(definitions, loaded))

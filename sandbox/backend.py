@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError
 from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
@@ -82,6 +85,41 @@ class SandboxBackend(ABC):
         if build_dir.is_symlink() or not build_dir.is_dir():
             raise SandboxError(f"the runner handed back no build directory in {workspace.out}")
         return status, tasks, build_dir
+
+
+BackendConnector = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]
+
+
+def _podman(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:
+    from sandbox.podman_backend import PodmanBackend  # imports podman-py only when used
+
+    return PodmanBackend.connect(config)
+
+
+def _fake(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:
+    from sandbox.fake import FakeBackend
+
+    return FakeBackend.connect(config)
+
+
+BACKENDS: dict[str, BackendConnector] = {"podman": _podman, "fake": _fake}
+"""Sandbox backends by name (HERMETIC_BACKEND)."""
+
+
+def connect_backend(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:
+    """Connect the configured backend for the duration of a ``with`` block.
+
+    Raises:
+        SandboxError: no backend has that name.
+    """
+    try:
+        connector = BACKENDS[config.backend]
+    except KeyError:
+        raise SandboxError(
+            f"unknown sandbox backend {config.backend!r} (HERMETIC_BACKEND); "
+            f"known: {', '.join(sorted(BACKENDS))}"
+        ) from None
+    return connector(config)
 
 
 def tree_size(root: Path, limit: int) -> int:

@@ -35,6 +35,7 @@ class SandboxConfig:
         busybox: a statically linked busybox mounted read-only as the runner's
             toolbox (HERMETIC_BUSYBOX).
         allow_root: run even when started as root (HERMETIC_ALLOW_ROOT).
+        backend: sandbox backend, "podman" or the test-only "fake" (HERMETIC_BACKEND).
     """
 
     store_dir: Path
@@ -44,6 +45,7 @@ class SandboxConfig:
     podman_bin: str = "podman"
     busybox: Path = Path("/bin/busybox")
     allow_root: bool = False
+    backend: str = "podman"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -58,4 +60,5 @@ class SandboxConfig:
             podman_bin=env.get("HERMETIC_PODMAN") or "podman",
             busybox=Path(env.get("HERMETIC_BUSYBOX") or "/bin/busybox"),
             allow_root=env.get("HERMETIC_ALLOW_ROOT", "").lower() in _TRUE,
+            backend=env.get("HERMETIC_BACKEND") or "podman",
         )

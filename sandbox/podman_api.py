@@ -69,17 +69,20 @@ class PodmanService:
         self._podman_bin = podman_bin
         self._process: subprocess.Popen[bytes] | None = None
         self._temp: Path | None = None
+        self._session: PodmanSession | None = None
         self.started = False
 
     def __enter__(self) -> PodmanSession:
         if _ping(self._url):
-            return PodmanSession(self._url)
-        if self._explicit:
+            self._session = PodmanSession(self._url)
+        elif self._explicit:
             raise SandboxError(
                 f"no podman API answers at {self._url} (HERMETIC_PODMAN_URL); start it with "
                 "'podman system service --time=0 <url>' or unset the variable"
             )
-        return PodmanSession(self._start())
+        else:
+            self._session = PodmanSession(self._start())
+        return self._session
 
     def __exit__(
         self,
@@ -87,6 +90,9 @@ class PodmanService:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
         self.stop()
 
     def _start(self) -> str:

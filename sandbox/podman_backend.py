@@ -35,10 +35,7 @@ class PodmanBackend(SandboxBackend):
     def connect(cls, config: SandboxConfig) -> Iterator[PodmanBackend]:
         """Connect to podman (starting a private service if none answers) for a while."""
         with PodmanService(url=config.podman_url, podman_bin=config.podman_bin) as session:
-            try:
-                yield cls(session)
-            finally:
-                session.close()
+            yield cls(session)
 
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
         if not self.session.image_exists(image_reference):
