@@ -1,0 +1,125 @@
+"""The CLI in-process (typer's CliRunner) on the fake backend: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rebuilder.cli import app
+from sandbox.images import ImageRecipe
+from tests.conftest import write_spec
+from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.sandbox.test_spec import BAD_SPECS
+
+GOOD = """
+[build]
+image = "test-image"
+command = ["make"]
+outputs = ["hermetic.toml"]
+source_date_epoch = 1
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    images = tmp_path / "images"
+    directory = make_image(images, "test-image", RECIPE)
+    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    return {
+        "HERMETIC_BACKEND": "fake",
+        "HERMETIC_IMAGES_DIR": str(images),
+        "HERMETIC_STORE": str(tmp_path / "store"),
+        "HERMETIC_WORK_DIR": str(tmp_path / "work"),
+    }
+
+
+def test_build_exit_0_and_json_on_stdout_only(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = write_spec(tmp_path / "src", GOOD)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(out), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["status"] == "built"
+    for key in ("digest", "outputs", "image", "source_digest", "exit_code", "duration_s", "limits"):
+        assert key in document
+    assert json.loads((out / "result.json").read_text()) == document
+
+
+def test_build_text_summary(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = write_spec(tmp_path / "src", GOOD)
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    assert result.exit_code == 0
+    assert result.stdout.startswith("built sha256:")
+    assert (
+        "hermetic.toml" in result.stdout and "limits  timeout 3600s [host-timer]" in result.stdout
+    )
+
+
+def test_default_out_dir_is_fresh_and_named(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "src"
+    spec = write_spec(source, GOOD)
+    monkeypatch.chdir(source)
+    runner = CliRunner()
+    first = runner.invoke(app, ["build", "--json"], env=env)
+    assert first.exit_code == 0, first.output
+    out_dir = Path(json.loads(first.stdout)["out_dir"])
+    assert out_dir.parent == source / "hermetic-out" and (out_dir / "result.json").exists()
+    # a second build in the same directory: fresh dir, and the first results are not source
+    second = runner.invoke(app, ["build", str(spec), "--json"], env=env)
+    assert json.loads(second.stdout)["out_dir"] != str(out_dir)
+    assert json.loads(second.stdout)["source_digest"] == json.loads(first.stdout)["source_digest"]
+
+
+def test_failed_build_exits_1_with_log_tail(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = write_spec(tmp_path / "src", GOOD.replace('"hermetic.toml"', '"missing"'))
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    assert result.exit_code == 1
+    assert "NOT BUILT (failed)" in result.stdout and "'missing' matched nothing" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "key", "reason"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
+)
+def test_every_bad_spec_exits_2_naming_the_key(
+    tmp_path: Path, env: dict[str, str], case: str, text: str, key: str, reason: str
+) -> None:
+    spec = write_spec(tmp_path / "src", text)
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    assert result.exit_code == 2
+    assert f"{spec}: {key}:" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_root_is_refused_with_exit_2(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    spec = write_spec(tmp_path / "src", GOOD)
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    assert result.exit_code == 2 and "refusing to run as root" in result.stderr
+    allowed = CliRunner().invoke(
+        app, ["build", str(spec), "--out", str(tmp_path / "o"), "--allow-root"], env=env
+    )
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_unknown_image_name_exits_2(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = write_spec(tmp_path / "src", GOOD.replace("test-image", "no-such-image"))
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    assert result.exit_code == 2 and "no image named 'no-such-image'" in result.stderr
+
+
+def test_image_list_without_podman_as_root(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    result = CliRunner().invoke(app, ["image", "list"], env=env)
+    assert result.exit_code == 0
+    assert "test-image" in result.stdout and "test image" in result.stdout

@@ -1,0 +1,186 @@
+"""The build pipeline end to end, on the fake backend (the real one is in tests/integration)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sandbox.backend import RunStatus
+from sandbox.build import BuildRequest, run_build
+from sandbox.config import SandboxConfig
+from sandbox.errors import DigestMismatch, RootRefused
+from sandbox.fake import FakeBackend, FakeRun
+from sandbox.images import ImageRecipe
+from sandbox.plan import BuildPlan
+from sandbox.result import BuildStatus
+from sandbox.spec import Spec
+from tests.conftest import write_spec
+from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxConfig:
+    images = tmp_path / "images"
+    directory = make_image(images, "test-image", RECIPE)
+    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    return SandboxConfig(
+        store_dir=tmp_path / "store",
+        work_dir=tmp_path / "work",
+        images_dir=images,
+    )
+
+
+def spec_in(tmp_path: Path, extra: str = "", outputs: str = '["out.txt"]') -> Spec:
+    source = tmp_path / "src"
+    path = write_spec(
+        source,
+        f"""
+[build]
+image = "test-image"
+command = ["make"]
+outputs = {outputs}
+source_date_epoch = 1000
+{extra}
+""",
+    )
+    (source / "Makefile").write_text("out.txt:\n\techo hi > $@\n")
+    return Spec.from_toml(path)
+
+
+def make_out(build_dir: Path, plan: BuildPlan) -> FakeRun:
+    (build_dir / "out.txt").write_text("hi\n")
+    return FakeRun(log=b"echo hi > out.txt\n")
+
+
+def test_successful_build_publishes_everything(config: SandboxConfig, tmp_path: Path) -> None:
+    backend = FakeBackend(script=make_out)
+    out = tmp_path / "results"
+    result = run_build(
+        BuildRequest(spec=spec_in(tmp_path), out_dir=out), config=config, backend=backend
+    )
+    assert result.status is BuildStatus.BUILT and result.exit_code == 0
+    assert (out / "artifacts" / "out.txt").read_text() == "hi\n"
+    assert (out / "build.log").read_text() == "echo hi > out.txt\n"
+    document = json.loads((out / "result.json").read_text())
+    assert document == result.to_json()
+    assert document["digest"] == f"sha256:{result.digest}"
+    assert document["outputs"] == [
+        {"path": "out.txt", "sha256": result.outputs[0].sha256, "size": 3, "mode": "0644"}
+    ]
+    assert document["image"].startswith("localhost/hermetic/test-image@sha256:")
+    assert document["source_date_epoch"] == 1000
+    assert set(document["limits"]) == {"timeout", "log", "pids", "memory", "disk"}
+    assert document["log"]["path"] == str(out / "build.log")
+    # the plan the backend received pins the staged source and the image
+    (plan,) = backend.plans
+    assert plan.image.reference == document["image"]
+    assert not list(config.work_dir.iterdir()), "scratch space must be removed"
+
+
+def test_failing_build_is_a_result_with_exit_code(config: SandboxConfig, tmp_path: Path) -> None:
+    backend = FakeBackend(script=lambda d, p: FakeRun(log=b"error\n", exit_code=2))
+    result = run_build(
+        BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"), config=config, backend=backend
+    )
+    assert result.status is BuildStatus.FAILED and result.exit_code == 2
+    assert result.digest is None and result.outputs == ()
+    assert "status 2" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("run", "status"),
+    [
+        (FakeRun(status=RunStatus.TIMEOUT), BuildStatus.TIMEOUT),
+        (FakeRun(status=RunStatus.LIMIT_EXCEEDED, exceeded="memory"), BuildStatus.LIMIT_EXCEEDED),
+    ],
+)
+def test_killed_builds(
+    config: SandboxConfig, tmp_path: Path, run: FakeRun, status: BuildStatus
+) -> None:
+    result = run_build(
+        BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"),
+        config=config,
+        backend=FakeBackend(script=lambda d, p: run),
+    )
+    assert result.status is status and result.exit_code is None
+
+
+def test_missing_output_fails_the_build(config: SandboxConfig, tmp_path: Path) -> None:
+    result = run_build(
+        BuildRequest(spec=spec_in(tmp_path, outputs='["nothing-here"]'), out_dir=tmp_path / "o"),
+        config=config,
+        backend=FakeBackend(),
+    )
+    assert result.status is BuildStatus.FAILED and "matched nothing" in result.reason
+
+
+def test_input_mismatch_places_nothing_and_runs_nothing(
+    config: SandboxConfig, tmp_path: Path
+) -> None:
+    blob = tmp_path / "dep.tar.gz"
+    blob.write_bytes(b"real")
+    extra = f'[[inputs]]\nurl = "{blob.as_uri()}"\nsha256 = "{"0" * 64}"\ndest = "dep.tar.gz"\n'
+    backend = FakeBackend()
+    with pytest.raises(DigestMismatch):
+        run_build(
+            BuildRequest(spec=spec_in(tmp_path, extra), out_dir=tmp_path / "o"),
+            config=config,
+            backend=backend,
+        )
+    assert backend.plans == []
+    assert not (tmp_path / "o").exists()
+
+
+def test_inputs_are_placed_and_recorded(config: SandboxConfig, tmp_path: Path) -> None:
+    blob = tmp_path / "dep.tar.gz"
+    blob.write_bytes(b"real")
+    digest = hashlib.sha256(b"real").hexdigest()
+    extra = (
+        f'[[inputs]]\nurl = "{blob.as_uri()}"\nsha256 = "{digest}"\ndest = "vendor/dep.tar.gz"\n'
+    )
+    seen: list[bytes] = []
+
+    def script(build_dir: Path, plan: BuildPlan) -> FakeRun:
+        seen.append((build_dir / "vendor" / "dep.tar.gz").read_bytes())
+        assert (build_dir / "vendor" / "dep.tar.gz").stat().st_mtime == 1000
+        (build_dir / "out.txt").write_text("x")
+        return FakeRun()
+
+    spec = spec_in(tmp_path, extra)
+    first = run_build(
+        BuildRequest(spec=spec, out_dir=tmp_path / "o1"),
+        config=config,
+        backend=FakeBackend(script=script),
+    )
+    second = run_build(
+        BuildRequest(spec=spec, out_dir=tmp_path / "o2"),
+        config=config,
+        backend=FakeBackend(script=script),
+    )
+    assert seen == [b"real", b"real"]
+    assert first.inputs[0].fetched and not second.inputs[0].fetched
+    assert first.source_digest == second.source_digest
+
+
+def test_root_is_refused(
+    config: SandboxConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(RootRefused, match="--allow-root"):
+        run_build(
+            BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"),
+            config=config,
+            backend=FakeBackend(),
+        )
+    allowed = SandboxConfig(**{**config.__dict__, "allow_root": True})
+    result = run_build(
+        BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"),
+        config=allowed,
+        backend=FakeBackend(script=make_out),
+    )
+    assert result.status is BuildStatus.BUILT

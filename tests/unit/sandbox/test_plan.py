@@ -1,0 +1,173 @@
+"""The planner is pure: golden plans, and the limit fallbacks for each kind of host."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sandbox.digests import Sha256
+from sandbox.images import ResolvedImage
+from sandbox.plan import Enforcement, HostCapabilities, Workspace, plan_build
+from sandbox.spec import Spec
+
+GOLDEN = Path(__file__).parent / "golden"
+SPEC = """
+[build]
+image = "debian-bookworm"
+command = ["sh", "-c", "./configure && make"]
+outputs = ["hello"]
+env = { CFLAGS = "-O2" }
+source_date_epoch = 1700000000
+
+[limits]
+timeout = "30m"
+memory = "2GiB"
+pids = 500
+disk = "1GiB"
+log = "8MiB"
+"""
+IMAGE = ResolvedImage(
+    reference="localhost/hermetic/debian-bookworm@sha256:" + "ab" * 32,
+    digest=Sha256("ab" * 32),
+    name="debian-bookworm",
+)
+WORKSPACE = Workspace(
+    source=Path("/work/ws/src"),
+    out=Path("/work/ws/out"),
+    runner=Path("/work/ws/runner.sh"),
+    busybox=Path("/bin/busybox"),
+)
+HOSTS = {
+    "cgroup_v1_rootless": HostCapabilities(
+        rootless=True,
+        cgroup_version=1,
+        cgroup_controllers=frozenset(),
+        nofile_hard=20000,
+        nproc_hard=96365,
+    ),
+    "cgroup_v2_delegated": HostCapabilities(
+        rootless=True,
+        cgroup_version=2,
+        cgroup_controllers=frozenset({"memory", "pids", "cpu"}),
+        nofile_hard=1048576,
+        nproc_hard=400,
+    ),
+}
+
+
+def spec() -> Spec:
+    return Spec.from_document(
+        __import__("tomllib").loads(SPEC), path=Path("/src/hermetic.toml"), source_dir=Path("/src")
+    )
+
+
+@pytest.mark.parametrize("host_name", sorted(HOSTS))
+def test_golden_plan(host_name: str) -> None:
+    plan = plan_build(
+        spec=spec(),
+        image=IMAGE,
+        source_date_epoch=1700000000,
+        workspace=WORKSPACE,
+        host=HOSTS[host_name],
+        name="hermetic-test",
+    )
+    rendered = (
+        json.dumps(
+            {
+                "container": plan.container,
+                "env": dict(plan.env),
+                "limits": {limit.name: limit.to_json() for limit in plan.limits},
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    golden = GOLDEN / f"plan_{host_name}.json"
+    if os.environ.get("HERMETIC_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text()
+
+
+def test_isolation_settings_are_always_present() -> None:
+    plan = plan_build(
+        spec=spec(),
+        image=IMAGE,
+        source_date_epoch=1,
+        workspace=WORKSPACE,
+        host=HOSTS["cgroup_v1_rootless"],
+        name="x",
+    )
+    c = plan.container
+    assert c["netns"] == {"nsmode": "none"}
+    assert c["read_only_filesystem"] is True
+    assert c["cap_drop"] == ["ALL"]
+    assert c["no_new_privileges"] is True
+    assert c["env_host"] is False and c["httpproxy"] is False
+    binds = [m for m in c["mounts"] if m["type"] == "bind"]
+    writable = [m["source"] for m in binds if "rw" in m["options"]]
+    assert writable == [str(WORKSPACE.out)]  # the only writable host path: the hand-back dir
+
+
+def test_cgroup_v1_falls_back_and_says_so() -> None:
+    limits = {
+        limit.name: limit
+        for limit in plan_build(
+            spec=spec(),
+            image=IMAGE,
+            source_date_epoch=1,
+            workspace=WORKSPACE,
+            host=HOSTS["cgroup_v1_rootless"],
+            name="x",
+        ).limits
+    }
+    assert limits["memory"].enforced_by == (Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG)
+    assert "no cgroup memory controller" in limits["memory"].detail
+    assert limits["pids"].enforced_by == (Enforcement.RLIMIT,)
+    assert "RLIMIT_NPROC=500" in limits["pids"].detail
+    assert limits["disk"].enforced_by[0] is Enforcement.TMPFS_SIZE
+    assert limits["timeout"].enforced_by == (Enforcement.HOST_TIMER,)
+
+
+def test_a_limit_above_the_host_hard_limit_is_lowered_and_reported() -> None:
+    host = HostCapabilities(
+        rootless=True,
+        cgroup_version=1,
+        cgroup_controllers=frozenset(),
+        nofile_hard=1024,
+        nproc_hard=300,
+    )
+    plan = plan_build(
+        spec=spec(), image=IMAGE, source_date_epoch=1, workspace=WORKSPACE, host=host, name="x"
+    )
+    pids = plan.limit("pids")
+    assert pids.value == 300 and "lowered from 500" in pids.detail
+    assert {"type": "nproc", "soft": 300, "hard": 300} in plan.container["r_limits"]
+    assert {"type": "nofile", "soft": 1024, "hard": 1024} in plan.container["r_limits"]
+
+
+def test_environment_is_normalized_and_extended() -> None:
+    plan = plan_build(
+        spec=spec(),
+        image=IMAGE,
+        source_date_epoch=42,
+        workspace=WORKSPACE,
+        host=HOSTS["cgroup_v1_rootless"],
+        name="x",
+    )
+    assert dict(plan.env) == {
+        "CFLAGS": "-O2",
+        "HOME": "/home/builder",
+        "LANG": "C.UTF-8",
+        "LOGNAME": "builder",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "SOURCE_DATE_EPOCH": "42",
+        "TZ": "UTC",
+        "USER": "builder",
+    }
+    command = plan.container["command"]
+    assert command[:4] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh", "8"]
+    assert command[-3:] == ["sh", "-c", "./configure && make"]
