@@ -54,7 +54,7 @@ class CappedLog:
         if truncated:
             marker = (
                 f"\n[hermetic: log truncated at {self._kept} bytes; "
-                f"{self._seen - self._kept} more bytes dropped]\n"
+                f"at least {self._seen - self._kept} more bytes dropped]\n"
             ).encode()
             self._stream.write(marker)
             self._digest.update(marker)

@@ -23,7 +23,7 @@ BUILD_UID = 1000
 BUILD_GID = 1000
 BUILD_HOME = "/home/builder"
 MONITOR_INTERVAL_S = 0.5
-_LOG_STORAGE_SLACK = 1024**2
+_LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
 
 
@@ -125,7 +125,7 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             unit="bytes",
             enforced_by=(Enforcement.LOG_CAP,),
             detail="build.log keeps the first bytes and ends with a truncation marker; "
-            "podman's own copy is capped just above the limit",
+            "podman's own copy is capped at twice the limit (at least 16MiB)",
         ),
     ]
     if "pids" in host.cgroup_controllers:
@@ -295,7 +295,8 @@ def plan_build(
         "resource_limits": resources,
         "log_configuration": {
             "driver": "k8s-file",
-            "size": by_name["log"].value + _LOG_STORAGE_SLACK,
+            # podman's own copy (k8s-file, with per-line prefixes) stays bounded on disk
+            "size": max(2 * by_name["log"].value, _LOG_STORAGE_FLOOR),
         },
         "labels": {"dev.hermetic.build": name},
     }

@@ -21,7 +21,9 @@ def test_flood_is_cut_with_a_marker(tmp_path: Path) -> None:
     summary = log.close()
     data = (tmp_path / "build.log").read_bytes()
     assert data.startswith(b"x" * 99 + b"\n")
-    assert data.endswith(b"[hermetic: log truncated at 1000 bytes; 49000 more bytes dropped]\n")
+    assert data.endswith(
+        b"[hermetic: log truncated at 1000 bytes; at least 49000 more bytes dropped]\n"
+    )
     assert len(data) < 1100
     assert summary.truncated and summary.bytes_seen == 50000 and summary.bytes_kept == 1000
     assert summary.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()

@@ -1,0 +1,147 @@
+"""Integration fixtures: a real podman API session, real images, an unprivileged user.
+
+These tests fail (they do not skip) when podman or the images are unusable: a
+sandbox test that silently skips proves nothing. Deselect them with
+``-m "not integration"`` on a machine without the set-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from sandbox.build import BuildRequest, run_build
+from sandbox.config import SandboxConfig
+from sandbox.digests import Sha256
+from sandbox.fetch import fetch_input
+from sandbox.image_build import ImageBuildStatus, build_image
+from sandbox.images import ImageCatalog
+from sandbox.podman_api import PodmanService, PodmanSession
+from sandbox.podman_backend import PodmanBackend
+from sandbox.result import BuildResult
+from sandbox.spec import InputSpec, Spec
+from sandbox.store import ContentStore
+from tests.conftest import REPO, write_spec
+
+HELLO_SHA256 = Sha256("31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b")
+HELLO_URL = "https://deb.debian.org/debian/pool/main/h/hello/hello_2.10.orig.tar.gz"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def sandbox_config(tmp_path_factory: pytest.TempPathFactory) -> SandboxConfig:
+    if os.geteuid() == 0:
+        pytest.fail(
+            "integration tests run rootless: run them as the unprivileged build user "
+            "(.ci/test does: runuser -u hermetic)"
+        )
+    base = tmp_path_factory.mktemp("hermetic")
+    images = base / "images"
+    # A private copy, so a lock refreshed for a moved Debian archive never touches the repo.
+    shutil.copytree(REPO / "images", images)
+    return SandboxConfig(
+        store_dir=Path(os.environ.get("HERMETIC_STORE") or base / "store"),
+        work_dir=base / "work",
+        images_dir=images,
+    )
+
+
+@pytest.fixture(scope="session")
+def podman_session(sandbox_config: SandboxConfig) -> Iterator[PodmanSession]:
+    with PodmanService(url=sandbox_config.podman_url) as session:
+        yield session
+
+
+def _ensure_image(name: str, session: PodmanSession, config: SandboxConfig) -> None:
+    definition = ImageCatalog(config.images_dir).get(name)
+    outcome = build_image(definition, store=session, work_dir=config.work_dir)
+    if outcome.status is ImageBuildStatus.MISMATCH:
+        warnings.warn(
+            f"images/{name}/lock.json no longer matches what the Debian archive gives "
+            f"({'; '.join(outcome.package_changes()[:5])}); the tests use a refreshed "
+            f"private lock. Run 'hermetic image build {name} --update-lock' and commit it.",
+            stacklevel=1,
+        )
+        build_image(definition, store=session, work_dir=config.work_dir, update_lock=True)
+
+
+@pytest.fixture(scope="session")
+def minimal_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    _ensure_image("hermetic-minimal", podman_session, sandbox_config)
+    return "hermetic-minimal"
+
+
+@pytest.fixture(scope="session")
+def bookworm_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    _ensure_image("debian-bookworm", podman_session, sandbox_config)
+    return "debian-bookworm"
+
+
+@pytest.fixture
+def backend(podman_session: PodmanSession) -> PodmanBackend:
+    return PodmanBackend(podman_session)
+
+
+@pytest.fixture(scope="session")
+def hello_tarball(sandbox_config: SandboxConfig) -> Path:
+    """GNU hello 2.10: the shared fixture, else Debian's copy of the same tarball."""
+    for candidate in (
+        os.environ.get("HERMETIC_HELLO_TARBALL"),
+        str(REPO.parent / "shared" / "fixtures" / "hello-2.10.tar.gz"),
+    ):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    item = InputSpec(url=HELLO_URL, sha256=HELLO_SHA256, dest=PurePosixPath("hello.tar.gz"))
+    path, _ = fetch_input(item, ContentStore(sandbox_config.store_dir))
+    return path
+
+
+def hello_spec(tarball: Path) -> str:
+    return f"""
+[build]
+image = "debian-bookworm"
+command = ["sh", "-c", "tar -xzf hello-2.10.tar.gz && cd hello-2.10 && ./configure && make"]
+outputs = ["hello-2.10/hello"]
+source_date_epoch = 1416009600
+
+[[inputs]]
+url = "{tarball.as_uri()}"
+sha256 = "{HELLO_SHA256}"
+dest = "hello-2.10.tar.gz"
+
+[limits]
+timeout = "20m"
+disk = "1GiB"
+"""
+
+
+def build_in(
+    tmp_path: Path,
+    spec_text: str,
+    *,
+    backend: PodmanBackend,
+    config: SandboxConfig,
+    name: str = "b",
+    files: dict[str, str] | None = None,
+) -> BuildResult:
+    """Write a spec (and ``files``) into a fresh source dir and build it for real."""
+    spec = Spec.from_toml(write_spec(tmp_path / f"src-{name}", spec_text))
+    for relative, text in (files or {}).items():
+        (spec.source_dir / relative).write_text(text)
+    request = BuildRequest(spec=spec, out_dir=tmp_path / f"out-{name}")
+    return run_build(request, config=config, backend=backend)
+
+
+def log_of(result: BuildResult) -> str:
+    return result.log.path.read_text("utf-8", "replace")
