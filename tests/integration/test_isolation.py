@@ -185,7 +185,8 @@ def test_nothing_outside_the_build_dir_is_writable(
         f"if echo w > {p} 2>/dev/null; then echo writable:{p}; else echo readonly:{p}; fi;"
         for p in probes
     )
-    script += f" cat {secret} 2>/dev/null && echo leaked; grep ' / ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"
+    script += f" cat {secret} 2>/dev/null && echo leaked;"
+    script += " grep ' / ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"
     spec = f'[build]\n{MINIMAL}command = ["sh", "-c", "{script}"]\noutputs = ["x"]\n'
     before = sorted(p.name for p in tmp_path.iterdir())
     result = build_in(tmp_path, spec, backend=backend, config=sandbox_config)
