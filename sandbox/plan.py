@@ -51,12 +51,13 @@ class HostCapabilities:
 
 @dataclass(frozen=True, kw_only=True)
 class Workspace:
-    """Host paths of one build: the staged source, the hand-back dir and the tools."""
+    """Host paths of one build: the staged source, the hand-back dir, the tools, the log."""
 
     source: Path
     out: Path
     runner: Path
     busybox: Path
+    container_log: Path  # conmon writes the build's output here (CRI format)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +296,8 @@ def plan_build(
         "resource_limits": resources,
         "log_configuration": {
             "driver": "k8s-file",
+            # in our scratch dir: podman's own log dir belongs to the container's root
+            "path": str(workspace.container_log),
             # podman's own copy (k8s-file, with per-line prefixes) stays bounded on disk
             "size": max(2 * by_name["log"].value, _LOG_STORAGE_FLOOR),
         },

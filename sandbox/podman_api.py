@@ -159,6 +159,17 @@ class PodmanSession:
 
     def host_capabilities(self) -> HostCapabilities:
         """What this podman can enforce: cgroup version, delegated controllers, rlimits."""
+        if os.geteuid() != 0 and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            # Rootless on cgroup v1 (or hybrid, which podman treats as v1): the kernel
+            # delegates no controller to an unprivileged user, so there is nothing to ask.
+            # 'podman info' would say the same but costs a quarter of a second.
+            return HostCapabilities(
+                rootless=True,
+                cgroup_version=1,
+                cgroup_controllers=frozenset(),
+                nofile_hard=_hard_limit(resource.RLIMIT_NOFILE),
+                nproc_hard=_hard_limit(resource.RLIMIT_NPROC),
+            )
         info: dict[str, Any] = _call("read host information", self._client.info)
         host = info.get("host", {})
         version = str(host.get("cgroupVersion", "v1")).lstrip("v")
@@ -235,11 +246,6 @@ class BuildContainer:
             return int(value) or None
 
         return _call("inspect the build container", pid)
-
-    def logs(self) -> Iterator[bytes]:
-        """Follow stdout and stderr, interleaved, until the container exits."""
-        with _translated("read the build log"):
-            yield from self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
 
     def wait(self) -> int:
         """Block until the container exits; its exit status."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sandbox.backend import RunOutcome, RunStatus, SandboxBackend, tree_size
 from sandbox.config import SandboxConfig
+from sandbox.cri_log import CriLogFollower
 from sandbox.errors import SandboxError
 from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceMonitor
@@ -76,14 +77,9 @@ class _Watch:
         self.exit_code: list[int] = []
         self.failure: list[BaseException] = []
 
-    def _pump_log(self) -> None:
-        try:
-            for chunk in self.container.logs():
-                line = chunk if chunk.endswith(b"\n") else chunk + b"\n"
-                self.log.write(line)
-                self.observer.log_line(line)
-        except SandboxError as e:
-            self.failure.append(e)
+    def _emit(self, text: bytes) -> None:
+        self.log.write(text)
+        self.observer.log_line(text)
 
     def _wait(self) -> None:
         try:
@@ -100,7 +96,8 @@ class _Watch:
         status, exceeded = RunStatus.EXITED, None
         try:
             self.container.start()
-            pump = threading.Thread(target=self._pump_log, name="hermetic-log", daemon=True)
+            follower = CriLogFollower(self.workspace.container_log, self._emit)
+            pump = threading.Thread(target=follower.run, name="hermetic-log", daemon=True)
             waiter = threading.Thread(target=self._wait, name="hermetic-wait", daemon=True)
             pump.start()
             waiter.start()
@@ -124,6 +121,7 @@ class _Watch:
                     self.container.kill()
                     waiter.join(30)
                     break
+            follower.finished.set()
             pump.join(30)
         finally:
             summary = self.log.close()

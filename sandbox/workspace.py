@@ -75,7 +75,13 @@ def build_workspace(work_dir: Path, busybox: Path) -> Iterator[Workspace]:
         runner = root / "runner.sh"
         runner.write_bytes(resources.files("sandbox").joinpath("runner.sh").read_bytes())
         runner.chmod(0o444)
-        yield Workspace(source=root / "src", out=root / "out", runner=runner, busybox=busybox)
+        yield Workspace(
+            source=root / "src",
+            out=root / "out",
+            runner=runner,
+            busybox=busybox,
+            container_log=root / "container.log",
+        )
     finally:
         remove_tree(root)
 

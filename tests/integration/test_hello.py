@@ -15,7 +15,10 @@ from tests.integration.conftest import build_in, hello_spec, log_of
 
 @pytest.mark.slow
 def test_hello_built_twice_gives_identical_digests(
-    tmp_path: Path, bookworm_image: str, hello_tarball: Path, backend: PodmanBackend,
+    tmp_path: Path,
+    bookworm_image: str,
+    hello_tarball: Path,
+    backend: PodmanBackend,
     sandbox_config: SandboxConfig,
 ) -> None:
     spec = hello_spec(hello_tarball)

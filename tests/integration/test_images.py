@@ -15,10 +15,12 @@ def test_minimal_image_builds_bit_for_bit_twice(
     podman_session: PodmanSession, sandbox_config: SandboxConfig, minimal_image: str
 ) -> None:
     definition = ImageCatalog(sandbox_config.images_dir).get(minimal_image)
-    first = build_image(definition, store=podman_session, work_dir=sandbox_config.work_dir,
-                        rebuild=True)
-    second = build_image(definition, store=podman_session, work_dir=sandbox_config.work_dir,
-                         rebuild=True)
+    first = build_image(
+        definition, store=podman_session, work_dir=sandbox_config.work_dir, rebuild=True
+    )
+    second = build_image(
+        definition, store=podman_session, work_dir=sandbox_config.work_dir, rebuild=True
+    )
     assert first.built.image_digest == second.built.image_digest
     assert first.built.rootfs_digest == second.built.rootfs_digest
     assert first.built.packages == second.built.packages

@@ -23,12 +23,17 @@ def test_interrupted_build_leaves_no_container(
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "hermetic.toml").write_text(SLEEPER)
     env = dict(
-        os.environ, HERMETIC_IMAGES_DIR=str(sandbox_config.images_dir),
-        HERMETIC_STORE=str(sandbox_config.store_dir), HERMETIC_WORK_DIR=str(sandbox_config.work_dir),
+        os.environ,
+        HERMETIC_IMAGES_DIR=str(sandbox_config.images_dir),
+        HERMETIC_STORE=str(sandbox_config.store_dir),
+        HERMETIC_WORK_DIR=str(sandbox_config.work_dir),
     )
     process = subprocess.Popen(
         ["hermetic", "build", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120

@@ -39,6 +39,7 @@ WORKSPACE = Workspace(
     out=Path("/work/ws/out"),
     runner=Path("/work/ws/runner.sh"),
     busybox=Path("/bin/busybox"),
+    container_log=Path("/work/ws/container.log"),
 )
 HOSTS = {
     "cgroup_v1_rootless": HostCapabilities(

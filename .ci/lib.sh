@@ -1,0 +1,39 @@
+# Shared by the set-up scripts: where things are, and how to run as the build user.
+# shellcheck shell=bash
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_USER=${HERMETIC_USER:-hermetic}
+APT_PACKAGES=(
+    podman runc uidmap catatonit conmon  # rootless containers
+    mmdebstrap busybox-static            # images; the in-container runner
+    strace diffoscope git ca-certificates curl
+    python3 python3-venv
+)
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+else
+    SUDO=(sudo)
+    BUILD_USER=$(id -un)  # a developer's own account is the build user
+fi
+
+log() { printf 'hermetic-setup: %s\n' "$*" >&2; }
+
+user_home() { getent passwd "$BUILD_USER" | cut -d: -f6; }
+
+# Run a command as the unprivileged build user with a clean environment.
+as_user() {
+    local home
+    home=$(user_home)
+    local env=(HOME="$home" USER="$BUILD_USER" LOGNAME="$BUILD_USER" LANG=C.UTF-8
+               PATH="$VENV/bin:/usr/local/bin:/usr/bin:/bin")
+    for name in HERMETIC_HELLO_TARBALL HERMETIC_PODMAN_URL http_proxy https_proxy no_proxy; do
+        if [ -n "${!name:-}" ]; then env+=("$name=${!name}"); fi
+    done
+    if [ "$(id -u)" -eq 0 ]; then
+        (cd "$WORK" && runuser -u "$BUILD_USER" -- env -i "${env[@]}" "$@")
+    else
+        (cd "$WORK" && env -i "${env[@]}" "$@")
+    fi
+}
