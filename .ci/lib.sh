@@ -18,6 +18,12 @@ else
     BUILD_USER=$(id -un)  # a developer's own account is the build user
 fi
 
+# The shared GNU hello fixture, when the checkout sits beside it.
+if [ -z "${HERMETIC_HELLO_TARBALL:-}" ] && [ -f "$REPO/../shared/fixtures/hello-2.10.tar.gz" ]; then
+    HERMETIC_HELLO_TARBALL=$(cd "$REPO/../shared/fixtures" && pwd)/hello-2.10.tar.gz
+    export HERMETIC_HELLO_TARBALL
+fi
+
 log() { printf 'hermetic-setup: %s\n' "$*" >&2; }
 
 user_home() { getent passwd "$BUILD_USER" | cut -d: -f6; }

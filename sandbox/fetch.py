@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -21,6 +23,19 @@ FetchProgress = Callable[[str, int, int | None], None]
 _CHUNK = 1 << 20
 _CONNECT_TIMEOUT_S = 15
 _READ_TIMEOUT_S = 120
+
+
+def trusted_cas() -> str | bool:
+    """The CA bundle HTTPS fetches trust: the system's, like curl and apt.
+
+    SSL_CERT_FILE or REQUESTS_CA_BUNDLE override it; without a system bundle,
+    requests' own (certifi) is used.
+    """
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name):
+            return os.environ[name]
+    cafile = ssl.get_default_verify_paths().cafile
+    return cafile if cafile and Path(cafile).is_file() else True
 
 
 def fetch_input(
@@ -62,7 +77,10 @@ def fetch_input(
             raise InputError(f"cannot read input {item.url}: {e}") from e
     try:
         with requests.get(
-            item.url, stream=True, timeout=(_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S)
+            item.url,
+            stream=True,
+            timeout=(_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S),
+            verify=trusted_cas(),
         ) as response:
             response.raise_for_status()
             length = response.headers.get("Content-Length")

@@ -100,3 +100,18 @@ def test_http_fetch_with_progress(tmp_path: Path, http_url: str) -> None:
 def test_http_error_is_an_input_error(tmp_path: Path, http_url: str) -> None:
     with pytest.raises(InputError, match="404"):
         fetch_input(spec_for(f"{http_url}/missing"), ContentStore(tmp_path / "store"))
+
+
+def test_https_trusts_the_system_store_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+
+    from sandbox.fetch import trusted_cas
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    system = ssl.get_default_verify_paths().cafile
+    assert trusted_cas() == (system if system and Path(system).is_file() else True)
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/my-ca.pem")
+    assert trusted_cas() == "/etc/my-ca.pem"
