@@ -42,21 +42,20 @@ app = typer.Typer(
 image_app = typer.Typer(help="Build images from images/ and list them.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 
-_state = {"verbose": False}
-
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Debug logging and tracebacks.")
     ] = False,
 ) -> None:
-    _state["verbose"] = verbose
+    ctx.obj = verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="hermetic: %(levelname)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="hermetic: %(levelname)s: %(message)s", stream=sys.stderr
     )
+    for package in ("sandbox", "rebuilder"):  # our debug lines, not urllib3's
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -64,13 +63,13 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _guarded() -> Iterator[None]:
+def _guarded(ctx: typer.Context) -> Iterator[None]:
     """Turn our errors into exit 2 with diagnostics; SIGTERM unwinds like Ctrl-C."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield
     except Error as e:
-        if _state["verbose"]:
+        if ctx.obj:
             traceback.print_exc()
         typer.echo(f"hermetic: error: {e.diagnostics()}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -103,6 +102,7 @@ AllowRoot = Annotated[
 
 @app.command()
 def build(
+    ctx: typer.Context,
     spec: Annotated[
         Path, typer.Argument(help="hermetic.toml, or the directory holding it.")
     ] = Path(),
@@ -116,7 +116,7 @@ def build(
     allow_root: AllowRoot = False,
 ) -> None:
     """Run one hermetic build. Exit 0 built, 1 not built, 2 error."""
-    with _guarded():
+    with _guarded(ctx):
         config = _config(allow_root)
         parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
         refuse_root(config)
@@ -139,6 +139,7 @@ def build(
 
 @image_app.command("build")
 def image_build(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="An image under images/.")],
     update_lock: Annotated[
         bool, typer.Option("--update-lock", help="Accept the built image as the new lock.")
@@ -150,7 +151,7 @@ def image_build(
     allow_root: AllowRoot = False,
 ) -> None:
     """Build an image rootless, check it against its lock, load it. Exit 0 / 1 mismatch / 2."""
-    with _guarded():
+    with _guarded(ctx):
         config = _config(allow_root)
         refuse_root(config)
         definition = ImageCatalog(config.images_dir).get(name)
@@ -181,9 +182,9 @@ def image_build(
 
 
 @image_app.command("list")
-def image_list(allow_root: AllowRoot = False) -> None:
+def image_list(ctx: typer.Context, allow_root: AllowRoot = False) -> None:
     """List the images under images/, their locked digests and whether they are loaded."""
-    with _guarded():
+    with _guarded(ctx):
         config = _config(allow_root)
         catalog = ImageCatalog(config.images_dir)
         definitions = [catalog.get(name) for name in catalog.names()]
