@@ -23,7 +23,6 @@ from sandbox.result import BuildResult, BuildStatus, InputRecord
 from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source
 from sandbox.spec import Spec
 from sandbox.store import ContentStore
-from sandbox.units import format_size
 from sandbox.workspace import build_workspace, publishing
 
 log = logging.getLogger(__name__)
@@ -174,11 +173,7 @@ def run_build(
             host=host,
             name=f"hermetic-{build_id[:12]}",
         )
-        observer.stage(
-            "build",
-            f"{image.reference}, limits: timeout {spec.limits.timeout_s}s, "
-            f"memory {format_size(spec.limits.memory_bytes)}",
-        )
+        observer.stage("build", f"{image.reference.split('@')[0]}@sha256:{image.digest[:12]}…")
         outcome = backend.run(plan, workspace, publish / LOG_FILE, observer)
         log_summary = replace(outcome.log, path=request.out_dir / LOG_FILE)
         status, reason = _verdict(outcome, spec)
