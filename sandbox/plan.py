@@ -109,6 +109,16 @@ def normalized_env(spec: Spec, source_date_epoch: int) -> tuple[tuple[str, str],
     return tuple(sorted(env.items()))
 
 
+def _by_cgroup(name: str, value: int, unit: str) -> LimitPlan:
+    return LimitPlan(
+        name=name,
+        value=value,
+        unit=unit,
+        enforced_by=(Enforcement.CGROUP,),
+        detail=f"cgroup {name} controller",
+    )
+
+
 def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
     """Decide how each limit holds here; a limit the host cannot enforce gets a fallback."""
     limits = spec.limits
@@ -129,16 +139,9 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             "podman's own copy is capped at twice the limit (at least 16MiB)",
         ),
     ]
+    missing = f"cgroup v{host.cgroup_version}{', rootless' if host.rootless else ''}"
     if "pids" in host.cgroup_controllers:
-        plans.append(
-            LimitPlan(
-                name="pids",
-                value=limits.pids,
-                unit="processes",
-                enforced_by=(Enforcement.CGROUP,),
-                detail="cgroup pids controller",
-            )
-        )
+        plans.append(_by_cgroup("pids", limits.pids, "processes"))
     else:
         pids = min(limits.pids, host.nproc_hard)
         clamp = (
@@ -151,20 +154,11 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
                 unit="processes",
                 enforced_by=(Enforcement.RLIMIT,),
                 detail=f"RLIMIT_NPROC={pids}{clamp} for the build user in the container's own user "
-                f"namespace; no cgroup pids controller here (cgroup v{host.cgroup_version}"
-                f"{', rootless' if host.rootless else ''})",
+                f"namespace; no cgroup pids controller here ({missing})",
             )
         )
     if "memory" in host.cgroup_controllers:
-        plans.append(
-            LimitPlan(
-                name="memory",
-                value=limits.memory_bytes,
-                unit="bytes",
-                enforced_by=(Enforcement.CGROUP,),
-                detail="cgroup memory controller",
-            )
-        )
+        plans.append(_by_cgroup("memory", limits.memory_bytes, "bytes"))
     else:
         plans.append(
             LimitPlan(
@@ -174,8 +168,7 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
                 enforced_by=(Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
                 detail=f"RLIMIT_DATA={format_size(limits.memory_bytes)} per process, and the build "
                 f"is killed when its processes' total RSS, sampled every {MONITOR_INTERVAL_S}s "
-                f"on the host, exceeds the limit; no cgroup memory controller here (cgroup "
-                f"v{host.cgroup_version}{', rootless' if host.rootless else ''})",
+                f"on the host, exceeds the limit; no cgroup memory controller here ({missing})",
             )
         )
     plans.append(

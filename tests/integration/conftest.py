@@ -12,6 +12,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import pytest
 
@@ -141,6 +142,24 @@ def build_in(
         (spec.source_dir / relative).write_text(text)
     request = BuildRequest(spec=spec, out_dir=tmp_path / f"out-{name}")
     return run_build(request, config=config, backend=backend)
+
+
+class Builder(Protocol):
+    def __call__(
+        self, spec_text: str, *, name: str = "b", files: dict[str, str] | None = None
+    ) -> BuildResult: ...
+
+
+@pytest.fixture
+def build(tmp_path: Path, backend: PodmanBackend, sandbox_config: SandboxConfig) -> Builder:
+    """``build(spec_text, name=..., files=...)``: a real build in this test's tmp_path."""
+
+    def run(spec_text: str, *, name: str = "b", files: dict[str, str] | None = None) -> BuildResult:
+        return build_in(
+            tmp_path, spec_text, backend=backend, config=sandbox_config, name=name, files=files
+        )
+
+    return run
 
 
 def log_of(result: BuildResult) -> str:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.config import SandboxConfig
-from sandbox.podman_backend import PodmanBackend
 from sandbox.result import BuildStatus
-from tests.integration.conftest import build_in, hello_spec, log_of
+from tests.integration.conftest import Builder, hello_spec, log_of
 
 
 @pytest.mark.slow
@@ -18,12 +16,11 @@ def test_hello_built_twice_gives_identical_digests(
     tmp_path: Path,
     bookworm_image: str,
     hello_tarball: Path,
-    backend: PodmanBackend,
-    sandbox_config: SandboxConfig,
+    build: Builder,
 ) -> None:
     spec = hello_spec(hello_tarball)
-    first = build_in(tmp_path, spec, backend=backend, config=sandbox_config, name="first")
-    second = build_in(tmp_path, spec, backend=backend, config=sandbox_config, name="second")
+    first = build(spec, name="first")
+    second = build(spec, name="second")
     assert first.status is BuildStatus.BUILT, log_of(first)
     assert second.status is BuildStatus.BUILT, log_of(second)
     assert first.digest == second.digest

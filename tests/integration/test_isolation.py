@@ -13,9 +13,8 @@ import psutil
 import pytest
 
 from sandbox.config import SandboxConfig
-from sandbox.podman_backend import PodmanBackend
 from sandbox.result import BuildStatus
-from tests.integration.conftest import build_in, log_of
+from tests.integration.conftest import Builder, log_of
 
 MINIMAL = 'image = "hermetic-minimal"\nsource_date_epoch = 1\n'
 
@@ -75,8 +74,7 @@ def test_network_is_unreachable_and_the_listener_sees_nothing(
     tmp_path: Path,
     listener: Listener,
     minimal_image: str,
-    backend: PodmanBackend,
-    sandbox_config: SandboxConfig,
+    build: Builder,
 ) -> None:
     targets = f"127.0.0.1 {_host_address()}"
     client = CLIENT.format(targets=targets, port=listener.port)
@@ -84,7 +82,7 @@ def test_network_is_unreachable_and_the_listener_sees_nothing(
         f"{client}; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sed 's/^/iface:/'"
     )
     spec = f'[build]\n{MINIMAL}command = ["bash", "-c", "{script}"]\noutputs = ["hermetic.toml"]\n'
-    result = build_in(tmp_path, spec, backend=backend, config=sandbox_config)
+    result = build(spec)
     assert result.status is BuildStatus.BUILT, log_of(result)
     log = log_of(result)
     assert "connected:" not in log
@@ -167,8 +165,7 @@ def test_no_host_environment_hostname_or_user(
 def test_nothing_outside_the_build_dir_is_writable(
     tmp_path: Path,
     minimal_image: str,
-    backend: PodmanBackend,
-    sandbox_config: SandboxConfig,
+    build: Builder,
 ) -> None:
     secret = tmp_path / "host-secret"
     secret.write_text("do not read")
@@ -189,7 +186,7 @@ def test_nothing_outside_the_build_dir_is_writable(
     script += " grep ' / ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"
     spec = f'[build]\n{MINIMAL}command = ["sh", "-c", "{script}"]\noutputs = ["x"]\n'
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = build_in(tmp_path, spec, backend=backend, config=sandbox_config)
+    result = build(spec)
     assert result.status is BuildStatus.BUILT, log_of(result)
     lines = log_of(result).splitlines()
     for probe in probes[:5]:
