@@ -13,12 +13,13 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from sandbox.observer import NullObserver
 from sandbox.units import format_size
 
 _TAIL_LINES = 8
 
 
-class PlainProgress:
+class PlainProgress(NullObserver):
     """Prints one line per stage to stderr; for logs and CI."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
@@ -37,15 +38,6 @@ class PlainProgress:
 
     def stage(self, name: str, detail: str = "") -> None:
         print(f"hermetic: {name}: {detail}".rstrip(": "), file=self.stream, flush=True)
-
-    def fetch_progress(self, url: str, done: int, total: int | None) -> None:
-        pass
-
-    def log_line(self, line: bytes) -> None:
-        pass
-
-    def tick(self, elapsed_s: float) -> None:
-        pass
 
 
 class LiveProgress:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from sandbox.digests import Sha256
+from sandbox.fake import CGROUP_V1_ROOTLESS
 from sandbox.images import ResolvedImage
-from sandbox.plan import Enforcement, HostCapabilities, Workspace, plan_build
+from sandbox.plan import BuildPlan, Enforcement, HostCapabilities, Workspace, plan_build
 from sandbox.spec import Spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -41,14 +42,9 @@ WORKSPACE = Workspace(
     busybox=Path("/bin/busybox"),
     container_log=Path("/work/ws/container.log"),
 )
+V1 = CGROUP_V1_ROOTLESS
 HOSTS = {
-    "cgroup_v1_rootless": HostCapabilities(
-        rootless=True,
-        cgroup_version=1,
-        cgroup_controllers=frozenset(),
-        nofile_hard=20000,
-        nproc_hard=96365,
-    ),
+    "cgroup_v1_rootless": V1,
     "cgroup_v2_delegated": HostCapabilities(
         rootless=True,
         cgroup_version=2,
@@ -57,6 +53,17 @@ HOSTS = {
         nproc_hard=400,
     ),
 }
+
+
+def plan_for(host: HostCapabilities, epoch: int = 1) -> BuildPlan:
+    return plan_build(
+        spec=spec(),
+        image=IMAGE,
+        source_date_epoch=epoch,
+        workspace=WORKSPACE,
+        host=host,
+        name="x",
+    )
 
 
 def spec() -> Spec:
@@ -94,14 +101,7 @@ def test_golden_plan(host_name: str) -> None:
 
 
 def test_isolation_settings_are_always_present() -> None:
-    plan = plan_build(
-        spec=spec(),
-        image=IMAGE,
-        source_date_epoch=1,
-        workspace=WORKSPACE,
-        host=HOSTS["cgroup_v1_rootless"],
-        name="x",
-    )
+    plan = plan_for(V1)
     c = plan.container
     assert c["netns"] == {"nsmode": "none"}
     assert c["read_only_filesystem"] is True
@@ -114,17 +114,7 @@ def test_isolation_settings_are_always_present() -> None:
 
 
 def test_cgroup_v1_falls_back_and_says_so() -> None:
-    limits = {
-        limit.name: limit
-        for limit in plan_build(
-            spec=spec(),
-            image=IMAGE,
-            source_date_epoch=1,
-            workspace=WORKSPACE,
-            host=HOSTS["cgroup_v1_rootless"],
-            name="x",
-        ).limits
-    }
+    limits = {limit.name: limit for limit in plan_for(V1).limits}
     assert limits["memory"].enforced_by == (Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG)
     assert "no cgroup memory controller" in limits["memory"].detail
     assert limits["pids"].enforced_by == (Enforcement.RLIMIT,)
@@ -141,9 +131,7 @@ def test_a_limit_above_the_host_hard_limit_is_lowered_and_reported() -> None:
         nofile_hard=1024,
         nproc_hard=300,
     )
-    plan = plan_build(
-        spec=spec(), image=IMAGE, source_date_epoch=1, workspace=WORKSPACE, host=host, name="x"
-    )
+    plan = plan_for(host, epoch=1)
     pids = plan.limit("pids")
     assert pids.value == 300 and "lowered from 500" in pids.detail
     assert {"type": "nproc", "soft": 300, "hard": 300} in plan.container["r_limits"]
@@ -151,14 +139,7 @@ def test_a_limit_above_the_host_hard_limit_is_lowered_and_reported() -> None:
 
 
 def test_environment_is_normalized_and_extended() -> None:
-    plan = plan_build(
-        spec=spec(),
-        image=IMAGE,
-        source_date_epoch=42,
-        workspace=WORKSPACE,
-        host=HOSTS["cgroup_v1_rootless"],
-        name="x",
-    )
+    plan = plan_for(V1, epoch=42)
     assert dict(plan.env) == {
         "CFLAGS": "-O2",
         "HOME": "/home/builder",
