@@ -70,21 +70,27 @@ class SandboxBackend(ABC):
 
         The exit code is None when the runner never finished (killed or failed).
         """
-        status_file = workspace.out / STATUS_FILE
-        if not status_file.is_file() or status_file.is_symlink():
+        status_text = _read_number(workspace.out / STATUS_FILE)
+        if status_text is None:
             return None, 0, None
-        try:
-            status = int(status_file.read_text().strip())
-            tasks_text = (workspace.out / TASKS_FILE).read_text().strip()
-        except (OSError, ValueError) as e:
-            raise SandboxError(
-                f"the runner's hand-back in {workspace.out} is unreadable: {e}"
-            ) from e
+        if not status_text.lstrip("-").isdigit():
+            raise SandboxError(f"the runner's status file in {workspace.out} is not a number")
+        tasks_text = _read_number(workspace.out / TASKS_FILE) or ""
         tasks = int(tasks_text) if tasks_text.isdigit() else 0
         build_dir = workspace.out / HANDBACK_DIR
         if build_dir.is_symlink() or not build_dir.is_dir():
             raise SandboxError(f"the runner handed back no build directory in {workspace.out}")
-        return status, tasks, build_dir
+        return int(status_text), tasks, build_dir
+
+
+def _read_number(path: Path) -> str | None:
+    """A few bytes of a hand-back file, never following a link the build may have planted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as stream:
+        return stream.read(32).decode("ascii", "replace").strip()
 
 
 BackendConnector = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]

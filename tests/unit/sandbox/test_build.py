@@ -184,3 +184,22 @@ def test_root_is_refused(
         backend=FakeBackend(script=make_out),
     )
     assert result.status is BuildStatus.BUILT
+
+
+def test_a_planted_link_in_the_handback_is_not_followed(tmp_path: Path) -> None:
+    from sandbox.backend import SandboxBackend
+    from sandbox.plan import Workspace
+
+    out = tmp_path / "out"
+    out.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("0\n")
+    os.symlink(secret, out / "status")
+    workspace = Workspace(
+        source=tmp_path, out=out, runner=tmp_path, busybox=tmp_path, container_log=tmp_path
+    )
+    assert SandboxBackend.read_handback(workspace) == (None, 0, None)
+    (out / "status").unlink()
+    (out / "status").write_text("0\n")  # negative control: the runner's own file is read
+    (out / "build").mkdir()
+    assert SandboxBackend.read_handback(workspace) == (0, 0, out / "build")
