@@ -16,16 +16,33 @@ _POLL_S = 0.02
 _CHUNK = 1 << 16
 
 
-def parse_cri_line(line: bytes) -> bytes:
-    """The build's output in one CRI log line: ``<time> <stream> <F|P> <text>``.
+class CriLineJoiner:
+    """Turns CRI log lines (``<time> <stream> <F|P> <text>``) back into output lines.
 
-    ``F`` ends a line of output, ``P`` is part of a longer one (no newline yet).
+    ``P`` marks part of a longer line. Parts are kept per stream, so a partial line
+    on stderr is never glued to a line printed on stdout meanwhile.
     """
-    parts = line.split(b" ", 3)
-    if len(parts) < 3:
-        return line + b"\n"  # not CRI; keep it rather than lose output
-    text = parts[3] if len(parts) == 4 else b""
-    return text if parts[2] == b"P" else text + b"\n"
+
+    def __init__(self) -> None:
+        self._partial: dict[bytes, bytes] = {}
+
+    def feed(self, line: bytes) -> bytes | None:
+        """One CRI line in; a whole output line (with its newline) out, or None."""
+        parts = line.split(b" ", 3)
+        if len(parts) < 3:
+            return line + b"\n"  # not CRI; keep it rather than lose output
+        stream, tag = parts[1], parts[2]
+        text = self._partial.pop(stream, b"") + (parts[3] if len(parts) == 4 else b"")
+        if tag == b"P":
+            self._partial[stream] = text
+            return None
+        return text + b"\n"
+
+    def flush(self) -> list[bytes]:
+        """Unfinished lines when the output ended without a newline."""
+        rest = list(self._partial.values())
+        self._partial.clear()
+        return rest
 
 
 class CriLogFollower:
@@ -36,6 +53,12 @@ class CriLogFollower:
         self.emit = emit
         self.finished = threading.Event()  # set once the container has exited
         self.restarts = 0  # times conmon truncated its file under us (output was lost)
+        self._joiner = CriLineJoiner()
+
+    def _take(self, line: bytes) -> None:
+        text = self._joiner.feed(line)
+        if text is not None:
+            self.emit(text)
 
     def run(self) -> None:
         """Follow the file; returns after draining it once ``finished`` is set."""
@@ -54,7 +77,7 @@ class CriLogFollower:
                     lines = (pending + chunk).split(b"\n")
                     pending = lines.pop()
                     for line in lines:
-                        self.emit(parse_cri_line(line))
+                        self._take(line)
                     continue
                 if done:
                     break
@@ -64,4 +87,6 @@ class CriLogFollower:
                     self.restarts += 1
                 time.sleep(_POLL_S)
         if pending:
-            self.emit(parse_cri_line(pending))
+            self._take(pending)
+        for text in self._joiner.flush():
+            self.emit(text)

@@ -15,13 +15,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import podman
 import podman.errors
+import psutil
 import requests
 
 from sandbox.errors import HostToolMissing, SandboxError
@@ -128,16 +129,36 @@ class PodmanService:
     def stop(self) -> None:
         """Stop the private service, if this object started one."""
         if self._process is not None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            # Rootless podman re-executes itself inside its user namespace, so the
+            # service is a process group (started in its own session): stop all of it.
+            group = self._process.pid
+            members = _group_members(group)
+            _signal_group(group, signal.SIGTERM)
+            _, alive = psutil.wait_procs(members, timeout=10)
+            if alive:
+                _signal_group(group, signal.SIGKILL)
+                psutil.wait_procs(alive, timeout=5)
+            self._process.wait()
             self._process = None
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._temp = None
+
+
+def _group_members(group: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == group:
+                members.append(process)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(group, signum)
 
 
 def _ping(url: str) -> bool:

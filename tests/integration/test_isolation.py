@@ -179,7 +179,7 @@ def test_nothing_outside_the_build_dir_is_writable(
         "/tmp/x",
     ]
     script = " ".join(
-        f"if echo w > {p} 2>/dev/null; then echo writable:{p}; else echo readonly:{p}; fi;"
+        f"if echo w 2>/dev/null > {p}; then echo writable:{p}; else echo readonly:{p}; fi;"
         for p in probes
     )
     script += f" cat {secret} 2>/dev/null && echo leaked;"
