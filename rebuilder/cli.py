@@ -30,6 +30,7 @@ from sandbox.image_build import ImageBuildStatus, build_image
 from sandbox.images import ImageCatalog
 from sandbox.podman_api import PodmanService
 from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 
@@ -113,6 +114,14 @@ def build(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print result.json on stdout.")
     ] = False,
+    trace: Annotated[
+        TraceLevel | None,
+        typer.Option(
+            "--trace",
+            help="off, standard (default; HERMETIC_TRACE) or deep (every file opened, slower).",
+            case_sensitive=False,
+        ),
+    ] = None,
     allow_root: AllowRoot = False,
 ) -> None:
     """Run one hermetic build. Exit 0 built, 1 not built, 2 error."""
@@ -124,7 +133,7 @@ def build(
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
         with connect_backend(config) as backend, _progress() as progress:
             result = run_build(
-                BuildRequest(spec=parsed, out_dir=out_dir),
+                BuildRequest(spec=parsed, out_dir=out_dir, trace=trace or config.trace),
                 config=config,
                 backend=backend,
                 observer=progress,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
 from sandbox.images import ImageDefinition
@@ -36,6 +37,7 @@ def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
         f"used    {result.duration_s:.1f}s wall, {usage.cpu_seconds:.1f}s cpu, "
         f"peak {format_size(usage.peak_memory_bytes)} rss, {usage.tasks_started} tasks"
     )
+    lines.append(f"trace   {_trace_line(result.trace)}")
     truncated = " (truncated)" if result.log.truncated else ""
     lines.append(f"log     {result.log.path}{truncated}")
     lines.append(f"results {result.out_dir}")
@@ -43,6 +45,19 @@ def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
         lines.append("last lines of the build log:")
         lines.extend(f"  | {line}" for line in log_tail.splitlines())
     return "\n".join(lines)
+
+
+def _trace_line(trace: dict[str, Any]) -> str:
+    if "file" not in trace:
+        return str(trace.get("level", "off"))
+    sources: dict[str, int] = trace.get("nondeterminism") or {}
+    touched = ", ".join(f"{name} {count}" for name, count in sources.items()) or "none"
+    gaps = "" if trace.get("complete") else " (incomplete: see gaps in trace.json)"
+    return (
+        f"{trace['level']}: {trace['executions']} programs run, {trace['files_written']} files "
+        f"written, {trace['network_attempts']} network attempts; nondeterminism: {touched}; "
+        f"{trace['file']}{gaps}"
+    )
 
 
 def _limit_value(value: int, unit: str) -> str:

@@ -16,6 +16,7 @@ from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
 from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
+from sandbox.trace.model import BuildTrace
 
 STATUS_FILE = "status"
 TASKS_FILE = "tasks"
@@ -41,6 +42,7 @@ class RunOutcome:
     build_dir: Path | None  # the handed-back build directory, when the build finished
     log: LogSummary
     resources: ResourceUsage
+    trace: BuildTrace | None = None
 
 
 class SandboxBackend(ABC):

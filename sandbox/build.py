@@ -9,26 +9,32 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from sandbox.backend import RunOutcome, RunStatus, SandboxBackend
 from sandbox.config import SandboxConfig
+from sandbox.digests import prefixed, sha256_bytes
 from sandbox.errors import Error, OutputError, RootRefused
 from sandbox.fetch import fetch_input
 from sandbox.images import ImageCatalog
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
-from sandbox.plan import plan_build
+from sandbox.plan import TraceSetup, plan_build
 from sandbox.proc import run as run_program
 from sandbox.result import BuildResult, BuildStatus, InputRecord
 from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source
 from sandbox.spec import Spec
 from sandbox.store import ContentStore
+from sandbox.trace.levels import TraceLevel
+from sandbox.trace.model import BuildTrace
+from sandbox.trace.session import new_token
 from sandbox.workspace import build_workspace, publishing
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE_DATE_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time zip can store
 RESULT_FILE = "result.json"
+TRACE_FILE = "trace.json"
 LOG_FILE = "build.log"
 ARTIFACTS_DIR = "artifacts"
 
@@ -39,6 +45,7 @@ class BuildRequest:
 
     spec: Spec
     out_dir: Path
+    trace: TraceLevel = TraceLevel.STANDARD
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -90,6 +97,15 @@ def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
     if done.returncode == 0 and text.isdigit():
         return int(text), "git"
     return DEFAULT_SOURCE_DATE_EPOCH, "default"
+
+
+def _publish_trace(trace: BuildTrace | None, level: TraceLevel, publish: Path) -> dict[str, Any]:
+    """Write trace.json; the summary (with the file's digest) for result.json."""
+    if trace is None:
+        return {"level": level.value if level is TraceLevel.OFF else "unavailable"}
+    data = trace.to_json_bytes()
+    (publish / TRACE_FILE).write_bytes(data)
+    return {"file": TRACE_FILE, "sha256": prefixed(sha256_bytes(data)), **trace.summary()}
 
 
 def _version() -> str:
@@ -165,6 +181,9 @@ def run_build(
         for item, (stored, _) in zip(spec.inputs, fetched, strict=True):
             place_file(stored, workspace.source, Path(item.dest))
         set_mtimes(workspace.source, epoch)
+        trace = None
+        if request.trace is not TraceLevel.OFF:
+            trace = TraceSetup(level=request.trace, token=new_token())
         plan = plan_build(
             spec=spec,
             image=image,
@@ -172,6 +191,7 @@ def run_build(
             workspace=workspace,
             host=host,
             name=f"hermetic-{build_id[:12]}",
+            trace=trace,
         )
         observer.stage("build", f"{image.reference.split('@')[0]}@sha256:{image.digest[:12]}…")
         outcome = backend.run(plan, workspace, publish / LOG_FILE, observer)
@@ -189,6 +209,7 @@ def run_build(
                     e.diagnostics(),
                     OutputManifest.of([]),
                 )
+        trace_record = _publish_trace(outcome.trace, request.trace, publish)
         result = BuildResult(
             build_id=build_id,
             status=status,
@@ -208,6 +229,7 @@ def run_build(
             limits=plan.limits,
             resources=outcome.resources,
             log=log_summary,
+            trace=trace_record,
             duration_s=outcome.duration_s,
             started_at=started_at,
             finished_at=_now(),

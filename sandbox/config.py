@@ -7,12 +7,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.errors import Error
+from sandbox.trace.levels import TraceLevel
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
 def _cache_home(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".cache")  # noqa: S108
     return Path(base) / "hermetic"
+
+
+def _trace_level(value: str | None) -> TraceLevel:
+    if not value:
+        return TraceLevel.STANDARD
+    try:
+        return TraceLevel(value.lower())
+    except ValueError:
+        raise Error(
+            f"HERMETIC_TRACE={value!r}: expected one of {', '.join(t.value for t in TraceLevel)}"
+        ) from None
 
 
 def default_images_dir() -> Path:
@@ -36,6 +50,9 @@ class SandboxConfig:
             toolbox (HERMETIC_BUSYBOX).
         allow_root: run even when started as root (HERMETIC_ALLOW_ROOT).
         backend: sandbox backend, "podman" or the test-only "fake" (HERMETIC_BACKEND).
+        seccomp_base: podman's default seccomp profile, which traced builds extend
+            (HERMETIC_SECCOMP_BASE).
+        trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
     """
 
     store_dir: Path
@@ -46,6 +63,8 @@ class SandboxConfig:
     busybox: Path = Path("/bin/busybox")
     allow_root: bool = False
     backend: str = "podman"
+    seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
+    trace: TraceLevel = TraceLevel.STANDARD
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -61,4 +80,8 @@ class SandboxConfig:
             busybox=Path(env.get("HERMETIC_BUSYBOX") or "/bin/busybox"),
             allow_root=env.get("HERMETIC_ALLOW_ROOT", "").lower() in _TRUE,
             backend=env.get("HERMETIC_BACKEND") or "podman",
+            trace=_trace_level(env.get("HERMETIC_TRACE")),
+            seccomp_base=Path(
+                env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
+            ),
         )

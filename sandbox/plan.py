@@ -13,10 +13,12 @@ from typing import Any
 from sandbox.images import ResolvedImage
 from sandbox.oci import DEFAULT_PATH
 from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
 from sandbox.units import format_size
 
 BUILD_DIR = "/build"
 TOOLS_DIR = "/.hermetic"
+STATE_DIR = "/.hermetic/state"  # the runner's gate and end-of-build sentinel
 HOSTNAME = "hermetic"
 BUILD_USER = "builder"
 BUILD_UID = 1000
@@ -58,6 +60,15 @@ class Workspace:
     runner: Path
     busybox: Path
     container_log: Path  # conmon writes the build's output here (CRI format)
+    seccomp_profile: Path  # the traced build's profile (written only when tracing)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceSetup:
+    """What the container needs for tracing: the profile, and the runner's sentinel."""
+
+    level: TraceLevel
+    token: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +100,7 @@ class BuildPlan:
     env: tuple[tuple[str, str], ...]
     limits: tuple[LimitPlan, ...]
     container: dict[str, Any]  # the libpod create request, sent as is
+    trace: TraceSetup | None = None
 
     def limit(self, name: str) -> LimitPlan:
         return next(limit for limit in self.limits if limit.name == name)
@@ -212,6 +224,7 @@ def plan_build(
     workspace: Workspace,
     host: HostCapabilities,
     name: str,
+    trace: TraceSetup | None = None,
 ) -> BuildPlan:
     """Plan one build (pure).
 
@@ -222,6 +235,7 @@ def plan_build(
         workspace: host paths prepared for this build.
         host: what this host can enforce.
         name: the container name.
+        trace: tracing to set up, or None for an untraced build.
 
     Returns:
         The plan, including the exact libpod create request.
@@ -235,6 +249,7 @@ def plan_build(
         f"{TOOLS_DIR}/busybox",
         "sh",
         f"{TOOLS_DIR}/runner.sh",
+        trace.token if trace else "-",
         str(len(env_args)),
         *env_args,
         *spec.command,
@@ -296,6 +311,10 @@ def plan_build(
         },
         "labels": {"dev.hermetic.build": name},
     }
+    if trace is not None:
+        # Syscalls hermetic observes go to its supervisor first; nothing else changes.
+        container["seccomp_profile_path"] = str(workspace.seccomp_profile)
+        container["mounts"].append(_tmpfs(STATE_DIR, 1024**2, "0700"))
     if host.rootless:
         # The build user is the invoking user outside, so the hand-back directory
         # stays readable and removable without podman unshare.
@@ -307,4 +326,5 @@ def plan_build(
         env=env,
         limits=limits,
         container=container,
+        trace=trace,
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from sandbox.backend import RunOutcome, RunStatus, SandboxBackend, tree_size
@@ -16,8 +20,16 @@ from sandbox.errors import SandboxError
 from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceMonitor
 from sandbox.observer import BuildObserver
-from sandbox.plan import MONITOR_INTERVAL_S, BuildPlan, Enforcement, HostCapabilities, Workspace
+from sandbox.plan import (
+    BUILD_DIR,
+    MONITOR_INTERVAL_S,
+    BuildPlan,
+    Enforcement,
+    HostCapabilities,
+    Workspace,
+)
 from sandbox.podman_api import BuildContainer, PodmanService, PodmanSession
+from sandbox.trace.session import TraceFiles, TraceSession, load_base_profile
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +40,16 @@ _HANDBACK_SLACK = 16 * 1024**2
 class PodmanBackend(SandboxBackend):
     """Builds in podman containers over one API session."""
 
-    def __init__(self, session: PodmanSession) -> None:
+    def __init__(self, session: PodmanSession, *, seccomp_base: Path) -> None:
         self.session = session
+        self.seccomp_base = seccomp_base
 
     @classmethod
     @contextmanager
     def connect(cls, config: SandboxConfig) -> Iterator[PodmanBackend]:
         """Connect to podman (starting a private service if none answers) for a while."""
         with PodmanService(url=config.podman_url, podman_bin=config.podman_bin) as session:
-            yield cls(session)
+            yield cls(session, seccomp_base=config.seccomp_base)
 
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
         if not self.session.image_exists(image_reference):
@@ -50,11 +63,52 @@ class PodmanBackend(SandboxBackend):
     def run(
         self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
     ) -> RunOutcome:
-        container = self.session.create(plan.container)
+        with self._tracing(plan, workspace) as tracing:
+            if tracing is not None:
+                tracing.before_create()
+            container = self.session.create(plan.container)
+            try:
+                outcome = _Watch(plan, workspace, container, log_path, observer, tracing).run()
+            finally:
+                container.remove()
+            if tracing is not None:
+                outcome = replace(outcome, trace=tracing.finish())
+            return outcome
+
+    @contextmanager
+    def _tracing(self, plan: BuildPlan, workspace: Workspace) -> Iterator[TraceSession | None]:
+        if plan.trace is None:
+            yield None
+            return
+        # A short directory: unix socket paths are limited to 108 bytes.
+        sockets = Path(tempfile.mkdtemp(prefix="hermetic-trace-"))
+        session = TraceSession(
+            level=plan.trace.level,
+            token=plan.trace.token,
+            files=TraceFiles(
+                profile=workspace.seccomp_profile,
+                socket=sockets / "seccomp.sock",
+                events=workspace.seccomp_profile.with_name("trace-events.json"),
+            ),
+            base_profile=load_base_profile(self.seccomp_base),
+            build_dir=BUILD_DIR,
+            initial_paths=_staged_paths(workspace.source),
+        )
         try:
-            return _Watch(plan, workspace, container, log_path, observer).run()
+            yield session
         finally:
-            container.remove()
+            session.close()
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _staged_paths(source: Path) -> set[str]:
+    """Paths of the staged tree as the build sees them."""
+    paths = set()
+    for dirpath, dirnames, filenames in os.walk(source):
+        for name in (*dirnames, *filenames):
+            relative = (Path(dirpath) / name).relative_to(source).as_posix()
+            paths.add(f"{BUILD_DIR}/{relative}")
+    return paths
 
 
 class _Watch:
@@ -67,8 +121,10 @@ class _Watch:
         container: BuildContainer,
         log_path: Path,
         observer: BuildObserver,
+        tracing: TraceSession | None,
     ) -> None:
         self.plan = plan
+        self.tracing = tracing
         self.workspace = workspace
         self.container = container
         self.observer = observer
@@ -102,6 +158,8 @@ class _Watch:
             pump.start()
             waiter.start()
             init_pid = self.container.init_pid()
+            if self.tracing is not None and init_pid is not None:
+                self.tracing.after_start(init_pid)
             while True:
                 if init_pid is not None:
                     self.monitor.sample(init_pid)

@@ -62,6 +62,7 @@ class BuildResult:
     limits: tuple[LimitPlan, ...]
     resources: ResourceUsage
     log: LogSummary
+    trace: dict[str, Any]
     duration_s: float
     started_at: str
     finished_at: str
@@ -91,6 +92,7 @@ class BuildResult:
             "limits": {limit.name: limit.to_json() for limit in self.limits},
             "resources": self.resources.to_json(),
             "log": self.log.to_json(),
+            "trace": self.trace,
             "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at,
             "finished_at": self.finished_at,

@@ -3,7 +3,10 @@
 # runs the build with exactly the planned environment, stops whatever the build left
 # running, and hands the build directory back to the host.
 #
-# Usage: busybox sh runner.sh COUNT NAME=VALUE... PROGRAM ARG...
+# Usage: busybox sh runner.sh TOKEN COUNT NAME=VALUE... PROGRAM ARG...
+# TOKEN is "-" for an untraced build. Otherwise the runner waits, once the source
+# is staged, until the host opens $STATE/go (the tracers are then in place), and
+# creates $STATE/TOKEN when the build has ended, before handing it back.
 # The build runs as "busybox env -i NAME=VALUE... /abs/PROGRAM ARG...", so it gets
 # exactly the planned environment (podman adds variables such as container=podman).
 # PROGRAM is looked up here, in the planned PATH, and passed as an absolute path:
@@ -13,12 +16,14 @@
 
 BB=/.hermetic/busybox
 OUT=/.hermetic/out
+STATE=/.hermetic/state
 set -f
 
-count=$1
-shift
+token=$1
+count=$2
+shift 2
 if [ "$#" -le "$count" ]; then
-    echo "hermetic-runner: usage: runner.sh COUNT NAME=VALUE... PROGRAM ARG..." >&2
+    echo "hermetic-runner: usage: runner.sh TOKEN COUNT NAME=VALUE... PROGRAM ARG..." >&2
     exit 125
 fi
 
@@ -28,6 +33,9 @@ if ! "$BB" cp -a /.hermetic/src/. /build/; then
 fi
 cd /build || exit 125
 umask 022
+if [ "$token" != "-" ]; then
+    "$BB" mkfifo "$STATE/go" && read -r _ < "$STATE/go"
+fi
 
 search=/usr/bin:/bin
 i=0
@@ -74,6 +82,9 @@ tasks=$("$BB" cat /proc/sys/kernel/ns_last_pid 2>/dev/null)
 # Kill everything the build left behind (kill -1 spares pid 1 and this shell), so
 # that nothing changes the build directory while it is handed back.
 kill -KILL -1 2>/dev/null
+if [ "$token" != "-" ]; then
+    : > "$STATE/$token"
+fi
 
 "$BB" chmod -R u+rwX "$OUT" 2>/dev/null
 "$BB" find "$OUT" -mindepth 1 -delete 2>/dev/null

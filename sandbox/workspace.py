@@ -81,6 +81,7 @@ def build_workspace(work_dir: Path, busybox: Path) -> Iterator[Workspace]:
             runner=runner,
             busybox=busybox,
             container_log=root / "container.log",
+            seccomp_profile=root / "seccomp.json",
         )
     finally:
         remove_tree(root)

@@ -90,8 +90,8 @@ def bookworm_image(podman_session: PodmanSession, sandbox_config: SandboxConfig)
 
 
 @pytest.fixture
-def backend(podman_session: PodmanSession) -> PodmanBackend:
-    return PodmanBackend(podman_session)
+def backend(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> PodmanBackend:
+    return PodmanBackend(podman_session, seccomp_base=sandbox_config.seccomp_base)
 
 
 @pytest.fixture(scope="session")

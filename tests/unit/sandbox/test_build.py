@@ -196,7 +196,12 @@ def test_a_planted_link_in_the_handback_is_not_followed(tmp_path: Path) -> None:
     secret.write_text("0\n")
     os.symlink(secret, out / "status")
     workspace = Workspace(
-        source=tmp_path, out=out, runner=tmp_path, busybox=tmp_path, container_log=tmp_path
+        source=tmp_path,
+        out=out,
+        runner=tmp_path,
+        busybox=tmp_path,
+        container_log=tmp_path,
+        seccomp_profile=tmp_path,
     )
     assert SandboxBackend.read_handback(workspace) == (None, 0, None)
     (out / "status").unlink()

@@ -41,6 +41,7 @@ WORKSPACE = Workspace(
     runner=Path("/work/ws/runner.sh"),
     busybox=Path("/bin/busybox"),
     container_log=Path("/work/ws/container.log"),
+    seccomp_profile=Path("/work/ws/seccomp.json"),
 )
 V1 = CGROUP_V1_ROOTLESS
 HOSTS = {
@@ -151,5 +152,5 @@ def test_environment_is_normalized_and_extended() -> None:
         "USER": "builder",
     }
     command = plan.container["command"]
-    assert command[:4] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh", "8"]
+    assert command[:5] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh", "-", "8"]
     assert command[-3:] == ["sh", "-c", "./configure && make"]

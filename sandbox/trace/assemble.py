@@ -1,0 +1,349 @@
+"""From raw tracer events to a :class:`BuildTrace` (pure: no I/O).
+
+Supervisor events, in the order the build made the calls (host pids):
+``["pid", host, nspid, host_ppid]``, ``["exec", host, path, argv, runnable, stdout_stderr]``,
+``["exit", host, status]``, ``["open", host, path, flags]``, ``["unlink"|"rmdir"|
+"mkdir", host, path]``, ``["rename", host, old, new]``, ``["listdir", host, dir]``,
+``["getrandom", host, length, flags]``, ``["uname", host]``, ``["cpus", host]``,
+``["net", host, call, family, type, address, port, outcome]``,
+``["unreadable", host, nr, reason]``.
+
+Events of hermetic's own runner (and of podman's init) are left out: a process
+belongs to the build from its first exec of a program outside ``/.hermetic/``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.trace.fanotify import FileReads
+from sandbox.trace.model import (
+    BuildTrace,
+    Execution,
+    FileRecord,
+    NetworkAttempt,
+    NondeterminismRead,
+    OutputWriter,
+    Process,
+)
+from sandbox.trace.syscalls import O_ACCMODE, O_CREAT, O_TRUNC
+
+INFRASTRUCTURE = ("/.hermetic/", "/run/podman-init", "/dev/init", "/sbin/catatonit")
+_INFRA = -1
+_HEAP_KEY_BYTES = 8
+_GRND_NONBLOCK = 1
+# Files whose content differs between machines, builds or variations.
+NONDETERMINISTIC_PATHS = (
+    ("/dev/urandom", "random"),
+    ("/dev/random", "random"),
+    ("/proc/sys/kernel/random/", "random"),
+    ("/proc/cpuinfo", "cpu_count"),
+    ("/sys/devices/system/cpu/", "cpu_count"),
+    ("/etc/passwd", "user_database"),
+    ("/etc/group", "user_database"),
+    ("/etc/hostname", "hostname"),
+    ("/etc/localtime", "timezone"),
+    ("/usr/share/zoneinfo/", "timezone"),
+)
+_FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_PACKET: "packet"}
+_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_RAW: "raw"}
+
+
+def nondeterministic_source(path: str) -> str | None:
+    for prefix, source in NONDETERMINISTIC_PATHS:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return source
+    return None
+
+
+@dataclass
+class _File:
+    read_by: list[int] = field(default_factory=list)
+    written_by: list[int] = field(default_factory=list)
+    created_by: list[int] = field(default_factory=list)
+    removed_by: list[int] = field(default_factory=list)
+    renamed_from: str | None = None
+
+    def freeze(self, path: str, unattributed: int) -> FileRecord:
+        return FileRecord(
+            path=path,
+            read_by=_unique(self.read_by),
+            unattributed_reads=unattributed,
+            written_by=_unique(self.written_by),
+            created_by=_unique(self.created_by),
+            removed_by=_unique(self.removed_by),
+            renamed_from=self.renamed_from,
+        )
+
+
+def _unique(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+class _Assembler:
+    def __init__(self, build_dir: str, initial_paths: set[str], deep: bool) -> None:
+        self.build_dir = build_dir.rstrip("/")
+        self.deep = deep
+        self.existing = set(initial_paths)
+        self.ns: dict[int, int] = {}
+        self.parent: dict[int, int] = {}
+        self.image: dict[int, int | None] = {}
+        self.executions: list[Execution] = []
+        self.execs_of: dict[int, list[int]] = defaultdict(list)
+        self.parent_of: dict[int, int] = {}
+        self.exits: dict[int, int] = {}
+        self.files: dict[str, _File] = defaultdict(_File)
+        self.other: dict[str, _File] = defaultdict(_File)
+        self.writer: dict[str, tuple[int, int | None]] = {}
+        self.network: list[NetworkAttempt] = []
+        self.nondeterminism: Counter[tuple[str, int | None, str]] = Counter()
+        self.exec_failures = 0
+        self.unreadable = 0
+
+    def inside(self, path: str) -> bool:
+        return path == self.build_dir or path.startswith(self.build_dir + "/")
+
+    def image_of(self, host: int) -> int | None:
+        chain: list[int] = []
+        while host not in self.image and host in self.parent and len(chain) < 4096:
+            chain.append(host)
+            host = self.parent[host]
+        found = self.image.get(host)
+        for member in chain:
+            self.image[member] = found
+        return found
+
+    def build_pid(self, host: int) -> int | None:
+        """The pid in the build's namespace, or None for hermetic's own processes."""
+        if self.image_of(host) == _INFRA:
+            return None
+        pid = self.ns.get(host, 0)
+        if pid == 1:
+            return None  # podman's init
+        parent = self.parent.get(host)
+        if pid and pid not in self.parent_of:
+            self.parent_of[pid] = self.ns.get(parent, 0) if parent is not None else 0
+        return pid
+
+    def feed(self, event: Sequence[Any]) -> None:
+        kind, host = event[0], event[1]
+        if kind == "pid":
+            self.ns[host], self.parent[host] = event[2], event[3]
+            return
+        if kind == "exec":
+            self.exec(host, event[2], list(event[3]), bool(event[4]))
+            for path in event[5] if len(event) > 5 else ():
+                self.inherited_output(host, path)
+            return
+        pid = self.build_pid(host)
+        if pid is None:
+            return
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is not None:
+            handler(host, pid, event[2:])
+
+    def exec(self, host: int, path: str, argv: list[str], runnable: bool) -> None:
+        if not runnable:
+            if self.image_of(host) != _INFRA:
+                self.exec_failures += 1
+            return
+        if path.startswith(INFRASTRUCTURE):
+            self.image[host] = _INFRA
+            return
+        self.image[host] = None  # belongs to the build from here on
+        pid = self.build_pid(host) or 0
+        seq = len(self.executions) + 1
+        self.executions.append(
+            Execution(
+                seq=seq, pid=pid, ppid=self.parent_of.get(pid, 0), path=path, argv=tuple(argv)
+            )
+        )
+        self.image[host] = seq
+        self.execs_of[pid].append(seq)
+
+    def inherited_output(self, host: int, path: str) -> None:
+        """The program just started writes to ``path`` through stdout or stderr."""
+        pid = self.build_pid(host)
+        if pid is None or not self.inside(path):
+            return
+        record = self.files[path]
+        if pid not in record.written_by:
+            record.written_by.append(pid)
+        self.writer[path] = (pid, self.image_of(host))
+
+    def on_exit(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.exits[pid] = rest[0]
+
+    def on_open(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        path, flags = rest[0], rest[1]
+        writes = bool(flags & O_ACCMODE or flags & (O_CREAT | O_TRUNC))
+        if self.inside(path):
+            record = self.files[path]
+            if writes:
+                record.written_by.append(pid)
+                self.writer[path] = (pid, self.image_of(host))
+                if flags & O_CREAT and path not in self.existing:
+                    record.created_by.append(pid)
+                    self.existing.add(path)
+            else:
+                record.read_by.append(pid)
+            return
+        source = nondeterministic_source(path)
+        if source is not None and not writes:
+            self.nondeterminism[(source, pid, path)] += 1
+        if self.deep:
+            target = self.other[path]
+            (target.written_by if writes else target.read_by).append(pid)
+
+    def on_unlink(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        if self.inside(rest[0]):
+            self.files[rest[0]].removed_by.append(pid)
+            self.existing.discard(rest[0])
+            self.writer.pop(rest[0], None)
+
+    on_rmdir = on_unlink
+
+    def on_mkdir(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        if self.inside(rest[0]):
+            self.files[rest[0]].created_by.append(pid)
+            self.existing.add(rest[0])
+
+    def on_rename(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        old, new = rest[0], rest[1]
+        if self.inside(new):
+            record = self.files[new]
+            record.renamed_from = old
+            record.written_by.append(pid)
+            self.existing.add(new)
+            if old in self.writer:
+                self.writer[new] = self.writer.pop(old)
+        if self.inside(old):
+            self.existing.discard(old)
+
+    def on_listdir(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.nondeterminism[("listdir", pid, rest[0])] += 1
+
+    def on_getrandom(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        length, flags = rest[0], rest[1]
+        if length == _HEAP_KEY_BYTES and flags == _GRND_NONBLOCK:
+            # glibc seeds malloc's heap key this way in every process: not build input.
+            self.nondeterminism[("heap_key", pid, "getrandom(8, GRND_NONBLOCK)")] += 1
+        else:
+            self.nondeterminism[("getrandom", pid, f"{length} bytes")] += 1
+
+    def on_uname(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.nondeterminism[("uname", pid, "")] += 1
+
+    def on_cpus(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.nondeterminism[("cpu_count", pid, "sched_getaffinity")] += 1
+
+    def on_net(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        call, family, kind, address, port, outcome = rest[:6]
+        self.network.append(
+            NetworkAttempt(
+                pid=pid,
+                call=call,
+                family=_FAMILIES.get(family, str(family)),
+                type=_TYPES.get(kind, "unknown"),
+                address=address,
+                port=port,
+                outcome=outcome,
+            )
+        )
+
+    def on_unreadable(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.unreadable += 1
+
+    def writers(self) -> dict[str, OutputWriter]:
+        found = {}
+        by_seq = {e.seq: e for e in self.executions}
+        for path, (pid, at_write) in self.writer.items():
+            later = [s for s in self.execs_of.get(pid, []) if at_write is None or s > at_write]
+            seq = later[-1] if later else at_write
+            execution = by_seq.get(seq) if seq is not None else None
+            found[path] = OutputWriter(
+                pid=pid,
+                path=execution.path if execution else "",
+                argv=execution.argv if execution else (),
+            )
+        return found
+
+    def processes(self) -> tuple[Process, ...]:
+        pids = set(self.parent_of) | set(self.execs_of) | set(self.exits)
+        pids.discard(0)
+        return tuple(
+            Process(
+                pid=pid,
+                ppid=self.parent_of.get(pid, 0),
+                execs=tuple(self.execs_of.get(pid, ())),
+                exit_status=self.exits.get(pid),
+            )
+            for pid in sorted(pids)
+        )
+
+
+def _nondeterminism_order(item: tuple[tuple[str, int | None, str], int]) -> tuple[str, int, str]:
+    (source, pid, detail), _ = item
+    return source, pid or 0, detail
+
+
+def assemble(
+    *,
+    events: Iterable[Sequence[Any]],
+    reads: FileReads | None,
+    level: str,
+    build_dir: str,
+    initial_paths: set[str],
+    interfaces: Sequence[str],
+    notifications: int = 0,
+    gaps: Sequence[str] = (),
+) -> BuildTrace:
+    """Build the trace (see the module docstring for the event format)."""
+    assembler = _Assembler(build_dir, initial_paths, deep=level == "deep")
+    for event in events:
+        assembler.feed(event)
+    found_gaps = list(gaps)
+    unattributed: Counter[str] = Counter()
+    if reads is not None:
+        seen: Counter[str] = Counter(reads.reads)
+        for path, count in seen.items():
+            attributed = len(assembler.files[path].read_by) if path in assembler.files else 0
+            unattributed[path] = max(0, count - attributed)
+            assembler.files[path]
+        if reads.overflowed:
+            found_gaps.append(
+                "the fanotify queue overflowed: some reads in the build dir are missing"
+            )
+        if reads.unresolved:
+            found_gaps.append(f"{reads.unresolved} reads in directories the tracer could not place")
+    if assembler.unreadable:
+        found_gaps.append(f"the arguments of {assembler.unreadable} calls could not be read")
+    return BuildTrace(
+        level=level,
+        executions=tuple(assembler.executions),
+        processes=assembler.processes(),
+        exec_failures=assembler.exec_failures,
+        files=tuple(
+            record.freeze(path, unattributed.get(path, 0))
+            for path, record in sorted(assembler.files.items())
+        ),
+        network=tuple(assembler.network),
+        nondeterminism=tuple(
+            NondeterminismRead(source=source, pid=pid, detail=detail, count=count)
+            for (source, pid, detail), count in sorted(
+                assembler.nondeterminism.items(),
+                key=_nondeterminism_order,
+            )
+        ),
+        interfaces=tuple(interfaces),
+        gaps=tuple(found_gaps),
+        notifications=notifications,
+        writers=assembler.writers(),
+        other_reads=tuple(
+            record.freeze(path, 0) for path, record in sorted(assembler.other.items())
+        ),
+    )

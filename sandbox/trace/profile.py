@@ -1,0 +1,107 @@
+"""The seccomp profile of a traced build: podman's default, with the traced syscalls
+handed to hermetic's supervisor (SCMP_ACT_NOTIFY) instead of allowed.
+
+Pure: takes the base profile as data. The profile only moves syscalls from "allow"
+to "allow after the supervisor has looked"; nothing is denied that was allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sandbox.trace.levels import TraceLevel
+from sandbox.trace.syscalls import O_ACCMODE, O_CLOEXEC, O_CREAT, O_NOCTTY, O_TRUNC
+
+NOTIFY = "SCMP_ACT_NOTIFY"
+ALLOW = "SCMP_ACT_ALLOW"
+
+# Seen on every call, in every mode.
+TRACED = (
+    "execve",
+    "execveat",
+    "exit_group",  # programs, argv, exit status
+    "connect",
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "bind",  # network attempts
+    "getrandom",
+    "uname",
+    "getdents",
+    "getdents64",
+    "sched_getaffinity",  # nondeterminism
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "mkdir",
+    "mkdirat",  # tree changes
+    "rename",
+    "renameat",
+    "renameat2",
+    "open",
+    "creat",
+    "openat2",  # rare next to openat, so always seen
+)
+
+# openat in standard mode: writes, creations, truncations and plain read-only opens
+# are seen; read-only opens with O_CLOEXEC (the dynamic loader's) or O_NOCTTY (the
+# compiler's headers) are let through unseen: there are tens of thousands of them,
+# and fanotify still reports the reads among them that happen in the build dir.
+_READ_ONLY_BITS = O_ACCMODE | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY
+
+
+def _openat(action: str, mask: int, value: int) -> dict[str, Any]:
+    return {
+        "names": ["openat"],
+        "action": action,
+        "args": [{"index": 2, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}],
+    }
+
+
+def _openat_rules(level: TraceLevel) -> list[dict[str, Any]]:
+    if level is TraceLevel.DEEP:
+        return [{"names": ["openat"], "action": NOTIFY, "args": []}]
+    # The rules partition every flag value; an unconditional NOTIFY beside a
+    # conditional ALLOW would win in libseccomp and see everything.
+    return [
+        _openat(ALLOW, O_ACCMODE | O_CREAT | O_TRUNC | O_CLOEXEC, O_CLOEXEC),
+        _openat(ALLOW, _READ_ONLY_BITS, O_NOCTTY),
+        _openat(NOTIFY, O_ACCMODE, 1),
+        _openat(NOTIFY, O_ACCMODE, 2),
+        _openat(NOTIFY, O_ACCMODE, 3),
+        _openat(NOTIFY, O_CREAT, O_CREAT),
+        _openat(NOTIFY, O_TRUNC, O_TRUNC),
+        _openat(NOTIFY, _READ_ONLY_BITS, 0),
+    ]
+
+
+def traced_profile(base: dict[str, Any], level: TraceLevel, listener: str) -> dict[str, Any]:
+    """Derive the build's seccomp profile from podman's default profile.
+
+    Args:
+        base: podman's default profile (containers-common's seccomp.json).
+        level: standard or deep.
+        listener: unix socket runc hands the notification fd to.
+
+    Returns:
+        The profile, with ``listenerPath`` set.
+    """
+    if level is TraceLevel.OFF:
+        raise ValueError("an untraced build uses podman's own profile")
+    profile = copy.deepcopy(base)
+    moved = {*TRACED, "openat"}
+    kept = []
+    for rule in profile.get("syscalls", []):
+        if rule.get("action") == ALLOW:
+            names = [name for name in rule.get("names", []) if name not in moved]
+            if not names:
+                continue
+            rule = {**rule, "names": names}
+        kept.append(rule)
+    kept.append({"names": list(TRACED), "action": NOTIFY, "args": []})
+    kept.extend(_openat_rules(level))
+    profile["syscalls"] = kept
+    profile["listenerPath"] = listener
+    profile["listenerMetadata"] = "hermetic"
+    return profile

@@ -1,0 +1,220 @@
+"""One traced build: the supervisor process, the fanotify watch, the start gate.
+
+Order matters. The supervisor listens before the container is created (runc hands it
+the notification fd while starting the container). The runner stages the source and
+then waits on a FIFO in its state directory, so the fanotify marks are in place, and
+the staged tree's directories known, before the build touches anything. After the
+build, the runner creates a sentinel file whose fanotify event ends the build's
+share of the stream, so its own hand-back copy is not taken for build reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sandbox.errors import SandboxError
+from sandbox.plan import STATE_DIR
+from sandbox.trace.assemble import assemble
+from sandbox.trace.fanotify import (
+    BuildReads,
+    FanotifyError,
+    FileReads,
+    filesystem_id,
+    open_group,
+    seed_directories,
+)
+from sandbox.trace.levels import TraceLevel
+from sandbox.trace.model import BuildTrace
+from sandbox.trace.profile import traced_profile
+
+log = logging.getLogger(__name__)
+
+GATE = "go"
+_START_TIMEOUT_S = 30.0
+_FINISH_TIMEOUT_S = 60.0
+
+
+def new_token() -> str:
+    """Name of the runner's end-of-build sentinel file."""
+    return f"build-ended-{secrets.token_hex(8)}"
+
+
+def load_base_profile(path: Path) -> dict[str, Any]:
+    """podman's default seccomp profile, the base of every traced build's profile.
+
+    Raises:
+        SandboxError: the file is missing or unreadable.
+    """
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SandboxError(
+            f"{path} is missing: tracing starts from podman's default seccomp profile "
+            "(package golang-github-containers-common); set HERMETIC_SECCOMP_BASE, or --trace=off"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise SandboxError(f"{path}: unreadable seccomp profile: {e}") from e
+    return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceFiles:
+    """Host paths a traced build uses."""
+
+    profile: Path  # the seccomp profile podman loads
+    socket: Path  # where runc hands over the notification fd
+    events: Path  # what the supervisor writes when the build is over
+
+
+class TraceSession:
+    """Runs the tracers around one container; :meth:`finish` returns the trace."""
+
+    def __init__(
+        self,
+        *,
+        level: TraceLevel,
+        token: str,
+        files: TraceFiles,
+        base_profile: dict[str, Any],
+        build_dir: str,
+        initial_paths: set[str],
+    ) -> None:
+        self.level = level
+        self.token = token
+        self.files = files
+        self.build_dir = build_dir
+        self.initial_paths = initial_paths
+        self._base = base_profile
+        self._supervisor: subprocess.Popen[bytes] | None = None
+        self._reads: BuildReads | None = None
+        self._gaps: list[str] = []
+        self._interfaces: list[str] = []
+
+    def before_create(self) -> None:
+        """Write the profile and start the supervisor listening.
+
+        Raises:
+            SandboxError: the supervisor did not come up.
+        """
+        profile = traced_profile(self._base, self.level, str(self.files.socket))
+        self.files.profile.write_text(json.dumps(profile))
+        self._supervisor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandbox.trace.supervisor",
+                "--socket",
+                str(self.files.socket),
+                "--out",
+                str(self.files.events),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self.files.socket.exists():
+            if self._supervisor.poll() is not None:
+                error = self._supervisor.stderr.read().decode() if self._supervisor.stderr else ""
+                raise SandboxError(f"the trace supervisor exited at start:\n{error[-3000:]}")
+            if time.monotonic() > deadline:
+                raise SandboxError("the trace supervisor did not start listening")
+            time.sleep(0.01)
+
+    def after_start(self, init_pid: int) -> None:
+        """Once the runner waits at its gate: start the file watch, then let the build go."""
+        root = Path(f"/proc/{init_pid}/root")
+        gate = root / STATE_DIR.lstrip("/") / GATE
+        deadline = time.monotonic() + 3600
+        while not gate.exists():
+            if not psutil.pid_exists(init_pid) or time.monotonic() > deadline:
+                return  # the container ended before reaching the gate
+            time.sleep(0.005)
+        self._interfaces = _interfaces(init_pid)
+        try:
+            build_on_host = root / self.build_dir.lstrip("/")
+            group = open_group(init_pid, [self.build_dir, STATE_DIR])
+            self._reads = BuildReads(
+                group,
+                seed_directories(build_on_host, self.build_dir, filesystem_id(str(build_on_host))),
+                filesystem_id(str(root / STATE_DIR.lstrip("/"))),
+                self.token,
+            )
+            self._reads.start()
+        except (FanotifyError, OSError) as e:
+            log.warning("file reads will not be traced: %s", e)
+            self._gaps.append(f"reads in the build dir were not traced: {e}")
+        _release(gate)
+
+    def finish(self) -> BuildTrace:
+        """Collect what the tracers saw (after the container has exited)."""
+        reads: FileReads | None = self._reads.stop() if self._reads is not None else None
+        self._reads = None
+        if reads is not None and not reads.finished:
+            self._gaps.append("the build did not end normally; the trace stops where it was cut")
+        document = self._supervisor_output()
+        return assemble(
+            events=document.get("events", []),
+            reads=reads,
+            level=self.level.value,
+            build_dir=self.build_dir,
+            initial_paths=self.initial_paths,
+            interfaces=self._interfaces,
+            notifications=int(document.get("notifications", 0)),
+            gaps=self._gaps,
+        )
+
+    def _supervisor_output(self) -> dict[str, Any]:
+        process = self._supervisor
+        if process is None:
+            return {}
+        try:
+            process.wait(timeout=_FINISH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(timeout=10)
+            self._gaps.append("the trace supervisor had to be stopped")
+        try:
+            data: dict[str, Any] = json.loads(self.files.events.read_text())
+            return data
+        except (OSError, ValueError) as e:
+            self._gaps.append(f"the trace supervisor left no readable record: {e}")
+            return {}
+
+    def close(self) -> None:
+        """Stop whatever still runs (after an error or an interrupt)."""
+        if self._reads is not None:
+            self._reads.stop()
+            self._reads = None
+        if self._supervisor is not None and self._supervisor.poll() is None:
+            self._supervisor.kill()
+            self._supervisor.wait()
+        self.files.socket.unlink(missing_ok=True)
+
+
+def _release(gate: Path) -> None:
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+    except OSError as e:
+        log.debug("gate %s: %s", gate, e)  # the runner is gone; nothing waits
+
+
+def _interfaces(init_pid: int) -> list[str]:
+    """Network interfaces of the build's namespace (evidence that only lo exists)."""
+    try:
+        lines = Path(f"/proc/{init_pid}/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return []
+    return sorted(line.split(":", 1)[0].strip() for line in lines if ":" in line)

@@ -1,0 +1,417 @@
+"""The seccomp supervisor: receives a build's notification fd from runc and records
+every traced syscall with its arguments, then lets it continue unchanged.
+
+Runs as its own process (``python -m sandbox.trace.supervisor``) so that nothing
+else competes for its interpreter: every notification holds a build process until
+it is answered. It only observes; answering is always "continue".
+
+Output (JSON): ``{"events": [...], "notifications": N, "unreadable": N}``; each
+event is a list whose first item is its kind (see ``sandbox.trace.assemble``).
+Pids are host pids; ``pid`` events map them to the container's pids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import ctypes
+import fcntl
+import ipaddress
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from contextlib import suppress
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sandbox.trace.syscalls import AT_FDCWD, numbers
+
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+_NOTIF = struct.Struct("<QIIi4x8x6Q")  # id, pid, flags, nr, (arch), (ip), args[6]
+_RESP = struct.Struct("<QqiI")  # id, val, error, flags
+_U64 = struct.Struct("<Q")
+_SYS_PIDFD_GETFD = 438
+_MEM_CACHE = 256
+
+
+class _Stop(Exception):
+    """SIGTERM: write what was recorded and leave."""
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def receive_notify_fd(listener: socket.socket) -> tuple[int, dict[str, Any]]:
+    """Accept runc's connection; return the notification fd and the container state."""
+    connection, _ = listener.accept()
+    with connection:
+        fds = array.array("i")
+        message, ancillary, _, _ = connection.recvmsg(1 << 16, socket.CMSG_LEN(4 * fds.itemsize))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if not fds:
+        raise RuntimeError("runc sent no seccomp notification fd")
+    state: dict[str, Any] = json.loads(message or b"{}")
+    return fds[0], state
+
+
+class Recorder:
+    """Turns notifications into events; every method runs while the caller waits."""
+
+    def __init__(self) -> None:
+        self.events: list[list[Any]] = []
+        self.unreadable = 0
+        self.notifications = 0
+        self._mem: dict[int, int] = {}
+        self._known: set[int] = set()
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        nr = numbers()
+        self.handlers = {
+            nr["execve"]: self.execve,
+            nr["execveat"]: self.execveat,
+            nr["exit_group"]: self.exit_group,
+            nr["open"]: self.open,
+            nr["creat"]: self.creat,
+            nr["openat"]: self.openat,
+            nr["openat2"]: self.openat2,
+            nr["unlink"]: self.unlink,
+            nr["rmdir"]: self.rmdir,
+            nr["mkdir"]: self.mkdir,
+            nr["unlinkat"]: self.unlinkat,
+            nr["mkdirat"]: self.mkdirat,
+            nr["rename"]: self.rename,
+            nr["renameat"]: self.renameat,
+            nr["renameat2"]: self.renameat,
+            nr["getdents"]: self.getdents,
+            nr["getdents64"]: self.getdents,
+            nr["getrandom"]: self.getrandom,
+            nr["uname"]: self.uname,
+            nr["sched_getaffinity"]: self.cpu_count,
+            nr["connect"]: self.connect,
+            nr["bind"]: self.bind,
+            nr["sendto"]: self.sendto,
+            nr["sendmsg"]: self.sendmsg,
+            nr["sendmmsg"]: self.sendmmsg,
+        }
+
+    # --- reading the traced process -------------------------------------------------
+
+    def _memfd(self, pid: int) -> int:
+        fd = self._mem.get(pid)
+        if fd is None:
+            if len(self._mem) >= _MEM_CACHE:
+                for stale in list(self._mem)[: _MEM_CACHE // 2]:
+                    os.close(self._mem.pop(stale))
+            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            self._mem[pid] = fd
+        return fd
+
+    def _forget_mem(self, pid: int) -> None:
+        fd = self._mem.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _string(self, pid: int, address: int) -> str:
+        fd = self._memfd(pid)
+        data = os.pread(fd, 512, address)
+        end = data.find(b"\0")
+        while end < 0 and data:
+            more = os.pread(fd, 4096, address + len(data))
+            if not more:
+                break
+            data += more
+            end = data.find(b"\0")
+        return os.fsdecode(data[:end] if end >= 0 else data)
+
+    def _strings(self, pid: int, address: int, limit: int = 4096) -> list[str]:
+        fd = self._memfd(pid)
+        out: list[str] = []
+        while len(out) < limit:
+            pointers = os.pread(fd, 8 * 64, address + 8 * len(out))
+            for offset in range(0, len(pointers), 8):
+                (pointer,) = _U64.unpack_from(pointers, offset)
+                if not pointer:
+                    return out
+                out.append(self._string(pid, pointer))
+            if len(pointers) < 8 * 64:
+                break
+        return out
+
+    def _dir(self, pid: int, dirfd: int) -> str:
+        dirfd = ctypes.c_int32(dirfd & 0xFFFFFFFF).value
+        link = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
+        return os.readlink(f"/proc/{pid}/{link}")
+
+    def _path(self, pid: int, dirfd: int, address: int) -> str:
+        path = self._string(pid, address)
+        if not path.startswith("/"):
+            path = os.path.join(self._dir(pid, dirfd), path)
+        return os.path.normpath(path)
+
+    def _know(self, pid: int) -> None:
+        """Record the container pid and parent of a host pid (and its unknown ancestors)."""
+        while pid not in self._known:
+            self._known.add(pid)
+            try:
+                with open(f"/proc/{pid}/status", "rb") as stream:
+                    status = stream.read()
+            except OSError:
+                return
+            nspid = ppid = 0
+            for line in status.split(b"\n"):
+                if line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                elif line.startswith(b"NSpid:"):
+                    ids = line.split()[1:]
+                    nspid = int(ids[-1]) if len(ids) > 1 else 0
+            if not nspid:
+                return  # a host process (conmon): above the container
+            self.events.append(["pid", pid, nspid, ppid])
+            pid = ppid
+
+    # --- handlers: (pid, args) -> None --------------------------------------------
+
+    def execve(self, pid: int, a: tuple[int, ...]) -> None:
+        self._exec(pid, AT_FDCWD, a[0], a[1])
+
+    def execveat(self, pid: int, a: tuple[int, ...]) -> None:
+        self._exec(pid, a[0], a[1], a[2])
+
+    def _exec(self, pid: int, dirfd: int, path_address: int, argv_address: int) -> None:
+        path = self._path(pid, dirfd, path_address)
+        argv = self._strings(pid, argv_address)
+        target = f"/proc/{pid}/root{path}"
+        runnable = os.path.isfile(target) and os.access(target, os.X_OK)
+        self._forget_mem(pid)  # the address space is about to be replaced
+        # A shell opens "> file" itself and hands the fd to the program it runs:
+        # the program's stdout and stderr say which files it will write.
+        outputs = []
+        for fd in (1, 2):
+            try:
+                outputs.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+        self.events.append(["exec", pid, path, argv, runnable, outputs])
+
+    def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["exit", pid, a[0] & 0xFF])
+        self._forget_mem(pid)
+
+    def openat(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["open", pid, self._path(pid, a[0], a[1]), a[2]])
+
+    def openat2(self, pid: int, a: tuple[int, ...]) -> None:
+        (flags,) = _U64.unpack(os.pread(self._memfd(pid), 8, a[2]))
+        self.events.append(["open", pid, self._path(pid, a[0], a[1]), flags])
+
+    def open(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["open", pid, self._path(pid, AT_FDCWD, a[0]), a[1]])
+
+    def creat(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["open", pid, self._path(pid, AT_FDCWD, a[0]), 0o1101])
+
+    def unlink(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["unlink", pid, self._path(pid, AT_FDCWD, a[0])])
+
+    def rmdir(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["rmdir", pid, self._path(pid, AT_FDCWD, a[0])])
+
+    def unlinkat(self, pid: int, a: tuple[int, ...]) -> None:
+        kind = "rmdir" if a[2] & 0x200 else "unlink"  # AT_REMOVEDIR
+        self.events.append([kind, pid, self._path(pid, a[0], a[1])])
+
+    def mkdir(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["mkdir", pid, self._path(pid, AT_FDCWD, a[0])])
+
+    def mkdirat(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["mkdir", pid, self._path(pid, a[0], a[1])])
+
+    def rename(self, pid: int, a: tuple[int, ...]) -> None:
+        old = self._path(pid, AT_FDCWD, a[0])
+        self.events.append(["rename", pid, old, self._path(pid, AT_FDCWD, a[1])])
+
+    def renameat(self, pid: int, a: tuple[int, ...]) -> None:
+        old = self._path(pid, a[0], a[1])
+        self.events.append(["rename", pid, old, self._path(pid, a[2], a[3])])
+
+    def getdents(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["listdir", pid, self._dir(pid, a[0])])
+
+    def getrandom(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["getrandom", pid, a[1], a[2]])
+
+    def uname(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["uname", pid])
+
+    def cpu_count(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["cpus", pid])
+
+    def connect(self, pid: int, a: tuple[int, ...]) -> None:
+        self._network(pid, "connect", a[0], a[1], a[2])
+
+    def bind(self, pid: int, a: tuple[int, ...]) -> None:
+        self._network(pid, "bind", a[0], a[1], a[2])
+
+    def sendto(self, pid: int, a: tuple[int, ...]) -> None:
+        if a[4]:
+            self._network(pid, "sendto", a[0], a[4], a[5])
+
+    def sendmsg(self, pid: int, a: tuple[int, ...]) -> None:
+        header = os.pread(self._memfd(pid), 12, a[1])
+        name, length = struct.unpack_from("<QI", header)
+        if name:
+            self._network(pid, "sendmsg", a[0], name, length)
+
+    def sendmmsg(self, pid: int, a: tuple[int, ...]) -> None:
+        if a[2]:
+            self.sendmsg(pid, (a[0], a[1]))
+
+    def _network(self, pid: int, call: str, fd: int, address: int, length: int) -> None:
+        raw = os.pread(self._memfd(pid), min(length, 128), address)
+        if len(raw) < 2:
+            return
+        (family,) = struct.unpack_from("<H", raw)
+        if family == socket.AF_INET and len(raw) >= 8:
+            port = struct.unpack_from(">H", raw, 2)[0]
+            host = str(ipaddress.IPv4Address(raw[4:8]))
+        elif family == socket.AF_INET6 and len(raw) >= 24:
+            port = struct.unpack_from(">H", raw, 2)[0]
+            host = str(ipaddress.IPv6Address(raw[8:24]))
+        elif family in (socket.AF_UNIX, socket.AF_NETLINK):
+            return  # local IPC and kernel queries, not network
+        else:
+            host, port = raw[2:].hex(), 0
+        kind = self._socket_type(pid, fd)
+        self.events.append(
+            ["net", pid, call, family, kind, host, port, _outcome(pid, call, kind, host, port)]
+        )
+
+    def _socket_type(self, pid: int, fd: int) -> int:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return 0
+        try:
+            copy = self._libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+            if copy < 0:
+                return 0
+            with socket.socket(fileno=copy) as duplicate:
+                return int(duplicate.type)
+        except OSError:
+            return 0
+        finally:
+            os.close(pidfd)
+
+
+def _loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
+def _listening(pid: int, port: int) -> bool:
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def _outcome(pid: int, call: str, kind: int, host: str, port: int) -> str:
+    """What the kernel answers in a network namespace whose only interface is lo."""
+    try:
+        local = _loopback(host)
+    except ValueError:
+        return "unsupported-family"
+    if call == "bind":
+        return "bound" if local else "address-unavailable"
+    if not local:
+        return "unreachable"
+    if kind == socket.SOCK_STREAM and call == "connect":
+        return "connected" if _listening(pid, port) else "refused"
+    return "sent" if call != "connect" else "connected"
+
+
+def supervise(notify_fd: int, recorder: Recorder) -> None:
+    """Answer notifications until the last traced process is gone."""
+    poller = select.poll()
+    poller.register(notify_fd, select.POLLIN)
+    buffer = bytearray(80)
+    empty = bytes(80)
+    handlers = recorder.handlers
+    events = recorder.events
+    known = recorder._known
+    while True:
+        ready = poller.poll()
+        if ready and not ready[0][1] & select.POLLIN:
+            return  # POLLHUP: no process uses the filter any more
+        buffer[:] = empty
+        try:
+            fcntl.ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_RECV, buffer, True)
+        except (InterruptedError, FileNotFoundError):
+            continue  # the caller was interrupted by a signal; it will ask again
+        nid, pid, _, nr, *args = _NOTIF.unpack_from(buffer)
+        recorder.notifications += 1
+        try:
+            if pid not in known:
+                recorder._know(pid)
+            handlers[nr](pid, tuple(args))
+        except (OSError, KeyError, ValueError, struct.error) as e:
+            recorder.unreadable += 1
+            events.append(["unreadable", pid, nr, getattr(e, "errno", None) or str(e)])
+        with suppress(FileNotFoundError):  # the caller died or was interrupted meanwhile
+            fcntl.ioctl(
+                notify_fd,
+                SECCOMP_IOCTL_NOTIF_SEND,
+                _RESP.pack(nid, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE),
+                False,
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="hermetic's seccomp supervisor")
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_term)
+    recorder = Recorder()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(args.socket))
+    listener.listen(1)
+    state: dict[str, Any] = {}
+    try:
+        notify_fd, state = receive_notify_fd(listener)
+        supervise(notify_fd, recorder)
+    except _Stop:
+        pass
+    finally:
+        listener.close()
+        document = {
+            "events": recorder.events,
+            "notifications": recorder.notifications,
+            "unreadable": recorder.unreadable,
+            "container_pid": state.get("pid"),
+        }
+        temp = args.out.with_suffix(".partial")
+        temp.write_text(json.dumps(document))
+        temp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
