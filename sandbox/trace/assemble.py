@@ -304,8 +304,14 @@ def assemble(
 ) -> BuildTrace:
     """Build the trace (see the module docstring for the event format)."""
     assembler = _Assembler(build_dir, initial_paths, deep=level == "deep")
-    for event in events:
-        assembler.feed(event)
+    ordered = list(events)
+    # pid events may trail the first event of their pid (they are read after answering).
+    for event in ordered:
+        if event[0] == "pid":
+            assembler.feed(event)
+    for event in ordered:
+        if event[0] != "pid":
+            assembler.feed(event)
     found_gaps = list(gaps)
     unattributed: Counter[str] = Counter()
     if reads is not None:

@@ -182,6 +182,7 @@ class BuildTrace:
             "level": self.level,
             "complete": not self.gaps,
             "gaps": list(self.gaps),
+            "notifications": self.notifications,
             "processes": len(self.processes),
             "executions": len(self.executions),
             "exec_failures": self.exec_failures,

@@ -17,38 +17,20 @@ NOTIFY = "SCMP_ACT_NOTIFY"
 ALLOW = "SCMP_ACT_ALLOW"
 
 # Seen on every call, in every mode.
-TRACED = (
-    "execve",
-    "execveat",
-    "exit_group",  # programs, argv, exit status
-    "connect",
-    "sendto",
-    "sendmsg",
-    "sendmmsg",
-    "bind",  # network attempts
-    "getrandom",
-    "uname",
-    "getdents",
-    "getdents64",
-    "sched_getaffinity",  # nondeterminism
-    "unlink",
-    "unlinkat",
-    "rmdir",
-    "mkdir",
-    "mkdirat",  # tree changes
-    "rename",
-    "renameat",
-    "renameat2",
-    "open",
-    "creat",
-    "openat2",  # rare next to openat, so always seen
-)
+PROGRAMS = ("execve", "execveat", "exit_group")  # what ran, with argv and exit status
+NETWORK = ("connect", "sendto", "sendmsg", "sendmmsg", "bind")
+NONDETERMINISM = ("uname", "getdents", "getdents64", "sched_getaffinity")
+TREE = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "rename", "renameat", "renameat2")
+OPENS = ("open", "creat", "openat2")  # rare next to openat, so always seen
+TRACED = PROGRAMS + NETWORK + NONDETERMINISM + TREE + OPENS
 
 # openat in standard mode: writes, creations, truncations and plain read-only opens
 # are seen; read-only opens with O_CLOEXEC (the dynamic loader's) or O_NOCTTY (the
 # compiler's headers) are let through unseen: there are tens of thousands of them,
 # and fanotify still reports the reads among them that happen in the build dir.
 _READ_ONLY_BITS = O_ACCMODE | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY
+HEAP_KEY_BYTES = 8
+GRND_NONBLOCK = 1
 
 
 def _openat(action: str, mask: int, value: int) -> dict[str, Any]:
@@ -76,6 +58,26 @@ def _openat_rules(level: TraceLevel) -> list[dict[str, Any]]:
     ]
 
 
+def _getrandom_rules() -> list[dict[str, Any]]:
+    # glibc seeds malloc's heap key with getrandom(8 bytes, GRND_NONBLOCK) in every
+    # process: thousands of those say nothing about the build, so they pass unseen.
+    def rule(action: str, *conditions: tuple[int, int, str]) -> dict[str, Any]:
+        return {
+            "names": ["getrandom"],
+            "action": action,
+            "args": [
+                {"index": index, "value": value, "valueTwo": 0, "op": op}
+                for index, value, op in conditions
+            ],
+        }
+
+    return [
+        rule(ALLOW, (1, HEAP_KEY_BYTES, "SCMP_CMP_EQ"), (2, GRND_NONBLOCK, "SCMP_CMP_EQ")),
+        rule(NOTIFY, (1, HEAP_KEY_BYTES, "SCMP_CMP_NE")),
+        rule(NOTIFY, (2, GRND_NONBLOCK, "SCMP_CMP_NE")),
+    ]
+
+
 def traced_profile(base: dict[str, Any], level: TraceLevel, listener: str) -> dict[str, Any]:
     """Derive the build's seccomp profile from podman's default profile.
 
@@ -90,7 +92,7 @@ def traced_profile(base: dict[str, Any], level: TraceLevel, listener: str) -> di
     if level is TraceLevel.OFF:
         raise ValueError("an untraced build uses podman's own profile")
     profile = copy.deepcopy(base)
-    moved = {*TRACED, "openat"}
+    moved = {*TRACED, "openat", "getrandom"}
     kept = []
     for rule in profile.get("syscalls", []):
         if rule.get("action") == ALLOW:
@@ -101,6 +103,7 @@ def traced_profile(base: dict[str, Any], level: TraceLevel, listener: str) -> di
         kept.append(rule)
     kept.append({"names": list(TRACED), "action": NOTIFY, "args": []})
     kept.extend(_openat_rules(level))
+    kept.extend(_getrandom_rules())
     profile["syscalls"] = kept
     profile["listenerPath"] = listener
     profile["listenerMetadata"] = "hermetic"

@@ -19,11 +19,11 @@ import fcntl
 import ipaddress
 import json
 import os
-import select
 import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
@@ -33,7 +33,9 @@ from sandbox.trace.syscalls import AT_FDCWD, numbers
 
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+SET_FLAGS = 0x40082104  # SECCOMP_IOCTL_NOTIF_SET_FLAGS
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 _NOTIF = struct.Struct("<QIIi4x8x6Q")  # id, pid, flags, nr, (arch), (ip), args[6]
 _RESP = struct.Struct("<QqiI")  # id, val, error, flags
 _U64 = struct.Struct("<Q")
@@ -71,6 +73,7 @@ class Recorder:
         self.events: list[list[Any]] = []
         self.unreadable = 0
         self.notifications = 0
+        self.later: list[Callable[[], None]] = []  # work that can wait for the answer
         self._mem: dict[int, int] = {}
         self._known: set[int] = set()
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -133,17 +136,29 @@ class Recorder:
         return os.fsdecode(data[:end] if end >= 0 else data)
 
     def _strings(self, pid: int, address: int, limit: int = 4096) -> list[str]:
+        """A NULL-terminated array of strings (argv), read in as few calls as possible."""
         fd = self._memfd(pid)
-        out: list[str] = []
-        while len(out) < limit:
-            pointers = os.pread(fd, 8 * 64, address + 8 * len(out))
-            for offset in range(0, len(pointers), 8):
-                (pointer,) = _U64.unpack_from(pointers, offset)
-                if not pointer:
-                    return out
-                out.append(self._string(pid, pointer))
-            if len(pointers) < 8 * 64:
+        pointers: list[int] = []
+        while len(pointers) < limit:
+            block = os.pread(fd, 8 * 64, address + 8 * len(pointers))
+            chunk = [p for (p,) in _U64.iter_unpack(block[: len(block) // 8 * 8])]
+            if 0 in chunk:
+                pointers.extend(chunk[: chunk.index(0)])
                 break
+            pointers.extend(chunk)
+            if len(block) < 8 * 64:
+                break
+        if not pointers:
+            return []
+        # Programs usually keep their argument strings side by side: read them at once.
+        base = min(pointers)
+        span = min(max(pointers) - base + 256, 1 << 16)
+        data = os.pread(fd, span, base)
+        out = []
+        for pointer in pointers:
+            start = pointer - base
+            end = data.find(b"\0", start) if 0 <= start < len(data) else -1
+            out.append(os.fsdecode(data[start:end]) if end >= 0 else self._string(pid, pointer))
         return out
 
     def _dir(self, pid: int, dirfd: int) -> str:
@@ -157,8 +172,12 @@ class Recorder:
             path = os.path.join(self._dir(pid, dirfd), path)
         return os.path.normpath(path)
 
-    def _know(self, pid: int) -> None:
-        """Record the container pid and parent of a host pid (and its unknown ancestors)."""
+    def know(self, pid: int) -> None:
+        """Record the container pid and parent of a host pid (and its unknown ancestors).
+
+        Called after answering: a traced process cannot vanish before its exit_group
+        has been answered too, so its /proc entry is still there.
+        """
         while pid not in self._known:
             self._known.add(pid)
             try:
@@ -189,18 +208,10 @@ class Recorder:
     def _exec(self, pid: int, dirfd: int, path_address: int, argv_address: int) -> None:
         path = self._path(pid, dirfd, path_address)
         argv = self._strings(pid, argv_address)
-        target = f"/proc/{pid}/root{path}"
-        runnable = os.path.isfile(target) and os.access(target, os.X_OK)
         self._forget_mem(pid)  # the address space is about to be replaced
-        # A shell opens "> file" itself and hands the fd to the program it runs:
-        # the program's stdout and stderr say which files it will write.
-        outputs = []
-        for fd in (1, 2):
-            try:
-                outputs.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-            except OSError:
-                continue
-        self.events.append(["exec", pid, path, argv, runnable, outputs])
+        event: list[Any] = ["exec", pid, path, argv, None, []]
+        self.events.append(event)
+        self.later.append(lambda: _finish_exec(event))
 
     def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["exit", pid, a[0] & 0xFF])
@@ -312,6 +323,18 @@ class Recorder:
             os.close(pidfd)
 
 
+def _finish_exec(event: list[Any]) -> None:
+    """The parts of an exec event that may be read once the exec is under way."""
+    pid, path = event[1], event[2]
+    target = f"/proc/{pid}/root{path}"
+    event[4] = os.path.isfile(target) and os.access(target, os.X_OK)
+    # A shell opens "> file" itself and hands the fd to the program it runs: the
+    # program's stdout and stderr say which files it writes.
+    for fd in (1, 2):
+        with suppress(OSError):
+            event[5].append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+
+
 def _loopback(host: str) -> bool:
     address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
@@ -348,18 +371,18 @@ def _outcome(pid: int, call: str, kind: int, host: str, port: int) -> str:
 
 
 def supervise(notify_fd: int, recorder: Recorder) -> None:
-    """Answer notifications until the last traced process is gone."""
-    poller = select.poll()
-    poller.register(notify_fd, select.POLLIN)
+    """Answer notifications until SIGTERM (the host sends it once the container is gone).
+
+    Waiting in the receive call itself, not in poll(), lets the kernel switch straight
+    from the traced process to the supervisor and back (SYNC_WAKE_UP).
+    """
     buffer = bytearray(80)
     empty = bytes(80)
     handlers = recorder.handlers
     events = recorder.events
     known = recorder._known
+    later = recorder.later
     while True:
-        ready = poller.poll()
-        if ready and not ready[0][1] & select.POLLIN:
-            return  # POLLHUP: no process uses the filter any more
         buffer[:] = empty
         try:
             fcntl.ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_RECV, buffer, True)
@@ -368,8 +391,6 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
         nid, pid, _, nr, *args = _NOTIF.unpack_from(buffer)
         recorder.notifications += 1
         try:
-            if pid not in known:
-                recorder._know(pid)
             handlers[nr](pid, tuple(args))
         except (OSError, KeyError, ValueError, struct.error) as e:
             recorder.unreadable += 1
@@ -381,6 +402,12 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
                 _RESP.pack(nid, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE),
                 False,
             )
+        if pid not in known:
+            recorder.know(pid)
+        for work in later:
+            with suppress(OSError):
+                work()
+        later.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     state: dict[str, Any] = {}
     try:
         notify_fd, state = receive_notify_fd(listener)
+        with suppress(OSError):  # Linux 6.6+: hand the CPU straight back and forth
+            fcntl.ioctl(notify_fd, SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
         supervise(notify_fd, recorder)
     except _Stop:
         pass
