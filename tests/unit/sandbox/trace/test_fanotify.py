@@ -1,0 +1,91 @@
+"""Parsing fanotify's FID events into build-dir paths (no kernel needed)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from sandbox.trace.fanotify import (
+    FAN_CLOSE_NOWRITE,
+    FAN_CREATE,
+    FAN_ONDIR,
+    FAN_Q_OVERFLOW,
+    FAN_RENAME,
+    INFO_DFID_NAME,
+    INFO_FID,
+    INFO_NEW_DFID_NAME,
+    INFO_OLD_DFID_NAME,
+    BuildReads,
+)
+
+BUILD_FS = b"B" * 8
+STATE_FS = b"S" * 8
+
+
+def handle(fsid: bytes, number: int) -> bytes:
+    return fsid + struct.pack("<i", 1) + struct.pack("<Q", number)
+
+
+def record(kind: int, handle_: bytes, name: str = "") -> bytes:
+    fsid, handle_type, raw = handle_[:8], handle_[8:12], handle_[12:]
+    body = fsid + struct.pack("<I", len(raw)) + handle_type + raw
+    if name:
+        body += name.encode() + b"\0"
+    body += b"\0" * (-(len(body) + 4) % 4)
+    return struct.pack("<BBH", kind, 0, len(body) + 4) + body
+
+
+def event(mask: int, *records: bytes) -> bytes:
+    info = b"".join(records)
+    return struct.pack("<IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, 0) + info
+
+
+ROOT = handle(BUILD_FS, 1)
+SUB = handle(BUILD_FS, 2)
+MOVED = handle(BUILD_FS, 2)
+
+
+def reader() -> BuildReads:
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    return BuildReads(read_end, {ROOT: "/build"}, STATE_FS, "build-ended-x")
+
+
+def test_reads_are_placed_through_directory_handles() -> None:
+    watch = reader()
+    watch._parse(
+        event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, ROOT, "in.txt"))
+        + event(FAN_CREATE | FAN_ONDIR, record(INFO_DFID_NAME, ROOT, "src"), record(INFO_FID, SUB))
+        + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, SUB, "main.c"))
+        + event(
+            FAN_RENAME | FAN_ONDIR,
+            record(INFO_OLD_DFID_NAME, ROOT, "src"),
+            record(INFO_NEW_DFID_NAME, ROOT, "lib"),
+            record(INFO_FID, MOVED),
+        )
+        + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, MOVED, "main.c"))
+        + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, handle(BUILD_FS, 99), "lost"))
+    )
+    assert watch.result.reads == ["/build/in.txt", "/build/src/main.c", "/build/lib/main.c"]
+    assert watch.result.unresolved == 1
+    os.close(watch.group)
+
+
+def test_the_sentinel_ends_the_builds_share_of_the_stream() -> None:
+    watch = reader()
+    watch._parse(
+        event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, ROOT, "before"))
+        + event(FAN_CREATE, record(INFO_DFID_NAME, ROOT, "build-ended-x"))  # wrong fs: a fake
+        + event(FAN_CREATE, record(INFO_DFID_NAME, handle(STATE_FS, 1), "build-ended-x"))
+        + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, ROOT, "handback-copy"))
+    )
+    assert watch.result.finished
+    assert watch.result.reads == ["/build/before"]
+    os.close(watch.group)
+
+
+def test_overflow_is_reported() -> None:
+    watch = reader()
+    watch._parse(event(FAN_Q_OVERFLOW))
+    assert watch.result.overflowed
+    os.close(watch.group)
