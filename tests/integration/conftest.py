@@ -7,12 +7,13 @@ sandbox test that silently skips proves nothing. Deselect them with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -27,6 +28,7 @@ from sandbox.podman_backend import PodmanBackend
 from sandbox.result import BuildResult
 from sandbox.spec import InputSpec, Spec
 from sandbox.store import ContentStore
+from sandbox.trace.levels import TraceLevel
 from tests.conftest import REPO, write_spec
 
 HELLO_SHA256 = Sha256("31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b")
@@ -127,39 +129,42 @@ disk = "1GiB"
 """
 
 
-def build_in(
-    tmp_path: Path,
-    spec_text: str,
-    *,
-    backend: PodmanBackend,
-    config: SandboxConfig,
-    name: str = "b",
-    files: dict[str, str] | None = None,
-) -> BuildResult:
-    """Write a spec (and ``files``) into a fresh source dir and build it for real."""
-    spec = Spec.from_toml(write_spec(tmp_path / f"src-{name}", spec_text))
-    for relative, text in (files or {}).items():
-        (spec.source_dir / relative).write_text(text)
-    request = BuildRequest(spec=spec, out_dir=tmp_path / f"out-{name}")
-    return run_build(request, config=config, backend=backend)
-
-
 class Builder(Protocol):
     def __call__(
-        self, spec_text: str, *, name: str = "b", files: dict[str, str] | None = None
+        self,
+        spec_text: str,
+        *,
+        name: str = "b",
+        files: dict[str, str] | None = None,
+        trace: TraceLevel = TraceLevel.STANDARD,
     ) -> BuildResult: ...
 
 
 @pytest.fixture
 def build(tmp_path: Path, backend: PodmanBackend, sandbox_config: SandboxConfig) -> Builder:
-    """``build(spec_text, name=..., files=...)``: a real build in this test's tmp_path."""
+    """``build(spec_text, name=..., files=..., trace=...)``: a real build in tmp_path/src-NAME,
+    its results in tmp_path/out-NAME."""
 
-    def run(spec_text: str, *, name: str = "b", files: dict[str, str] | None = None) -> BuildResult:
-        return build_in(
-            tmp_path, spec_text, backend=backend, config=sandbox_config, name=name, files=files
-        )
+    def run(
+        spec_text: str,
+        *,
+        name: str = "b",
+        files: dict[str, str] | None = None,
+        trace: TraceLevel = TraceLevel.STANDARD,
+    ) -> BuildResult:
+        spec = Spec.from_toml(write_spec(tmp_path / f"src-{name}", spec_text))
+        for relative, text in (files or {}).items():
+            (spec.source_dir / relative).write_text(text)
+        request = BuildRequest(spec=spec, out_dir=tmp_path / f"out-{name}", trace=trace)
+        return run_build(request, config=sandbox_config, backend=backend)
 
     return run
+
+
+def trace_of(result: BuildResult) -> dict[str, Any]:
+    """The trace.json a build published."""
+    data: dict[str, Any] = json.loads((Path(result.out_dir) / "trace.json").read_text())
+    return data
 
 
 def log_of(result: BuildResult) -> str:
