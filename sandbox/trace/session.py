@@ -179,14 +179,13 @@ class TraceSession:
         process = self._supervisor
         if process is None:
             return {}
-        # Every traced process is gone with the container: nothing can be pending.
-        process.terminate()
+        # It leaves by itself once the last traced process is gone.
         try:
             process.wait(timeout=_FINISH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            self._gaps.append("the trace supervisor had to be killed")
+            process.terminate()
+            process.wait(timeout=10)
+            self._gaps.append("the trace supervisor had to be stopped")
         try:
             data: dict[str, Any] = json.loads(self.files.events.read_text())
             return data

@@ -19,8 +19,10 @@ import fcntl
 import ipaddress
 import json
 import os
+import select
 import signal
 import socket
+import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -35,12 +37,17 @@ SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
 SET_FLAGS = 0x40082104  # SECCOMP_IOCTL_NOTIF_SET_FLAGS
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+_CONTINUE = SECCOMP_USER_NOTIF_FLAG_CONTINUE
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 _NOTIF = struct.Struct("<QIIi4x8x6Q")  # id, pid, flags, nr, (arch), (ip), args[6]
 _RESP = struct.Struct("<QqiI")  # id, val, error, flags
 _U64 = struct.Struct("<Q")
 _SYS_PIDFD_GETFD = 438
-_MEM_CACHE = 256
+_READ_MAX = 1 << 16
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
 class _Stop(Exception):
@@ -74,9 +81,21 @@ class Recorder:
         self.unreadable = 0
         self.notifications = 0
         self.later: list[Callable[[], None]] = []  # work that can wait for the answer
-        self._mem: dict[int, int] = {}
         self._known: set[int] = set()
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._readv = self._libc.process_vm_readv
+        self._readv.restype = ctypes.c_ssize_t
+        self._buffer = ctypes.create_string_buffer(_READ_MAX)
+        self._local = _IoVec(ctypes.addressof(self._buffer), 0)
+        self._remote = _IoVec(0, 0)
+        self._local_ref = ctypes.byref(self._local)
+        self._remote_ref = ctypes.byref(self._remote)
+        self._buffer_address = ctypes.addressof(self._buffer)
+        pair = _IoVec * 2
+        self._pair_local = pair(
+            _IoVec(self._buffer_address, 512), _IoVec(self._buffer_address + 512, 512)
+        )
+        self._pair_remote = pair(_IoVec(0, 512), _IoVec(0, 512))
         nr = numbers()
         self.handlers = {
             nr["execve"]: self.execve,
@@ -108,39 +127,53 @@ class Recorder:
 
     # --- reading the traced process -------------------------------------------------
 
-    def _memfd(self, pid: int) -> int:
-        fd = self._mem.get(pid)
-        if fd is None:
-            if len(self._mem) >= _MEM_CACHE:
-                for stale in list(self._mem)[: _MEM_CACHE // 2]:
-                    os.close(self._mem.pop(stale))
-            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            self._mem[pid] = fd
-        return fd
+    def _read(self, pid: int, address: int, size: int) -> bytes:
+        """Bytes of the traced process's memory: one process_vm_readv, no fd to open."""
+        size = min(size, _READ_MAX)
+        self._local.iov_len = size
+        self._remote.iov_base = address
+        self._remote.iov_len = size
+        count = self._readv(pid, self._local_ref, 1, self._remote_ref, 1, 0)
+        if count < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+        return ctypes.string_at(self._buffer_address, count)
 
-    def _forget_mem(self, pid: int) -> None:
-        fd = self._mem.pop(pid, None)
-        if fd is not None:
-            os.close(fd)
+    def _read_two(self, pid: int, first: int, second: int) -> tuple[bytes, bytes]:
+        """512 bytes at each of two addresses, in one call (an exec's path and argv)."""
+        local, remote = self._pair_local, self._pair_remote
+        remote[0].iov_base, remote[1].iov_base = first, second
+        count = self._readv(pid, local, 2, remote, 2, 0)
+        if count < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+        data = ctypes.string_at(self._buffer_address, min(count, 1024))
+        # A short read stops at the first unreadable byte: the second part is then
+        # incomplete, and read again on its own by the caller.
+        return data[:512], data[512:] if count == 1024 else b""
 
-    def _string(self, pid: int, address: int) -> str:
-        fd = self._memfd(pid)
-        data = os.pread(fd, 512, address)
+    def _string(self, pid: int, address: int) -> bytes:
+        data = self._read(pid, address, 512)
         end = data.find(b"\0")
         while end < 0 and data:
-            more = os.pread(fd, 4096, address + len(data))
+            more = self._read(pid, address + len(data), 4096)
             if not more:
                 break
             data += more
             end = data.find(b"\0")
-        return os.fsdecode(data[:end] if end >= 0 else data)
+        return data[:end] if end >= 0 else data
 
-    def _strings(self, pid: int, address: int, limit: int = 4096) -> list[str]:
-        """A NULL-terminated array of strings (argv), read in as few calls as possible."""
-        fd = self._memfd(pid)
+    def _strings(
+        self, pid: int, address: int, first: bytes = b"", limit: int = 4096
+    ) -> list[bytes]:
+        """A NULL-terminated array of strings (argv), read in as few calls as possible.
+
+        ``first`` may hold the array's first bytes, already read.
+        """
         pointers: list[int] = []
         while len(pointers) < limit:
-            block = os.pread(fd, 8 * 64, address + 8 * len(pointers))
+            block = first or self._read(pid, address + 8 * len(pointers), 8 * 64)
+            first = b""
             chunk = [p for (p,) in _U64.iter_unpack(block[: len(block) // 8 * 8])]
             if 0 in chunk:
                 pointers.extend(chunk[: chunk.index(0)])
@@ -153,24 +186,23 @@ class Recorder:
         # Programs usually keep their argument strings side by side: read them at once.
         base = min(pointers)
         span = min(max(pointers) - base + 256, 1 << 16)
-        data = os.pread(fd, span, base)
+        data = self._read(pid, base, span)
         out = []
         for pointer in pointers:
             start = pointer - base
             end = data.find(b"\0", start) if 0 <= start < len(data) else -1
-            out.append(os.fsdecode(data[start:end]) if end >= 0 else self._string(pid, pointer))
+            out.append(data[start:end] if end >= 0 else self._string(pid, pointer))
         return out
 
-    def _dir(self, pid: int, dirfd: int) -> str:
+    def _dir(self, pid: int, dirfd: int) -> bytes:
         dirfd = ctypes.c_int32(dirfd & 0xFFFFFFFF).value
-        link = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
-        return os.readlink(f"/proc/{pid}/{link}")
+        if dirfd == AT_FDCWD:
+            return os.readlink(b"/proc/%d/cwd" % pid)
+        return os.readlink(b"/proc/%d/fd/%d" % (pid, dirfd))
 
-    def _path(self, pid: int, dirfd: int, address: int) -> str:
+    def _path(self, pid: int, dirfd: int, address: int) -> bytes:
         path = self._string(pid, address)
-        if not path.startswith("/"):
-            path = os.path.join(self._dir(pid, dirfd), path)
-        return os.path.normpath(path)
+        return _absolute(path, self._dir(pid, dirfd) if not path.startswith(b"/") else b"")
 
     def know(self, pid: int) -> None:
         """Record the container pid and parent of a host pid (and its unknown ancestors).
@@ -181,20 +213,20 @@ class Recorder:
         while pid not in self._known:
             self._known.add(pid)
             try:
-                with open(f"/proc/{pid}/status", "rb") as stream:
-                    status = stream.read()
+                fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    status = os.read(fd, 4096)
+                finally:
+                    os.close(fd)
             except OSError:
                 return
-            nspid = ppid = 0
-            for line in status.split(b"\n"):
-                if line.startswith(b"PPid:"):
-                    ppid = int(line.split()[1])
-                elif line.startswith(b"NSpid:"):
-                    ids = line.split()[1:]
-                    nspid = int(ids[-1]) if len(ids) > 1 else 0
-            if not nspid:
+            start = status.find(b"\nPPid:") + 6
+            ppid = int(status[start : status.find(b"\n", start)])
+            start = status.find(b"\nNSpid:") + 7
+            ids = status[start : status.find(b"\n", start)].split()
+            if len(ids) < 2:
                 return  # a host process (conmon): above the container
-            self.events.append(["pid", pid, nspid, ppid])
+            self.events.append(["pid", pid, int(ids[-1]), ppid])
             pid = ppid
 
     # --- handlers: (pid, args) -> None --------------------------------------------
@@ -206,22 +238,23 @@ class Recorder:
         self._exec(pid, a[0], a[1], a[2])
 
     def _exec(self, pid: int, dirfd: int, path_address: int, argv_address: int) -> None:
-        path = self._path(pid, dirfd, path_address)
-        argv = self._strings(pid, argv_address)
-        self._forget_mem(pid)  # the address space is about to be replaced
+        head, pointers = self._read_two(pid, path_address, argv_address)
+        end = head.find(b"\0")
+        path = head[:end] if end >= 0 else self._string(pid, path_address)
+        path = _absolute(path, self._dir(pid, dirfd) if not path.startswith(b"/") else b"")
+        argv = self._strings(pid, argv_address, pointers)
         event: list[Any] = ["exec", pid, path, argv, None, []]
         self.events.append(event)
         self.later.append(lambda: _finish_exec(event))
 
     def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["exit", pid, a[0] & 0xFF])
-        self._forget_mem(pid)
 
     def openat(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["open", pid, self._path(pid, a[0], a[1]), a[2]])
 
     def openat2(self, pid: int, a: tuple[int, ...]) -> None:
-        (flags,) = _U64.unpack(os.pread(self._memfd(pid), 8, a[2]))
+        (flags,) = _U64.unpack(self._read(pid, a[2], 8))
         self.events.append(["open", pid, self._path(pid, a[0], a[1]), flags])
 
     def open(self, pid: int, a: tuple[int, ...]) -> None:
@@ -277,7 +310,7 @@ class Recorder:
             self._network(pid, "sendto", a[0], a[4], a[5])
 
     def sendmsg(self, pid: int, a: tuple[int, ...]) -> None:
-        header = os.pread(self._memfd(pid), 12, a[1])
+        header = self._read(pid, a[1], 12)
         name, length = struct.unpack_from("<QI", header)
         if name:
             self._network(pid, "sendmsg", a[0], name, length)
@@ -287,7 +320,7 @@ class Recorder:
             self.sendmsg(pid, (a[0], a[1]))
 
     def _network(self, pid: int, call: str, fd: int, address: int, length: int) -> None:
-        raw = os.pread(self._memfd(pid), min(length, 128), address)
+        raw = self._read(pid, address, min(length, 128))
         if len(raw) < 2:
             return
         (family,) = struct.unpack_from("<H", raw)
@@ -323,16 +356,36 @@ class Recorder:
             os.close(pidfd)
 
 
+def _absolute(path: bytes, directory: bytes) -> bytes:
+    if directory:
+        path = directory + b"/" + path
+    if b"/." in path or b"//" in path or path.endswith(b"/"):
+        path = os.path.normpath(path)
+    return path
+
+
 def _finish_exec(event: list[Any]) -> None:
     """The parts of an exec event that may be read once the exec is under way."""
     pid, path = event[1], event[2]
-    target = f"/proc/{pid}/root{path}"
-    event[4] = os.path.isfile(target) and os.access(target, os.X_OK)
+    try:
+        mode = os.stat(b"/proc/%d/root%s" % (pid, path)).st_mode
+    except OSError:
+        mode = 0
+    event[4] = stat.S_ISREG(mode) and bool(mode & 0o111)
     # A shell opens "> file" itself and hands the fd to the program it runs: the
     # program's stdout and stderr say which files it writes.
     for fd in (1, 2):
         with suppress(OSError):
-            event[5].append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            event[5].append(os.readlink(b"/proc/%d/fd/%d" % (pid, fd)))
+
+
+def _text(value: Any) -> Any:
+    """Events as JSON can hold them: bytes become str (undecodable bytes escaped)."""
+    if isinstance(value, bytes):
+        return os.fsdecode(value)
+    if isinstance(value, list):
+        return [_text(item) for item in value]
+    return value
 
 
 def _loopback(host: str) -> bool:
@@ -371,11 +424,15 @@ def _outcome(pid: int, call: str, kind: int, host: str, port: int) -> str:
 
 
 def supervise(notify_fd: int, recorder: Recorder) -> None:
-    """Answer notifications until SIGTERM (the host sends it once the container is gone).
+    """Answer notifications until no process uses the filter any more.
 
     Waiting in the receive call itself, not in poll(), lets the kernel switch straight
-    from the traced process to the supervisor and back (SYNC_WAKE_UP).
+    from the traced process to the supervisor and back (SYNC_WAKE_UP). The receive call
+    fails at once with ENOENT when a caller gave up (a signal) or when no process is
+    left: poll() tells the two apart, by POLLHUP.
     """
+    poller = select.poll()
+    poller.register(notify_fd, select.POLLIN)
     buffer = bytearray(80)
     empty = bytes(80)
     handlers = recorder.handlers
@@ -386,28 +443,34 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
         buffer[:] = empty
         try:
             fcntl.ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_RECV, buffer, True)
-        except (InterruptedError, FileNotFoundError):
+        except InterruptedError:
+            continue
+        except FileNotFoundError:
+            ready = poller.poll(0)
+            if ready and ready[0][1] & select.POLLHUP and not ready[0][1] & select.POLLIN:
+                return
             continue  # the caller was interrupted by a signal; it will ask again
-        nid, pid, _, nr, *args = _NOTIF.unpack_from(buffer)
+        values = _NOTIF.unpack_from(buffer)
+        nid, pid, nr = values[0], values[1], values[3]
         recorder.notifications += 1
         try:
-            handlers[nr](pid, tuple(args))
+            handlers[nr](pid, values[4:])
         except (OSError, KeyError, ValueError, struct.error) as e:
             recorder.unreadable += 1
             events.append(["unreadable", pid, nr, getattr(e, "errno", None) or str(e)])
-        with suppress(FileNotFoundError):  # the caller died or was interrupted meanwhile
+        try:
             fcntl.ioctl(
-                notify_fd,
-                SECCOMP_IOCTL_NOTIF_SEND,
-                _RESP.pack(nid, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE),
-                False,
+                notify_fd, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, 0, _CONTINUE), False
             )
+        except FileNotFoundError:
+            pass  # the caller died or was interrupted meanwhile
         if pid not in known:
             recorder.know(pid)
-        for work in later:
-            with suppress(OSError):
-                work()
-        later.clear()
+        if later:
+            for work in later:
+                with suppress(OSError):
+                    work()
+            later.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         listener.close()
         document = {
-            "events": recorder.events,
+            "events": _text(recorder.events),
             "notifications": recorder.notifications,
             "unreadable": recorder.unreadable,
             "container_pid": state.get("pid"),
