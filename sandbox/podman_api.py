@@ -82,7 +82,9 @@ class PodmanService:
                 "'podman system service --time=0 <url>' or unset the variable"
             )
         else:
-            self._session = PodmanSession(self._start())
+            url = self._start()
+            assert self._process is not None
+            self._session = PodmanSession(url, service_pid=self._process.pid)
         return self._session
 
     def __exit__(
@@ -174,9 +176,21 @@ def _ping(url: str) -> bool:
 class PodmanSession:
     """Operations hermetic needs from podman, over one API socket."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, service_pid: int | None = None) -> None:
         self.url = url
+        self._service_pid = service_pid
         self._client = podman.PodmanClient(base_url=url, timeout=600)
+
+    def _nproc_hard(self) -> int:
+        """The process limit containers inherit: podman lowers its own below the shell's."""
+        hard = _hard_limit(resource.RLIMIT_NPROC)
+        if self._service_pid is not None:
+            for member in _group_members(self._service_pid):
+                try:
+                    hard = min(hard, member.rlimit(psutil.RLIMIT_NPROC)[1])
+                except psutil.Error:
+                    continue
+        return hard
 
     def host_capabilities(self) -> HostCapabilities:
         """What this podman can enforce: cgroup version, delegated controllers, rlimits."""
@@ -189,7 +203,7 @@ class PodmanSession:
                 cgroup_version=1,
                 cgroup_controllers=frozenset(),
                 nofile_hard=_hard_limit(resource.RLIMIT_NOFILE),
-                nproc_hard=_hard_limit(resource.RLIMIT_NPROC),
+                nproc_hard=self._nproc_hard(),
             )
         info: dict[str, Any] = _call("read host information", self._client.info)
         host = info.get("host", {})
@@ -199,7 +213,7 @@ class PodmanSession:
             cgroup_version=int(version) if version.isdigit() else 1,
             cgroup_controllers=frozenset(host.get("cgroupControllers") or ()),
             nofile_hard=_hard_limit(resource.RLIMIT_NOFILE),
-            nproc_hard=_hard_limit(resource.RLIMIT_NPROC),
+            nproc_hard=self._nproc_hard(),
         )
 
     def image_exists(self, reference: str) -> bool:

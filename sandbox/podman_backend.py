@@ -69,6 +69,11 @@ class PodmanBackend(SandboxBackend):
             container = self.session.create(plan.container)
             try:
                 outcome = _Watch(plan, workspace, container, log_path, observer, tracing).run()
+            except SandboxError as e:
+                reason = tracing.failure() if tracing is not None else None
+                if reason is None:
+                    raise
+                raise SandboxError(f"{e}\n{reason}\n(--trace=off builds without it)") from e
             finally:
                 container.remove()
             if tracing is not None:
@@ -159,7 +164,7 @@ class _Watch:
             waiter.start()
             init_pid = self.container.init_pid()
             if self.tracing is not None and init_pid is not None:
-                self.tracing.after_start(init_pid)
+                self.tracing.after_start(init_pid, timeout_s=self.plan.limit("timeout").value)
             while True:
                 if init_pid is not None:
                     self.monitor.sample(init_pid)

@@ -132,11 +132,11 @@ class TraceSession:
                 raise SandboxError("the trace supervisor did not start listening")
             time.sleep(0.01)
 
-    def after_start(self, init_pid: int) -> None:
+    def after_start(self, init_pid: int, *, timeout_s: float) -> None:
         """Once the runner waits at its gate: start the file watch, then let the build go."""
         root = Path(f"/proc/{init_pid}/root")
         gate = root / STATE_DIR.lstrip("/") / GATE
-        deadline = time.monotonic() + 3600
+        deadline = time.monotonic() + timeout_s
         while not gate.exists():
             if not psutil.pid_exists(init_pid) or time.monotonic() > deadline:
                 return  # the container ended before reaching the gate
@@ -174,6 +174,14 @@ class TraceSession:
             notifications=int(document.get("notifications", 0)),
             gaps=self._gaps,
         )
+
+    def failure(self) -> str | None:
+        """Why the supervisor died, if it did (a container then fails to start)."""
+        process = self._supervisor
+        if process is None or process.poll() is None or process.returncode == 0:
+            return None
+        error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+        return f"the trace supervisor exited with {process.returncode}:\n{error[-3000:]}"
 
     def _supervisor_output(self) -> dict[str, Any]:
         process = self._supervisor
