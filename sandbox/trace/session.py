@@ -198,7 +198,8 @@ class TraceSession:
             data: dict[str, Any] = json.loads(self.files.events.read_text())
             return data
         except (OSError, ValueError) as e:
-            self._gaps.append(f"the trace supervisor left no readable record: {e}")
+            error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+            self._gaps.append(f"the trace supervisor left no readable record: {e} {error[-2000:]}")
             return {}
 
     def close(self) -> None:
