@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.images import ResolvedImage
-from sandbox.oci import DEFAULT_PATH
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import format_size
@@ -24,6 +23,9 @@ BUILD_USER = "builder"
 BUILD_UID = 1000
 BUILD_GID = 1000
 BUILD_HOME = "/home/builder"
+# A user's PATH: programs are found at the first or second try, which matters when
+# every failed exec of a PATH search is a traced call.
+BUILD_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 MONITOR_INTERVAL_S = 0.5
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
@@ -112,7 +114,7 @@ def normalized_env(spec: Spec, source_date_epoch: int) -> tuple[tuple[str, str],
         "HOME": BUILD_HOME,
         "LANG": "C.UTF-8",
         "LOGNAME": BUILD_USER,
-        "PATH": DEFAULT_PATH,
+        "PATH": BUILD_PATH,
         "SOURCE_DATE_EPOCH": str(source_date_epoch),
         "TZ": "UTC",
         "USER": BUILD_USER,

@@ -439,6 +439,7 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
     events = recorder.events
     known = recorder._known
     later = recorder.later
+    exit_nr = numbers()["exit_group"]
     while True:
         buffer[:] = empty
         try:
@@ -464,7 +465,9 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
             )
         except FileNotFoundError:
             pass  # the caller died or was interrupted meanwhile
-        if pid not in known:
+        if pid not in known and nr != exit_nr:
+            # A process whose first traced call is its exit ran no program and has no
+            # children left to place: its exit status alone is not worth a /proc read.
             recorder.know(pid)
         if later:
             for work in later:

@@ -149,7 +149,7 @@ def test_no_host_environment_hostname_or_user(
         "HOME=/home/builder",
         "LANG=C.UTF-8",
         "LOGNAME=builder",
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
         "SOURCE_DATE_EPOCH=1",
         "TZ=UTC",
         "USER=builder",

@@ -146,7 +146,7 @@ def test_environment_is_normalized_and_extended() -> None:
         "HOME": "/home/builder",
         "LANG": "C.UTF-8",
         "LOGNAME": "builder",
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
         "SOURCE_DATE_EPOCH": "42",
         "TZ": "UTC",
         "USER": "builder",
