@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import traceback
@@ -21,7 +22,9 @@ from typing import Annotated
 import typer
 
 from rebuilder import render
-from rebuilder.progress import LiveProgress, PlainProgress
+from rebuilder.check import CheckRequest, prepare_report_dir, run_check
+from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
+from rebuilder.variations import parse_vary
 from sandbox.backend import connect_backend
 from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
 from sandbox.config import SandboxConfig
@@ -144,6 +147,74 @@ def build(
         else:
             typer.echo(render.build_summary(result, log_tail=render.log_tail(result.log.path)))
         raise typer.Exit(EXIT_OK if result.built else EXIT_NEGATIVE)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path, typer.Argument(help="hermetic.toml, or the directory holding it.")
+    ] = Path(),
+    builds: Annotated[
+        int, typer.Option("--builds", help="Builds: one control, the rest experiments.")
+    ] = 2,
+    vary: Annotated[
+        str | None,
+        typer.Option(
+            "--vary", help="-name removes one, +name adds one, a,b sets them (default: all)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Repeat a check's random choices.")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", help="Builds at once (default: 2, or 1 CPU: 1).")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Directory for builds and reports.")
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option("--source", help="Source tree (default: the spec's directory).")
+    ] = None,
+    trace: Annotated[
+        TraceLevel | None,
+        typer.Option(
+            "--trace", help="Tracing of every build (hints need it).", case_sensitive=False
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print check.json on stdout.")
+    ] = False,
+    allow_root: AllowRoot = False,
+) -> None:
+    """Build under variations and find what breaks reproducibility. Exit 0 / 1 / 2."""
+    with _guarded(ctx):
+        config = _config(allow_root)
+        parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
+        refuse_root(config)
+        variations = parse_vary(vary)
+        chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
+        report_dir = prepare_report_dir(report, Path.cwd())
+        request = CheckRequest(
+            spec=parsed,
+            report_dir=report_dir,
+            variations=variations,
+            seed=chosen_seed,
+            builds=builds,
+            jobs=jobs or min(2, len(os.sched_getaffinity(0))),
+            trace=trace or config.trace,
+        )
+        with connect_backend(config) as backend, _check_progress() as progress:
+            result = run_check(request, config=config, backend=backend, observer=progress)
+        if json_output:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            typer.echo(render.check_summary(result))
+        raise typer.Exit(EXIT_OK if result.reproducible else EXIT_NEGATIVE)
+
+
+def _check_progress() -> LiveCheckProgress | PlainCheckProgress:
+    return LiveCheckProgress() if sys.stderr.isatty() else PlainCheckProgress()
 
 
 @image_app.command("build")

@@ -7,13 +7,14 @@ import threading
 import time
 from collections import deque
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from sandbox.observer import NullObserver
+from sandbox.observer import BuildObserver, NullObserver
+from sandbox.result import BuildResult
 from sandbox.units import format_size
 
 _TAIL_LINES = 8
@@ -106,3 +107,87 @@ class LiveProgress:
                 parts.append(Text(f"    {self._fetch}", style="dim"))
             parts.extend(Text(f"    │ {line}", style="dim") for line in self._tail)
         return Group(*parts)
+
+
+class PlainCheckProgress:
+    """One line per build of a check, on stderr."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> PlainCheckProgress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass
+
+    def build_started(self, name: str, role: str, variations: tuple[str, ...]) -> None:
+        varied = ", ".join(variations) or "nothing varied"
+        with self._lock:
+            print(f"hermetic: {name}: building ({varied})", file=self.stream, flush=True)
+
+    def build_finished(self, name: str, result: BuildResult) -> None:
+        outcome = f"sha256:{result.digest[:16]}…" if result.digest else result.status.value
+        with self._lock:
+            print(
+                f"hermetic: {name}: {outcome} in {result.duration_s:.1f}s",
+                file=self.stream,
+                flush=True,
+            )
+
+    def build_observer(self, name: str) -> BuildObserver:
+        return NullObserver()
+
+
+class LiveCheckProgress:
+    """A rich live table: one row per build, with its state and elapsed time."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._lock = threading.Lock()
+        self._rows: dict[str, list[Any]] = {}  # name -> [role, varied, started, outcome]
+        self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+
+    def __enter__(self) -> LiveCheckProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._live.__exit__(kind, error, tb)
+
+    def build_started(self, name: str, role: str, variations: tuple[str, ...]) -> None:
+        varied = ", ".join(variations) if variations else "nothing varied"
+        with self._lock:
+            self._rows[name] = [role, varied, time.monotonic(), None]
+
+    def build_finished(self, name: str, result: BuildResult) -> None:
+        outcome = (
+            f"[green]sha256:{result.digest[:16]}…[/]"
+            if result.digest
+            else (f"[red]{result.status.value}[/]")
+        )
+        with self._lock:
+            row = self._rows[name]
+            row[3] = f"{outcome} {time.monotonic() - row[2]:.1f}s"
+
+    def build_observer(self, name: str) -> BuildObserver:
+        return NullObserver()
+
+    def __rich__(self) -> RenderableType:
+        with self._lock:
+            lines = []
+            for name, (_, varied, started, outcome) in self._rows.items():
+                state = outcome or f"[cyan]building[/] {time.monotonic() - started:.1f}s"
+                lines.append(Text.from_markup(f"{name:<22} {state}  [dim]{varied[:60]}[/]"))
+        return Group(*lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rebuilder.check import CheckResult
 from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
 from sandbox.images import ImageDefinition
 from sandbox.result import BuildResult
@@ -123,4 +124,56 @@ def image_outcome(outcome: ImageBuildOutcome) -> str:
             f"  if the new image is the one you trust: hermetic image build {built.name} "
             "--update-lock, then commit the lock"
         )
+    return "\n".join(lines)
+
+
+def check_summary(result: CheckResult) -> str:
+    """What a person reads after ``hermetic check``: verdict, then hints first."""
+    lines = []
+    if result.reproducible:
+        lines.append(f"REPRODUCIBLE: {len(result.builds)} builds agree")
+    else:
+        culprits = ", ".join(result.culprits) or "unknown"
+        lines.append(
+            f"NOT REPRODUCIBLE: {len(result.differences)} output(s) differ; culprit: {culprits}"
+        )
+        if result.hints:
+            lines.append("why (from the trace):")
+        for hint in result.hints:
+            writer = hint.writer
+            who = (
+                f"written by `{' '.join(writer['argv'])[:120]}` (pid {writer['pid']})"
+                if (writer)
+                else "writer not traced"
+            )
+            lines.append(f"  {hint.path}: {who}")
+            for source in hint.sources[:6]:
+                detail = f" {source.detail}" if source.detail else ""
+                lines.append(
+                    f"    touched {source.source}{detail} in `{source.program[:80]}` "
+                    f"(pid {source.pid})"
+                )
+            if not hint.sources:
+                lines.append("    it and its parents touched no traced source of nondeterminism")
+        lines.append("differences:")
+        for difference in result.differences:
+            lines.append(
+                f"  {difference.path}: control {difference.control or '(missing)'}, "
+                f"experiment {difference.other or '(missing)'}"
+            )
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    varied = ", ".join(result.variations)
+    lines.append(f"varied  {varied}")
+    for name, reason in result.skipped.items():
+        lines.append(f"skipped {name}: {reason}")
+    lines.append(
+        f"builds  {len(result.builds)} ({', '.join(b.role for b in result.builds)}), "
+        f"{result.duration_s:.1f}s, seed {result.seed} (--seed {result.seed} repeats it)"
+    )
+    if result.report and result.report.html:
+        lines.append(f"report  {result.report.html}")
+    elif result.report and result.report.error:
+        lines.append(f"report  none: {result.report.error}")
+    lines.append(f"results {result.report_dir}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from typing import Any
 from sandbox.backend import RunOutcome, RunStatus, SandboxBackend
 from sandbox.config import SandboxConfig
 from sandbox.digests import prefixed, sha256_bytes
+from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.errors import Error, OutputError, RootRefused
 from sandbox.fetch import fetch_input
 from sandbox.images import ImageCatalog
@@ -22,7 +23,7 @@ from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
 from sandbox.plan import TraceSetup, plan_build
 from sandbox.proc import run as run_program
 from sandbox.result import BuildResult, BuildStatus, InputRecord
-from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source
+from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source, write_archive
 from sandbox.spec import Spec
 from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
@@ -46,6 +47,7 @@ class BuildRequest:
     spec: Spec
     out_dir: Path
     trace: TraceLevel = TraceLevel.STANDARD
+    environment: BuildEnvironment = NORMALIZED
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -173,7 +175,7 @@ def run_build(
     fetched = [fetch_input(item, store, observer.fetch_progress) for item in spec.inputs]
 
     with (
-        build_workspace(config.work_dir, config.busybox) as workspace,
+        build_workspace(config.work_dir, config.busybox, config.faketime) as workspace,
         publishing(request.out_dir) as publish,
     ):
         observer.stage("stage", str(spec.source_dir))
@@ -181,6 +183,8 @@ def run_build(
         for item, (stored, _) in zip(spec.inputs, fetched, strict=True):
             place_file(stored, workspace.source, Path(item.dest))
         set_mtimes(workspace.source, epoch)
+        environment = request.environment
+        write_archive(workspace.source, workspace.source_archive, order=environment.source_order)
         trace = None
         if request.trace is not TraceLevel.OFF:
             trace = TraceSetup(level=request.trace, token=new_token())
@@ -192,6 +196,7 @@ def run_build(
             host=host,
             name=f"hermetic-{build_id[:12]}",
             trace=trace,
+            environment=environment,
         )
         observer.stage("build", f"{image.reference.split('@')[0]}@sha256:{image.digest[:12]}…")
         outcome = backend.run(plan, workspace, publish / LOG_FILE, observer)
@@ -226,6 +231,7 @@ def run_build(
             source_date_epoch=epoch,
             source_date_epoch_from=epoch_from,
             env=plan.env,
+            build_dir=environment.build_dir,
             limits=plan.limits,
             resources=outcome.resources,
             log=log_summary,

@@ -11,6 +11,7 @@ from sandbox.errors import Error
 from sandbox.trace.levels import TraceLevel
 
 _TRUE = {"1", "true", "yes", "on"}
+_FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
 def _cache_home(env: Mapping[str, str]) -> Path:
@@ -53,6 +54,8 @@ class SandboxConfig:
         seccomp_base: podman's default seccomp profile, which traced builds extend
             (HERMETIC_SECCOMP_BASE).
         trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
+        faketime: libfaketime, which ``hermetic check`` mounts to shift a build's clock
+            (HERMETIC_FAKETIME).
     """
 
     store_dir: Path
@@ -65,6 +68,7 @@ class SandboxConfig:
     backend: str = "podman"
     seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
     trace: TraceLevel = TraceLevel.STANDARD
+    faketime: Path = Path(_FAKETIME)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -81,6 +85,7 @@ class SandboxConfig:
             allow_root=env.get("HERMETIC_ALLOW_ROOT", "").lower() in _TRUE,
             backend=env.get("HERMETIC_BACKEND") or "podman",
             trace=_trace_level(env.get("HERMETIC_TRACE")),
+            faketime=Path(env.get("HERMETIC_FAKETIME") or _FAKETIME),
             seccomp_base=Path(
                 env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
             ),

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Protocol
 
 from sandbox.digests import sha256_file
+from sandbox.environment import NORMALIZED
 from sandbox.errors import ImageError
 from sandbox.images import LOCK_FILENAME, ImageDefinition, ImageLock, ImageRecipe
 from sandbox.oci import describe_image, write_archive
-from sandbox.plan import BUILD_GID, BUILD_HOME, BUILD_UID, BUILD_USER
 from sandbox.proc import run as run_program
 from sandbox.workspace import remove_tree
 
@@ -98,11 +98,12 @@ def customize_hooks(recipe: ImageRecipe) -> list[str]:
                 raise ImageError(f"image {recipe.name}: locales: {line!r} is not 'NAME CHARSET'")
         lines = " ".join(f"'{line}'" for line in recipe.locales)
         hooks.append(f'printf \'%s\\n\' {lines} > "$1/etc/locale.gen" && chroot "$1" locale-gen')
+    user, uid, gid, home = NORMALIZED.user, NORMALIZED.uid, NORMALIZED.gid, NORMALIZED.home
     hooks.append(
-        f"echo '{BUILD_USER}:x:{BUILD_UID}:{BUILD_GID}:{BUILD_USER}:{BUILD_HOME}:/bin/sh'"
+        f"echo '{user}:x:{uid}:{gid}:{user}:{home}:/bin/sh'"
         ' >> "$1/etc/passwd"'
-        f" && echo '{BUILD_USER}:x:{BUILD_GID}:' >> \"$1/etc/group\""
-        f' && mkdir -p "$1{BUILD_HOME}" && chown {BUILD_UID}:{BUILD_GID} "$1{BUILD_HOME}"'
+        f" && echo '{user}:x:{gid}:' >> \"$1/etc/group\""
+        f' && mkdir -p "$1{home}" && chown {uid}:{gid} "$1{home}"'
     )
     return hooks
 

@@ -10,22 +10,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.images import ResolvedImage
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import format_size
 
-BUILD_DIR = "/build"
 TOOLS_DIR = "/.hermetic"
 STATE_DIR = "/.hermetic/state"  # the runner's gate and end-of-build sentinel
-HOSTNAME = "hermetic"
-BUILD_USER = "builder"
-BUILD_UID = 1000
-BUILD_GID = 1000
-BUILD_HOME = "/home/builder"
-# A user's PATH: programs are found at the first or second try, which matters when
-# every failed exec of a PATH search is a traced call.
-BUILD_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+FAKETIME = f"{TOOLS_DIR}/libfaketime.so.1"
+SETARCH = "/usr/bin/setarch"  # util-linux, in every Debian image
 MONITOR_INTERVAL_S = 0.5
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
@@ -57,12 +51,14 @@ class HostCapabilities:
 class Workspace:
     """Host paths of one build: the staged source, the hand-back dir, the tools, the log."""
 
-    source: Path
+    source: Path  # the staged tree (hashed on the host)
+    source_archive: Path  # the same tree as a tar, in the order the build should see it
     out: Path
     runner: Path
     busybox: Path
     container_log: Path  # conmon writes the build's output here (CRI format)
-    seccomp_profile: Path  # the traced build's profile (written only when tracing)
+    seccomp_profile: Path  # written only when the build needs its own profile
+    faketime: Path  # libfaketime, mounted only when a check shifts the clock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,24 +99,20 @@ class BuildPlan:
     limits: tuple[LimitPlan, ...]
     container: dict[str, Any]  # the libpod create request, sent as is
     trace: TraceSetup | None = None
+    environment: BuildEnvironment = NORMALIZED
+
+    @property
+    def personalities(self) -> tuple[int, ...]:
+        """Personalities the seccomp profile must allow beyond podman's defaults."""
+        value = self.environment.personality
+        return () if value is None else (value,)
+
+    @property
+    def own_seccomp_profile(self) -> bool:
+        return "seccomp_profile_path" in self.container
 
     def limit(self, name: str) -> LimitPlan:
         return next(limit for limit in self.limits if limit.name == name)
-
-
-def normalized_env(spec: Spec, source_date_epoch: int) -> tuple[tuple[str, str], ...]:
-    """The build's whole environment: fixed values, then the spec's additions."""
-    env = {
-        "HOME": BUILD_HOME,
-        "LANG": "C.UTF-8",
-        "LOGNAME": BUILD_USER,
-        "PATH": BUILD_PATH,
-        "SOURCE_DATE_EPOCH": str(source_date_epoch),
-        "TZ": "UTC",
-        "USER": BUILD_USER,
-    }
-    env.update(spec.env)
-    return tuple(sorted(env.items()))
 
 
 def _by_cgroup(name: str, value: int, unit: str) -> LimitPlan:
@@ -191,7 +183,7 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             value=limits.disk_bytes,
             unit="bytes",
             enforced_by=(Enforcement.TMPFS_SIZE, Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
-            detail=f"{BUILD_DIR}, /tmp and {BUILD_HOME} are each a tmpfs of this size; "
+            detail="the build dir, /tmp and the home dir are each a tmpfs of this size; "
             "RLIMIT_FSIZE caps a single file; the host kills the build when the hand-back "
             "directory grows past the limit",
         )
@@ -218,6 +210,34 @@ def _bind(source: Path, target: str, *, read_only: bool) -> dict[str, Any]:
     }
 
 
+def _runner_command(
+    spec: Spec,
+    environment: BuildEnvironment,
+    env: tuple[tuple[str, str], ...],
+    trace: TraceSetup | None,
+) -> list[str]:
+    env_args = [f"{key}={value}" for key, value in env]
+    wrappers: list[str] = []
+    if environment.cpus is not None:
+        wrappers += [f"{TOOLS_DIR}/busybox", "taskset", "-c", environment.cpus]
+    if environment.personality is not None:
+        wrappers += [SETARCH, "linux64"]
+        wrappers += [] if environment.aslr else ["--addr-no-randomize"]
+        wrappers += ["--uname-2.6"] if environment.uname26 else []
+    return [
+        f"{TOOLS_DIR}/busybox",
+        "sh",
+        f"{TOOLS_DIR}/runner.sh",
+        environment.build_dir,
+        trace.token if trace else "-",
+        str(len(env_args)),
+        *env_args,
+        str(len(wrappers)),
+        *wrappers,
+        *spec.command,
+    ]
+
+
 def plan_build(
     *,
     spec: Spec,
@@ -227,6 +247,7 @@ def plan_build(
     host: HostCapabilities,
     name: str,
     trace: TraceSetup | None = None,
+    environment: BuildEnvironment = NORMALIZED,
 ) -> BuildPlan:
     """Plan one build (pure).
 
@@ -238,24 +259,26 @@ def plan_build(
         host: what this host can enforce.
         name: the container name.
         trace: tracing to set up, or None for an untraced build.
+        environment: the build's surroundings (normalized unless a check varies them).
 
     Returns:
         The plan, including the exact libpod create request.
     """
-    env = normalized_env(spec, source_date_epoch)
+    env = environment.variables(source_date_epoch=source_date_epoch, spec_env=spec.env)
+    if environment.clock_offset is not None:
+        env = tuple(
+            sorted(
+                {
+                    **dict(env),
+                    "LD_PRELOAD": FAKETIME,
+                    "FAKETIME": environment.clock_offset,
+                    "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                }.items()
+            )
+        )
     limits = plan_limits(spec, host)
     by_name = {limit.name: limit for limit in limits}
     disk = by_name["disk"].value
-    env_args = [f"{key}={value}" for key, value in env]
-    command = [
-        f"{TOOLS_DIR}/busybox",
-        "sh",
-        f"{TOOLS_DIR}/runner.sh",
-        trace.token if trace else "-",
-        str(len(env_args)),
-        *env_args,
-        *spec.command,
-    ]
     rlimits = [
         {
             "type": "nofile",
@@ -276,17 +299,18 @@ def plan_build(
         resources["memory"] = {"limit": memory.value, "swap": memory.value}
     else:
         rlimits.append({"type": "data", "soft": memory.value, "hard": memory.value})
+    uid, gid = environment.uid, environment.gid
     container: dict[str, Any] = {
         "name": name,
         "image": image.reference,
-        "command": command,
+        "command": _runner_command(spec, environment, env, trace),
         "env": {},
         "env_host": False,
         "httpproxy": False,  # podman would otherwise copy the host's proxy variables in
-        "hostname": HOSTNAME,
-        "user": f"{BUILD_UID}:{BUILD_GID}",
-        "work_dir": BUILD_DIR,
-        "umask": "0022",
+        "hostname": environment.hostname,
+        "user": f"{uid}:{gid}",
+        "work_dir": environment.build_dir,
+        "umask": environment.umask,
         "netns": {"nsmode": "none"},
         "read_only_filesystem": True,
         "read_write_tmpfs": False,
@@ -294,10 +318,10 @@ def plan_build(
         "no_new_privileges": True,
         "init": True,
         "mounts": [
-            _tmpfs(BUILD_DIR, disk, "0755"),
+            _tmpfs(environment.build_dir, disk, "0755"),
             _tmpfs("/tmp", disk, "1777"),  # noqa: S108 - the container's own /tmp
-            _tmpfs(BUILD_HOME, disk, "0700"),
-            _bind(workspace.source, f"{TOOLS_DIR}/src", read_only=True),
+            _tmpfs(environment.home, disk, "0700"),
+            _bind(workspace.source_archive, f"{TOOLS_DIR}/src.tar", read_only=True),
             _bind(workspace.out, f"{TOOLS_DIR}/out", read_only=False),
             _bind(workspace.runner, f"{TOOLS_DIR}/runner.sh", read_only=True),
             _bind(workspace.busybox, f"{TOOLS_DIR}/busybox", read_only=True),
@@ -313,14 +337,18 @@ def plan_build(
         },
         "labels": {"dev.hermetic.build": name},
     }
+    if environment.clock_offset is not None:
+        container["mounts"].append(_bind(workspace.faketime, FAKETIME, read_only=True))
     if trace is not None:
-        # Syscalls hermetic observes go to its supervisor first; nothing else changes.
-        container["seccomp_profile_path"] = str(workspace.seccomp_profile)
         container["mounts"].append(_tmpfs(STATE_DIR, 1024**2, "0700"))
+    if trace is not None or environment.personality is not None:
+        # Traced syscalls go to hermetic's supervisor first; a varied personality
+        # needs its value allowed. Nothing else changes from podman's profile.
+        container["seccomp_profile_path"] = str(workspace.seccomp_profile)
     if host.rootless:
         # The build user is the invoking user outside, so the hand-back directory
         # stays readable and removable without podman unshare.
-        container["userns"] = {"nsmode": "keep-id", "value": f"uid={BUILD_UID},gid={BUILD_GID}"}
+        container["userns"] = {"nsmode": "keep-id", "value": f"uid={uid},gid={gid}"}
     return BuildPlan(
         spec=spec,
         image=image,
@@ -329,4 +357,5 @@ def plan_build(
         limits=limits,
         container=container,
         trace=trace,
+        environment=environment,
     )

@@ -181,6 +181,10 @@ class PodmanSession:
         self._service_pid = service_pid
         self._client = podman.PodmanClient(base_url=url, timeout=600)
 
+    def sibling(self) -> PodmanSession:
+        """Another connection to the same service (one per thread)."""
+        return PodmanSession(self.url, service_pid=self._service_pid)
+
     def _nproc_hard(self) -> int:
         """The process limit containers inherit: podman lowers its own below the shell's."""
         hard = _hard_limit(resource.RLIMIT_NPROC)

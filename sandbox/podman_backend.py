@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,7 +22,6 @@ from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceMonitor
 from sandbox.observer import BuildObserver
 from sandbox.plan import (
-    BUILD_DIR,
     MONITOR_INTERVAL_S,
     BuildPlan,
     Enforcement,
@@ -29,6 +29,8 @@ from sandbox.plan import (
     Workspace,
 )
 from sandbox.podman_api import BuildContainer, PodmanService, PodmanSession
+from sandbox.trace.levels import TraceLevel
+from sandbox.trace.profile import build_profile
 from sandbox.trace.session import TraceFiles, TraceSession, load_base_profile
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,17 @@ class PodmanBackend(SandboxBackend):
     def __init__(self, session: PodmanSession, *, seccomp_base: Path) -> None:
         self.session = session
         self.seccomp_base = seccomp_base
+        self._local = threading.local()
+
+    def _session(self) -> PodmanSession:
+        """A session of this thread's own: builds of a check run side by side."""
+        if threading.current_thread() is threading.main_thread():
+            return self.session
+        session: PodmanSession | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self.session.sibling()
+            self._local.session = session
+        return session
 
     @classmethod
     @contextmanager
@@ -52,13 +65,14 @@ class PodmanBackend(SandboxBackend):
             yield cls(session, seccomp_base=config.seccomp_base)
 
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
-        if not self.session.image_exists(image_reference):
+        session = self._session()
+        if not session.image_exists(image_reference):
             raise SandboxError(
                 f"image {image_reference} is not loaded in this user's podman storage; "
                 "build it with 'hermetic image build NAME' (for images under images/) "
                 "or load it by digest"
             )
-        return self.session.host_capabilities()
+        return session.host_capabilities()
 
     def run(
         self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
@@ -66,7 +80,14 @@ class PodmanBackend(SandboxBackend):
         with self._tracing(plan, workspace) as tracing:
             if tracing is not None:
                 tracing.before_create()
-            container = self.session.create(plan.container)
+            elif plan.own_seccomp_profile:
+                profile = build_profile(
+                    load_base_profile(self.seccomp_base),
+                    level=TraceLevel.OFF,
+                    personalities=plan.personalities,
+                )
+                workspace.seccomp_profile.write_text(json.dumps(profile))
+            container = self._session().create(plan.container)
             try:
                 outcome = _Watch(plan, workspace, container, log_path, observer, tracing).run()
             except SandboxError as e:
@@ -96,8 +117,9 @@ class PodmanBackend(SandboxBackend):
                 events=workspace.seccomp_profile.with_name("trace-events.json"),
             ),
             base_profile=load_base_profile(self.seccomp_base),
-            build_dir=BUILD_DIR,
-            initial_paths=_staged_paths(workspace.source),
+            build_dir=plan.environment.build_dir,
+            initial_paths=_staged_paths(workspace.source, plan.environment.build_dir),
+            personalities=plan.personalities,
         )
         try:
             yield session
@@ -106,13 +128,13 @@ class PodmanBackend(SandboxBackend):
             shutil.rmtree(sockets, ignore_errors=True)
 
 
-def _staged_paths(source: Path) -> set[str]:
+def _staged_paths(source: Path, build_dir: str) -> set[str]:
     """Paths of the staged tree as the build sees them."""
     paths = set()
     for dirpath, dirnames, filenames in os.walk(source):
         for name in (*dirnames, *filenames):
             relative = (Path(dirpath) / name).relative_to(source).as_posix()
-            paths.add(f"{BUILD_DIR}/{relative}")
+            paths.add(f"{build_dir}/{relative}")
     return paths
 
 

@@ -59,6 +59,7 @@ class BuildResult:
     source_date_epoch: int
     source_date_epoch_from: str
     env: tuple[tuple[str, str], ...]
+    build_dir: str
     limits: tuple[LimitPlan, ...]
     resources: ResourceUsage
     log: LogSummary
@@ -89,6 +90,7 @@ class BuildResult:
             "source_date_epoch": self.source_date_epoch,
             "source_date_epoch_from": self.source_date_epoch_from,
             "environment": dict(self.env),
+            "build_dir": self.build_dir,
             "limits": {limit.name: limit.to_json() for limit in self.limits},
             "resources": self.resources.to_json(),
             "log": self.log.to_json(),

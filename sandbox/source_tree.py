@@ -10,11 +10,13 @@ import hashlib
 import os
 import shutil
 import stat
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.digests import Sha256, sha256_file
+from sandbox.environment import SourceOrder
 from sandbox.errors import InputError
 
 OUT_MARKER = ".hermetic-out"
@@ -168,6 +170,34 @@ def set_mtimes(root: Path, mtime: int) -> None:
         for name in (*filenames, *dirnames):
             os.utime(Path(dirpath) / name, (mtime, mtime), follow_symlinks=False)
     os.utime(root, (mtime, mtime))
+
+
+def write_archive(root: Path, archive: Path, *, order: SourceOrder) -> None:
+    """The staged tree as a tar whose entries come in ``order`` within each directory.
+
+    The build extracts it, so its directories list their entries in this order on
+    every machine (tmpfs lists entries in creation order); a check reverses it.
+    """
+
+    def entries(directory: Path) -> Iterator[Path]:
+        children = sorted(directory.iterdir(), key=lambda p: os.fsencode(p.name))
+        if order is SourceOrder.REVERSED:
+            children.reverse()
+        for child in children:
+            yield child
+            if child.is_dir() and not child.is_symlink():
+                yield from entries(child)
+
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in entries(root):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isfile():
+                with path.open("rb") as stream:
+                    tar.addfile(info, stream)
+            else:
+                tar.addfile(info)
 
 
 def place_file(source: Path, root: Path, relative: Path) -> None:

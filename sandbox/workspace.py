@@ -64,7 +64,7 @@ def remove_tree(path: Path) -> None:
 
 
 @contextmanager
-def build_workspace(work_dir: Path, busybox: Path) -> Iterator[Workspace]:
+def build_workspace(work_dir: Path, busybox: Path, faketime: Path) -> Iterator[Workspace]:
     """A fresh scratch directory with the staged source, the hand-back dir and the runner."""
     require_static(busybox)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +82,8 @@ def build_workspace(work_dir: Path, busybox: Path) -> Iterator[Workspace]:
             busybox=busybox,
             container_log=root / "container.log",
             seccomp_profile=root / "seccomp.json",
+            source_archive=root / "src.tar",
+            faketime=faketime,
         )
     finally:
         remove_tree(root)

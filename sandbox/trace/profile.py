@@ -78,20 +78,42 @@ def _getrandom_rules() -> list[dict[str, Any]]:
     ]
 
 
-def traced_profile(base: dict[str, Any], level: TraceLevel, listener: str) -> dict[str, Any]:
-    """Derive the build's seccomp profile from podman's default profile.
+def build_profile(
+    base: dict[str, Any],
+    *,
+    level: TraceLevel,
+    listener: str | None = None,
+    personalities: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """Derive a build's seccomp profile from podman's default profile.
 
     Args:
         base: podman's default profile (containers-common's seccomp.json).
-        level: standard or deep.
-        listener: unix socket runc hands the notification fd to.
+        level: off, standard or deep.
+        listener: unix socket runc hands the notification fd to (traced builds).
+        personalities: personality(2) values to allow besides podman's (a check
+            that disables ASLR or reports an old kernel needs them).
 
     Returns:
-        The profile, with ``listenerPath`` set.
+        The profile; for a traced build with ``listenerPath`` set.
+
+    Raises:
+        ValueError: a traced profile without a listener.
     """
-    if level is TraceLevel.OFF:
-        raise ValueError("an untraced build uses podman's own profile")
     profile = copy.deepcopy(base)
+    allowed = [
+        {
+            "names": ["personality"],
+            "action": ALLOW,
+            "args": [{"index": 0, "value": value, "valueTwo": 0, "op": "SCMP_CMP_EQ"}],
+        }
+        for value in personalities
+    ]
+    if level is TraceLevel.OFF:
+        profile["syscalls"] = [*profile.get("syscalls", []), *allowed]
+        return profile
+    if listener is None:
+        raise ValueError("a traced build's profile needs the supervisor's socket")
     moved = {*TRACED, "openat", "getrandom"}
     kept = []
     for rule in profile.get("syscalls", []):
@@ -104,6 +126,7 @@ def traced_profile(base: dict[str, Any], level: TraceLevel, listener: str) -> di
     kept.append({"names": list(TRACED), "action": NOTIFY, "args": []})
     kept.extend(_openat_rules(level))
     kept.extend(_getrandom_rules())
+    kept.extend(allowed)
     profile["syscalls"] = kept
     profile["listenerPath"] = listener
     profile["listenerMetadata"] = "hermetic"

@@ -36,7 +36,7 @@ from sandbox.trace.fanotify import (
 )
 from sandbox.trace.levels import TraceLevel
 from sandbox.trace.model import BuildTrace
-from sandbox.trace.profile import traced_profile
+from sandbox.trace.profile import build_profile
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ class TraceSession:
         base_profile: dict[str, Any],
         build_dir: str,
         initial_paths: set[str],
+        personalities: tuple[int, ...] = (),
     ) -> None:
         self.level = level
+        self.personalities = personalities
         self.token = token
         self.files = files
         self.build_dir = build_dir
@@ -107,7 +109,12 @@ class TraceSession:
         Raises:
             SandboxError: the supervisor did not come up.
         """
-        profile = traced_profile(self._base, self.level, str(self.files.socket))
+        profile = build_profile(
+            self._base,
+            level=self.level,
+            listener=str(self.files.socket),
+            personalities=self.personalities,
+        )
         self.files.profile.write_text(json.dumps(profile))
         self._supervisor = subprocess.Popen(
             [

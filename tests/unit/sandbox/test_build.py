@@ -202,6 +202,8 @@ def test_a_planted_link_in_the_handback_is_not_followed(tmp_path: Path) -> None:
         busybox=tmp_path,
         container_log=tmp_path,
         seccomp_profile=tmp_path,
+        source_archive=tmp_path,
+        faketime=tmp_path,
     )
     assert SandboxBackend.read_handback(workspace) == (None, 0, None)
     (out / "status").unlink()

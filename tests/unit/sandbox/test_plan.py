@@ -42,6 +42,8 @@ WORKSPACE = Workspace(
     busybox=Path("/bin/busybox"),
     container_log=Path("/work/ws/container.log"),
     seccomp_profile=Path("/work/ws/seccomp.json"),
+    source_archive=Path("/work/ws/src.tar"),
+    faketime=Path("/usr/lib/faketime/libfaketime.so.1"),
 )
 V1 = CGROUP_V1_ROOTLESS
 HOSTS = {
@@ -152,5 +154,70 @@ def test_environment_is_normalized_and_extended() -> None:
         "USER": "builder",
     }
     command = plan.container["command"]
-    assert command[:5] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh", "-", "8"]
-    assert command[-3:] == ["sh", "-c", "./configure && make"]
+    assert command[:6] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh", "/build", "-", "8"]
+    assert command[14:] == ["0", "sh", "-c", "./configure && make"]  # no wrappers
+
+
+def test_a_varied_environment_changes_only_what_it_varies() -> None:
+    from dataclasses import replace
+
+    from sandbox.environment import NORMALIZED, SourceOrder
+
+    varied = replace(
+        NORMALIZED,
+        build_dir="/elsewhere/b",
+        hostname="other",
+        uid=2000,
+        gid=2000,
+        user="u2",
+        home="/home/u2",
+        lc_all="fr_CH.UTF-8",
+        tz="<+14>-14",
+        umask="0002",
+        extra_env=(("EXTRA", "1"),),
+        source_order=SourceOrder.REVERSED,
+        clock_offset="+373d",
+        cpus="0",
+        aslr=False,
+        uname26=True,
+    )
+    base = plan_for(V1)
+    plan = plan_build(
+        spec=spec(),
+        image=IMAGE,
+        source_date_epoch=1,
+        workspace=WORKSPACE,
+        host=V1,
+        name="x",
+        environment=varied,
+    )
+    c = plan.container
+    assert (c["hostname"], c["user"], c["work_dir"], c["umask"]) == (
+        "other",
+        "2000:2000",
+        "/elsewhere/b",
+        "0002",
+    )
+    assert c["userns"]["value"] == "uid=2000,gid=2000"
+    targets = [m["destination"] for m in c["mounts"]]
+    assert "/elsewhere/b" in targets and "/home/u2" in targets
+    assert "/.hermetic/libfaketime.so.1" in targets
+    env = dict(plan.env)
+    assert env["LC_ALL"] == "fr_CH.UTF-8" and env["TZ"] == "<+14>-14" and env["EXTRA"] == "1"
+    assert env["LD_PRELOAD"] == "/.hermetic/libfaketime.so.1" and env["FAKETIME"] == "+373d"
+    assert env["HOME"] == "/home/u2" and env["USER"] == "u2"
+    command = c["command"]
+    wrappers = command[command.index(str(len(plan.env))) + len(plan.env) + 1 :][:10]
+    assert wrappers[:8] == [
+        "8",
+        "/.hermetic/busybox",
+        "taskset",
+        "-c",
+        "0",
+        "/usr/bin/setarch",
+        "linux64",
+        "--addr-no-randomize",
+    ]
+    assert plan.personalities == (0x40000 | 0x20000,) and plan.own_seccomp_profile
+    # the normalized plan needs no profile of its own and no wrappers
+    assert not base.own_seccomp_profile and base.personalities == ()

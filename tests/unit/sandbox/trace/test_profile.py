@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandbox.trace.levels import TraceLevel
-from sandbox.trace.profile import TRACED, traced_profile
+from sandbox.trace.profile import TRACED, build_profile
 from sandbox.trace.syscalls import O_CLOEXEC, O_CREAT, O_NOCTTY, O_TRUNC
 
 PODMAN_DEFAULT = Path("/usr/share/containers/seccomp.json")
@@ -50,7 +50,7 @@ def actions(profile: dict[str, Any], name: str, args: dict[int, int]) -> set[str
 
 
 def test_traced_syscalls_go_to_the_supervisor_and_nothing_else_changes() -> None:
-    profile = traced_profile(BASE, TraceLevel.STANDARD, "/run/s.sock")
+    profile = build_profile(BASE, level=TraceLevel.STANDARD, listener="/run/s.sock")
     assert profile["listenerPath"] == "/run/s.sock"
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
     assert rules_for(profile, "read")[0]["action"] == "SCMP_ACT_ALLOW"
@@ -71,7 +71,7 @@ FLAGS = [
 
 @pytest.mark.parametrize("flags", FLAGS)
 def test_openat_rules_give_exactly_one_action_for_every_flag_value(flags: int) -> None:
-    profile = traced_profile(BASE, TraceLevel.STANDARD, "/s")
+    profile = build_profile(BASE, level=TraceLevel.STANDARD, listener="/s")
     found = actions(profile, "openat", {2: flags})
     assert len(found) == 1, (oct(flags), found)
     quiet_read = (
@@ -81,7 +81,7 @@ def test_openat_rules_give_exactly_one_action_for_every_flag_value(flags: int) -
 
 
 def test_deep_sees_every_open() -> None:
-    profile = traced_profile(BASE, TraceLevel.DEEP, "/s")
+    profile = build_profile(BASE, level=TraceLevel.DEEP, listener="/s")
     for flags in FLAGS:
         assert actions(profile, "openat", {2: flags}) == {"SCMP_ACT_NOTIFY"}
 
@@ -96,18 +96,23 @@ def test_deep_sees_every_open() -> None:
     ],
 )
 def test_only_glibcs_heap_key_getrandom_passes_unseen(length: int, flags: int, action: str) -> None:
-    profile = traced_profile(BASE, TraceLevel.STANDARD, "/s")
+    profile = build_profile(BASE, level=TraceLevel.STANDARD, listener="/s")
     assert actions(profile, "getrandom", {1: length, 2: flags}) == {action}
 
 
-def test_off_has_no_profile() -> None:
-    with pytest.raises(ValueError, match="untraced"):
-        traced_profile(BASE, TraceLevel.OFF, "/s")
+def test_untraced_profile_only_allows_the_asked_personalities() -> None:
+    profile = build_profile(BASE, level=TraceLevel.OFF, personalities=(0x40000,))
+    assert "listenerPath" not in profile
+    assert profile["syscalls"][:3] == BASE["syscalls"]
+    assert actions(profile, "personality", {0: 0x40000}) == {"SCMP_ACT_ALLOW"}
+    assert actions(profile, "personality", {0: 0x80000}) == set()
+    with pytest.raises(ValueError, match="socket"):
+        build_profile(BASE, level=TraceLevel.STANDARD)
 
 
 def test_podmans_default_profile_converts() -> None:
     base = json.loads(PODMAN_DEFAULT.read_text())
-    profile = traced_profile(base, TraceLevel.STANDARD, "/s")
+    profile = build_profile(base, level=TraceLevel.STANDARD, listener="/s")
     allowed = {
         n
         for r in profile["syscalls"]

@@ -1,0 +1,383 @@
+"""``hermetic check``: build under variations, compare, find the culprits, explain.
+
+A control build runs in the normalized environment, experiments vary everything that
+must not matter. When they differ, a second control build tells inherent
+nondeterminism from environment sensitivity, group testing finds the culprit
+variations, diffoscope compares the differing outputs, and the trace says which
+process wrote each of them and what it consulted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from rebuilder.compare import Difference, differences, same
+from rebuilder.culprits import find_culprits
+from rebuilder.diffreport import DiffReport, diff_outputs
+from rebuilder.errors import Error
+from rebuilder.hints import SOURCES_OF, Hint, hints_for
+from rebuilder.variations import VariationContext, unavailable, vary
+from sandbox.backend import SandboxBackend
+from sandbox.build import ARTIFACTS_DIR, TRACE_FILE, BuildRequest, run_build
+from sandbox.config import SandboxConfig
+from sandbox.environment import NORMALIZED
+from sandbox.images import ImageCatalog
+from sandbox.observer import BuildObserver, NullObserver
+from sandbox.result import BuildResult
+from sandbox.source_tree import OUT_MARKER
+from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
+from sandbox.workspace import remove_tree
+
+log = logging.getLogger(__name__)
+
+CHECK_SCHEMA = "https://hermetic.dev/schemas/check-result/v1"
+INHERENT = "inherent"
+
+
+class CheckError(Error):
+    """A check could not decide (a build failed, nothing to vary)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRequest:
+    """One check: what to build, how often, what to vary."""
+
+    spec: Spec
+    report_dir: Path
+    variations: tuple[str, ...]
+    seed: int
+    builds: int = 2
+    jobs: int = 2
+    trace: TraceLevel = TraceLevel.STANDARD
+
+    def __post_init__(self) -> None:
+        if self.builds < 2:
+            raise CheckError(f"--builds {self.builds}: a check needs at least 2 builds")
+        if self.jobs < 1:
+            raise CheckError(f"--jobs {self.jobs}: at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckBuild:
+    """One build of a check, and why it was made."""
+
+    name: str
+    role: str  # control, experiment, control-again, culprit-search
+    variations: tuple[str, ...]
+    seed: int
+    result: BuildResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "variations": list(self.variations),
+            "seed": self.seed,
+            "status": self.result.status.value,
+            "digest": f"sha256:{self.result.digest}" if self.result.digest else None,
+            "outputs": [item.to_json() for item in self.result.outputs],
+            "out_dir": self.result.out_dir,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    """What a check found."""
+
+    reproducible: bool
+    seed: int
+    variations: tuple[str, ...]
+    skipped: dict[str, str]
+    builds: tuple[CheckBuild, ...]
+    differences: tuple[Difference, ...]
+    culprits: tuple[str, ...]
+    hints: tuple[Hint, ...]
+    report: DiffReport | None
+    report_dir: Path
+    duration_s: float
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        report = self.report
+        return {
+            "_schema": CHECK_SCHEMA,
+            "reproducible": self.reproducible,
+            "seed": self.seed,
+            "variations": list(self.variations),
+            "skipped_variations": self.skipped,
+            "culprits": list(self.culprits),
+            "hints": [hint.to_json() for hint in self.hints],
+            "differences": [d.to_json() for d in self.differences],
+            "builds": [build.to_json() for build in self.builds],
+            "report": str(report.html) if report and report.html else None,
+            "reports": {
+                "html": str(report.html) if report and report.html else None,
+                "text": str(report.text) if report and report.text else None,
+                "json": str(report.json) if report and report.json else None,
+                "skipped": list(report.skipped) if report else [],
+                "error": report.error if report else "",
+            },
+            "report_dir": str(self.report_dir),
+            "duration_s": round(self.duration_s, 3),
+            "notes": list(self.notes),
+        }
+
+
+class CheckObserver(Protocol):
+    """Progress of a check's builds (they may run side by side)."""
+
+    def build_started(self, name: str, role: str, variations: tuple[str, ...]) -> None: ...
+
+    def build_finished(self, name: str, result: BuildResult) -> None: ...
+
+    def build_observer(self, name: str) -> BuildObserver: ...
+
+
+class NullCheckObserver:
+    def build_started(self, name: str, role: str, variations: tuple[str, ...]) -> None:
+        pass
+
+    def build_finished(self, name: str, result: BuildResult) -> None:
+        pass
+
+    def build_observer(self, name: str) -> BuildObserver:
+        return NullObserver()
+
+
+def prepare_report_dir(report: Path | None, cwd: Path) -> Path:
+    """The check's directory: given, or fresh under ./hermetic-check/, emptied if ours.
+
+    Raises:
+        CheckError: the directory exists and is not one hermetic made.
+    """
+    if report is None:
+        parent = cwd / "hermetic-check"
+        parent.mkdir(exist_ok=True)
+        (parent / OUT_MARKER).touch()
+        report = parent / datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = report.resolve()
+    if report.exists():
+        if not (report / OUT_MARKER).exists() and any(report.iterdir()):
+            raise CheckError(
+                f"{report} exists and is not a hermetic check directory; "
+                "choose another --report or remove it"
+            )
+        remove_tree(report)
+    report.mkdir(parents=True)
+    (report / OUT_MARKER).write_text("made by hermetic check; safe to replace\n")
+    return report
+
+
+def variation_context(spec: Spec, config: SandboxConfig) -> VariationContext:
+    """What the image and this host offer to the variations."""
+    locales: tuple[str, ...] | None = None
+    if spec.image.name is not None:
+        recipe = ImageCatalog(config.images_dir).get(spec.image.name).recipe
+        locales = tuple(line.split()[0] for line in recipe.locales)
+    return VariationContext(
+        locales=locales,
+        cpus=len(os.sched_getaffinity(0)),
+        faketime=config.faketime.is_file(),
+    )
+
+
+class _Inherent(Exception):
+    """The second control build differs from the first: nothing varied, yet different."""
+
+
+class _Check:
+    def __init__(
+        self,
+        request: CheckRequest,
+        config: SandboxConfig,
+        backend: SandboxBackend,
+        observer: CheckObserver,
+        context: VariationContext,
+    ) -> None:
+        self.request = request
+        self.config = config
+        self.backend = backend
+        self.observer = observer
+        self.context = context
+        self.builds: list[CheckBuild] = []
+
+    def run(self, batch: Sequence[tuple[str, tuple[str, ...], int]]) -> list[CheckBuild]:
+        """Build each (role, variations, seed) side by side, up to --jobs at once."""
+        named: list[tuple[str, str, tuple[str, ...], int]] = []
+        for role, variations, seed in batch:
+            name = f"{len(self.builds) + len(named) + 1:02d}-{role}"
+            named.append((name, role, variations, seed))
+        with ThreadPoolExecutor(max_workers=self.request.jobs) as pool:
+            done = list(pool.map(lambda item: self._one(*item), named))
+        self.builds.extend(done)
+        return done
+
+    def _one(self, name: str, role: str, variations: tuple[str, ...], seed: int) -> CheckBuild:
+        environment = vary(variations, seed=seed, context=self.context, base=NORMALIZED)
+        self.observer.build_started(name, role, variations)
+        result = run_build(
+            BuildRequest(
+                spec=self.request.spec,
+                out_dir=self.request.report_dir / "builds" / name,
+                trace=self.request.trace,
+                environment=environment,
+            ),
+            config=self.config,
+            backend=self.backend,
+            observer=self.observer.build_observer(name),
+        )
+        self.observer.build_finished(name, result)
+        return CheckBuild(name=name, role=role, variations=variations, seed=seed, result=result)
+
+
+def run_check(
+    request: CheckRequest,
+    *,
+    config: SandboxConfig,
+    backend: SandboxBackend,
+    observer: CheckObserver | None = None,
+) -> CheckResult:
+    """Run a check (see the module docstring).
+
+    Raises:
+        CheckError: the control build failed, or nothing can be varied here.
+        Error: a build could not run at all.
+    """
+    started = time.monotonic()
+    context = variation_context(request.spec, config)
+    skipped = unavailable(request.variations, context)
+    varied = tuple(name for name in request.variations if name not in skipped)
+    if not varied:
+        raise CheckError("nothing to vary: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    check = _Check(request, config, backend, observer or NullCheckObserver(), context)
+    first = check.run(
+        [("control", (), request.seed)]
+        + [("experiment", varied, request.seed + index) for index in range(request.builds - 1)]
+    )
+    control, experiments = first[0], first[1:]
+    if not control.result.built:
+        raise CheckError(
+            f"the control build failed ({control.result.reason}); nothing can be compared. "
+            f"Log: {control.result.log.path}"
+        )
+    differing = [e for e in experiments if not same(control.result, e.result)]
+    if not differing:
+        return _result(request, check, varied, skipped, started, reproducible=True)
+    experiment = differing[0]
+    culprits = _culprits(check, control, experiment, varied)
+    found = tuple(differences(control.result, experiment.result))
+    hints = _hints(experiment, found, culprits) if request.trace is not TraceLevel.OFF else ()
+    report = diff_outputs(
+        control=Path(control.result.out_dir) / ARTIFACTS_DIR,
+        other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
+        paths=[d.path for d in found],
+        report_dir=request.report_dir,
+    )
+    notes = []
+    if not experiment.result.built:
+        notes.append(f"the experiment build did not finish: {experiment.result.reason}")
+    return _result(
+        request,
+        check,
+        varied,
+        skipped,
+        started,
+        reproducible=False,
+        differences=found,
+        culprits=tuple(culprits),
+        hints=hints,
+        report=report,
+        notes=tuple(notes),
+    )
+
+
+def _culprits(
+    check: _Check, control: CheckBuild, experiment: CheckBuild, varied: tuple[str, ...]
+) -> list[str]:
+    state = {"first": True}
+
+    def differs(sets: Sequence[tuple[str, ...]]) -> list[bool]:
+        batch = [("culprit-search", group, experiment.seed) for group in sets]
+        if state["first"]:
+            # Nothing varied, built beside the first halves: is it the build itself?
+            batch.insert(0, ("control-again", (), experiment.seed))
+        results = check.run(batch)
+        if state["first"]:
+            state["first"] = False
+            again = results.pop(0)
+            if not same(control.result, again.result):
+                raise _Inherent
+        return [not same(control.result, build.result) for build in results]
+
+    if len(varied) == 1:
+        again = check.run([("control-again", (), experiment.seed)])[0]
+        return [INHERENT] if not same(control.result, again.result) else list(varied)
+    try:
+        return find_culprits(varied, differs)
+    except _Inherent:
+        return [INHERENT]
+
+
+def _hints(
+    experiment: CheckBuild, found: tuple[Difference, ...], culprits: list[str]
+) -> tuple[Hint, ...]:
+    trace_path = Path(experiment.result.out_dir) / TRACE_FILE
+    try:
+        trace = json.loads(trace_path.read_text())
+    except (OSError, ValueError):
+        return ()
+    hints = hints_for(trace, experiment.result.build_dir, [d.path for d in found])
+    wanted = {
+        source
+        for culprit in culprits
+        for part in culprit.split("+")
+        for source in SOURCES_OF.get(part, ())
+    }
+
+    def relevance(hint: Hint) -> int:
+        return -sum(1 for s in hint.sources if s.source in wanted)
+
+    return tuple(sorted(hints, key=relevance))
+
+
+def _result(
+    request: CheckRequest,
+    check: _Check,
+    varied: tuple[str, ...],
+    skipped: dict[str, str],
+    started: float,
+    *,
+    reproducible: bool,
+    differences: tuple[Difference, ...] = (),
+    culprits: tuple[str, ...] = (),
+    hints: tuple[Hint, ...] = (),
+    report: DiffReport | None = None,
+    notes: tuple[str, ...] = (),
+) -> CheckResult:
+    result = CheckResult(
+        reproducible=reproducible,
+        seed=request.seed,
+        variations=varied,
+        skipped=skipped,
+        builds=tuple(check.builds),
+        differences=differences,
+        culprits=culprits,
+        hints=hints,
+        report=report,
+        report_dir=request.report_dir,
+        duration_s=time.monotonic() - started,
+        notes=notes,
+    )
+    request.report_dir.mkdir(parents=True, exist_ok=True)
+    (request.report_dir / "check.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
