@@ -24,8 +24,9 @@ from rebuilder.compare import Difference, differences, same
 from rebuilder.culprits import find_culprits
 from rebuilder.diffreport import DiffReport, diff_outputs
 from rebuilder.errors import Error
-from rebuilder.hints import SOURCES_OF, Hint, hints_for
-from rebuilder.variations import VariationContext, unavailable, vary
+from rebuilder.evidence import Embedded, embedded_in, marks, suspects
+from rebuilder.hints import Hint, hints_for
+from rebuilder.variations import NAMES, VariationContext, unavailable, vary
 from sandbox.backend import SandboxBackend
 from sandbox.build import ARTIFACTS_DIR, TRACE_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig
@@ -101,6 +102,7 @@ class CheckResult:
     builds: tuple[CheckBuild, ...]
     differences: tuple[Difference, ...]
     culprits: tuple[str, ...]
+    suspects: tuple[str, ...]  # what the outputs pointed at before the search
     hints: tuple[Hint, ...]
     report: DiffReport | None
     report_dir: Path
@@ -116,6 +118,7 @@ class CheckResult:
             "variations": list(self.variations),
             "skipped_variations": self.skipped,
             "culprits": list(self.culprits),
+            "suspects": list(self.suspects),
             "hints": [hint.to_json() for hint in self.hints],
             "differences": [d.to_json() for d in self.differences],
             "builds": [build.to_json() for build in self.builds],
@@ -274,14 +277,27 @@ def run_check(
     if not differing:
         return _result(request, check, varied, skipped, started, reproducible=True)
     experiment = differing[0]
-    culprits = _culprits(check, control, experiment, varied)
     found = tuple(differences(control.result, experiment.result))
-    hints = _hints(experiment, found, culprits) if request.trace is not TraceLevel.OFF else ()
-    report = diff_outputs(
-        control=Path(control.result.out_dir) / ARTIFACTS_DIR,
-        other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
-        paths=[d.path for d in found],
-        report_dir=request.report_dir,
+    embedded = _embedded(experiment, found, context)
+    suspected = suspects(varied, found, [e for items in embedded.values() for e in items])
+    culprits = _CulpritSearch(check, control, experiment).find(varied, suspected)
+    hints = hints_for(
+        trace=_trace(experiment) if request.trace is not TraceLevel.OFF else None,
+        build_dir=experiment.result.build_dir,
+        found=found,
+        embedded=embedded,
+        culprits=culprits,
+    )
+    content = [d.path for d in found if d.kind == "content"]
+    report = (
+        diff_outputs(
+            control=Path(control.result.out_dir) / ARTIFACTS_DIR,
+            other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
+            paths=content,
+            report_dir=request.report_dir,
+        )
+        if content
+        else None  # modes or missing files only: nothing for diffoscope
     )
     notes = []
     if not experiment.result.built:
@@ -295,59 +311,77 @@ def run_check(
         reproducible=False,
         differences=found,
         culprits=tuple(culprits),
-        hints=hints,
+        suspects=suspected,
+        hints=tuple(hints),
         report=report,
         notes=tuple(notes),
     )
 
 
-def _culprits(
-    check: _Check, control: CheckBuild, experiment: CheckBuild, varied: tuple[str, ...]
-) -> list[str]:
-    state = {"first": True}
+class _CulpritSearch:
+    """Builds variation sets against the control until the culprits are known.
 
-    def differs(sets: Sequence[tuple[str, ...]]) -> list[bool]:
-        batch = [("culprit-search", group, experiment.seed) for group in sets]
-        if state["first"]:
-            # Nothing varied, built beside the first halves: is it the build itself?
-            batch.insert(0, ("control-again", (), experiment.seed))
-        results = check.run(batch)
-        if state["first"]:
-            state["first"] = False
-            again = results.pop(0)
-            if not same(control.result, again.result):
+    Suspects (variations the outputs point at) are built alone, beside one build of
+    everything else, and the rest is found by group testing (rebuilder.culprits). The
+    first batch also rebuilds the control with nothing varied: if that differs, the
+    build is inherently nondeterministic and varying things proves nothing.
+    """
+
+    def __init__(self, check: _Check, control: CheckBuild, experiment: CheckBuild) -> None:
+        self.check = check
+        self.control = control
+        self.seed = experiment.seed
+        self.inherent_checked = False
+
+    def differs(self, sets: Sequence[tuple[str, ...]]) -> list[bool]:
+        batch = [("culprit-search", _in_order(group), self.seed) for group in sets]
+        if not self.inherent_checked:
+            batch.insert(0, ("control-again", (), self.seed))
+        results = self.check.run(batch)
+        if not self.inherent_checked:
+            self.inherent_checked = True
+            if not same(self.control.result, results.pop(0).result):
                 raise _Inherent
-        return [not same(control.result, build.result) for build in results]
+        return [not same(self.control.result, build.result) for build in results]
 
-    if len(varied) == 1:
-        again = check.run([("control-again", (), experiment.seed)])[0]
-        return [INHERENT] if not same(control.result, again.result) else list(varied)
+    def find(self, varied: tuple[str, ...], suspected: tuple[str, ...]) -> list[str]:
+        try:
+            if len(varied) == 1:
+                self.differs([])  # only the inherent check: the one variation is it
+                return list(varied)
+            return find_culprits(varied, self.differs, suspects=suspected)
+        except _Inherent:
+            return [INHERENT]
+
+
+def _in_order(group: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in NAMES if name in group)
+
+
+def _embedded(
+    experiment: CheckBuild, found: tuple[Difference, ...], context: VariationContext
+) -> dict[str, tuple[Embedded, ...]]:
+    """Varied values the experiment's differing outputs contain, by path."""
+    environment = vary(
+        experiment.variations, seed=experiment.seed, context=context, base=NORMALIZED
+    )
+    wanted = marks(experiment.variations, environment)
+    artifacts = Path(experiment.result.out_dir) / ARTIFACTS_DIR
+    found_in = {}
+    for difference in found:
+        if difference.kind == "content":
+            items = embedded_in(artifacts / difference.path, wanted)
+            if items:
+                found_in[difference.path] = items
+    return found_in
+
+
+def _trace(build: CheckBuild) -> dict[str, Any] | None:
     try:
-        return find_culprits(varied, differs)
-    except _Inherent:
-        return [INHERENT]
-
-
-def _hints(
-    experiment: CheckBuild, found: tuple[Difference, ...], culprits: list[str]
-) -> tuple[Hint, ...]:
-    trace_path = Path(experiment.result.out_dir) / TRACE_FILE
-    try:
-        trace = json.loads(trace_path.read_text())
+        trace: dict[str, Any] = json.loads((Path(build.result.out_dir) / TRACE_FILE).read_text())
     except (OSError, ValueError):
-        return ()
-    hints = hints_for(trace, experiment.result.build_dir, [d.path for d in found])
-    wanted = {
-        source
-        for culprit in culprits
-        for part in culprit.split("+")
-        for source in SOURCES_OF.get(part, ())
-    }
-
-    def relevance(hint: Hint) -> int:
-        return -sum(1 for s in hint.sources if s.source in wanted)
-
-    return tuple(sorted(hints, key=relevance))
+        return None
+    return trace
 
 
 def _result(
@@ -360,6 +394,7 @@ def _result(
     reproducible: bool,
     differences: tuple[Difference, ...] = (),
     culprits: tuple[str, ...] = (),
+    suspects: tuple[str, ...] = (),
     hints: tuple[Hint, ...] = (),
     report: DiffReport | None = None,
     notes: tuple[str, ...] = (),
@@ -372,6 +407,7 @@ def _result(
         builds=tuple(check.builds),
         differences=differences,
         culprits=culprits,
+        suspects=suspects,
         hints=hints,
         report=report,
         report_dir=request.report_dir,

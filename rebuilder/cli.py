@@ -156,7 +156,7 @@ def check(
         Path, typer.Argument(help="hermetic.toml, or the directory holding it.")
     ] = Path(),
     builds: Annotated[
-        int, typer.Option("--builds", help="Builds: one control, the rest experiments.")
+        int, typer.Option("--builds", min=2, help="Builds: one control, the rest experiments.")
     ] = 2,
     vary: Annotated[
         str | None,
@@ -168,7 +168,8 @@ def check(
         int | None, typer.Option("--seed", help="Repeat a check's random choices.")
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", help="Builds at once (default: 2, or 1 CPU: 1).")
+        int | None,
+        typer.Option("--jobs", min=1, help="Builds at once (default: 2, or 1 CPU: 1)."),
     ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Directory for builds and reports.")
@@ -201,7 +202,7 @@ def check(
             variations=variations,
             seed=chosen_seed,
             builds=builds,
-            jobs=jobs or min(2, len(os.sched_getaffinity(0))),
+            jobs=jobs if jobs is not None else min(2, len(os.sched_getaffinity(0))),
             trace=trace or config.trace,
         )
         with connect_backend(config) as backend, _check_progress() as progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.outputs import OutputFile
 from sandbox.result import BuildResult
 
 
@@ -13,20 +14,41 @@ class Difference:
     """One output path whose content or mode differs between two builds."""
 
     path: str
-    control: str | None  # sha256 (hex) and mode, None when the output is missing
-    other: str | None
+    control: OutputFile | None  # None: the build did not produce it
+    other: OutputFile | None
+
+    @property
+    def kind(self) -> str:
+        """``missing`` (one side lacks it), ``mode`` (same content) or ``content``."""
+        if self.control is None or self.other is None:
+            return "missing"
+        return "mode" if self.control.sha256 == self.other.sha256 else "content"
+
+    @property
+    def mode_changed(self) -> bool:
+        """Both builds made it, with different permission bits."""
+        return (
+            self.control is not None
+            and self.other is not None
+            and self.control.mode != self.other.mode
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "control": self.control, "experiment": self.other}
+        def side(item: OutputFile | None) -> dict[str, Any] | None:
+            return None if item is None else {"sha256": item.sha256, "mode": f"{item.mode:04o}"}
 
-
-def _files(result: BuildResult) -> dict[str, str]:
-    return {item.path: f"{item.sha256} {item.mode:04o}" for item in result.outputs}
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "control": side(self.control),
+            "experiment": side(self.other),
+        }
 
 
 def differences(control: BuildResult, other: BuildResult) -> list[Difference]:
-    """Paths whose sha256 or mode differ (a build that did not finish differs entirely)."""
-    ours, theirs = _files(control), _files(other)
+    """Paths whose content, kind or mode differ (a build that did not finish has none)."""
+    ours = {item.path: item for item in control.outputs}
+    theirs = {item.path: item for item in other.outputs}
     return [
         Difference(path=path, control=ours.get(path), other=theirs.get(path))
         for path in sorted(set(ours) | set(theirs))

@@ -69,6 +69,8 @@ def diff_outputs(
     argv = [
         "diffoscope",
         "--no-progress",
+        # the staging copies' own mtimes are noise; modes are compared by hermetic
+        "--exclude-directory-metadata=yes",
         "--timeout",
         str(timeout_s),
         "--max-report-size",

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -145,13 +145,36 @@ class PlainCheckProgress:
         return NullObserver()
 
 
+class _BuildRow(NullObserver):
+    """One build's row in the live table: its stage and the last line it printed."""
+
+    def __init__(self, lock: threading.Lock, role: str, varied: str) -> None:
+        self._lock = lock
+        self.role = role
+        self.varied = varied
+        self.started = time.monotonic()
+        self.stage_name = "queued"
+        self.last_line = ""
+        self.outcome: str | None = None
+
+    def stage(self, name: str, detail: str = "") -> None:
+        with self._lock:
+            self.stage_name = name
+
+    def log_line(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").strip()
+        if text:
+            with self._lock:
+                self.last_line = text[:80]
+
+
 class LiveCheckProgress:
-    """A rich live table: one row per build, with its state and elapsed time."""
+    """A rich live table: one row per build, with its stage, elapsed time and log."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._lock = threading.Lock()
-        self._rows: dict[str, list[Any]] = {}  # name -> [role, varied, started, outcome]
+        self._rows: dict[str, _BuildRow] = {}
         self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> LiveCheckProgress:
@@ -169,7 +192,7 @@ class LiveCheckProgress:
     def build_started(self, name: str, role: str, variations: tuple[str, ...]) -> None:
         varied = ", ".join(variations) if variations else "nothing varied"
         with self._lock:
-            self._rows[name] = [role, varied, time.monotonic(), None]
+            self._rows[name] = _BuildRow(self._lock, role, varied)
 
     def build_finished(self, name: str, result: BuildResult) -> None:
         outcome = (
@@ -179,15 +202,19 @@ class LiveCheckProgress:
         )
         with self._lock:
             row = self._rows[name]
-            row[3] = f"{outcome} {time.monotonic() - row[2]:.1f}s"
+            row.outcome = f"{outcome} {time.monotonic() - row.started:.1f}s"
 
     def build_observer(self, name: str) -> BuildObserver:
-        return NullObserver()
+        with self._lock:
+            return self._rows[name]
 
     def __rich__(self) -> RenderableType:
         with self._lock:
             lines = []
-            for name, (_, varied, started, outcome) in self._rows.items():
-                state = outcome or f"[cyan]building[/] {time.monotonic() - started:.1f}s"
-                lines.append(Text.from_markup(f"{name:<22} {state}  [dim]{varied[:60]}[/]"))
+            for name, row in self._rows.items():
+                elapsed = time.monotonic() - row.started
+                state = row.outcome or f"[cyan]{row.stage_name}[/] {elapsed:.1f}s"
+                lines.append(Text.from_markup(f"{name:<22} {state}  [dim]{row.varied[:60]}[/]"))
+                if row.outcome is None and row.last_line:
+                    lines.append(Text(f"    │ {row.last_line}", style="dim"))
         return Group(*lines)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rebuilder.check import CheckResult
+from rebuilder.check import INHERENT, CheckResult
+from rebuilder.compare import Difference
+from rebuilder.evidence import MARK_NOUNS
+from rebuilder.hints import Hint
 from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
 from sandbox.images import ImageDefinition
 from sandbox.result import BuildResult
@@ -127,48 +131,83 @@ def image_outcome(outcome: ImageBuildOutcome) -> str:
     return "\n".join(lines)
 
 
+def _difference(difference: Difference) -> str:
+    control, other = difference.control, difference.other
+    if control is None or other is None:
+        missing = "control" if control is None else "experiment"
+        present = other or control
+        digest = f"sha256:{present.sha256[:16]}…" if present else ""
+        return f"{difference.path}: missing in the {missing} build; the other has {digest}"
+    mode = f"mode {control.mode:04o} → {other.mode:04o}"
+    if difference.kind == "mode":
+        return f"{difference.path}: {mode}, same content (modes are part of the output digest)"
+    changed = f", {mode}" if difference.mode_changed else ""
+    return (
+        f"{difference.path}: sha256:{control.sha256[:16]}… → sha256:{other.sha256[:16]}…"
+        f" ({control.size} → {other.size} bytes){changed}"
+    )
+
+
+_SHOWN_SOURCES = 5
+
+
+def _hint(hint: Hint) -> list[str]:
+    lines = [f"  {hint.path}"]
+    for item in hint.embedded:
+        times = f" ({item.count} times)" if item.count > 1 else ""
+        lines.append(
+            f"    contains {MARK_NOUNS.get(item.variation, item.variation)} "
+            f"{item.value!r}{times} [{item.variation}]"
+        )
+    if hint.modes:
+        lines.append(f"    mode {hint.modes[0]} → {hint.modes[1]} [umask]")
+    if hint.writer:
+        argv = " ".join(hint.writer["argv"])
+        lines.append(f"    written by `{argv[:120]}` (pid {hint.writer['pid']})")
+    for source in hint.sources[:_SHOWN_SOURCES]:
+        detail = f" {source.detail}" if source.detail else ""
+        lines.append(
+            f"    touched {source.source}{detail} in `{source.program[:80]}` (pid {source.pid})"
+        )
+    if len(hint.sources) > _SHOWN_SOURCES:
+        lines.append(f"    … {len(hint.sources) - _SHOWN_SOURCES} more sources in check.json")
+    if hint.writer and not hint.sources:
+        lines.append(
+            "    its writer and that one's parents touched no traced nondeterminism source"
+        )
+    return lines
+
+
 def check_summary(result: CheckResult) -> str:
-    """What a person reads after ``hermetic check``: verdict, then hints first."""
+    """What a person reads after ``hermetic check``: the verdict, then why."""
     lines = []
     if result.reproducible:
-        lines.append(f"REPRODUCIBLE: {len(result.builds)} builds agree")
+        lines.append(f"REPRODUCIBLE: {len(result.builds)} builds agree bit for bit")
     else:
         culprits = ", ".join(result.culprits) or "unknown"
+        if list(result.culprits) == [INHERENT]:
+            culprits += " (two builds with nothing varied differ)"
+        count = len(result.differences)
         lines.append(
-            f"NOT REPRODUCIBLE: {len(result.differences)} output(s) differ; culprit: {culprits}"
+            f"NOT REPRODUCIBLE: {count} output{'s' if count != 1 else ''} "
+            f"differ{'s' if count == 1 else ''}; culprit{'s' if len(result.culprits) > 1 else ''}: "
+            f"{culprits}"
         )
         if result.hints:
-            lines.append("why (from the trace):")
+            lines.append("why:")
         for hint in result.hints:
-            writer = hint.writer
-            who = (
-                f"written by `{' '.join(writer['argv'])[:120]}` (pid {writer['pid']})"
-                if (writer)
-                else "writer not traced"
-            )
-            lines.append(f"  {hint.path}: {who}")
-            for source in hint.sources[:6]:
-                detail = f" {source.detail}" if source.detail else ""
-                lines.append(
-                    f"    touched {source.source}{detail} in `{source.program[:80]}` "
-                    f"(pid {source.pid})"
-                )
-            if not hint.sources:
-                lines.append("    it and its parents touched no traced source of nondeterminism")
+            lines.extend(_hint(hint))
         lines.append("differences:")
-        for difference in result.differences:
-            lines.append(
-                f"  {difference.path}: control {difference.control or '(missing)'}, "
-                f"experiment {difference.other or '(missing)'}"
-            )
+        lines.extend(f"  {_difference(d)}" for d in result.differences)
     for note in result.notes:
         lines.append(f"note: {note}")
     varied = ", ".join(result.variations)
     lines.append(f"varied  {varied}")
     for name, reason in result.skipped.items():
         lines.append(f"skipped {name}: {reason}")
+    roles = Counter(build.role for build in result.builds)
     lines.append(
-        f"builds  {len(result.builds)} ({', '.join(b.role for b in result.builds)}), "
+        f"builds  {len(result.builds)} ({', '.join(f'{n} {role}' for role, n in roles.items())}), "
         f"{result.duration_s:.1f}s, seed {result.seed} (--seed {result.seed} repeats it)"
     )
     if result.report and result.report.html:

@@ -36,6 +36,8 @@ class Variation:
     description: str
     vary: Vary
     needs: Callable[[VariationContext], str | None] = lambda context: None  # why not here
+    # Values this variation sets that a build may copy into its outputs (evidence).
+    marks: Callable[[BuildEnvironment], tuple[str, ...]] = lambda environment: ()
 
     def apply(
         self, environment: BuildEnvironment, *, seed: int, context: VariationContext
@@ -132,18 +134,44 @@ def _needs_cpus(ctx: VariationContext) -> str | None:
 
 
 VARIATIONS: tuple[Variation, ...] = (
-    Variation(name="environment", description="an extra environment variable", vary=_environment),
-    Variation(name="build_path", description="another build directory", vary=_build_path),
-    Variation(name="hostname", description="another host name", vary=_hostname),
-    Variation(name="user_group", description="another uid, gid and user name", vary=_user_group),
-    Variation(name="home", description="another HOME", vary=_home),
+    Variation(
+        name="environment",
+        description="an extra environment variable",
+        vary=_environment,
+        marks=lambda env: tuple(part for item in env.extra_env for part in item),
+    ),
+    Variation(
+        name="build_path",
+        description="another build directory",
+        vary=_build_path,
+        marks=lambda env: (env.build_dir,),
+    ),
+    Variation(
+        name="hostname",
+        description="another host name",
+        vary=_hostname,
+        marks=lambda env: (env.hostname,),
+    ),
+    Variation(
+        name="user_group",
+        description="another uid, gid and user name",
+        vary=_user_group,
+        marks=lambda env: (env.user,),
+    ),
+    Variation(name="home", description="another HOME", vary=_home, marks=lambda env: (env.home,)),
     Variation(
         name="locales",
         description="another locale (LANG, LC_ALL): collation changes",
         vary=_locales,
         needs=_needs_locale,
+        marks=lambda env: (env.lang,),
     ),
-    Variation(name="timezone", description="TZ 14 hours east of UTC", vary=_timezone),
+    Variation(
+        name="timezone",
+        description="TZ 14 hours east of UTC",
+        vary=_timezone,
+        marks=lambda env: (env.tz,),
+    ),
     Variation(name="umask", description="umask 0002 instead of 0022", vary=_umask),
     Variation(
         name="fileordering",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ from sandbox.errors import Error
 from sandbox.trace.levels import TraceLevel
 
 _TRUE = {"1", "true", "yes", "on"}
-_FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# Debian's libfaketime, in this machine's multiarch directory
+_MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+_FAKETIME = f"/usr/lib/{_MULTIARCH}/faketime/libfaketime.so.1"
 
 
 def _cache_home(env: Mapping[str, str]) -> Path:

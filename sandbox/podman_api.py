@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _START_TIMEOUT_S = 30.0
+_CREATE_LOCK = threading.Lock()  # see PodmanSession.create
 
 
 def default_socket_url() -> str:
@@ -244,7 +246,12 @@ class PodmanSession:
         return _call(f"load image archive {archive}", load)
 
     def create(self, request: dict[str, Any]) -> BuildContainer:
-        """Create (not start) a container from a libpod create request."""
+        """Create (not start) a container from a libpod create request.
+
+        Creates are serialized: podman 4.3's service reads /etc/subuid through
+        libsubid for every keep-id create, which is not thread-safe; two at once
+        fail with "keep-id requires additional UIDs" or crash the service (SIGSEGV).
+        """
 
         def create() -> BuildContainer:
             response = self._client.api.post(
@@ -255,7 +262,8 @@ class PodmanSession:
             response.raise_for_status()
             return BuildContainer(self._client.containers.get(response.json()["Id"]))
 
-        return _call(f"create container from image {request.get('image')}", create)
+        with _CREATE_LOCK:
+            return _call(f"create container from image {request.get('image')}", create)
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]  # unannotated in podman-py

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from rebuilder.cli import app
+from sandbox.backend import BACKENDS
+from sandbox.config import SandboxConfig
+from sandbox.fake import FakeBackend, FakeRun
 from sandbox.images import ImageRecipe
+from sandbox.plan import BuildPlan
 from tests.conftest import write_spec
 from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
 from tests.unit.sandbox.test_spec import BAD_SPECS
@@ -123,3 +129,89 @@ def test_image_list_without_podman_as_root(
     result = CliRunner().invoke(app, ["image", "list"], env=env)
     assert result.exit_code == 0
     assert "test-image" in result.stdout and "test image" in result.stdout
+
+
+def _hostname_in_output(build_dir: Path, plan: BuildPlan) -> FakeRun:
+    (build_dir / "out.txt").write_text(plan.environment.hostname)
+    return FakeRun()
+
+
+@pytest.fixture
+def sensitive_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    @contextmanager
+    def connect(config: SandboxConfig) -> Iterator[FakeBackend]:
+        yield FakeBackend(script=_hostname_in_output)
+
+    monkeypatch.setitem(BACKENDS, "fake", connect)
+
+
+CHECKED = GOOD.replace('"hermetic.toml"', '"out.txt"')
+
+
+def test_check_reproducible_exits_0_with_the_contract_fields(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    spec = write_spec(tmp_path / "src", GOOD)
+    report = tmp_path / "report"
+    result = CliRunner().invoke(
+        app, ["check", str(spec), "--report", str(report), "--json", "--seed", "4"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    for key in ("reproducible", "builds", "differences", "culprits", "hints", "report"):
+        assert key in document
+    assert document["reproducible"] is True and document["seed"] == 4
+    assert json.loads((report / "check.json").read_text()) == document
+
+
+def test_check_not_reproducible_exits_1_verdict_first(
+    tmp_path: Path, env: dict[str, str], sensitive_backend: None
+) -> None:
+    spec = write_spec(tmp_path / "src", CHECKED)
+    report = tmp_path / "report"
+    result = CliRunner().invoke(app, ["check", str(spec), "--report", str(report)], env=env)
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "NOT REPRODUCIBLE: 1 output differs; culprit: hostname"
+    assert lines[1] == "why:" and "contains the host name 'variation-" in lines[3]
+    assert f"report  {report}/diffoscope.html" in result.stdout
+
+
+def test_check_exits_2_when_the_control_build_fails(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = write_spec(tmp_path / "src", CHECKED)  # the default fake build makes no out.txt
+    result = CliRunner().invoke(app, ["check", str(spec), "--report", str(tmp_path / "r")], env=env)
+    assert result.exit_code == 2
+    assert "the control build failed" in result.stderr and "Log: " in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "key", "reason"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
+)
+def test_check_exits_2_for_a_bad_spec(
+    tmp_path: Path, env: dict[str, str], case: str, text: str, key: str, reason: str
+) -> None:
+    spec = write_spec(tmp_path / "src", text)
+    result = CliRunner().invoke(app, ["check", str(spec), "--report", str(tmp_path / "r")], env=env)
+    assert result.exit_code == 2
+    assert f"{spec}: {key}:" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--vary", "nosuch"], "unknown variation nosuch"),
+        (["--vary", "-umask,time"], "not both"),
+        (["--builds", "1"], "Invalid value for '--builds'"),
+        (["--jobs", "0"], "Invalid value for '--jobs'"),
+    ],
+)
+def test_check_exits_2_for_bad_options(
+    tmp_path: Path, env: dict[str, str], options: list[str], message: str
+) -> None:
+    spec = write_spec(tmp_path / "src", GOOD)
+    result = CliRunner().invoke(
+        app, ["check", str(spec), "--report", str(tmp_path / "r"), *options], env=env
+    )
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,252 @@
+"""``run_check`` end to end on the fake backend: builds that depend on one thing each.
+
+The fake backend runs no container; its script sees the plan's environment and
+writes what a sensitive build would. The real thing is in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rebuilder.check import CheckError, CheckRequest, CheckResult, prepare_report_dir, run_check
+from rebuilder.variations import NAMES, parse_vary
+from sandbox.config import SandboxConfig
+from sandbox.environment import NORMALIZED, BuildEnvironment
+from sandbox.fake import FakeBackend, FakeRun, Script
+from sandbox.images import ImageRecipe
+from sandbox.plan import BuildPlan
+from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
+from tests.conftest import write_spec
+from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxConfig:
+    images = tmp_path / "images"
+    directory = make_image(images, "test-image", RECIPE)
+    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    faketime = tmp_path / "libfaketime.so.1"
+    faketime.write_bytes(b"")
+    return SandboxConfig(
+        store_dir=tmp_path / "store",
+        work_dir=tmp_path / "work",
+        images_dir=images,
+        faketime=faketime,
+    )
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Spec:
+    path = write_spec(
+        tmp_path / "src",
+        """
+[build]
+image = "test-image"
+command = ["make"]
+outputs = ["out.txt"]
+source_date_epoch = 1000
+""",
+    )
+    return Spec.from_toml(path)
+
+
+def check(
+    tmp_path: Path,
+    config: SandboxConfig,
+    spec: Spec,
+    script: Script,
+    *,
+    variations: tuple[str, ...] = NAMES,
+    seed: int = 1,
+    builds: int = 2,
+) -> tuple[CheckResult, FakeBackend]:
+    backend = FakeBackend(script=script)
+    request = CheckRequest(
+        spec=spec,
+        report_dir=prepare_report_dir(tmp_path / "report", tmp_path),
+        variations=variations,
+        seed=seed,
+        builds=builds,
+        trace=TraceLevel.OFF,
+    )
+    return run_check(request, config=config, backend=backend), backend
+
+
+Write = Callable[[BuildEnvironment], bytes | tuple[bytes, int]]
+
+
+def script(write: Write) -> Script:
+    """A build writing ``write(environment)`` into out.txt (bytes, or (bytes, mode))."""
+
+    def run(build_dir: Path, plan: BuildPlan) -> FakeRun:
+        value = write(plan.environment)
+        content, mode = value if isinstance(value, tuple) else (value, 0o644)
+        (build_dir / "out.txt").write_bytes(content)
+        (build_dir / "out.txt").chmod(mode)
+        return FakeRun(log=b"built\n")
+
+    return run
+
+
+CASES: list[tuple[str, Write]] = [
+    ("hostname", lambda env: env.hostname.encode()),
+    ("build_path", lambda env: f"compiled in {env.build_dir}".encode()),
+    ("home", lambda env: env.home.encode()),
+    ("user_group", lambda env: f"by {env.uid}".encode()),
+    ("locales", lambda env: b"a B" if env.lang == "C.UTF-8" else b"B a"),
+    ("timezone", lambda env: b"00" if env.tz == "UTC" else b"14"),
+    ("umask", lambda env: (b"x", 0o644 if env.umask == "0022" else 0o664)),
+    ("fileordering", lambda env: env.source_order.value.encode()),
+    ("time", lambda env: b"2014" if env.clock_offset is None else b"2015"),
+    ("num_cpus", lambda env: b"4" if env.cpus is None else b"1"),
+    ("aslr", lambda env: str(env.aslr).encode()),
+    ("kernel", lambda env: b"6.18" if not env.uname26 else b"2.6.58"),
+    ("environment", lambda env: repr(env.extra_env).encode()),
+]
+
+
+@pytest.mark.parametrize(("culprit", "write"), CASES, ids=[c[0] for c in CASES])
+def test_each_single_sensitivity_is_found(
+    tmp_path: Path, config: SandboxConfig, spec: Spec, culprit: str, write: Write
+) -> None:
+    result, backend = check(tmp_path, config, spec, script(write))
+    assert result.reproducible is False
+    assert list(result.culprits) == [culprit]
+    # fewer builds than the two first plus one per variation
+    assert len(backend.plans) < 2 + len(NAMES)
+    document = json.loads((tmp_path / "report" / "check.json").read_text())
+    assert document["culprits"] == [culprit] and document["reproducible"] is False
+    assert [d["path"] for d in document["differences"]] == ["out.txt"]
+
+
+def test_values_in_the_output_make_suspects_and_save_builds(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    result, _ = check(tmp_path, config, spec, script(lambda env: env.hostname.encode()))
+    assert result.suspects == ("hostname",)
+    roles = [b.role for b in result.builds]
+    # control + experiment, then control-again + hostname alone + everything else
+    assert roles == ["control", "experiment", "control-again"] + ["culprit-search"] * 2
+    (hint,) = result.hints
+    assert hint.embedded[0].variation == "hostname"
+
+
+def test_reproducible(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:
+    result, backend = check(tmp_path, config, spec, script(lambda env: b"same"), builds=3)
+    assert result.reproducible is True
+    assert [b.role for b in result.builds] == ["control", "experiment", "experiment"]
+    assert result.culprits == () and result.report is None
+    # each experiment varies everything, with its own seed
+    first, second = (plan.environment for plan in backend.plans[1:])
+    assert first.build_dir != second.build_dir != NORMALIZED.build_dir
+
+
+def test_random_output_is_inherent(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:
+    result, _ = check(tmp_path, config, spec, script(lambda env: os.urandom(16)))
+    assert list(result.culprits) == ["inherent"]
+    assert "control-again" in [b.role for b in result.builds]
+
+
+def test_an_interaction(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:
+    def both(env: BuildEnvironment) -> bytes:
+        return b"odd" if env.tz != "UTC" and env.home != NORMALIZED.home else b"ok"
+
+    result, _ = check(tmp_path, config, spec, script(both))
+    assert list(result.culprits) == ["home+timezone"]
+
+
+def test_mode_only_difference_needs_no_diffoscope(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    write = dict(CASES)["umask"]
+    result, _ = check(tmp_path, config, spec, script(write))
+    (difference,) = result.differences
+    assert difference.kind == "mode" and result.report is None
+    assert result.hints[0].modes == ("0644", "0664")
+
+
+def test_content_difference_gets_diffoscope_reports(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    result, _ = check(tmp_path, config, spec, script(dict(CASES)["hostname"]))
+    report = result.report
+    assert report is not None and not report.error
+    assert report.html is not None and report.html.exists()
+    assert report.json is not None and report.json.exists()
+    assert (
+        report.text is not None and "variation-" in report.text.read_text()
+    )  # the experiment's host name
+
+
+def test_vary_minus_one_keeps_the_others(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:
+    result, backend = check(
+        tmp_path,
+        config,
+        spec,
+        script(lambda env: env.hostname.encode()),
+        variations=parse_vary("-build_path"),
+    )
+    experiment = backend.plans[1].environment
+    assert experiment.build_dir == NORMALIZED.build_dir
+    assert experiment.hostname != NORMALIZED.hostname and experiment.umask == "0002"
+    assert "build_path" not in result.variations and len(result.variations) == len(NAMES) - 1
+
+
+def test_unavailable_variations_are_skipped_and_said(
+    tmp_path: Path, config: SandboxConfig, spec: Spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    result, _ = check(tmp_path, config, spec, script(lambda env: b"same"))
+    assert "num_cpus" in result.skipped and "num_cpus" not in result.variations
+
+
+def test_a_failing_control_build_is_an_error(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    with pytest.raises(CheckError, match="control build failed"):
+        check(tmp_path, config, spec, lambda build_dir, plan: FakeRun(exit_code=2))
+
+
+def test_an_experiment_that_fails_is_a_difference(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    def fails_for_other_users(build_dir: Path, plan: BuildPlan) -> FakeRun:
+        (build_dir / "out.txt").write_text("x")
+        return FakeRun(exit_code=0 if plan.environment.uid == NORMALIZED.uid else 1)
+
+    result, _ = check(tmp_path, config, spec, fails_for_other_users)
+    assert list(result.culprits) == ["user_group"]
+    assert any("did not finish" in note for note in result.notes)
+
+
+def test_seed_repeats_a_check(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:
+    _, first = check(tmp_path / "a", config, spec, script(lambda env: b"same"), seed=9)
+    _, second = check(tmp_path / "b", config, spec, script(lambda env: b"same"), seed=9)
+    assert [p.environment for p in first.plans] == [p.environment for p in second.plans]
+
+
+def test_report_dir_is_never_someone_elses(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(CheckError, match="not a hermetic check directory"):
+        prepare_report_dir(precious, tmp_path)
+    assert (precious / "thesis.tex").exists()
+    ours = prepare_report_dir(tmp_path / "ours", tmp_path)
+    (ours / "old").write_text("from an earlier check")
+    assert not (prepare_report_dir(ours, tmp_path) / "old").exists()
+
+
+def test_request_bounds(spec: Spec, tmp_path: Path) -> None:
+    with pytest.raises(CheckError, match="at least 2 builds"):
+        CheckRequest(spec=spec, report_dir=tmp_path, variations=NAMES, seed=1, builds=1)
+    with pytest.raises(CheckError, match="--jobs"):
+        CheckRequest(spec=spec, report_dir=tmp_path, variations=NAMES, seed=1, jobs=0)
