@@ -25,12 +25,13 @@ SOURCES_OF = {
 
 @dataclass(frozen=True, kw_only=True)
 class Source:
-    """A nondeterminism source a process touched."""
+    """A nondeterminism source a process touched, and how that process relates."""
 
     source: str
     detail: str
     pid: int | None
     program: str  # argv, joined, of the process that touched it
+    relation: str = ""  # "its writer", "wrote its input lib/x.o", "an ancestor of …"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class Source:
             "detail": self.detail,
             "pid": self.pid,
             "program": self.program,
+            "relation": self.relation,
         }
 
 
@@ -47,7 +49,7 @@ class Hint:
 
     path: str
     writer: dict[str, Any] | None  # pid, program, argv of its last writer
-    sources: tuple[Source, ...] = ()  # touched by the writer or an ancestor
+    sources: tuple[Source, ...] = ()  # touched by its writers, their inputs' writers, parents
     unattributed: tuple[Source, ...] = ()  # touched by a process the trace cannot name
     embedded: tuple[Embedded, ...] = ()  # varied values found in the output
     modes: tuple[str, str] | None = None  # control's and experiment's, when they differ
@@ -67,11 +69,16 @@ def _command(argv: list[str]) -> str:
     return " ".join(argv)[:200]
 
 
-class _TraceIndex:
-    """The parts of a trace.json that hints need, indexed by pid."""
+INPUT_HOPS = 3  # how far back through intermediate files (x.c → x.o → a.out)
+_MAX_PROCESSES = 5000  # of a provenance walk; huge builds get a partial answer
 
-    def __init__(self, trace: Mapping[str, Any]) -> None:
-        self.writers: Mapping[str, Any] = trace.get("writers", {})
+
+class _TraceIndex:
+    """The parts of a trace.json that hints need, indexed by pid and path."""
+
+    def __init__(self, trace: Mapping[str, Any], build_dir: str) -> None:
+        self.build_dir = build_dir.rstrip("/")
+        self.last_writer: Mapping[str, Any] = trace.get("writers", {})
         self.parent = {p["pid"]: p["ppid"] for p in trace.get("processes", [])}
         self.program: dict[int, str] = {}
         for execution in trace.get("executions", []):  # the last exec of a pid names it
@@ -80,29 +87,73 @@ class _TraceIndex:
         for item in trace.get("nondeterminism", []):
             if item["source"] != "heap_key":  # glibc's own, every process has it
                 self.touched.setdefault(item.get("pid"), []).append(item)
+        self.writers: dict[str, list[int]] = {}
+        self.reads: dict[int, list[str]] = {}
+        for record in trace.get("files", []):
+            pids = [*record.get("created_by", []), *record.get("written_by", [])]
+            self.writers[record["path"]] = list(dict.fromkeys(pids))
+            for pid in record.get("read_by", []):
+                self.reads.setdefault(pid, []).append(record["path"])
 
-    def lineage_sources(self, pid: int | None) -> list[Source]:
-        sources: list[Source] = []
-        seen: set[int] = set()
-        while pid and pid not in seen:
-            seen.add(pid)
-            sources.extend(
-                Source(
-                    source=item["source"],
-                    detail=item.get("detail", ""),
-                    pid=pid,
-                    program=self.program.get(pid, ""),
-                )
-                for item in self.touched.get(pid, [])
-            )
-            pid = self.parent.get(pid)
-        return sources
+    def relative(self, path: str) -> str:
+        return path.removeprefix(self.build_dir + "/")
+
+    def provenance(self, path: str) -> dict[int, str | None]:
+        """Processes that wrote the file (None) or, up to INPUT_HOPS back, an input of
+        it (that input's path): data flows through intermediate files (x.c → x.o)."""
+        last = self.last_writer.get(path)
+        direct = self.writers.get(path) or ([last["pid"]] if last else [])
+        related: dict[int, str | None] = {}
+        frontier: dict[int, str | None] = dict.fromkeys(direct)
+        for _ in range(INPUT_HOPS + 1):
+            fresh = {pid: via for pid, via in frontier.items() if pid not in related}
+            related.update(fresh)
+            if len(related) > _MAX_PROCESSES:
+                break
+            frontier = {}
+            for pid in fresh:
+                for read in self.reads.get(pid, []):
+                    for writer in self.writers.get(read, []):
+                        frontier.setdefault(writer, self.relative(read))
+        return related
+
+    def sources_of(self, path: str) -> list[Source]:
+        """Sources touched by the file's provenance and by their parents, closest first."""
+        sources: dict[tuple[str, str, int], tuple[int, Source]] = {}
+        for pid, via in self.provenance(path).items():
+            current: int | None = pid
+            depth = 0
+            seen: set[int] = set()
+            while current and current not in seen:
+                seen.add(current)
+                relation = _relation(via, parent=depth > 0)
+                for item in self.touched.get(current, []):
+                    key = (item["source"], item.get("detail", ""), current)
+                    rank = 2 * (via is not None) + (depth > 0)
+                    source = Source(
+                        source=item["source"],
+                        detail=item.get("detail", ""),
+                        pid=current,
+                        program=self.program.get(current, ""),
+                        relation=relation,
+                    )
+                    if key not in sources or sources[key][0] > rank:
+                        sources[key] = (rank, source)
+                current = self.parent.get(current)
+                depth += 1
+        return [source for _, source in sorted(sources.values(), key=lambda item: item[0])]
 
     def unattributed(self) -> tuple[Source, ...]:
         return tuple(
             Source(source=item["source"], detail=item.get("detail", ""), pid=None, program="")
             for item in self.touched.get(None, [])
         )
+
+
+def _relation(via: str | None, *, parent: bool) -> str:
+    if via is None:
+        return "an ancestor of its writer" if parent else "its writer"
+    return f"an ancestor of the writer of {via}" if parent else f"wrote its input {via}"
 
 
 def hints_for(
@@ -128,14 +179,16 @@ def hints_for(
         for part in culprit.split("+")
         for source in SOURCES_OF.get(part, ())
     }
-    index = _TraceIndex(trace) if trace is not None else None
+    index = _TraceIndex(trace, build_dir) if trace is not None else None
     hints = []
     for difference in found:
-        writer = sources = None
+        writer = None
+        sources: list[Source] = []
         unattributed: tuple[Source, ...] = ()
         if index is not None:
-            writer = index.writers.get(f"{build_dir.rstrip('/')}/{difference.path}")
-            sources = index.lineage_sources(writer["pid"] if writer else None)
+            absolute = f"{index.build_dir}/{difference.path}"
+            writer = index.last_writer.get(absolute)
+            sources = index.sources_of(absolute)
             unattributed = index.unattributed()
         modes = None
         if difference.mode_changed and difference.control and difference.other:
@@ -144,7 +197,7 @@ def hints_for(
             Hint(
                 path=difference.path,
                 writer=writer,
-                sources=tuple(sorted(sources or (), key=lambda s: s.source not in wanted)),
+                sources=tuple(sorted(sources, key=lambda s: s.source not in wanted)),
                 unattributed=unattributed,
                 embedded=embedded.get(difference.path, ()),
                 modes=modes,

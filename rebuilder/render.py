@@ -167,7 +167,8 @@ def _hint(hint: Hint) -> list[str]:
     for source in hint.sources[:_SHOWN_SOURCES]:
         detail = f" {source.detail}" if source.detail else ""
         lines.append(
-            f"    touched {source.source}{detail} in `{source.program[:80]}` (pid {source.pid})"
+            f"    {source.source}{detail}: `{source.program[:80]}` "
+            f"(pid {source.pid}, {source.relation})"
         )
     if len(hint.sources) > _SHOWN_SOURCES:
         lines.append(f"    … {len(hint.sources) - _SHOWN_SOURCES} more sources in check.json")

@@ -60,41 +60,66 @@ TRACE: dict[str, Any] = {
         {"pid": 1, "ppid": 0},
         {"pid": 5, "ppid": 1},
         {"pid": 9, "ppid": 5},
+        {"pid": 10, "ppid": 5},
         {"pid": 12, "ppid": 1},
+        {"pid": 20, "ppid": 1},
+        {"pid": 21, "ppid": 20},
     ],
     "executions": [
         {"pid": 5, "argv": ["sh", "-c", "build"]},
         {"pid": 9, "argv": ["cat", "/dev/urandom"]},
+        {"pid": 10, "argv": ["hostname"]},
         {"pid": 12, "argv": ["ls", "-f"]},
+        {"pid": 20, "argv": ["make"]},
+        {"pid": 21, "argv": ["cc", "-c", "x.c"]},
     ],
     "nondeterminism": [
         {"source": "listdir", "pid": 12, "detail": "/build"},
         {"source": "uname", "pid": 5},
         {"source": "random", "pid": 9, "detail": "/dev/urandom"},
+        {"source": "uname", "pid": 10},
         {"source": "heap_key", "pid": 9, "detail": "getrandom(8, GRND_NONBLOCK)"},
         {"source": "listdir", "pid": None, "detail": "/build/sub"},
+        {"source": "getrandom", "pid": 21, "detail": "8 bytes"},
+        {"source": "listdir", "pid": 20, "detail": "/build"},
     ],
-    "writers": {"/build/out.bin": {"pid": 9, "program": "/usr/bin/cat", "argv": ["cat"]}},
+    "files": [
+        # 9 created it, 10 appended to it; 10 read x.o, which 21 wrote
+        {"path": "/build/out.bin", "created_by": [9], "written_by": [9, 10]},
+        {"path": "/build/x.o", "created_by": [21], "written_by": [21], "read_by": [10]},
+        {"path": "/build/x.c", "read_by": [21]},
+    ],
+    "writers": {
+        "/build/out.bin": {"pid": 10, "program": "/usr/bin/hostname", "argv": ["hostname"]}
+    },
 }
 
 
-def test_hints_follow_the_writer_and_its_ancestors() -> None:
-    found = [Difference(path="out.bin", control=output("out.bin", "1"), other=None)]
-    (hint,) = hints_for(trace=TRACE, build_dir="/build", found=found, embedded={}, culprits=[])
-    assert hint.writer is not None and hint.writer["pid"] == 9
-    touched = [(s.source, s.pid, s.program) for s in hint.sources]
-    assert touched == [("random", 9, "cat /dev/urandom"), ("uname", 5, "sh -c build")]
-    # the listing was by a process outside the writer's line; heap keys are noise
-    assert all(s.source != "heap_key" for s in hint.sources)
+def out_bin() -> list[Difference]:
+    return [Difference(path="out.bin", control=output("out.bin", "1"), other=None)]
+
+
+def test_hints_follow_every_writer_their_inputs_and_ancestors() -> None:
+    (hint,) = hints_for(trace=TRACE, build_dir="/build", found=out_bin(), embedded={}, culprits=[])
+    assert hint.writer is not None and hint.writer["pid"] == 10  # the last one
+    touched = [(s.source, s.pid, s.relation) for s in hint.sources]
+    assert touched == [
+        ("random", 9, "its writer"),
+        ("uname", 10, "its writer"),
+        ("uname", 5, "an ancestor of its writer"),
+        ("getrandom", 21, "wrote its input x.o"),
+        ("listdir", 20, "an ancestor of the writer of x.o"),
+    ]
+    # ls ran beside the writers and wrote nothing they read; heap keys are noise
+    assert all(s.pid != 12 and s.source != "heap_key" for s in hint.sources)
     assert [s.detail for s in hint.unattributed] == ["/build/sub"]
 
 
 def test_sources_matching_a_culprit_come_first() -> None:
-    found = [Difference(path="out.bin", control=output("out.bin", "1"), other=None)]
     (hint,) = hints_for(
-        trace=TRACE, build_dir="/build/", found=found, embedded={}, culprits=["kernel"]
+        trace=TRACE, build_dir="/build/", found=out_bin(), embedded={}, culprits=["fileordering"]
     )
-    assert [s.source for s in hint.sources] == ["uname", "random"]
+    assert hint.sources[0].source == "listdir"
 
 
 def test_hints_without_a_trace_still_carry_output_evidence() -> None:
