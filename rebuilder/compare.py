@@ -11,7 +11,7 @@ from sandbox.result import BuildResult
 
 @dataclass(frozen=True, kw_only=True)
 class Difference:
-    """One output path whose content or mode differs between two builds."""
+    """One output path whose content or executable bit differs between two builds."""
 
     path: str
     control: OutputFile | None  # None: the build did not produce it
@@ -26,11 +26,11 @@ class Difference:
 
     @property
     def mode_changed(self) -> bool:
-        """Both builds made it, with different permission bits."""
+        """Both builds made it, one executable and one not (what the digest counts)."""
         return (
             self.control is not None
             and self.other is not None
-            and self.control.mode != self.other.mode
+            and self.control.digest_mode != self.other.digest_mode
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -46,13 +46,18 @@ class Difference:
 
 
 def differences(control: BuildResult, other: BuildResult) -> list[Difference]:
-    """Paths whose content, kind or mode differ (a build that did not finish has none)."""
+    """Paths whose kind, content or executable bit differ, as the output digest sees
+    them (a build that did not finish has none); other mode bits do not count."""
     ours = {item.path: item for item in control.outputs}
     theirs = {item.path: item for item in other.outputs}
+
+    def identity(item: OutputFile | None) -> tuple[str, int, str] | None:
+        return item.identity if item is not None else None
+
     return [
         Difference(path=path, control=ours.get(path), other=theirs.get(path))
         for path in sorted(set(ours) | set(theirs))
-        if ours.get(path) != theirs.get(path)
+        if identity(ours.get(path)) != identity(theirs.get(path))
     ]
 
 

@@ -17,7 +17,7 @@ from sandbox.environment import BuildEnvironment
 MAX_SCANNED_BYTES = 1024**3  # larger outputs are not searched
 _MAX_COUNT = 1000
 _MIN_MARK = 3  # shorter values would match by chance
-MODE_VARIATIONS = ("umask",)
+MODE_VARIATIONS = ("umask",)  # what changes the mode of a file a build creates
 MARK_NOUNS = {
     "environment": "the varied environment variable",
     "build_path": "the build path",
@@ -26,7 +26,7 @@ MARK_NOUNS = {
     "home": "HOME",
     "locales": "the locale name",
     "timezone": "the TZ value",
-}  # what changes the mode of a file a build creates
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,7 +140,7 @@ def _difference(difference: Difference) -> str:
         return f"{difference.path}: missing in the {missing} build; the other has {digest}"
     mode = f"mode {control.mode:04o} → {other.mode:04o}"
     if difference.kind == "mode":
-        return f"{difference.path}: {mode}, same content (modes are part of the output digest)"
+        return f"{difference.path}: {mode}, same content (the executable bit counts)"
     changed = f", {mode}" if difference.mode_changed else ""
     return (
         f"{difference.path}: sha256:{control.sha256[:16]}… → sha256:{other.sha256[:16]}…"
@@ -160,7 +160,7 @@ def _hint(hint: Hint) -> list[str]:
             f"{item.value!r}{times} [{item.variation}]"
         )
     if hint.modes:
-        lines.append(f"    mode {hint.modes[0]} → {hint.modes[1]} [umask]")
+        lines.append(f"    mode {hint.modes[0]} → {hint.modes[1]}: executable in one build only")
     if hint.writer:
         argv = " ".join(hint.writer["argv"])
         lines.append(f"    written by `{argv[:120]}` (pid {hint.writer['pid']})")

@@ -20,7 +20,7 @@ from sandbox.digests import Sha256, sha256_bytes, sha256_file
 from sandbox.errors import OutputError
 
 _GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB
-_DIGEST_VERSION = b"hermetic-outputs-v1\0"
+_DIGEST_VERSION = b"hermetic-outputs-v2\0"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +32,22 @@ class OutputFile:
     size: int
     mode: int
     target: str | None = None
+
+    @property
+    def digest_mode(self) -> int:
+        """The mode as the set digest counts it: executable or not (as git and Nix do).
+
+        The umask decides the other bits of most files; they are recorded in ``mode``
+        but are not what makes two builds' outputs the same artifact.
+        """
+        if self.target is not None:
+            return 0o777
+        return 0o755 if self.mode & 0o111 else 0o644
+
+    @property
+    def identity(self) -> tuple[str, int, str]:
+        """What the set digest covers of this file: kind, digest mode, content digest."""
+        return ("l" if self.target is not None else "f", self.digest_mode, self.sha256)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -59,11 +75,11 @@ class OutputManifest:
 
 
 def canonical_digest(files: tuple[OutputFile, ...]) -> Sha256:
-    """sha256 over (kind, mode, path, content digest) of each output, sorted by path."""
+    """sha256 over (kind, digest mode, path, content digest) of each output, by path."""
     digest = hashlib.sha256(_DIGEST_VERSION)
     for item in files:
-        kind = b"l" if item.target is not None else b"f"
-        for part in (kind, b"%o" % item.mode, item.path.encode(), item.sha256.encode()):
+        kind, mode, content = item.identity
+        for part in (kind.encode(), b"%o" % mode, item.path.encode(), content.encode()):
             digest.update(part + b"\0")
     return Sha256(digest.hexdigest())
 

@@ -103,7 +103,7 @@ CASES: list[tuple[str, Write]] = [
     ("user_group", lambda env: f"by {env.uid}".encode()),
     ("locales", lambda env: b"a B" if env.lang == "C.UTF-8" else b"B a"),
     ("timezone", lambda env: b"00" if env.tz == "UTC" else b"14"),
-    ("umask", lambda env: (b"x", 0o644 if env.umask == "0022" else 0o664)),
+    ("umask", lambda env: f"archived mode {0o666 & ~int(env.umask, 8):o}".encode()),
     ("fileordering", lambda env: env.source_order.value.encode()),
     ("time", lambda env: b"2014" if env.clock_offset is None else b"2015"),
     ("num_cpus", lambda env: b"4" if env.cpus is None else b"1"),
@@ -163,14 +163,29 @@ def test_an_interaction(tmp_path: Path, config: SandboxConfig, spec: Spec) -> No
     assert list(result.culprits) == ["home+timezone"]
 
 
-def test_mode_only_difference_needs_no_diffoscope(
+def test_executable_bit_difference_needs_no_diffoscope(
     tmp_path: Path, config: SandboxConfig, spec: Spec
 ) -> None:
-    write = dict(CASES)["umask"]
+    def write(env: BuildEnvironment) -> tuple[bytes, int]:
+        return b"x", 0o644 if env.umask == "0022" else 0o755
+
     result, _ = check(tmp_path, config, spec, script(write))
     (difference,) = result.differences
     assert difference.kind == "mode" and result.report is None
-    assert result.hints[0].modes == ("0644", "0664")
+    assert result.hints[0].modes == ("0644", "0755")
+    assert list(result.culprits) == ["umask"]
+
+
+def test_modes_the_umask_leaves_alone_do_not_count(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    def write(env: BuildEnvironment) -> tuple[bytes, int]:
+        return b"x", 0o666 & ~int(env.umask, 8)  # 0644 or 0664: a file left to the umask
+
+    result, _ = check(tmp_path, config, spec, script(write))
+    assert result.reproducible and not result.differences
+    modes = {b.result.outputs[0].mode for b in result.builds}
+    assert modes == {0o644, 0o664}  # recorded as they are, not counted
 
 
 def test_content_difference_gets_diffoscope_reports(

@@ -47,7 +47,7 @@ def test_empty_files_and_links_hold_nothing(tmp_path: Path) -> None:
 
 def test_suspects_from_values_and_modes() -> None:
     content = Difference(path="a", control=output("a", "1"), other=output("a", "2"))
-    mode = Difference(path="b", control=output("b", "1"), other=output("b", "1", 0o664))
+    mode = Difference(path="b", control=output("b", "1"), other=output("b", "1", 0o755))
     found = [Embedded(variation="home", value="/home/x", count=1)]
     assert suspects(NAMES, [content], found) == ("home",)
     assert suspects(NAMES, [content, mode], found) == ("home", "umask")
@@ -123,14 +123,14 @@ def test_sources_matching_a_culprit_come_first() -> None:
 
 
 def test_hints_without_a_trace_still_carry_output_evidence() -> None:
-    mode = Difference(path="m", control=output("m", "1"), other=output("m", "1", 0o664))
+    mode = Difference(path="m", control=output("m", "1"), other=output("m", "1", 0o755))
     content = Difference(path="c", control=output("c", "1"), other=output("c", "2"))
     embedded = {"c": (Embedded(variation="build_path", value="/var/b", count=1),)}
     hints = hints_for(
         trace=None, build_dir="/build", found=[mode, content], embedded=embedded, culprits=[]
     )
     assert [h.path for h in hints] == ["m", "c"]  # equally strong: kept in path order
-    assert hints[0].modes == ("0644", "0664") and hints[0].writer is None
+    assert hints[0].modes == ("0644", "0755") and hints[0].writer is None
     assert hints[1].embedded == embedded["c"]
     assert hints[1].to_json()["embedded"] == [
         {"variation": "build_path", "value": "/var/b", "count": 1}

@@ -125,11 +125,17 @@ def test_canonical_digest_is_order_independent_and_covers_path_mode_content() ->
     assert canonical_digest((a, _file("b", "2" * 64))) != base
     assert canonical_digest((a, _file("b", "1" * 64, mode=0o755))) != base
     assert canonical_digest((a, _file("c", "1" * 64))) != base
+    # Only the executable bit counts: the umask decides the rest.
+    assert canonical_digest((a, _file("b", "1" * 64, mode=0o664))) == base
+    assert canonical_digest((a, _file("b", "1" * 64, mode=0o600))) == base
+    assert canonical_digest((a, _file("b", "1" * 64, mode=0o700))) == canonical_digest(
+        (a, _file("b", "1" * 64, mode=0o775))
+    )
     # The format is a public contract (README, "Digests"): recompute it by hand.
     fields = [b"f", b"644", b"a", b"0" * 64, b"f", b"644", b"b", b"1" * 64]
-    by_hand = hashlib.sha256(b"hermetic-outputs-v1\x00" + b"".join(f + b"\x00" for f in fields))
+    by_hand = hashlib.sha256(b"hermetic-outputs-v2\x00" + b"".join(f + b"\x00" for f in fields))
     assert (
         base
         == by_hand.hexdigest()
-        == "9978e7c21a48ad346a8940e287c1457d6d8374040faccbd2657696c693f0e835"
+        == "d6661a1dba68c05167b0af85baca08d09e539132f042395df91cb446c498b980"
     )
