@@ -164,14 +164,19 @@ def _hint(hint: Hint) -> list[str]:
     if hint.writer:
         argv = " ".join(hint.writer["argv"])
         lines.append(f"    written by `{argv[:120]}` (pid {hint.writer['pid']})")
-    for source in hint.sources[:_SHOWN_SOURCES]:
-        detail = f" {source.detail}" if source.detail else ""
-        lines.append(
-            f"    {source.source}{detail}: `{source.program[:80]}` "
-            f"(pid {source.pid}, {source.relation})"
-        )
-    if len(hint.sources) > _SHOWN_SOURCES:
-        lines.append(f"    … {len(hint.sources) - _SHOWN_SOURCES} more sources in check.json")
+    # One line per process and kind of source: make listing 40 directories is one fact.
+    grouped: dict[tuple[str, int | None, str, str], list[str]] = {}
+    for source in hint.sources:
+        key = (source.source, source.pid, source.program, source.relation)
+        grouped.setdefault(key, []).append(source.detail)
+    for (kind, pid, program, relation), details in list(grouped.items())[:_SHOWN_SOURCES]:
+        shown = [d for d in details if d]
+        detail = f" {shown[0]}" if shown else ""
+        if len(shown) > 1:
+            detail += f" and {len(shown) - 1} more"
+        lines.append(f"    {kind}{detail}: `{program[:80]}` (pid {pid}, {relation})")
+    if len(grouped) > _SHOWN_SOURCES:
+        lines.append(f"    … {len(grouped) - _SHOWN_SOURCES} more in check.json")
     if hint.writer and not hint.sources:
         lines.append(
             "    its writer and that one's parents touched no traced nondeterminism source"
