@@ -151,6 +151,12 @@ def _difference(difference: Difference) -> str:
 _SHOWN_SOURCES = 5
 
 
+def _oneline(text: str, width: int) -> str:
+    """A command line for one terminal line: whitespace runs (newlines too) as one space."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def _hint(hint: Hint) -> list[str]:
     lines = [f"  {hint.path}"]
     for item in hint.embedded:
@@ -162,8 +168,8 @@ def _hint(hint: Hint) -> list[str]:
     if hint.modes:
         lines.append(f"    mode {hint.modes[0]} → {hint.modes[1]}: executable in one build only")
     if hint.writer:
-        argv = " ".join(hint.writer["argv"])
-        lines.append(f"    written by `{argv[:120]}` (pid {hint.writer['pid']})")
+        argv = _oneline(" ".join(hint.writer["argv"]), 120)
+        lines.append(f"    written by `{argv}` (pid {hint.writer['pid']})")
     # One line per process and kind of source: make listing 40 directories is one fact.
     grouped: dict[tuple[str, int | None, str, str], list[str]] = {}
     for source in hint.sources:
@@ -174,7 +180,7 @@ def _hint(hint: Hint) -> list[str]:
         detail = f" {shown[0]}" if shown else ""
         if len(shown) > 1:
             detail += f" and {len(shown) - 1} more"
-        lines.append(f"    {kind}{detail}: `{program[:80]}` (pid {pid}, {relation})")
+        lines.append(f"    {kind}{detail}: `{_oneline(program, 80)}` (pid {pid}, {relation})")
     if len(grouped) > _SHOWN_SOURCES:
         lines.append(f"    … {len(grouped) - _SHOWN_SOURCES} more in check.json")
     if hint.writer and not hint.sources:

@@ -71,3 +71,15 @@ def test_many_processes_are_cut_with_a_pointer_to_check_json() -> None:
     text = check_summary(result(hint))
     assert text.count("listdir /build/d") == 5
     assert "    … 3 more in check.json" in text.splitlines()
+
+
+def test_multi_line_commands_stay_on_one_line() -> None:
+    script = "fail=; \\\nfor t in a b; do\n  make $t; done"
+    hint = Hint(
+        path="bin/app",
+        writer={"pid": 9, "program": "/bin/sh", "argv": ["/bin/sh", "-c", script]},
+        sources=(Source(source="uname", detail="", pid=3, program=script, relation="its writer"),),
+    )
+    lines = check_summary(result(hint)).splitlines()
+    assert "    written by `/bin/sh -c fail=; \\ for t in a b; do make $t; done` (pid 9)" in lines
+    assert "    uname: `fail=; \\ for t in a b; do make $t; done` (pid 3, its writer)" in lines
