@@ -13,6 +13,12 @@ import pytest
 from sandbox.config import SandboxConfig
 from tests.integration.test_limits import HEAD, containers_left
 
+
+def remove_leftover_containers() -> None:
+    for name in containers_left().split():
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, timeout=60)
+
+
 SLEEPER = f'{HEAD}command = ["sh", "-c", "echo sleeping; sleep infinity"]\n'
 
 
@@ -28,13 +34,19 @@ def test_interrupted_build_leaves_no_container(
         HERMETIC_STORE=str(sandbox_config.store_dir),
         HERMETIC_WORK_DIR=str(sandbox_config.work_dir),
     )
-    process = subprocess.Popen(
-        ["hermetic", "build", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A suite started in the background (`cmd &` in a script) inherits an ignored SIGINT,
+    # and so would hermetic: give the child the default disposition, as a terminal does.
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        process = subprocess.Popen(
+            ["hermetic", "build", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 120
         while containers_left() == "":
@@ -47,6 +59,8 @@ def test_interrupted_build_leaves_no_container(
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+            remove_leftover_containers()  # so one failure does not fail the tests after it
     assert process.returncode == 2
     assert "interrupted" in stderr
     assert containers_left() == ""
