@@ -20,8 +20,23 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from securesystemslib.signer import Signer
 
 from rebuilder import render
+from rebuilder.attest.attestor import BuildAttestor, signed_envelope
+from rebuilder.attest.check_statement import CHECK_ATTESTATION_FILE, check_statement
+from rebuilder.attest.envelope import write_envelope
+from rebuilder.attest.keys import (
+    KeyProblem,
+    Passphrase,
+    default_key_path,
+    generate_keypair,
+    load_public_key,
+    load_signer,
+    signing_references,
+)
+from rebuilder.attest.provenance import PROVENANCE_FILE, default_builder_id
+from rebuilder.attest.verify import verify_attestation
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.variations import parse_vary
@@ -102,6 +117,34 @@ def _podman(config: SandboxConfig) -> PodmanService:
 AllowRoot = Annotated[
     bool, typer.Option("--allow-root", help="Run even as root (HERMETIC_ALLOW_ROOT=1).")
 ]
+Sign = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sign",
+        help="Key file, signer file or sigstore: URI; repeatable "
+        "(default: HERMETIC_SIGN, else the key of 'hermetic keygen').",
+    ),
+]
+
+
+def _ask_passphrase(reference: str) -> Passphrase | None:
+    """A prompt for an encrypted key, on a terminal only: never from a pipe or a file."""
+    if not sys.stdin.isatty():
+        return None
+    return lambda: typer.prompt(f"passphrase for {reference}", hide_input=True).encode()
+
+
+def _signers(sign: list[str] | None) -> list[Signer]:
+    """Loaded before the build: a wrong passphrase or a missing key costs no build time."""
+    return [load_signer(ref, _ask_passphrase(ref)) for ref in signing_references(sign or [])]
+
+
+def _signature_note(signers: list[Signer], error: str) -> str:
+    if error:
+        return f"UNSIGNED ({error})"
+    if not signers:
+        return "unsigned: no key (run 'hermetic keygen', or pass --sign)"
+    return "signed by " + ", ".join(signer.public_key.keyid[:16] + "…" for signer in signers)
 
 
 @app.command()
@@ -125,27 +168,37 @@ def build(
             case_sensitive=False,
         ),
     ] = None,
+    sign: Sign = None,
     allow_root: AllowRoot = False,
 ) -> None:
-    """Run one hermetic build. Exit 0 built, 1 not built, 2 error."""
+    """Run one hermetic build. Exit 0 built, 1 not built, 2 error (also: signing failed)."""
     with _guarded(ctx):
         config = _config(allow_root)
         parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
         refuse_root(config)
+        signers = _signers(sign)
+        attestor = BuildAttestor(
+            signers=signers, builder_id=default_builder_id(), spec_document=parsed.document
+        )
         build_id = new_build_id()
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
+        request = BuildRequest(
+            spec=parsed, out_dir=out_dir, trace=trace or config.trace, attest=attestor
+        )
         with connect_backend(config) as backend, _progress() as progress:
             result = run_build(
-                BuildRequest(spec=parsed, out_dir=out_dir, trace=trace or config.trace),
-                config=config,
-                backend=backend,
-                observer=progress,
-                build_id=build_id,
+                request, config=config, backend=backend, observer=progress, build_id=build_id
             )
         if json_output:
             typer.echo(json.dumps(result.to_json(), indent=2))
         else:
             typer.echo(render.build_summary(result, log_tail=render.log_tail(result.log.path)))
+            if attestor.written:
+                note = _signature_note(signers, attestor.error)
+                typer.echo(f"attest  {out_dir / PROVENANCE_FILE} ({note})")
+        if attestor.error:
+            typer.echo(f"hermetic: error: {attestor.error}; results kept in {out_dir}", err=True)
+            raise typer.Exit(EXIT_ERROR)
         raise typer.Exit(EXIT_OK if result.built else EXIT_NEGATIVE)
 
 
@@ -186,6 +239,7 @@ def check(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print check.json on stdout.")
     ] = False,
+    sign: Sign = None,
     allow_root: AllowRoot = False,
 ) -> None:
     """Build under variations and find what breaks reproducibility. Exit 0 / 1 / 2."""
@@ -193,6 +247,7 @@ def check(
         config = _config(allow_root)
         parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
         refuse_root(config)
+        signers = _signers(sign)
         variations = parse_vary(vary)
         chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
         report_dir = prepare_report_dir(report, Path.cwd())
@@ -207,11 +262,82 @@ def check(
         )
         with connect_backend(config) as backend, _check_progress() as progress:
             result = run_check(request, config=config, backend=backend, observer=progress)
+        payload = check_statement(result, builder_id=default_builder_id())
+        envelope, error = signed_envelope(payload, signers)
+        write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)
         if json_output:
             typer.echo(json.dumps(result.to_json(), indent=2))
         else:
             typer.echo(render.check_summary(result))
+            note = _signature_note(signers, error)
+            typer.echo(f"attest  {report_dir / CHECK_ATTESTATION_FILE} ({note})")
+        if error:
+            typer.echo(f"hermetic: error: {error}; results kept in {report_dir}", err=True)
+            raise typer.Exit(EXIT_ERROR)
         raise typer.Exit(EXIT_OK if result.reproducible else EXIT_NEGATIVE)
+
+
+@app.command()
+def keygen(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Private key path; the public key goes to PATH.pub."),
+    ] = None,
+    passphrase: Annotated[
+        bool, typer.Option("--passphrase", help="Encrypt the private key (asked twice).")
+    ] = False,
+) -> None:
+    """Make an ed25519 signing key pair (private key mode 0600). Exit 0 / 2."""
+    with _guarded(ctx):
+        path = (out or default_key_path()).resolve()
+        secret = None
+        if passphrase:
+            if not sys.stdin.isatty():
+                raise KeyProblem("--passphrase needs a terminal to ask on")
+            secret = typer.prompt("passphrase", hide_input=True, confirmation_prompt=True).encode()
+        keyid = generate_keypair(path, secret)
+        typer.echo(f"private key  {path} (0600{', encrypted' if secret else ''})")
+        typer.echo(f"public key   {path}.pub")
+        typer.echo(f"key id       {keyid}")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    attestation: Annotated[Path, typer.Argument(help="A DSSE envelope (*.intoto.json).")],
+    key: Annotated[
+        list[Path],
+        typer.Option("--key", help="Public key (PEM or securesystemslib JSON); repeatable."),
+    ],
+    artifact: Annotated[
+        list[Path] | None,
+        typer.Option("--artifact", help="A file whose sha256 must be a subject; repeatable."),
+    ] = None,
+    threshold: Annotated[
+        int | None,
+        typer.Option("--threshold", min=1, help="Distinct keys that must sign (default: all)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Check an attestation's signatures, types and subjects. Exit 0 / 1 / 2."""
+    with _guarded(ctx):
+        keys = [load_public_key(path) for path in key]
+        if threshold is not None and threshold > len({k.keyid for k in keys}):
+            raise KeyProblem(
+                f"--threshold {threshold} is more than the {len(keys)} distinct key(s) given"
+            )
+        for path in artifact or []:
+            if not path.is_file():
+                raise KeyProblem(f"{path}: no such artifact file")
+        outcome = verify_attestation(
+            attestation, keys, threshold=threshold, artifacts=artifact or []
+        )
+        if json_output:
+            typer.echo(json.dumps(outcome.to_json(), indent=2))
+        else:
+            typer.echo(render.verification(outcome))
+        raise typer.Exit(EXIT_OK if outcome.ok else EXIT_NEGATIVE)
 
 
 def _check_progress() -> LiveCheckProgress | PlainCheckProgress:

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rebuilder.attest.verify import Verification
 from rebuilder.check import INHERENT, CheckResult
 from rebuilder.compare import Difference
 from rebuilder.evidence import MARK_NOUNS
@@ -227,4 +228,23 @@ def check_summary(result: CheckResult) -> str:
     elif result.report and result.report.error:
         lines.append(f"report  none: {result.report.error}")
     lines.append(f"results {result.report_dir}")
+    return "\n".join(lines)
+
+
+def verification(outcome: Verification) -> str:
+    """What ``hermetic verify`` says: the verdict, then each reason or what matched."""
+    statement = outcome.statement or {}
+    subjects = statement.get("subject", [])
+    if outcome.ok:
+        signed = ", ".join(keyid[:16] + "…" for keyid in outcome.signed_by)
+        lines = [
+            f"VERIFIED: {outcome.path}",
+            f"  signed by {len(outcome.signed_by)} key(s) (threshold {outcome.threshold}): "
+            f"{signed}",
+            f"  predicate {statement.get('predicateType')}, {len(subjects)} subject(s)",
+        ]
+        lines.extend(f"  {path} = subject {name}" for path, name in outcome.matched)
+        return "\n".join(lines)
+    lines = [f"NOT VERIFIED: {outcome.path}"]
+    lines.extend(f"  {reason}" for reason in outcome.reasons)
     return "\n".join(lines)

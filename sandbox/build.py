@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -48,6 +49,8 @@ class BuildRequest:
     out_dir: Path
     trace: TraceLevel = TraceLevel.STANDARD
     environment: BuildEnvironment = NORMALIZED
+    # Adds files about the result (the provenance) before the results are published.
+    attest: Callable[[BuildResult, Path], None] | None = None
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -244,4 +247,6 @@ def run_build(
             hermetic_version=_version(),
         )
         (publish / RESULT_FILE).write_text(result.to_json_text())
+        if request.attest is not None:
+            request.attest(result, publish)
     return result

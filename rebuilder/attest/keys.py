@@ -1,0 +1,209 @@
+"""Keys and signers: ed25519 pairs from ``hermetic keygen``, and every securesystemslib
+signer URI (KMS, Vault, HSM, Sigstore) through a signer file, passed through unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+from securesystemslib.signer import (
+    KEY_FOR_TYPE_AND_SCHEME,
+    SIGNER_FOR_URI_SCHEME,
+    CryptoSigner,
+    Key,
+    Signer,
+    SigstoreKey,
+    SigstoreSigner,
+    SSlibKey,
+)
+from securesystemslib.signer._utils import compute_default_keyid  # the library's own rule
+
+from rebuilder.errors import Error
+
+# Sigstore is opt-in in securesystemslib (its formats are not yet stable there).
+SIGNER_FOR_URI_SCHEME.setdefault(SigstoreSigner.SCHEME, SigstoreSigner)
+KEY_FOR_TYPE_AND_SCHEME.setdefault(("sigstore-oidc", "Fulcio"), SigstoreKey)
+
+Passphrase = Callable[[], bytes]  # asks for a key's passphrase (the CLI prompts)
+
+
+class KeyProblem(Error):
+    """A key or signer cannot be used; says which file and what to do."""
+
+
+def generate_keypair(path: Path, passphrase: bytes | None = None) -> str:
+    """Write an ed25519 private key (PKCS8 PEM, 0600) to path and its public key to path.pub.
+
+    Returns:
+        The key id (as securesystemslib computes it).
+
+    Raises:
+        KeyProblem: either file exists (keys are never overwritten).
+    """
+    public_path = path.with_name(path.name + ".pub")
+    for existing in (path, public_path):
+        if existing.exists():
+            raise KeyProblem(f"{existing} exists; keys are never overwritten: choose another --out")
+    private_key = Ed25519PrivateKey.generate()
+    encryption = BestAvailableEncryption(passphrase) if passphrase else NoEncryption()
+    private_pem = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
+    public_pem = private_key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return public_key_from_pem(public_pem, str(public_path)).keyid
+
+
+def public_key_from_pem(data: bytes, where: str) -> SSlibKey:
+    try:
+        return SSlibKey.from_crypto(load_pem_public_key(data))
+    except (ValueError, TypeError) as e:
+        raise KeyProblem(f"{where}: not a usable PEM public key ({e})") from None
+
+
+def load_public_key(path: Path) -> Key:
+    """A verification key: a PEM public key, or a securesystemslib key in JSON.
+
+    Raises:
+        KeyProblem: unreadable, or neither format.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyProblem(f"{path}: cannot read the key: {e.strerror}") from None
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return public_key_from_pem(data, str(path))
+    try:
+        document = json.loads(data)
+        if "public_key" in document:  # a signer file: its public half verifies
+            document = document["public_key"]
+        keyid = document.pop("keyid", None) or _default_keyid(document)
+        return Key.from_dict(keyid, document)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise KeyProblem(
+            f"{path}: not a PEM public key nor a securesystemslib key in JSON ({e})"
+        ) from None
+
+
+def _default_keyid(document: dict[str, Any]) -> str:
+    """The id securesystemslib gives a key that names none (sha256 of its canonical JSON)."""
+    return compute_default_keyid(document["keytype"], document["scheme"], document["keyval"])
+
+
+def load_signer(reference: str, passphrase: Passphrase | None = None) -> Signer:
+    """The signer ``--sign`` names.
+
+    ``reference`` is a PEM private key file (from ``hermetic keygen``), a signer file
+    (JSON: ``uri``, a securesystemslib signer URI, and ``public_key``), or a Sigstore
+    URI (``sigstore:`` keyless, with ambient OIDC credentials).
+
+    Raises:
+        KeyProblem: the file or URI cannot give a signer; says why.
+    """
+    if reference.startswith(f"{SigstoreSigner.SCHEME}:") and not Path(reference).exists():
+        return _sigstore_signer(reference)
+    path = Path(reference)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyProblem(f"{path}: cannot read the signing key: {e.strerror}") from None
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return _file_signer(path, data, passphrase)
+    try:
+        document = json.loads(data)
+        uri = document["uri"]
+        public = dict(document["public_key"])
+        keyid = public.pop("keyid", None) or _default_keyid(public)
+        key = Key.from_dict(keyid, public)
+    except (ValueError, KeyError, TypeError) as e:
+        raise KeyProblem(
+            f"{path}: not a PEM private key nor a signer file "
+            f'{{"uri": "<securesystemslib signer URI>", "public_key": {{…}}}} ({e})'
+        ) from None
+    try:
+        return Signer.from_priv_key_uri(uri, key)
+    except Exception as e:  # noqa: BLE001 - every signer backend raises its own kinds
+        raise KeyProblem(f"{path}: signer {uri!r} cannot be used: {e}") from None
+
+
+def _file_signer(path: Path, data: bytes, passphrase: Passphrase | None) -> Signer:
+    try:
+        private_key = load_pem_private_key(data, None)
+    except TypeError:  # encrypted: it needs the passphrase
+        if passphrase is None:
+            raise KeyProblem(
+                f"{path} is encrypted and no passphrase can be asked here; "
+                "sign from a terminal, or use an unencrypted key kept safe by other means"
+            ) from None
+        try:
+            private_key = load_pem_private_key(data, passphrase())
+        except ValueError:
+            raise KeyProblem(f"{path}: wrong passphrase") from None
+    except ValueError as e:
+        raise KeyProblem(f"{path}: not a usable PEM private key ({e})") from None
+    try:
+        return CryptoSigner(private_key)
+    except ValueError as e:
+        raise KeyProblem(f"{path}: unsupported key type ({e})") from None
+
+
+def _sigstore_signer(uri: str) -> Signer:
+    """Keyless signing: the ambient OIDC identity (CI) becomes the key's identity."""
+    try:
+        from sigstore.oidc import IdentityToken, detect_credential
+
+        credential = detect_credential()
+        if credential is None:
+            raise KeyProblem(
+                "sigstore: no ambient OIDC credential found (GitHub Actions with "
+                "'id-token: write', GitLab, Buildkite, CircleCI or GCP); sign with a key file"
+            )
+        token = IdentityToken(credential)
+        key = SigstoreKey(
+            keyid=token.identity,
+            keytype="sigstore-oidc",
+            scheme="Fulcio",
+            keyval={"identity": token.identity, "issuer": token.federated_issuer or token.issuer},
+        )
+        return Signer.from_priv_key_uri(uri, key)
+    except KeyProblem:
+        raise
+    except Exception as e:  # noqa: BLE001 - sigstore and its OIDC detection raise many kinds
+        raise KeyProblem(f"sigstore: cannot sign keyless: {e}") from None
+
+
+def default_key_path() -> Path:
+    """Where ``hermetic keygen`` puts a key by default, and where builds look for one."""
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "hermetic" / "signing-key"
+
+
+def signing_references(explicit: Sequence[str]) -> list[str]:
+    """The keys to sign with: ``--sign``, else ``HERMETIC_SIGN`` (comma-separated; ``none``
+    for no signature), else the default key when ``hermetic keygen`` made one."""
+    if explicit:
+        return list(explicit)
+    configured = os.environ.get("HERMETIC_SIGN", "").strip()
+    if configured.lower() == "none":
+        return []
+    if configured:
+        return [item.strip() for item in configured.split(",") if item.strip()]
+    default = default_key_path()
+    return [str(default)] if default.exists() else []

@@ -1,0 +1,108 @@
+"""SLSA Provenance v1 for one hermetic build: what was built, from what, how, and the
+evidence that it was hermetic (network namespace, network attempts, limits in force)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+from sandbox.digests import sha256_bytes
+from sandbox.result import BuildResult
+
+BUILD_TYPE = "https://hermetic.dev/build-types/podman-sandbox/v1"
+PROVENANCE_FILE = "provenance.intoto.json"
+
+
+def default_builder_id() -> str:
+    """``HERMETIC_BUILDER_ID``, else this account on this host (a local builder)."""
+    explicit = os.environ.get("HERMETIC_BUILDER_ID")
+    if explicit:
+        return explicit
+    return f"https://hermetic.dev/builders/local#{getpass.getuser()}@{socket.getfqdn()}"
+
+
+def _bare(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def _dependencies(result: BuildResult) -> list[dict[str, Any]]:
+    repository, _, image_digest = result.image.partition("@")
+    found = [
+        {"name": "image", "uri": repository, "digest": {"sha256": _bare(image_digest)}},
+        {"name": "source", "digest": {"sha256": result.source_digest}},
+    ]
+    for item in result.inputs:
+        found.append({"name": item.dest, "uri": item.url, "digest": {"sha256": _bare(item.sha256)}})
+    return found
+
+
+def _byproducts(result: BuildResult, result_json: bytes) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = [
+        {"name": "result.json", "digest": {"sha256": sha256_bytes(result_json)}},
+        {"name": "build.log", "digest": {"sha256": _bare(result.log.sha256)}},
+    ]
+    trace = result.trace
+    if trace.get("sha256"):
+        found.append({"name": "trace.json", "digest": {"sha256": _bare(trace["sha256"])}})
+    found.append(
+        {
+            "name": "hermeticity",
+            "annotations": {
+                "networkInterfaces": trace.get("network_interfaces"),
+                "networkAttempts": trace.get("network_attempts"),
+                "networkTargets": trace.get("network_targets"),
+                "traceLevel": trace.get("level"),
+                "traceComplete": trace.get("complete"),
+                "limits": {limit.name: limit.to_json() for limit in result.limits},
+                "resources": result.resources.to_json(),
+                "exitCode": result.exit_code,
+            },
+        }
+    )
+    return found
+
+
+def provenance_statement(
+    result: BuildResult,
+    *,
+    spec_document: Mapping[str, Any],
+    result_json: bytes,
+    builder_id: str,
+) -> bytes:
+    """The Statement payload: subjects are the outputs; the predicate SLSA Provenance v1.
+
+    Args:
+        result: a build that produced its outputs.
+        spec_document: the spec as given (the parsed hermetic.toml).
+        result_json: the bytes of result.json as published (its digest is a byproduct).
+        builder_id: who built it (runDetails.builder.id).
+    """
+    predicate = {
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {"spec": dict(spec_document)},
+            "internalParameters": {
+                "environment": dict(result.env),
+                "buildDir": result.build_dir,
+                "sourceDateEpoch": result.source_date_epoch,
+                "sourceDateEpochFrom": result.source_date_epoch_from,
+                "traceLevel": result.trace.get("level"),
+            },
+            "resolvedDependencies": _dependencies(result),
+        },
+        "runDetails": {
+            "builder": {"id": builder_id, "version": {"hermetic": result.hermetic_version}},
+            "metadata": {
+                "invocationId": result.build_id,
+                "startedOn": result.started_at,
+                "finishedOn": result.finished_at,
+            },
+            "byproducts": _byproducts(result, result_json),
+        },
+    }
+    subjects = [subject(item.path, item.sha256) for item in result.outputs]
+    return make_statement(subjects, SLSA_PROVENANCE_V1, predicate)

@@ -1,0 +1,74 @@
+"""in-toto Statement v1: made from our dicts, validated with the in-toto attestation models.
+
+The payload is our own canonical JSON (sorted keys, no spaces), not protobuf's output:
+protobuf's Struct turns every integer into a float. The models still decide what is valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
+
+from rebuilder.errors import Error
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
+
+
+class StatementError(Error):
+    """A statement is not a valid in-toto Statement v1 (or its predicate is invalid)."""
+
+
+def subject(name: str, sha256: str) -> dict[str, Any]:
+    return {"name": name, "digest": {"sha256": sha256}}
+
+
+def make_statement(
+    subjects: Sequence[Mapping[str, Any]], predicate_type: str, predicate: Mapping[str, Any]
+) -> bytes:
+    """The payload bytes of a Statement, after the in-toto models accepted it.
+
+    Raises:
+        StatementError: no subjects, a subject without digest, an invalid predicate.
+    """
+    document = {
+        "_type": STATEMENT_TYPE_URI,
+        "subject": [dict(item) for item in subjects],
+        "predicateType": predicate_type,
+        "predicate": dict(predicate),
+    }
+    payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    parse_statement(payload)  # what we sign must be what a verifier accepts
+    return payload
+
+
+def parse_statement(payload: bytes) -> dict[str, Any]:
+    """A Statement from payload bytes, validated (and its predicate, for SLSA v1).
+
+    Raises:
+        StatementError: not JSON, not a Statement v1, or an invalid predicate.
+    """
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StatementError(f"the payload is not JSON: {e}") from None
+    if not isinstance(document, dict):
+        raise StatementError("the payload is not a JSON object")
+    kind = document.get("_type")
+    if kind != STATEMENT_TYPE_URI:
+        found = "no _type" if kind is None else f"_type {kind!r}"
+        raise StatementError(f"not an in-toto Statement v1: {found}, expected {STATEMENT_TYPE_URI}")
+    try:
+        proto = json_format.ParseDict(document, statement_pb2.Statement())
+        Statement.copy_from_pb(proto).validate()
+        if document.get("predicateType") == SLSA_PROVENANCE_V1:
+            json_format.ParseDict(document["predicate"], provenance_pb2.Provenance())
+    except (json_format.ParseError, ValueError) as e:
+        raise StatementError(f"invalid statement: {e}") from None
+    return document

@@ -1,0 +1,279 @@
+"""Attestations: statements, DSSE signing and verification, and every tampering caught."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from securesystemslib.signer import CryptoSigner, Key
+
+from rebuilder.attest.envelope import EnvelopeError, sign_payload, write_envelope
+from rebuilder.attest.keys import (
+    KeyProblem,
+    generate_keypair,
+    load_public_key,
+    load_signer,
+    signing_references,
+)
+from rebuilder.attest.statement import (
+    SLSA_PROVENANCE_V1,
+    StatementError,
+    make_statement,
+    parse_statement,
+    subject,
+)
+from rebuilder.attest.verify import verify_attestation
+
+DIGEST = "a" * 64
+PREDICATE = {
+    "buildDefinition": {"buildType": "https://hermetic.dev/t", "externalParameters": {"x": 1}},
+    "runDetails": {"builder": {"id": "https://hermetic.dev/builders/test"}},
+}
+
+
+def payload() -> bytes:
+    return make_statement([subject("hello", DIGEST)], SLSA_PROVENANCE_V1, PREDICATE)
+
+
+def raw_payload(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
+
+
+def statement_document() -> dict[str, Any]:
+    return dict(json.loads(payload()))
+
+
+@pytest.fixture
+def signer() -> CryptoSigner:
+    return CryptoSigner.generate_ed25519()
+
+
+def write(tmp_path: Path, envelope: dict[str, Any], name: str = "a.intoto.json") -> Path:
+    path = tmp_path / name
+    write_envelope(path, envelope)
+    return path
+
+
+def reasons(path: Path, keys: Sequence[Key], **options: Any) -> tuple[str, ...]:
+    return verify_attestation(path, keys, **options).reasons
+
+
+def test_a_signed_statement_verifies(tmp_path: Path, signer: CryptoSigner) -> None:
+    path = write(tmp_path, sign_payload(payload(), [signer]))
+    outcome = verify_attestation(path, [signer.public_key])
+    assert outcome.ok and outcome.signed_by == (signer.public_key.keyid,)
+    assert outcome.statement is not None
+    assert outcome.statement["subject"] == [{"name": "hello", "digest": {"sha256": DIGEST}}]
+
+
+def test_a_changed_subject_digest_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:
+    envelope = sign_payload(payload(), [signer])
+    document = statement_document()
+    document["subject"][0]["digest"]["sha256"] = "b" * 64
+    envelope["payload"] = base64.b64encode(raw_payload(document)).decode()
+    assert (
+        "0 of the 1 given key(s) signed it validly"
+        in reasons(write(tmp_path, envelope), [signer.public_key])[0]
+    )
+
+
+def test_a_changed_predicate_byte_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:
+    envelope = sign_payload(payload(), [signer])
+    stored = base64.b64decode(envelope["payload"])
+    changed = stored.replace(b'"x":1', b'"x":2')
+    assert changed != stored
+    envelope["payload"] = base64.b64encode(changed).decode()
+    assert reasons(write(tmp_path, envelope), [signer.public_key])
+
+
+def test_a_removed_signature_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:
+    envelope = sign_payload(payload(), [signer])
+    envelope["signatures"] = []
+    (reason,) = reasons(write(tmp_path, envelope), [signer.public_key])
+    assert "0 of the 1 given key(s)" in reason and "0 signature(s)" in reason
+
+
+def test_a_wrong_key_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:
+    other = CryptoSigner.generate_ed25519()
+    path = write(tmp_path, sign_payload(payload(), [signer]))
+    assert reasons(path, [other.public_key])
+    # the right signature under a key id that claims to be the other key: still refused
+    envelope = sign_payload(payload(), [signer])
+    envelope["signatures"][0]["keyid"] = other.public_key.keyid
+    assert reasons(write(tmp_path, envelope, "b.json"), [other.public_key])
+
+
+def test_an_unknown_payload_type_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:
+    from securesystemslib.dsse import Envelope
+
+    envelope = Envelope(payload(), "application/json", {})
+    envelope.sign(signer)  # validly signed, but not an in-toto payload
+    (reason,) = reasons(write(tmp_path, envelope.to_dict()), [signer.public_key])
+    assert "payloadType is 'application/json'" in reason
+
+
+@pytest.mark.parametrize("kind", [None, "https://in-toto.io/Statement/v0.1", "x"])
+def test_a_missing_or_unknown_statement_type_is_caught(
+    tmp_path: Path, signer: CryptoSigner, kind: str | None
+) -> None:
+    document = statement_document()
+    if kind is None:
+        del document["_type"]
+    else:
+        document["_type"] = kind
+    path = write(tmp_path, sign_payload(raw_payload(document), [signer]))
+    (reason,) = reasons(path, [signer.public_key])
+    assert "not an in-toto Statement v1" in reason
+
+
+def test_the_same_key_twice_counts_once_towards_a_threshold(
+    tmp_path: Path, signer: CryptoSigner
+) -> None:
+    other = CryptoSigner.generate_ed25519()
+    envelope = sign_payload(payload(), [signer])
+    envelope["signatures"].append(dict(envelope["signatures"][0]))  # duplicated
+    path = write(tmp_path, envelope)
+    keys = [signer.public_key, other.public_key]
+    (reason,) = reasons(path, keys, threshold=2)
+    assert "1 of the 2 given key(s) signed it validly; 2 needed" in reason
+    assert not reasons(path, keys, threshold=1)
+    # the same key given twice is one key, too
+    assert verify_attestation(path, [signer.public_key, signer.public_key]).threshold == 1
+
+
+def test_two_signers_meet_a_threshold_of_two(tmp_path: Path, signer: CryptoSigner) -> None:
+    other = CryptoSigner.generate_ed25519()
+    path = write(tmp_path, sign_payload(payload(), [signer, other]))
+    assert verify_attestation(path, [signer.public_key, other.public_key]).ok
+
+
+def test_a_signature_without_key_id_is_tried_against_every_key(
+    tmp_path: Path, signer: CryptoSigner
+) -> None:
+    envelope = sign_payload(payload(), [signer])
+    envelope["signatures"][0]["keyid"] = ""  # as cosign writes them
+    assert verify_attestation(write(tmp_path, envelope), [signer.public_key]).ok
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b'{"payload": "e30=", "payloadT', b"not json", b"[]", b'{"payload": "e30="}'],
+    ids=["empty", "truncated", "text", "array", "fields-missing"],
+)
+def test_a_file_that_is_no_envelope_is_an_error(
+    tmp_path: Path, signer: CryptoSigner, content: bytes
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(EnvelopeError, match=str(path)):
+        verify_attestation(path, [signer.public_key])
+
+
+def test_artifacts_must_match_a_subject(tmp_path: Path, signer: CryptoSigner) -> None:
+    content = b"hello\n"
+    import hashlib
+
+    digest = hashlib.sha256(content).hexdigest()
+    statement = make_statement([subject("bin/hello", digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    path = write(tmp_path, sign_payload(statement, [signer]))
+    good, bad = tmp_path / "hello", tmp_path / "modified"
+    good.write_bytes(content)
+    bad.write_bytes(content + b"!")
+    outcome = verify_attestation(path, [signer.public_key], artifacts=[good])
+    assert outcome.ok and outcome.matched == ((str(good), "bin/hello"),)
+    (reason,) = reasons(path, [signer.public_key], artifacts=[good, bad])
+    assert reason.startswith(f"{bad}: sha256:") and "matches no subject" in reason
+
+
+def test_the_verifier_checks_the_stored_bytes(tmp_path: Path, signer: CryptoSigner) -> None:
+    # A payload that is not canonical JSON still verifies: nothing is re-serialized.
+    spaced = json.dumps(statement_document(), indent=3).encode()
+    path = write(tmp_path, sign_payload(spaced, [signer]))
+    assert verify_attestation(path, [signer.public_key]).ok
+
+
+def test_statements_are_validated_by_the_in_toto_models() -> None:
+    with pytest.raises(StatementError, match="At least one subject"):
+        make_statement([], SLSA_PROVENANCE_V1, PREDICATE)
+    with pytest.raises(StatementError, match="no field named"):
+        make_statement([subject("a", DIGEST)], SLSA_PROVENANCE_V1, {"buildDefinitionX": {}})
+    with pytest.raises(StatementError, match="not JSON"):
+        parse_statement(b"\xff")
+
+
+def test_envelopes_are_written_atomically(tmp_path: Path, signer: CryptoSigner) -> None:
+    path = write(tmp_path, sign_payload(payload(), [signer]))
+    write(tmp_path, sign_payload(payload(), [signer]))  # replaced whole
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "release"
+    keyid = generate_keypair(key)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert load_public_key(Path(f"{key}.pub")).keyid == keyid
+    signer = load_signer(str(key))
+    assert signer.public_key.keyid == keyid
+    with pytest.raises(KeyProblem, match="never overwritten"):
+        generate_keypair(key)
+
+
+def test_an_encrypted_key_needs_its_passphrase(tmp_path: Path) -> None:
+    key = tmp_path / "secret"
+    generate_keypair(key, b"correct horse")
+    assert b"ENCRYPTED" in key.read_bytes()
+    assert load_signer(str(key), lambda: b"correct horse").public_key.keyid
+    with pytest.raises(KeyProblem, match="wrong passphrase"):
+        load_signer(str(key), lambda: b"wrong")
+    with pytest.raises(KeyProblem, match="no passphrase can be asked"):
+        load_signer(str(key), None)
+
+
+def test_a_signer_file_passes_a_securesystemslib_uri_through(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    keyid = generate_keypair(key)
+    public = load_public_key(Path(f"{key}.pub"))
+    signer_file = tmp_path / "signer.json"
+    signer_file.write_text(
+        json.dumps({"uri": f"file2:{key}", "public_key": {"keyid": keyid, **public.to_dict()}})
+    )
+    signer = load_signer(str(signer_file))
+    path = write(tmp_path, sign_payload(payload(), [signer]))
+    assert verify_attestation(path, [load_public_key(signer_file)]).ok
+    # a KMS scheme goes to securesystemslib unchanged; its error is shown with the file
+    signer_file.write_text(
+        json.dumps({"uri": "awskms:alias/release", "public_key": public.to_dict()})
+    )
+    with pytest.raises(KeyProblem, match=r"signer 'awskms:alias/release' cannot be used"):
+        load_signer(str(signer_file))
+
+
+def test_keyless_without_ambient_credentials_says_where_they_come_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("GITHUB_ACTIONS", "ACTIONS_ID_TOKEN_REQUEST_URL", "GITLAB_CI", "BUILDKITE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sigstore.oidc.detect_credential", lambda: None)
+    with pytest.raises(KeyProblem, match="no ambient OIDC credential"):
+        load_signer("sigstore:")
+
+
+def test_signing_references_default_to_the_keygen_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("HERMETIC_SIGN", raising=False)
+    assert signing_references([]) == []
+    generate_keypair(tmp_path / "hermetic" / "signing-key")
+    assert signing_references([]) == [str(tmp_path / "hermetic" / "signing-key")]
+    monkeypatch.setenv("HERMETIC_SIGN", "none")
+    assert signing_references([]) == []
+    monkeypatch.setenv("HERMETIC_SIGN", "a, b")
+    assert signing_references([]) == ["a", "b"]
+    assert signing_references(["c"]) == ["c"]
