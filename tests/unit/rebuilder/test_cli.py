@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "HERMETIC_IMAGES_DIR": str(images),
         "HERMETIC_STORE": str(tmp_path / "store"),
         "HERMETIC_WORK_DIR": str(tmp_path / "work"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no signing key but the test's own
+        "HERMETIC_SIGN": "",
     }
 
 
@@ -215,3 +218,84 @@ def test_check_exits_2_for_bad_options(
     )
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_keygen_build_verify_round_trip(tmp_path: Path, env: dict[str, str]) -> None:
+    runner = CliRunner()
+    made = runner.invoke(app, ["keygen"], env=env)
+    assert made.exit_code == 0, made.output
+    key = tmp_path / "config" / "hermetic" / "signing-key"
+    assert f"public key   {key}.pub" in made.stdout
+    spec = write_spec(tmp_path / "src", GOOD)
+    out = tmp_path / "out"
+    built = runner.invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    assert built.exit_code == 0, built.output
+    attestation = out / "provenance.intoto.json"
+    assert f"attest  {attestation} (signed by " in built.stdout
+    artifact = out / "artifacts" / "hermetic.toml"
+    verify = ["verify", str(attestation), "--key", f"{key}.pub", "--artifact", str(artifact)]
+    checked = runner.invoke(app, verify, env=env)
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.startswith(f"VERIFIED: {attestation}")
+    artifact.write_text("changed after the build\n")
+    refused = runner.invoke(app, [*verify, "--json"], env=env)
+    assert refused.exit_code == 1
+    outcome = json.loads(refused.stdout)
+    assert outcome["verified"] is False and "matches no subject" in outcome["reasons"][0]
+
+
+def test_an_unsigned_build_says_so_and_does_not_verify(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = write_spec(tmp_path / "src", GOOD)
+    out = tmp_path / "out"
+    built = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    assert built.exit_code == 0 and "unsigned: no key" in built.stdout
+    CliRunner().invoke(app, ["keygen", "--out", str(tmp_path / "k")], env=env)
+    args = ["verify", str(out / "provenance.intoto.json"), "--key", str(tmp_path / "k.pub")]
+    refused = CliRunner().invoke(app, args, env=env)
+    assert refused.exit_code == 1 and "0 signature(s) in the envelope" in refused.stdout
+
+
+def test_verify_exits_2_for_a_truncated_file_and_a_bad_key(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    CliRunner().invoke(app, ["keygen", "--out", str(tmp_path / "k")], env=env)
+    truncated = tmp_path / "t.intoto.json"
+    truncated.write_text('{"payloadType": "application/vnd.in-toto+json", "payl')
+    done = CliRunner().invoke(app, ["verify", str(truncated), "--key", str(tmp_path / "k.pub")])
+    assert done.exit_code == 2 and "not JSON" in done.stderr and str(truncated) in done.stderr
+    bad_key = tmp_path / "bad.pub"
+    bad_key.write_text("nonsense")
+    done = CliRunner().invoke(app, ["verify", str(truncated), "--key", str(bad_key)])
+    assert done.exit_code == 2 and f"{bad_key}: not a PEM public key" in done.stderr
+
+
+def test_a_signing_key_that_cannot_be_read_stops_before_the_build(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    spec = write_spec(tmp_path / "src", GOOD)
+    missing = tmp_path / "no-such-key"
+    done = CliRunner().invoke(app, ["build", str(spec), "--sign", str(missing)], env=env)
+    assert done.exit_code == 2 and f"{missing}: cannot read the signing key" in done.stderr
+    assert not list(tmp_path.glob("hermetic-out*"))
+
+
+def test_check_signs_a_negative_verdict(
+    tmp_path: Path, env: dict[str, str], sensitive_backend: None
+) -> None:
+    CliRunner().invoke(app, ["keygen", "--out", str(tmp_path / "k")], env=env)
+    spec = write_spec(tmp_path / "src", CHECKED)
+    report = tmp_path / "report"
+    args = ["check", str(spec), "--report", str(report), "--sign", str(tmp_path / "k")]
+    done = CliRunner().invoke(app, args, env=env)
+    assert done.exit_code == 1, done.output
+    attestation = report / "check.intoto.json"
+    assert f"attest  {attestation} (signed by " in done.stdout
+    verify = ["verify", str(attestation), "--key", str(tmp_path / "k.pub"), "--json"]
+    checked = CliRunner().invoke(app, verify, env=env)
+    assert checked.exit_code == 0, checked.output
+    outcome = json.loads(checked.stdout)
+    assert outcome["predicate_type"] == "https://hermetic.dev/attestations/check/v1"
+    statement = json.loads(base64.b64decode(json.loads(attestation.read_text())["payload"]))
+    predicate = statement["predicate"]
+    assert predicate["reproducible"] is False and predicate["culprits"] == ["hostname"]
+    assert set(predicate["reportDigests"]) == {"html", "text", "json"}
