@@ -3,6 +3,7 @@ signer URI (KMS, Vault, HSM, Sigstore) through a signer file, passed through unc
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -176,11 +177,12 @@ def _sigstore_signer(uri: str) -> Signer:
                 "'id-token: write', GitLab, Buildkite, CircleCI or GCP); sign with a key file"
             )
         token = IdentityToken(credential)
+        name = _certificate_identity(credential) or token.identity
         key = SigstoreKey(
-            keyid=token.identity,
+            keyid=name,
             keytype="sigstore-oidc",
             scheme="Fulcio",
-            keyval={"identity": token.identity, "issuer": token.federated_issuer or token.issuer},
+            keyval={"identity": name, "issuer": token.federated_issuer or token.issuer},
         )
         return Signer.from_priv_key_uri(uri, key)
     except KeyProblem:
@@ -207,3 +209,20 @@ def signing_references(explicit: Sequence[str]) -> list[str]:
         return [item.strip() for item in configured.split(",") if item.strip()]
     default = default_key_path()
     return [str(default)] if default.exists() else []
+
+
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+def _certificate_identity(credential: str) -> str | None:
+    """The identity Fulcio will certify for a GitHub Actions token: the workflow URI
+    (the token's ``sub`` is not what the certificate names). Read without verification:
+    it only says which identity a verifier should expect; Fulcio checks the token."""
+    try:
+        body = credential.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (IndexError, ValueError):
+        return None
+    if claims.get("iss") == GITHUB_ACTIONS_ISSUER and claims.get("job_workflow_ref"):
+        return f"https://github.com/{claims['job_workflow_ref']}"
+    return None

@@ -1,0 +1,98 @@
+"""Sigstore bundles (what cosign, GitHub, npm and PyPI publish), verified with
+sigstore-python against an identity: a DSSE bundle yields its in-toto payload, a
+message-signature bundle vouches for one artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from securesystemslib.signer import Key
+from sigstore.errors import Error as SigstoreError
+from sigstore.models import Bundle
+from sigstore.verify import Verifier
+from sigstore.verify.policy import Identity
+
+from rebuilder.errors import Error
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
+
+
+class BundleError(Error):
+    """A Sigstore bundle cannot be parsed."""
+
+
+def is_bundle(document: Any) -> bool:
+    return isinstance(document, dict) and str(document.get("mediaType", "")).startswith(
+        BUNDLE_MEDIA_TYPE
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleCheck:
+    """Which identity verified the bundle, and what it signed."""
+
+    signed_by: str | None  # the identity (key id) that verified; None: none did
+    payload_type: str | None = None  # DSSE bundles
+    payload: bytes | None = None
+    failures: tuple[str, ...] = ()
+
+
+def _verifier() -> Verifier:
+    """Public-good Sigstore, or staging (HERMETIC_SIGSTORE_INSTANCE=staging); with
+    HERMETIC_SIGSTORE_OFFLINE=1 the trust root shipped with sigstore-python is used as is."""
+    offline = os.environ.get("HERMETIC_SIGSTORE_OFFLINE", "") in ("1", "true", "yes")
+    if os.environ.get("HERMETIC_SIGSTORE_INSTANCE", "production") == "staging":
+        return Verifier.staging(offline=offline)
+    return Verifier.production(offline=offline)
+
+
+def _identities(keys: Sequence[Key]) -> list[tuple[str, str, Identity]]:
+    """(key id, identity, policy) of each Sigstore key."""
+    return [
+        (
+            key.keyid,
+            key.keyval["identity"],
+            Identity(identity=key.keyval["identity"], issuer=key.keyval["issuer"]),
+        )
+        for key in keys
+        if key.keytype == "sigstore-oidc"
+    ]
+
+
+def check_bundle(data: bytes, keys: Sequence[Key], artifact: bytes | None = None) -> BundleCheck:
+    """Verify a bundle against each Sigstore identity among keys (the first that holds).
+
+    Args:
+        data: the bundle as stored.
+        keys: verification keys; only ``sigstore-oidc`` ones can verify a bundle.
+        artifact: for a message-signature bundle, the signed file's bytes.
+
+    Raises:
+        BundleError: not a parsable bundle, or a message-signature bundle without artifact.
+    """
+    try:
+        bundle = Bundle.from_json(data)
+    except (SigstoreError, ValueError) as e:
+        raise BundleError(f"not a usable Sigstore bundle: {e}") from None
+    is_dsse = "dsseEnvelope" in json.loads(data)
+    if not is_dsse and artifact is None:
+        raise BundleError("a message-signature bundle vouches for one file: give it as --artifact")
+    verifier = _verifier()
+    failures = []
+    for keyid, name, identity in _identities(keys):
+        try:
+            if is_dsse:
+                payload_type, payload = verifier.verify_dsse(bundle, identity)
+                return BundleCheck(signed_by=keyid, payload_type=payload_type, payload=payload)
+            assert artifact is not None
+            verifier.verify_artifact(artifact, bundle, identity)
+            return BundleCheck(signed_by=keyid)
+        except SigstoreError as e:
+            failures.append(f"{name}: {e}")
+    if not _identities(keys):
+        failures.append("a Sigstore bundle needs a sigstore-oidc key (identity and issuer)")
+    return BundleCheck(signed_by=None, failures=tuple(failures))

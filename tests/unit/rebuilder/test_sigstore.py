@@ -1,0 +1,136 @@
+"""Sigstore: real published bundles verified offline, and keyless signing wired up to the
+network boundary (Fulcio cannot be reached here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from securesystemslib.signer import Key
+
+from rebuilder.attest.keys import KeyProblem, load_public_key, load_signer
+from rebuilder.attest.sigstore_bundle import BundleError
+from rebuilder.attest.verify import verify_attestation
+
+FIXTURES = Path(__file__).parent.parent.parent / "fixtures" / "sigstore"
+WHEEL = FIXTURES / "bundle_v3_github.whl"
+WHEEL_BUNDLE = FIXTURES / "bundle_v3_github.whl.sigstore"
+WHEEL_SIGNER = (
+    "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"
+)
+DSSE_BUNDLE = FIXTURES / "a.dsse.staging-rekor-v2.txt.sigstore.json"
+BEACON = (
+    "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
+    ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"
+)
+GITHUB = "https://token.actions.githubusercontent.com"
+
+
+def identity(tmp_path: Path, name: str, issuer: str = GITHUB) -> Key:
+    path = tmp_path / "identity.json"
+    path.write_text(
+        json.dumps(
+            {
+                "keytype": "sigstore-oidc",
+                "scheme": "Fulcio",
+                "keyval": {"identity": name, "issuer": issuer},
+            }
+        )
+    )
+    return load_public_key(path)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERMETIC_SIGSTORE_OFFLINE", "1")
+    monkeypatch.delenv("HERMETIC_SIGSTORE_INSTANCE", raising=False)
+
+
+def test_a_published_release_bundle_verifies_offline(tmp_path: Path) -> None:
+    key = identity(tmp_path, WHEEL_SIGNER)
+    outcome = verify_attestation(WHEEL_BUNDLE, [key], artifacts=[WHEEL])
+    assert outcome.ok, outcome.reasons
+    assert outcome.signed_by == (key.keyid,)
+
+
+def test_a_modified_release_file_fails(tmp_path: Path) -> None:
+    changed = tmp_path / "changed.whl"
+    changed.write_bytes(WHEEL.read_bytes() + b"\0")
+    outcome = verify_attestation(
+        WHEEL_BUNDLE, [identity(tmp_path, WHEEL_SIGNER)], artifacts=[changed]
+    )
+    assert not outcome.ok
+
+
+def test_another_identity_fails(tmp_path: Path) -> None:
+    impostor = WHEEL_SIGNER.replace("trailofbits", "someone-else")
+    outcome = verify_attestation(WHEEL_BUNDLE, [identity(tmp_path, impostor)], artifacts=[WHEEL])
+    assert not outcome.ok
+    assert any(impostor in reason for reason in outcome.reasons)
+
+
+def test_a_message_bundle_needs_its_file(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="exactly one --artifact"):
+        verify_attestation(WHEEL_BUNDLE, [identity(tmp_path, WHEEL_SIGNER)])
+
+
+def test_a_dsse_bundle_yields_a_checked_in_toto_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERMETIC_SIGSTORE_INSTANCE", "staging")
+    key = identity(tmp_path, BEACON)
+    outcome = verify_attestation(DSSE_BUNDLE, [key])
+    assert outcome.ok, outcome.reasons
+    assert outcome.statement is not None
+    assert outcome.statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    # its subject is another a.txt: a file that is not it is refused
+    refused = verify_attestation(
+        DSSE_BUNDLE, [key], artifacts=[FIXTURES / "a.dsse.staging-rekor-v2.txt"]
+    )
+    assert "matches no subject" in refused.reasons[0]
+
+
+def test_a_production_verifier_refuses_a_staging_bundle(tmp_path: Path) -> None:
+    outcome = verify_attestation(DSSE_BUNDLE, [identity(tmp_path, BEACON)])
+    assert not outcome.ok
+
+
+def test_keyless_signing_reaches_fulcio_with_the_ambient_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ambient CI token becomes the signer's identity, named as Fulcio will certify it
+    (the workflow URI); signing then needs Sigstore's services, unreachable here."""
+    import base64
+
+    def segment(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {
+        "iss": GITHUB,
+        "aud": "sigstore",
+        "sub": "repo:example/app:ref:refs/heads/main",
+        "job_workflow_ref": "example/app/.github/workflows/release.yml@refs/heads/main",
+        "iat": 1700000000,
+        "nbf": 1700000000,
+        "exp": 4102444800,
+    }
+    token = f"{segment({'alg': 'RS256'})}.{segment(claims)}.c2ln"
+    monkeypatch.setattr("sigstore.oidc.detect_credential", lambda: token)
+    signer = load_signer("sigstore:")
+    assert signer.public_key.keyval == {
+        "identity": "https://github.com/example/app/.github/workflows/release.yml@refs/heads/main",
+        "issuer": GITHUB,
+    }
+    # Signing first refreshes Sigstore's trust root (TUF), then asks Fulcio: here
+    # neither is reachable, and the forged token would be refused anyway.
+    with pytest.raises(Exception, match=r"TUF|Fulcio|token|connect"):
+        signer.sign(b"DSSEv1 ...")
+
+
+def test_keyless_without_ambient_credentials_says_where_they_come_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sigstore.oidc.detect_credential", lambda: None)
+    with pytest.raises(KeyProblem, match="no ambient OIDC credential"):
+        load_signer("sigstore:")
