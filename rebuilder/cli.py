@@ -38,7 +38,13 @@ from rebuilder.attest.keys import (
 from rebuilder.attest.provenance import PROVENANCE_FILE, default_builder_id
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
+from rebuilder.node.api import ApiSettings
+from rebuilder.node.auth import TokenRegistry, add_token
+from rebuilder.node.client import Credentials
+from rebuilder.node.node import Node, NodeSettings
+from rebuilder.node.serve import Listen, serve
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
+from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
 from rebuilder.variations import parse_vary
 from sandbox.backend import connect_backend
 from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
@@ -49,6 +55,7 @@ from sandbox.images import ImageCatalog
 from sandbox.podman_api import PodmanService
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.units import parse_size
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 
@@ -60,6 +67,8 @@ app = typer.Typer(
 )
 image_app = typer.Typer(help="Build images from images/ and list them.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
+node_app = typer.Typer(help="Run a rebuilder node and manage its tokens.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
 
 
 @app.callback()
@@ -338,6 +347,156 @@ def verify(
         else:
             typer.echo(render.verification(outcome))
         raise typer.Exit(EXIT_OK if outcome.ok else EXIT_NEGATIVE)
+
+
+@node_app.command("serve")
+def node_serve(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The node's own directory: queue, store, results.")
+    ],
+    key: Annotated[str, typer.Option("--key", help="The node's signing key (as --sign).")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT.")] = "127.0.0.1:8470",
+    tokens: Annotated[
+        Path | None, typer.Option("--tokens", help="Tokens file ('hermetic node token').")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server key.")] = None,
+    client_ca: Annotated[
+        Path | None, typer.Option("--client-ca", help="Mutual TLS: CA of client certificates.")
+    ] = None,
+    builder_id: Annotated[
+        str | None, typer.Option("--builder-id", help="Identity in provenance.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Builds at once.")] = 1,
+    lease: Annotated[
+        float,
+        typer.Option("--lease", min=1, help="Seconds before a silent worker's job is reclaimed."),
+    ] = 60.0,
+    deadline: Annotated[float, typer.Option("--deadline", min=1, help="Seconds per job.")] = 3600.0,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1)] = 3,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Queued + running.")] = 16,
+    max_request: Annotated[str, typer.Option("--max-request", help="Largest request.")] = "64MiB",
+    rate: Annotated[
+        int, typer.Option("--rate", min=1, help="Requests per minute per client.")
+    ] = 600,
+    allow_root: AllowRoot = False,
+) -> None:
+    """Serve rebuilds over HTTP with this node's key. Runs until interrupted."""
+    with _guarded(ctx):
+        config = _config(allow_root)
+        refuse_root(config)
+        if tokens is None and not (tls_cert and tls_key and client_ca):
+            raise KeyProblem(
+                "a node needs authentication: --tokens FILE, or mutual TLS "
+                "(--tls-cert, --tls-key and --client-ca)"
+            )
+        host, _, port = listen.rpartition(":")
+        settings = NodeSettings(
+            directory=directory.resolve(),
+            builder_id=builder_id or f"https://hermetic.dev/builders/node#{host}:{port}",
+            workers=workers,
+            lease_s=lease,
+            deadline_s=deadline,
+            max_attempts=max_attempts,
+            max_active_jobs=max_jobs,
+            trace=config.trace,
+        )
+        node = Node(settings, load_signer(key, _ask_passphrase(key)))
+        api = ApiSettings(
+            tokens=TokenRegistry.load(tokens) if tokens else None,
+            max_request_bytes=_size_option(max_request, "--max-request"),
+            requests_per_minute=rate,
+        )
+        keyid = node.signer.public_key.keyid
+        typer.echo(f"hermetic node {settings.builder_id} on {listen} (key {keyid[:16]}…)", err=True)
+        serve(
+            node,
+            api,
+            Listen(
+                host=host, port=int(port), tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca
+            ),
+        )
+
+
+@node_app.command("token")
+def node_token(
+    ctx: typer.Context,
+    tokens: Annotated[Path, typer.Option("--tokens", help="The node's tokens file.")],
+    name: Annotated[str, typer.Option("--name", help="Who the token is for.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="submit, read or cosign; repeatable.")
+    ],
+) -> None:
+    """Add a scoped API token to a tokens file; prints the token once."""
+    with _guarded(ctx):
+        typer.echo(add_token(tokens, name, scope))
+
+
+@app.command("rebuild")
+def rebuild_command(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path, typer.Argument(help="hermetic.toml, or the directory holding it.")
+    ] = Path(),
+    node: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="URL, or URL=PUBKEY to pin its key; repeatable."),
+    ] = None,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=1, help="Nodes that must agree.")
+    ] = 2,
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for the results.")] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="API token (default: HERMETIC_NODE_TOKEN).")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Client certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Client key.")] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="CA of the nodes.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 3600.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print rebuild.json.")] = False,
+) -> None:
+    """Rebuild on independent nodes; K agreeing nodes co-sign one statement. Exit 0 / 1 / 2."""
+    with _guarded(ctx):
+        parsed = Spec.from_toml(spec)
+        targets = [NodeTarget.parse(item) for item in node or []]
+        if not targets:
+            raise RebuildError("name the nodes: --node URL (repeatable)")
+        if threshold > len(targets):
+            raise RebuildError(f"--threshold {threshold} is more than the {len(targets)} nodes")
+        credentials = Credentials(
+            token=token or os.environ.get("HERMETIC_NODE_TOKEN") or None,
+            client_cert=tls_cert,
+            client_key=tls_key,
+            ca=tls_ca,
+        )
+        out_dir = (out or Path.cwd() / "hermetic-rebuild" / new_build_id()).resolve()
+        result = rebuild(
+            parsed,
+            targets,
+            threshold=threshold,
+            credentials=credentials,
+            out_dir=out_dir,
+            timeout_s=timeout,
+            progress=_rebuild_progress,
+        )
+        if json_output:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            typer.echo(render.rebuild_summary(result))
+        raise typer.Exit(EXIT_OK if result.agreed else EXIT_NEGATIVE)
+
+
+def _size_option(text: str, option: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise typer.BadParameter(f"{option}: {e}") from None
+
+
+def _rebuild_progress(report: NodeReport) -> None:
+    detail = report.reason or report.outcome or report.state
+    typer.echo(f"hermetic: {report.name}: {report.state} {detail}".rstrip(), err=True)
 
 
 def _check_progress() -> LiveCheckProgress | PlainCheckProgress:

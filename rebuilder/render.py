@@ -11,6 +11,7 @@ from rebuilder.check import INHERENT, CheckResult
 from rebuilder.compare import Difference
 from rebuilder.evidence import MARK_NOUNS
 from rebuilder.hints import Hint
+from rebuilder.rebuild import RebuildResult
 from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
 from sandbox.images import ImageDefinition
 from sandbox.result import BuildResult
@@ -247,4 +248,36 @@ def verification(outcome: Verification) -> str:
         return "\n".join(lines)
     lines = [f"NOT VERIFIED: {outcome.path}"]
     lines.extend(f"  {reason}" for reason in outcome.reasons)
+    return "\n".join(lines)
+
+
+def rebuild_summary(result: RebuildResult) -> str:
+    """What ``hermetic rebuild`` says: the verdict, then each node."""
+    agreeing = sum(1 for node in result.nodes if node.verdict == "agree")
+    if result.agreed:
+        lines = [
+            f"AGREED: {agreeing} of {len(result.nodes)} nodes reproduced "
+            f"{len(result.outputs)} output(s) bit for bit; {result.signatures} co-signed "
+            f"(threshold {result.threshold})"
+        ]
+    else:
+        lines = [
+            f"NOT AGREED: {agreeing} of {len(result.nodes)} nodes agree; {result.threshold} needed"
+        ]
+    for name, digest in result.outputs:
+        lines.append(f"  {digest[:16]}  {name}")
+    for node in result.nodes:
+        why = f": {node.reason}" if node.reason else ""
+        lines.append(f"node {node.name}  {node.verdict:<9} {node.url}  {node.keyid[:16]}{why}")
+        if node.verdict == "disagree":
+            for name, digest in node.outputs:
+                if (name, digest) not in result.outputs:
+                    lines.append(f"    {digest[:16]}  {name}")
+            if node.report and node.report.html:
+                lines.append(f"    report {node.report.html}")
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    if result.attestation:
+        lines.append(f"attest  {result.attestation}")
+    lines.append(f"results {result.out_dir}")
     return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Who may use a node: scoped API tokens (stored as sha256, compared in constant time),
+and a per-client rate limit. Mutual TLS, when configured, is enforced by the TLS layer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rebuilder.errors import Error
+
+SCOPES = ("submit", "read", "cosign")
+
+
+class AuthConfigError(Error):
+    """A tokens file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+
+def new_token() -> str:
+    return f"hmt_{secrets.token_urlsafe(32)}"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenRegistry:
+    """The tokens a node accepts: ``{"tokens": [{"name", "sha256", "scopes"}]}``."""
+
+    def __init__(self, entries: dict[str, Principal]) -> None:
+        self._by_digest = entries
+
+    @classmethod
+    def load(cls, path: Path) -> TokenRegistry:
+        try:
+            document = json.loads(path.read_text())
+            entries = {}
+            for item in document["tokens"]:
+                scopes = frozenset(item["scopes"])
+                unknown = scopes - set(SCOPES)
+                if unknown:
+                    raise ValueError(f"unknown scopes {sorted(unknown)}; known: {SCOPES}")
+                entries[str(item["sha256"])] = Principal(str(item["name"]), scopes)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise AuthConfigError(f"{path}: not a usable tokens file: {e}") from None
+        return cls(entries)
+
+    def principal(self, token: str) -> Principal | None:
+        digest = token_digest(token)
+        for known, principal in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                return principal
+        return None
+
+
+def add_token(path: Path, name: str, scopes: list[str]) -> str:
+    """Create a token, append its digest to the tokens file (0600), return the token."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise AuthConfigError(f"scopes must be among {', '.join(SCOPES)}")
+    document: dict[str, list[dict[str, object]]] = {"tokens": []}
+    if path.exists():
+        TokenRegistry.load(path)  # refuse to extend a broken file
+        document = json.loads(path.read_text())
+    token = new_token()
+    document["tokens"].append({"name": name, "sha256": token_digest(token), "scopes": scopes})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.partial")
+    temp.write_text(json.dumps(document, indent=2) + "\n")
+    temp.chmod(0o600)
+    temp.replace(path)
+    return token
+
+
+class RateLimiter:
+    """A token bucket per client: ``per_minute`` requests, bursts up to that many."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            level, last = self._buckets.get(client, (self.capacity, now))
+            level = min(self.capacity, level + (now - last) * self.rate)
+            if level < 1:
+                self._buckets[client] = (level, now)
+                return False
+            self._buckets[client] = (level - 1, now)
+            return True

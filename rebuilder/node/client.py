@@ -1,0 +1,88 @@
+"""Talking to a rebuilder node over its v1 API (httpx; bearer token and/or mutual TLS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rebuilder.errors import Error
+
+
+class NodeError(Error):
+    """A node could not be reached, or refused a request; names the node and why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credentials:
+    token: str | None = None
+    client_cert: Path | None = None  # mutual TLS: our certificate and key
+    client_key: Path | None = None
+    ca: Path | None = None  # the CA that signed the nodes' server certificates
+
+
+class NodeClient:
+    def __init__(self, url: str, credentials: Credentials, timeout_s: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
+        cert = None
+        if credentials.client_cert and credentials.client_key:
+            cert = (str(credentials.client_cert), str(credentials.client_key))
+        verify: str | bool = str(credentials.ca) if credentials.ca else True
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, cert=cert, verify=verify, timeout=timeout_s
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise NodeError(f"{self.url}: {e}") from None
+        if response.status_code in (401, 403):
+            raise NodeError(f"{self.url}: {response.status_code} {_detail(response)}")
+        return response
+
+    def _ok(self, response: httpx.Response) -> httpx.Response:
+        if response.is_error:
+            raise NodeError(f"{self.url}: {response.status_code} {_detail(response)}")
+        return response
+
+    def identity(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._ok(self._request("GET", "/v1/node")).json()
+        return data
+
+    def submit(self, archive: bytes) -> dict[str, Any]:
+        response = self._request(
+            "POST", "/v1/rebuilds", content=archive, headers={"Content-Type": "application/gzip"}
+        )
+        data: dict[str, Any] = self._ok(response).json()
+        return data
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._ok(self._request("GET", f"/v1/rebuilds/{job_id}")).json()
+        return data
+
+    def attestation(self, job_id: str) -> bytes:
+        return self._ok(self._request("GET", f"/v1/rebuilds/{job_id}/attestation")).content
+
+    def artifact(self, job_id: str, path: str) -> bytes:
+        return self._ok(self._request("GET", f"/v1/rebuilds/{job_id}/artifacts/{path}")).content
+
+    def cosign(self, job_id: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
+        """(True, signature entry) or (False, the node's signed disagreement)."""
+        response = self._request("POST", f"/v1/rebuilds/{job_id}/cosign", content=payload)
+        if response.status_code == 409:
+            return False, dict(response.json()["disagreement"])
+        return True, dict(self._ok(response).json()["signature"])
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]

@@ -1,0 +1,285 @@
+"""The node's persistent job queue (SQLite): leases, reclaim, deadlines, capped retries.
+
+A worker claims a job by taking a lease and renews it while the build runs. A worker that
+dies stops renewing; once the lease lapses the job is claimed again, until its attempts are
+used up or its deadline passes. A job finishes once: only the lease holder can finish it.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Outcome(enum.StrEnum):
+    """How a finished job ended; a mismatch is decided later, by whoever compares."""
+
+    BUILT = "built"
+    BUILD_FAILED = "build-failed"  # the build itself failed: the spec's fault
+    INFRASTRUCTURE_FAILED = "infrastructure-failed"  # the node's fault: podman, disk, crash
+    DEADLINE_EXCEEDED = "deadline-exceeded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    id: str
+    state: JobState
+    spec_sha256: str
+    submitted_by: str
+    created: float
+    deadline: float
+    attempts: int
+    max_attempts: int
+    outcome: Outcome | None
+    reason: str
+    digest: str | None  # the output-set digest when built
+    lease_owner: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "outcome": self.outcome.value if self.outcome else None,
+            "reason": self.reason,
+            "digest": self.digest,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "spec_sha256": self.spec_sha256,
+            "submitted_by": self.submitted_by,
+            "created": self.created,
+            "deadline": self.deadline,
+        }
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    spec_sha256 TEXT NOT NULL,
+    submitted_by TEXT NOT NULL,
+    created REAL NOT NULL,
+    deadline REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    next_try REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    outcome TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    digest TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, next_try);
+CREATE TABLE IF NOT EXISTS subjects (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subjects_digest ON subjects (sha256);
+"""
+
+
+class JobStore:
+    """Jobs in one SQLite file; safe for the node's threads (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a finished job survives a power cut
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def submit(
+        self,
+        *,
+        spec_sha256: str,
+        submitted_by: str,
+        deadline_s: float,
+        max_attempts: int,
+        job_id: str | None = None,
+    ) -> str:
+        job_id = job_id or new_job_id()
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, state, spec_sha256, submitted_by, created, deadline,"
+                " max_attempts, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    JobState.QUEUED,
+                    spec_sha256,
+                    submitted_by,
+                    now,
+                    now + deadline_s,
+                    max_attempts,
+                    now,
+                ),
+            )
+        return job_id
+
+    def active(self) -> int:
+        """Jobs queued or running (the concurrent-job limit counts these)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state != ?", (JobState.FINISHED,)
+            ).fetchone()
+        return int(row[0])
+
+    def claim(self, owner: str, lease_s: float) -> Job | None:
+        """The next job to run: queued and due, or running with a lapsed lease.
+
+        Jobs past their deadline, or whose attempts are used up, are finished instead.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            self._expire(db, now)
+            row = db.execute(
+                "SELECT id FROM jobs WHERE (state = ? AND next_try <= ?)"
+                " OR (state = ? AND lease_until < ?) ORDER BY created LIMIT 1",
+                (JobState.QUEUED, now, JobState.RUNNING, now),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?,"
+                " attempts = attempts + 1 WHERE id = ?",
+                (JobState.RUNNING, owner, now + lease_s, row[0]),
+            )
+        return self.get(row[0])
+
+    def _expire(self, db: sqlite3.Connection, now: float) -> None:
+        db.execute(
+            "UPDATE jobs SET state = ?, outcome = ?, reason = ?, lease_owner = NULL"
+            " WHERE state != ? AND deadline < ?",
+            (
+                JobState.FINISHED,
+                Outcome.DEADLINE_EXCEEDED,
+                "the job's deadline passed",
+                JobState.FINISHED,
+                now,
+            ),
+        )
+        db.execute(
+            "UPDATE jobs SET state = ?, outcome = ?, lease_owner = NULL,"
+            " reason = 'a worker was lost ' || attempts || ' time(s); attempts used up'"
+            " WHERE state = ? AND lease_until < ? AND attempts >= max_attempts",
+            (JobState.FINISHED, Outcome.INFRASTRUCTURE_FAILED, JobState.RUNNING, now),
+        )
+
+    def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Extend a lease; False when the job is no longer this worker's."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = ?",
+                (time.time() + lease_s, job_id, owner, JobState.RUNNING),
+            )
+        return cursor.rowcount == 1
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        outcome: Outcome,
+        reason: str = "",
+        digest: str | None = None,
+        subjects: tuple[tuple[str, str], ...] = (),
+    ) -> bool:
+        """Record the outcome, once: False when another worker holds (or finished) it."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = ?, outcome = ?, reason = ?, digest = ?,"
+                " lease_owner = NULL WHERE id = ? AND lease_owner = ? AND state = ?",
+                (JobState.FINISHED, outcome, reason, digest, job_id, owner, JobState.RUNNING),
+            )
+            if cursor.rowcount != 1:
+                return False
+            db.executemany(
+                "INSERT INTO subjects (job_id, name, sha256) VALUES (?, ?, ?)",
+                [(job_id, name, sha256) for name, sha256 in subjects],
+            )
+        return True
+
+    def retry_later(self, job_id: str, owner: str, *, backoff_s: float, reason: str) -> None:
+        """Give a job back after an infrastructure failure; finished when attempts run out."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN ? ELSE ? END,"
+                " outcome = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,"
+                " reason = ?, next_try = ?, lease_owner = NULL"
+                " WHERE id = ? AND lease_owner = ? AND state = ?",
+                (
+                    JobState.FINISHED,
+                    JobState.QUEUED,
+                    Outcome.INFRASTRUCTURE_FAILED,
+                    reason,
+                    time.time() + backoff_s,
+                    job_id,
+                    owner,
+                    JobState.RUNNING,
+                ),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, state, spec_sha256, submitted_by, created, deadline, attempts,"
+                " max_attempts, outcome, reason, digest, lease_owner FROM jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Job(
+            id=row[0],
+            state=JobState(row[1]),
+            spec_sha256=row[2],
+            submitted_by=row[3],
+            created=row[4],
+            deadline=row[5],
+            attempts=row[6],
+            max_attempts=row[7],
+            outcome=Outcome(row[8]) if row[8] else None,
+            reason=row[9],
+            digest=row[10],
+            lease_owner=row[11],
+        )
+
+    def by_subject(self, sha256: str) -> list[str]:
+        """Ids of finished jobs with an output of that digest."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT job_id FROM subjects WHERE sha256 = ?", (sha256,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,292 @@
+"""A rebuilder node's work, apart from HTTP: accept requests, run them with leases on its
+own workers, sign what it found, and co-sign agreements that match its own result."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import Signer
+
+from rebuilder.attest.attestor import BuildAttestor, signed_envelope
+from rebuilder.attest.envelope import sign_payload, write_envelope
+from rebuilder.attest.provenance import PROVENANCE_FILE
+from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
+from rebuilder.errors import Error
+from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
+from rebuilder.node.requests import REQUEST_SPEC, RequestError, unpack_source
+from rebuilder.node.statements import (
+    Outputs,
+    disagreement_statement,
+    failure_statement,
+    statement_outputs,
+)
+from sandbox.backend import SandboxBackend, connect_backend
+from sandbox.build import ARTIFACTS_DIR, BuildRequest, run_build
+from sandbox.config import SandboxConfig
+from sandbox.errors import Error as SandboxRootError
+from sandbox.errors import ImageError, InputError, OutputError, SpecError
+from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
+
+log = logging.getLogger(__name__)
+
+Connect = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]
+REQUEST_FILE = "request.tar.gz"
+FAILURE_FILE = "failure.intoto.json"
+# The request's own fault: rebuilding it elsewhere or later gives the same answer.
+_REQUEST_FAULTS = (RequestError, SpecError, InputError, ImageError, OutputError)
+
+
+class NodeBusy(Error):
+    """The node has as many jobs as it accepts; try later."""
+
+
+class UnknownJob(Error):
+    """No job with that id on this node."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSettings:
+    """How a node runs; every path is the node's own (nodes never share one)."""
+
+    directory: Path
+    builder_id: str
+    workers: int = 1
+    lease_s: float = 60.0
+    deadline_s: float = 3600.0
+    max_attempts: int = 3
+    max_active_jobs: int = 16
+    backoff_s: float = 5.0
+    trace: TraceLevel = TraceLevel.STANDARD
+
+
+class Node:
+    """Jobs, workers and signatures of one rebuilder node."""
+
+    def __init__(
+        self, settings: NodeSettings, signer: Signer, *, connect: Connect = connect_backend
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.connect = connect
+        self.jobs_dir = settings.directory / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(settings.directory / "node.sqlite")
+        # Its own input store and scratch space: a node trusts no other node's cache.
+        self.config = replace(
+            SandboxConfig.from_env(),
+            store_dir=settings.directory / "store",
+            work_dir=settings.directory / "work",
+        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- accepting work -------------------------------------------------------------
+
+    def submit(self, archive: bytes, submitted_by: str) -> Job:
+        """Queue a rebuild of a source archive (its hermetic.toml at the root).
+
+        Raises:
+            NodeBusy: the concurrent-job limit is reached.
+        """
+        if self.store.active() >= self.settings.max_active_jobs:
+            raise NodeBusy(
+                f"{self.settings.max_active_jobs} jobs are queued or running; try again later"
+            )
+        job_id = new_job_id()
+        directory = self.jobs_dir / job_id
+        directory.mkdir()
+        temp = directory / f".{REQUEST_FILE}.partial"
+        temp.write_bytes(archive)
+        temp.rename(directory / REQUEST_FILE)
+        self.store.submit(
+            spec_sha256=hashlib.sha256(archive).hexdigest(),
+            submitted_by=submitted_by,
+            deadline_s=self.settings.deadline_s,
+            max_attempts=self.settings.max_attempts,
+            job_id=job_id,
+        )
+        self._wake.set()
+        job = self.store.get(job_id)
+        assert job is not None
+        return job
+
+    def job(self, job_id: str) -> Job:
+        found = self.store.get(job_id) if job_id.isalnum() else None
+        if found is None:
+            raise UnknownJob(f"no job {job_id!r} on this node")
+        return found
+
+    def attestation(self, job_id: str) -> bytes | None:
+        """The stored bytes of a finished job's signed attestation (None: none yet)."""
+        job = self.job(job_id)
+        if job.state is not JobState.FINISHED:
+            return None
+        for path in (
+            self.jobs_dir / job_id / "out" / PROVENANCE_FILE,
+            self.jobs_dir / job_id / FAILURE_FILE,
+        ):
+            if path.is_file():
+                return path.read_bytes()
+        return None
+
+    def artifact(self, job_id: str, relative: str) -> Path:
+        """An output file of a built job, for comparison (never outside its artifacts)."""
+        root = (self.jobs_dir / self.job(job_id).id / "out" / ARTIFACTS_DIR).resolve()
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise UnknownJob(f"job {job_id} has no output {relative!r}")
+        return path
+
+    # --- workers --------------------------------------------------------------------
+
+    def start(self) -> None:
+        for index in range(self.settings.workers):
+            thread = threading.Thread(
+                target=self._work, name=f"hermetic-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.store.close()
+
+    def _work(self) -> None:
+        owner = f"{self.settings.builder_id}/{threading.current_thread().name}/{new_job_id()}"
+        while not self._stop.is_set():
+            job = self.store.claim(owner, self.settings.lease_s)
+            if job is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            self.run_job(job, owner)
+
+    def run_job(self, job: Job, owner: str) -> None:
+        """Run one claimed job, renewing its lease, and record how it ended."""
+        done = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(self.settings.lease_s / 3):
+                if not self.store.renew(job.id, owner, self.settings.lease_s):
+                    log.warning("job %s: lease lost", job.id)
+                    return
+
+        beat = threading.Thread(target=heartbeat, name=f"lease-{job.id[:8]}", daemon=True)
+        beat.start()
+        try:
+            outcome, reason, digest, outputs = self._execute(job)
+        except Exception as e:  # noqa: BLE001 - the node's fault: retry with backoff
+            backoff = self.settings.backoff_s * 2 ** max(job.attempts - 1, 0)
+            log.warning("job %s attempt %d: %s; retry in %.0fs", job.id, job.attempts, e, backoff)
+            self.store.retry_later(job.id, owner, backoff_s=backoff, reason=f"{e}")
+            return
+        finally:
+            done.set()
+        if not self.store.finish(
+            job.id, owner, outcome=outcome, reason=reason, digest=digest, subjects=outputs
+        ):
+            log.warning("job %s: finished elsewhere; this result is dropped", job.id)
+
+    def _execute(self, job: Job) -> tuple[Outcome, str, str | None, Outputs]:
+        directory = self.jobs_dir / job.id
+        source = directory / f"src-{job.attempts}"
+        shutil.rmtree(source, ignore_errors=True)
+        (directory / FAILURE_FILE).unlink(missing_ok=True)
+        archive = (directory / REQUEST_FILE).read_bytes()
+        try:
+            unpack_source(archive, source)
+            spec = Spec.from_toml(source / REQUEST_SPEC)
+            attestor = BuildAttestor(
+                signers=[self.signer],
+                builder_id=self.settings.builder_id,
+                spec_document=spec.document,
+            )
+            request = BuildRequest(
+                spec=spec, out_dir=directory / "out", trace=self.settings.trace, attest=attestor
+            )
+            with self.connect(self.config) as backend:
+                result = run_build(request, config=self.config, backend=backend)
+        except _REQUEST_FAULTS as e:
+            self._sign_failure(job, archive, Outcome.BUILD_FAILED, e.diagnostics())
+            return Outcome.BUILD_FAILED, e.diagnostics(), None, ()
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+        if attestor.error:
+            raise SandboxRootError(attestor.error)  # unsigned is not a result: try again
+        if not result.built:
+            self._sign_failure(job, archive, Outcome.BUILD_FAILED, result.reason)
+            return Outcome.BUILD_FAILED, result.reason, None, ()
+        outputs = tuple(sorted((item.path, item.sha256) for item in result.outputs))
+        return Outcome.BUILT, "", f"sha256:{result.digest}", outputs
+
+    def _sign_failure(self, job: Job, archive: bytes, outcome: Outcome, reason: str) -> None:
+        payload = failure_statement(
+            request_sha256=hashlib.sha256(archive).hexdigest(),
+            outcome=outcome.value,
+            reason=reason,
+            builder_id=self.settings.builder_id,
+            job_id=job.id,
+        )
+        envelope, error = signed_envelope(payload, [self.signer])
+        if error:
+            raise SandboxRootError(error)
+        write_envelope(self.jobs_dir / job.id / FAILURE_FILE, envelope)
+
+    # --- co-signing -----------------------------------------------------------------
+
+    def own_outputs(self, job_id: str) -> Outputs | None:
+        """The job's outputs as its own signed provenance states them (None: not built)."""
+        job = self.job(job_id)
+        if job.outcome is not Outcome.BUILT:
+            return None
+        stored = self.attestation(job_id)
+        if stored is None:
+            return None
+        envelope = Envelope.from_dict(json.loads(stored))
+        return statement_outputs(parse_statement(envelope.payload))
+
+    def cosign(self, job_id: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
+        """Sign a combined statement only if its subjects are exactly this node's outputs.
+
+        Returns:
+            (True, the signature entry) or (False, a signed disagreement envelope).
+
+        Raises:
+            StatementError: the payload is not a valid in-toto Statement.
+        """
+        statement = parse_statement(payload)
+        own = self.own_outputs(job_id) or ()
+        if own and statement_outputs(statement) == own:
+            envelope = Envelope(payload, PAYLOAD_TYPE, {})
+            signature = envelope.sign(self.signer)
+            sig = base64.b64encode(bytes.fromhex(signature.signature)).decode()
+            return True, {"keyid": signature.keyid, "sig": sig}
+        refusal = (
+            disagreement_statement(
+                own=own,
+                proposed_sha256=hashlib.sha256(payload).hexdigest(),
+                builder_id=self.settings.builder_id,
+                job_id=job_id,
+            )
+            if own
+            else None
+        )
+        if refusal is None:
+            raise StatementError(f"job {job_id} built nothing this node could vouch for")
+        return False, sign_payload(refusal, [self.signer])

@@ -1,0 +1,341 @@
+"""``hermetic rebuild``: independent nodes rebuild one spec; when K of them agree on every
+output digest, they co-sign one combined statement.
+
+Each node's attestation is verified against that node's key (pinned by the caller, or as
+the node presents it), its outputs read from its own signed statement, and the largest
+group of identical output sets decides. Only nodes that then check the combined statement
+against their own result sign it; disagreeing nodes get diffoscope reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Key
+
+from rebuilder.attest.envelope import write_envelope
+from rebuilder.attest.keys import load_public_key
+from rebuilder.attest.statement import PAYLOAD_TYPE, SLSA_PROVENANCE_V1
+from rebuilder.attest.verify import verify_attestation
+from rebuilder.diffreport import DiffReport, diff_outputs
+from rebuilder.errors import Error
+from rebuilder.node.client import Credentials, NodeClient, NodeError
+from rebuilder.node.requests import pack_source
+from rebuilder.node.statements import Outputs, agreement_statement, statement_outputs
+from sandbox.spec import Spec
+
+AGREEMENT_FILE = "rebuild.intoto.json"
+RESULT_FILE = "rebuild.json"
+
+
+class RebuildError(Error):
+    """The rebuild could not be carried out (a node key mismatch, nothing reachable)."""
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    url: str
+    key_file: Path | None = None  # pinned; else the node's own word (trust on first use)
+
+    @classmethod
+    def parse(cls, text: str) -> NodeTarget:
+        """``URL`` or ``URL=KEYFILE``."""
+        url, sep, key = text.partition("=") if "=" in text.split("://", 1)[-1] else (text, "", "")
+        return cls(url, Path(key) if sep else None)
+
+
+@dataclass(kw_only=True)
+class NodeReport:
+    """What one node did and said."""
+
+    url: str
+    name: str
+    builder_id: str = ""
+    keyid: str = ""
+    key: Key | None = None
+    job_id: str = ""
+    state: str = "unreached"
+    outcome: str = ""
+    reason: str = ""
+    outputs: Outputs = ()
+    attestation: Path | None = None
+    attestation_sha256: str = ""
+    verdict: str = "failed"  # agree, disagree, failed, invalid, refused
+    report: DiffReport | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "builderId": self.builder_id,
+            "keyid": self.keyid,
+            "jobId": self.job_id,
+            "outcome": self.outcome,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "outputs": [{"name": n, "sha256": d} for n, d in self.outputs],
+            "attestation": {"sha256": self.attestation_sha256} if self.attestation_sha256 else None,
+        }
+
+
+@dataclass(kw_only=True)
+class RebuildResult:
+    agreed: bool
+    threshold: int
+    outputs: Outputs
+    nodes: list[NodeReport]
+    attestation: Path | None
+    out_dir: Path
+    signatures: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agreed": self.agreed,
+            "threshold": self.threshold,
+            "signatures": self.signatures,
+            "outputs": [{"name": n, "sha256": d} for n, d in self.outputs],
+            "attestation": str(self.attestation) if self.attestation else None,
+            "nodes": [
+                {
+                    **node.to_json(),
+                    "attestationFile": str(node.attestation) if node.attestation else None,
+                    "report": str(node.report.html) if node.report and node.report.html else None,
+                }
+                for node in self.nodes
+            ],
+            "out_dir": str(self.out_dir),
+            "notes": self.notes,
+        }
+
+
+Progress = Callable[[NodeReport], None]
+
+
+def rebuild(
+    spec: Spec,
+    targets: Sequence[NodeTarget],
+    *,
+    threshold: int,
+    credentials: Credentials,
+    out_dir: Path,
+    timeout_s: float = 3600.0,
+    poll_s: float = 1.0,
+    progress: Progress = lambda report: None,
+) -> RebuildResult:
+    """Ask every node to rebuild, then combine what K or more of them agree on."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hermetic-rebuild-") as scratch:
+        archive = pack_source(spec.source_dir, Path(scratch))
+    reports = [
+        NodeReport(url=t.url, name=f"{i + 1:02d}-{_host(t.url)}") for i, t in enumerate(targets)
+    ]
+    clients = [NodeClient(t.url, credentials) for t in targets]
+    try:
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            running = [
+                pool.submit(
+                    _run_on_node,
+                    client,
+                    target,
+                    report,
+                    archive,
+                    out_dir,
+                    timeout_s,
+                    poll_s,
+                    progress,
+                )
+                for client, target, report in zip(clients, targets, reports, strict=True)
+            ]
+            for future in running:
+                future.result()
+        return _combine(reports, clients, threshold, hashlib.sha256(archive).hexdigest(), out_dir)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0].replace(":", "_")
+
+
+def _run_on_node(
+    client: NodeClient,
+    target: NodeTarget,
+    report: NodeReport,
+    archive: bytes,
+    out_dir: Path,
+    timeout_s: float,
+    poll_s: float,
+    progress: Progress,
+) -> None:
+    try:
+        identity = client.identity()
+        presented = dict(identity["public_key"])
+        keyid = presented.pop("keyid")
+        key = (
+            load_public_key(target.key_file) if target.key_file else Key.from_dict(keyid, presented)
+        )
+        if target.key_file and key.keyid != keyid:
+            report.reason = (
+                f"the node presents key {keyid[:16]}…, not the pinned {key.keyid[:16]}… "
+                f"of {target.key_file}"
+            )
+            report.verdict = "invalid"
+            progress(report)
+            return
+        report.key, report.keyid, report.builder_id = key, key.keyid, identity["builder_id"]
+        job = client.submit(archive)
+        report.job_id, report.state = job["id"], job["state"]
+        progress(report)
+        deadline = time.monotonic() + timeout_s
+        while job["state"] != "finished":
+            if time.monotonic() > deadline:
+                report.reason = f"no result within {timeout_s:.0f}s"
+                progress(report)
+                return
+            time.sleep(poll_s)
+            job = client.status(report.job_id)
+            if job["state"] != report.state:
+                report.state = job["state"]
+                progress(report)
+        report.outcome, report.reason = job["outcome"], job["reason"]
+        _read_attestation(client, report, out_dir)
+    except NodeError as e:
+        report.reason = str(e)
+    progress(report)
+
+
+def _read_attestation(client: NodeClient, report: NodeReport, out_dir: Path) -> None:
+    """Store the node's attestation as sent and believe it only if its key signed it."""
+    data = client.attestation(report.job_id)
+    path = out_dir / "nodes" / report.name / "attestation.intoto.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    report.attestation, report.attestation_sha256 = path, hashlib.sha256(data).hexdigest()
+    assert report.key is not None
+    try:
+        checked = verify_attestation(path, [report.key], threshold=1)
+    except Error as e:
+        report.verdict, report.reason = "invalid", f"unreadable attestation: {e}"
+        return
+    if not checked.ok:
+        report.verdict = "invalid"
+        report.reason = "attestation does not verify: " + "; ".join(checked.reasons)
+        return
+    statement = checked.statement or {}
+    if report.outcome == "built" and statement.get("predicateType") == SLSA_PROVENANCE_V1:
+        report.outputs = statement_outputs(statement)
+        report.verdict = "built"
+
+
+def _combine(
+    reports: list[NodeReport],
+    clients: list[NodeClient],
+    threshold: int,
+    request_sha256: str,
+    out_dir: Path,
+) -> RebuildResult:
+    groups = Counter(r.outputs for r in reports if r.verdict == "built")
+    agreed_outputs: Outputs = groups.most_common(1)[0][0] if groups else ()
+    for report in reports:
+        if report.verdict == "built":
+            report.verdict = "agree" if report.outputs == agreed_outputs else "disagree"
+    agreeing = [r for r in reports if r.verdict == "agree"]
+    result = RebuildResult(
+        agreed=False,
+        threshold=threshold,
+        outputs=agreed_outputs,
+        nodes=reports,
+        attestation=None,
+        out_dir=out_dir,
+    )
+    _reports_for_disagreement(reports, clients, agreed_outputs, out_dir)
+    if len(agreeing) < threshold:
+        result.notes.append(f"{len(agreeing)} node(s) agree; {threshold} needed")
+        _write_result(result)
+        return result
+    payload = agreement_statement(
+        outputs=agreed_outputs,
+        threshold=threshold,
+        nodes=[r.to_json() for r in reports],
+        spec_sha256=request_sha256,
+    )
+    signatures = []
+    for report, client in zip(reports, clients, strict=True):
+        if report.verdict != "agree":
+            continue
+        try:
+            signed, answer = client.cosign(report.job_id, payload)
+        except NodeError as e:
+            report.verdict, report.reason = "refused", f"co-signing failed: {e}"
+            continue
+        if not signed:
+            report.verdict, report.reason = "refused", "refused to co-sign the agreement"
+            continue
+        signatures.append(answer)
+    envelope = {
+        "payload": base64.b64encode(payload).decode(),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": signatures,
+    }
+    path = out_dir / AGREEMENT_FILE
+    write_envelope(path, envelope)
+    keys = [r.key for r in reports if r.verdict == "agree" and r.key is not None]
+    checked = verify_attestation(path, keys, threshold=threshold) if keys else None
+    result.signatures = len(checked.signed_by) if checked else 0
+    if checked is None or not checked.ok:
+        reasons = "; ".join(checked.reasons) if checked else "no agreeing key"
+        result.notes.append(f"the combined statement did not get {threshold} signatures: {reasons}")
+        path.rename(path.with_suffix(".unsigned.json"))
+    else:
+        result.agreed, result.attestation = True, path
+    _write_result(result)
+    return result
+
+
+def _reports_for_disagreement(
+    reports: list[NodeReport], clients: list[NodeClient], agreed: Outputs, out_dir: Path
+) -> None:
+    """diffoscope between an agreeing node's outputs and each disagreeing node's."""
+    reference = next(
+        ((r, c) for r, c in zip(reports, clients, strict=True) if r.verdict == "agree"), None
+    )
+    if reference is None:
+        return
+    ours = dict(agreed)
+    for report, client in zip(reports, clients, strict=True):
+        if report.verdict != "disagree":
+            continue
+        theirs = dict(report.outputs)
+        differing = sorted(p for p in set(ours) | set(theirs) if ours.get(p) != theirs.get(p))
+        base = out_dir / "nodes" / report.name / "diff"
+        try:
+            for side, (rep, cli) in (("control", reference), ("other", (report, client))):
+                for path in differing:
+                    if path in dict(rep.outputs):
+                        target = base / side / path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(cli.artifact(rep.job_id, path))
+        except NodeError as e:
+            report.reason = f"outputs differ; fetching them for diffoscope failed: {e}"
+            continue
+        report.report = diff_outputs(
+            control=base / "control", other=base / "other", paths=differing, report_dir=base
+        )
+
+
+def _write_result(result: RebuildResult) -> None:
+    path = result.out_dir / RESULT_FILE
+    temp = path.with_name(f".{path.name}.partial")
+    temp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    temp.replace(path)
