@@ -9,8 +9,8 @@ POST /v1/rebuilds/{id}/cosign              body: statement -> signature     cosi
 GET  /v1/attestations?subject=sha256:HEX   jobs with an output of that digest read
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": FastAPI reads the dependency annotations at
+# runtime, and they name closures.
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass

@@ -75,7 +75,12 @@ class Node:
     """Jobs, workers and signatures of one rebuilder node."""
 
     def __init__(
-        self, settings: NodeSettings, signer: Signer, *, connect: Connect = connect_backend
+        self,
+        settings: NodeSettings,
+        signer: Signer,
+        *,
+        connect: Connect = connect_backend,
+        config: SandboxConfig | None = None,
     ) -> None:
         self.settings = settings
         self.signer = signer
@@ -85,7 +90,7 @@ class Node:
         self.store = JobStore(settings.directory / "node.sqlite")
         # Its own input store and scratch space: a node trusts no other node's cache.
         self.config = replace(
-            SandboxConfig.from_env(),
+            config or SandboxConfig.from_env(),
             store_dir=settings.directory / "store",
             work_dir=settings.directory / "work",
         )
