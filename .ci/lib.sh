@@ -8,6 +8,7 @@ APT_PACKAGES=(
     podman runc uidmap catatonit conmon  # rootless containers
     mmdebstrap busybox-static            # images; the in-container runner
     strace diffoscope libfaketime git ca-certificates curl
+    redis-server                         # the Celery scale-out tests
     python3 python3-venv
 )
 

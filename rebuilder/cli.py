@@ -42,6 +42,7 @@ from rebuilder.node.api import ApiSettings
 from rebuilder.node.auth import TokenRegistry, add_token
 from rebuilder.node.client import Credentials
 from rebuilder.node.node import Node, NodeSettings
+from rebuilder.node.remote import CeleryDispatch, celery_app, run_worker
 from rebuilder.node.serve import Listen, serve
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
@@ -369,6 +370,10 @@ def node_serve(
         str | None, typer.Option("--builder-id", help="Identity in provenance.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Builds at once.")] = 1,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="redis://… : builds go to 'hermetic node worker's."),
+    ] = None,
     lease: Annotated[
         float,
         typer.Option("--lease", min=1, help="Seconds before a silent worker's job is reclaimed."),
@@ -403,6 +408,10 @@ def node_serve(
             trace=config.trace,
         )
         node = Node(settings, load_signer(key, _ask_passphrase(key)))
+        if broker:
+            node.dispatch = CeleryDispatch(
+                celery_app(broker), builder_id=settings.builder_id, trace=settings.trace
+            )
         api = ApiSettings(
             tokens=TokenRegistry.load(tokens) if tokens else None,
             max_request_bytes=_size_option(max_request, "--max-request"),
@@ -417,6 +426,22 @@ def node_serve(
                 host=host, port=int(port), tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca
             ),
         )
+
+
+@node_app.command("worker")
+def node_worker(
+    ctx: typer.Context,
+    broker: Annotated[str, typer.Option("--broker", help="The node's redis://… broker.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="This worker's own directory (store, scratch).")
+    ],
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 1,
+    allow_root: AllowRoot = False,
+) -> None:
+    """Build for a node over its Celery broker (scale-out). Runs until interrupted."""
+    with _guarded(ctx):
+        refuse_root(_config(allow_root))
+        run_worker(broker, directory, concurrency=concurrency)
 
 
 @node_app.command("token")

@@ -51,6 +51,7 @@ class Job:
     reason: str
     digest: str | None  # the output-set digest when built
     lease_owner: str | None
+    executor: str = ""  # which worker built it
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -59,6 +60,7 @@ class Job:
             "outcome": self.outcome.value if self.outcome else None,
             "reason": self.reason,
             "digest": self.digest,
+            "executor": self.executor,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "spec_sha256": self.spec_sha256,
@@ -83,7 +85,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until REAL,
     outcome TEXT,
     reason TEXT NOT NULL DEFAULT '',
-    digest TEXT
+    digest TEXT,
+    executor TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, next_try);
 CREATE TABLE IF NOT EXISTS subjects (
@@ -212,13 +215,23 @@ class JobStore:
         reason: str = "",
         digest: str | None = None,
         subjects: tuple[tuple[str, str], ...] = (),
+        executor: str = "",
     ) -> bool:
         """Record the outcome, once: False when another worker holds (or finished) it."""
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = ?, outcome = ?, reason = ?, digest = ?,"
+                "UPDATE jobs SET state = ?, outcome = ?, reason = ?, digest = ?, executor = ?,"
                 " lease_owner = NULL WHERE id = ? AND lease_owner = ? AND state = ?",
-                (JobState.FINISHED, outcome, reason, digest, job_id, owner, JobState.RUNNING),
+                (
+                    JobState.FINISHED,
+                    outcome,
+                    reason,
+                    digest,
+                    executor,
+                    job_id,
+                    owner,
+                    JobState.RUNNING,
+                ),
             )
             if cursor.rowcount != 1:
                 return False
@@ -252,7 +265,8 @@ class JobStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT id, state, spec_sha256, submitted_by, created, deadline, attempts,"
-                " max_attempts, outcome, reason, digest, lease_owner FROM jobs WHERE id = ?",
+                " max_attempts, outcome, reason, digest, lease_owner, executor FROM jobs"
+                " WHERE id = ?",
                 (job_id,),
             ).fetchone()
         if row is None:
@@ -270,6 +284,7 @@ class JobStore:
             reason=row[9],
             digest=row[10],
             lease_owner=row[11],
+            executor=row[12],
         )
 
     def by_subject(self, sha256: str) -> list[str]:

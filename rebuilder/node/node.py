@@ -7,10 +7,9 @@ import base64
 import hashlib
 import json
 import logging
-import shutil
+import socket
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,34 +17,30 @@ from typing import Any
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Signer
 
-from rebuilder.attest.attestor import BuildAttestor, signed_envelope
+from rebuilder.attest.attestor import signed_envelope
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.provenance import PROVENANCE_FILE
 from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
 from rebuilder.errors import Error
+from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
-from rebuilder.node.requests import REQUEST_SPEC, RequestError, unpack_source
 from rebuilder.node.statements import (
     Outputs,
     disagreement_statement,
     failure_statement,
     statement_outputs,
 )
-from sandbox.backend import SandboxBackend, connect_backend
-from sandbox.build import ARTIFACTS_DIR, BuildRequest, run_build
+from sandbox.backend import connect_backend
+from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error as SandboxRootError
-from sandbox.errors import ImageError, InputError, OutputError, SpecError
-from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 
 log = logging.getLogger(__name__)
 
-Connect = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]
+Dispatch = Callable[[Job, bytes, Path], Execution]
 REQUEST_FILE = "request.tar.gz"
 FAILURE_FILE = "failure.intoto.json"
-# The request's own fault: rebuilding it elsewhere or later gives the same answer.
-_REQUEST_FAULTS = (RequestError, SpecError, InputError, ImageError, OutputError)
 
 
 class NodeBusy(Error):
@@ -94,6 +89,8 @@ class Node:
             store_dir=settings.directory / "store",
             work_dir=settings.directory / "work",
         )
+        # Where builds run: None here, in the node's own threads; else a remote executor.
+        self.dispatch: Dispatch | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -195,7 +192,7 @@ class Node:
         beat = threading.Thread(target=heartbeat, name=f"lease-{job.id[:8]}", daemon=True)
         beat.start()
         try:
-            outcome, reason, digest, outputs = self._execute(job)
+            outcome, reason, digest, outputs, executor = self._execute(job)
         except Exception as e:  # noqa: BLE001 - the node's fault: retry with backoff
             backoff = self.settings.backoff_s * 2 ** max(job.attempts - 1, 0)
             log.warning("job %s attempt %d: %s; retry in %.0fs", job.id, job.attempts, e, backoff)
@@ -204,41 +201,41 @@ class Node:
         finally:
             done.set()
         if not self.store.finish(
-            job.id, owner, outcome=outcome, reason=reason, digest=digest, subjects=outputs
+            job.id,
+            owner,
+            outcome=outcome,
+            reason=reason,
+            digest=digest,
+            subjects=outputs,
+            executor=executor,
         ):
             log.warning("job %s: finished elsewhere; this result is dropped", job.id)
 
-    def _execute(self, job: Job) -> tuple[Outcome, str, str | None, Outputs]:
+    def _execute(self, job: Job) -> tuple[Outcome, str, str | None, Outputs, str]:
         directory = self.jobs_dir / job.id
-        source = directory / f"src-{job.attempts}"
-        shutil.rmtree(source, ignore_errors=True)
         (directory / FAILURE_FILE).unlink(missing_ok=True)
         archive = (directory / REQUEST_FILE).read_bytes()
-        try:
-            unpack_source(archive, source)
-            spec = Spec.from_toml(source / REQUEST_SPEC)
-            attestor = BuildAttestor(
-                signers=[self.signer],
+        if self.dispatch is not None:
+            execution = self.dispatch(job, archive, directory)
+        else:
+            execution = execute(
+                archive,
+                directory,
+                attempt=job.attempts,
+                config=self.config,
+                connect=self.connect,
+                trace=self.settings.trace,
                 builder_id=self.settings.builder_id,
-                spec_document=spec.document,
+                executor=f"{socket.gethostname()}:{threading.current_thread().name}",
             )
-            request = BuildRequest(
-                spec=spec, out_dir=directory / "out", trace=self.settings.trace, attest=attestor
-            )
-            with self.connect(self.config) as backend:
-                result = run_build(request, config=self.config, backend=backend)
-        except _REQUEST_FAULTS as e:
-            self._sign_failure(job, archive, Outcome.BUILD_FAILED, e.diagnostics())
-            return Outcome.BUILD_FAILED, e.diagnostics(), None, ()
-        finally:
-            shutil.rmtree(source, ignore_errors=True)
-        if attestor.error:
-            raise SandboxRootError(attestor.error)  # unsigned is not a result: try again
-        if not result.built:
-            self._sign_failure(job, archive, Outcome.BUILD_FAILED, result.reason)
-            return Outcome.BUILD_FAILED, result.reason, None, ()
-        outputs = tuple(sorted((item.path, item.sha256) for item in result.outputs))
-        return Outcome.BUILT, "", f"sha256:{result.digest}", outputs
+        if execution.outcome is not Outcome.BUILT or execution.statement is None:
+            self._sign_failure(job, archive, execution.outcome, execution.reason)
+            return execution.outcome, execution.reason, None, (), execution.executor
+        envelope, error = signed_envelope(execution.statement, [self.signer])
+        if error:
+            raise SandboxRootError(error)  # unsigned is not a result: try again
+        write_envelope(directory / "out" / PROVENANCE_FILE, envelope)
+        return Outcome.BUILT, "", execution.digest, execution.outputs, execution.executor
 
     def _sign_failure(self, job: Job, archive: bytes, outcome: Outcome, reason: str) -> None:
         payload = failure_statement(

@@ -13,7 +13,8 @@ from pathlib import Path
 from rebuilder.attest.keys import generate_keypair, load_public_key, load_signer
 from rebuilder.node.api import ApiSettings
 from rebuilder.node.auth import TokenRegistry, token_digest
-from rebuilder.node.node import Connect, Node, NodeSettings
+from rebuilder.node.execute import Connect
+from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.serve import Listen, server
 from sandbox.backend import connect_backend
 from sandbox.config import SandboxConfig
