@@ -95,7 +95,7 @@ def main() -> None:
                         wait(node, [job.id])
                         queued.append(time.perf_counter() - started)
         finally:
-            node.stop()
+            node.close()
         overhead_ms = (statistics.median(queued) - statistics.median(direct)) * 1000
         print(
             f"trivial build: direct median {statistics.median(direct) * 1000:.0f} ms, "
@@ -114,7 +114,7 @@ def main() -> None:
                 wait(node, ids)
                 elapsed = time.perf_counter() - started
             finally:
-                node.stop()
+                node.close()
             rates[workers] = args.jobs / elapsed * 60
             rate = rates[workers]
             print(f"{workers} worker(s): {args.jobs} jobs in {elapsed:.1f} s, {rate:.1f} jobs/min")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ class NodeClient:
     def __init__(self, url: str, credentials: Credentials, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
-        cert = None
-        if credentials.client_cert and credentials.client_key:
-            cert = (str(credentials.client_cert), str(credentials.client_key))
-        verify: str | bool = str(credentials.ca) if credentials.ca else True
+        verify: ssl.SSLContext | bool = True
+        if credentials.ca or credentials.client_cert:
+            verify = ssl.create_default_context(cafile=credentials.ca)
+            if credentials.client_cert and credentials.client_key:
+                verify.load_cert_chain(credentials.client_cert, credentials.client_key)
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, cert=cert, verify=verify, timeout=timeout_s
+            base_url=self.url, headers=headers, verify=verify, timeout=timeout_s
         )
 
     def close(self) -> None:

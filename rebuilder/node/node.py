@@ -167,6 +167,12 @@ class Node:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+        self._threads.clear()
+        self._stop.clear()
+
+    def close(self) -> None:
+        """Stop the workers and close the queue."""
+        self.stop()
         self.store.close()
 
     def _work(self) -> None:

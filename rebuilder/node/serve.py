@@ -46,4 +46,4 @@ def serve(node: Node, api: ApiSettings, listen: Listen) -> None:
     try:
         server(node, api, listen).run()
     finally:
-        node.stop()
+        node.close()

@@ -76,4 +76,4 @@ class RunningNode:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-        self.node.stop()
+        self.node.close()

@@ -123,7 +123,7 @@ def test_two_celery_workers_build_for_one_node(
             assert time.monotonic() < deadline, [node.job(j.id) for j in jobs]
             time.sleep(0.5)
     finally:
-        node.stop()
+        node.close()
     node = Node(settings, load_signer(str(tmp_path / "key")))  # reopened: results persisted
     done = [node.job(j.id) for j in jobs]
     assert [j.outcome for j in done] == [Outcome.BUILT, Outcome.BUILT], [j.reason for j in done]
@@ -133,4 +133,4 @@ def test_two_celery_workers_build_for_one_node(
         attestation = tmp_path / "node" / "jobs" / job.id / "out" / "provenance.intoto.json"
         assert verify_attestation(attestation, [key]).ok
         assert (tmp_path / "node" / "jobs" / job.id / "out" / "artifacts" / "out.txt").is_file()
-    node.stop()
+    node.close()
