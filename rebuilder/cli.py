@@ -520,8 +520,8 @@ def _size_option(text: str, option: str) -> int:
 
 
 def _rebuild_progress(report: NodeReport) -> None:
-    detail = report.reason or report.outcome or report.state
-    typer.echo(f"hermetic: {report.name}: {report.state} {detail}".rstrip(), err=True)
+    detail = f": {report.reason or report.outcome}" if report.reason or report.outcome else ""
+    typer.echo(f"hermetic: {report.name} {report.url}: {report.state}{detail}", err=True)
 
 
 def _check_progress() -> LiveCheckProgress | PlainCheckProgress:

@@ -207,7 +207,8 @@ def _run_on_node(
             job = client.status(report.job_id)
             if job["state"] != report.state:
                 report.state = job["state"]
-                progress(report)
+                if report.state != "finished":  # the final word comes with the attestation
+                    progress(report)
         report.outcome, report.reason = job["outcome"], job["reason"]
         _read_attestation(client, report, out_dir)
     except NodeError as e:
