@@ -38,6 +38,8 @@ from rebuilder.attest.keys import (
 from rebuilder.attest.provenance import PROVENANCE_FILE, default_builder_id
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
+from rebuilder.gate.gate import decisions_json, run_gate, write_vsa
+from rebuilder.gate.policy import load_policy
 from rebuilder.node.api import ApiSettings
 from rebuilder.node.auth import TokenRegistry, add_token
 from rebuilder.node.client import Credentials
@@ -522,6 +524,52 @@ def _size_option(text: str, option: str) -> int:
 def _rebuild_progress(report: NodeReport) -> None:
     detail = f": {report.reason or report.outcome}" if report.reason or report.outcome else ""
     typer.echo(f"hermetic: {report.name} {report.url}: {report.state}{detail}", err=True)
+
+
+@app.command("gate")
+def gate_command(
+    ctx: typer.Context,
+    artifacts: Annotated[list[Path], typer.Argument(help="The files to admit or deny.")],
+    policy: Annotated[Path, typer.Option("--policy", help="The gate's policy (TOML).")],
+    attestations: Annotated[
+        list[str],
+        typer.Option("--attestations", help="A directory, or a node URL; repeatable."),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the decisions.")] = False,
+    vsa_key: Annotated[
+        str | None, typer.Option("--vsa-key", help="Sign a SLSA VSA per admitted artifact.")
+    ] = None,
+    vsa_dir: Annotated[Path, typer.Option("--vsa-dir", help="Where the VSAs go.")] = Path(
+        "hermetic-vsa"
+    ),
+    token: Annotated[
+        str | None, typer.Option("--token", help="Node API token (HERMETIC_NODE_TOKEN).")
+    ] = None,
+) -> None:
+    """Admit artifacts only on matching digests from enough trusted operators. Exit 0/1/2."""
+    with _guarded(ctx):
+        loaded = load_policy(policy)
+        signer = load_signer(vsa_key, _ask_passphrase(vsa_key)) if vsa_key else None
+        credentials = Credentials(token=token or os.environ.get("HERMETIC_NODE_TOKEN") or None)
+        decisions, read = run_gate(artifacts, loaded, attestations, credentials=credentials)
+        vsas: dict[str, Path] = {}
+        if signer is not None:
+            for decision in decisions:
+                if decision.admitted:
+                    vsas[decision.artifact] = write_vsa(
+                        decision,
+                        loaded,
+                        read,
+                        signer=signer,
+                        verifier_id=default_builder_id(),
+                        directory=vsa_dir,
+                    )
+        if json_output:
+            typer.echo(decisions_json(decisions, vsas))
+        else:
+            typer.echo(render.gate_decisions(decisions, vsas))
+        admitted = all(decision.admitted for decision in decisions)
+        raise typer.Exit(EXIT_OK if admitted else EXIT_NEGATIVE)
 
 
 def _check_progress() -> LiveCheckProgress | PlainCheckProgress:

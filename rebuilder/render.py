@@ -10,6 +10,7 @@ from rebuilder.attest.verify import Verification
 from rebuilder.check import INHERENT, CheckResult
 from rebuilder.compare import Difference
 from rebuilder.evidence import MARK_NOUNS
+from rebuilder.gate.decide import Decision
 from rebuilder.hints import Hint
 from rebuilder.rebuild import RebuildResult
 from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
@@ -280,4 +281,20 @@ def rebuild_summary(result: RebuildResult) -> str:
     if result.attestation:
         lines.append(f"attest  {result.attestation}")
     lines.append(f"results {result.out_dir}")
+    return "\n".join(lines)
+
+
+def gate_decisions(decisions: list[Decision], vsas: dict[str, Path]) -> str:
+    """What ``hermetic gate`` says: one verdict per artifact, then why."""
+    lines = []
+    for decision in decisions:
+        who = ", ".join(decision.agreeing) or "no trusted operator"
+        if decision.admitted:
+            lines.append(f"ADMIT {decision.artifact}  sha256:{decision.sha256[:16]}…  ({who})")
+            if decision.artifact in vsas:
+                lines.append(f"  vsa {vsas[decision.artifact]}")
+        else:
+            lines.append(f"DENY  {decision.artifact}  sha256:{decision.sha256[:16]}…")
+            lines.extend(f"  - {reason}" for reason in decision.reasons)
+        lines.extend(f"  note: {note}" for note in decision.notes)
     return "\n".join(lines)

@@ -74,6 +74,16 @@ def read_envelope(path: Path) -> StoredEnvelope:
         data = path.read_bytes()
     except OSError as e:
         raise EnvelopeError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_envelope(data, str(path))
+
+
+def parse_envelope(data: bytes, where: str) -> StoredEnvelope:
+    """Parse envelope bytes (``where`` names them in errors).
+
+    Raises:
+        EnvelopeError: not JSON, or not shaped like a DSSE envelope.
+    """
+    path = where
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -75,6 +75,12 @@ class NodeClient:
     def artifact(self, job_id: str, path: str) -> bytes:
         return self._ok(self._request("GET", f"/v1/rebuilds/{job_id}/artifacts/{path}")).content
 
+    def by_subject(self, sha256: str) -> list[dict[str, Any]]:
+        """The node's finished jobs with an output of that digest."""
+        response = self._request("GET", "/v1/attestations", params={"subject": f"sha256:{sha256}"})
+        jobs: list[dict[str, Any]] = self._ok(response).json()["jobs"]
+        return jobs
+
     def cosign(self, job_id: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
         """(True, signature entry) or (False, the node's signed disagreement)."""
         response = self._request("POST", f"/v1/rebuilds/{job_id}/cosign", content=payload)

@@ -4,6 +4,7 @@ signed disagreement, and the combined agreement the agreeing nodes co-sign."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rebuilder.attest.statement import make_statement, subject
@@ -51,6 +52,7 @@ def agreement_statement(
         "agreeing": sum(1 for node in nodes if node["verdict"] == "agree"),
         "request": {"sha256": spec_sha256},
         "nodes": list(nodes),
+        "createdOn": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return make_statement([subject(p, d) for p, d in outputs], AGREEMENT_PREDICATE, predicate)
 

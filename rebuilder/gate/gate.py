@@ -1,0 +1,106 @@
+"""``hermetic gate``: collect, verify, decide per artifact, and optionally sign a SLSA
+Verification Summary Attestation for each admitted one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+
+from rebuilder.attest.envelope import sign_payload, write_envelope
+from rebuilder.attest.statement import make_statement, subject
+from rebuilder.errors import Error
+from rebuilder.gate.decide import Decision, Evidence, decide, evidence
+from rebuilder.gate.policy import Policy
+from rebuilder.gate.sources import collect
+from rebuilder.node.client import Credentials
+from sandbox.digests import sha256_file
+
+VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
+
+
+class GateError(Error):
+    """The gate cannot decide (an artifact is missing)."""
+
+
+def run_gate(
+    artifacts: Sequence[Path],
+    policy: Policy,
+    sources: Sequence[str],
+    *,
+    credentials: Credentials,
+    now: datetime | None = None,
+) -> tuple[list[Decision], list[tuple[str, bytes]]]:
+    """Decisions for every artifact, and the attestations that were read."""
+    for artifact in artifacts:
+        if not artifact.is_file():
+            raise GateError(f"{artifact}: no such artifact file")
+    digests = [sha256_file(artifact.resolve())[0] for artifact in artifacts]
+    collected = collect(sources, digests, policy, credentials)
+    found: list[Evidence] = []
+    notes = list(collected.notes)
+    for origin, data in collected.attestations:
+        item, why = evidence(origin, data, policy)
+        if item is not None:
+            found.append(item)
+        elif b"payloadType" in data[:4096]:  # an envelope that does not count; others: not ours
+            notes.append(why)
+    decisions = []
+    for artifact in artifacts:
+        decision = decide(artifact, policy, found, now=now, unreachable=collected.unreachable)
+        decisions.append(Decision(**{**decision.__dict__, "notes": (*decision.notes, *notes)}))
+    return decisions, collected.attestations
+
+
+def write_vsa(
+    decision: Decision,
+    policy: Policy,
+    attestations: Sequence[tuple[str, bytes]],
+    *,
+    signer: Signer,
+    verifier_id: str,
+    directory: Path,
+) -> Path:
+    """A signed SLSA VSA v1 for an admitted artifact, written beside the others."""
+    used = [(o, d) for o, d in attestations if o in decision.used]
+    predicate = {
+        "verifier": {"id": verifier_id},
+        "timeVerified": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "resourceUri": Path(decision.artifact).name,
+        "policy": {
+            "uri": policy.path.resolve().as_uri(),
+            "digest": {"sha256": hashlib.sha256(policy.path.read_bytes()).hexdigest()},
+        },
+        "inputAttestations": [
+            {"uri": origin, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
+            for origin, data in used
+        ],
+        "verificationResult": "PASSED",
+        "verifiedLevels": [],
+        "slsaVersion": "1.0",
+        "hermetic": {"agreeingOperators": list(decision.agreeing), "threshold": policy.threshold},
+    }
+    payload = make_statement(
+        [subject(Path(decision.artifact).name, decision.sha256)], VSA_PREDICATE, predicate
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{Path(decision.artifact).name}.vsa.intoto.json"
+    write_envelope(path, sign_payload(payload, [signer]))
+    return path
+
+
+def decisions_json(decisions: Sequence[Decision], vsas: dict[str, Path]) -> str:
+    return json.dumps(
+        {
+            "admitted": all(d.admitted for d in decisions),
+            "decisions": [
+                {**d.to_json(), "vsa": str(vsas[d.artifact]) if d.artifact in vsas else None}
+                for d in decisions
+            ],
+        },
+        indent=2,
+    )
