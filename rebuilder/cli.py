@@ -39,6 +39,7 @@ from rebuilder.attest.provenance import PROVENANCE_FILE, default_builder_id
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
 from rebuilder.gate.gate import decisions_json, run_gate, write_vsa
+from rebuilder.gate.layout import write_layout
 from rebuilder.gate.policy import load_policy
 from rebuilder.node.api import ApiSettings
 from rebuilder.node.auth import TokenRegistry, add_token
@@ -570,6 +571,21 @@ def gate_command(
             typer.echo(render.gate_decisions(decisions, vsas))
         admitted = all(decision.admitted for decision in decisions)
         raise typer.Exit(EXIT_OK if admitted else EXIT_NEGATIVE)
+
+
+@app.command("layout")
+def layout_command(
+    ctx: typer.Context,
+    policy: Annotated[Path, typer.Option("--policy", help="The gate's policy (TOML).")],
+    key: Annotated[str, typer.Option("--key", help="The release owner's signing key.")],
+    out: Annotated[Path, typer.Option("--out", help="The signed in-toto layout.")] = Path(
+        "root.layout"
+    ),
+) -> None:
+    """Export the gate policy as a signed in-toto layout. Exit 0 / 2."""
+    with _guarded(ctx):
+        written = write_layout(load_policy(policy), load_signer(key, _ask_passphrase(key)), out)
+        typer.echo(f"layout  {written}")
 
 
 def _check_progress() -> LiveCheckProgress | PlainCheckProgress:
