@@ -49,9 +49,22 @@ def run_gate(
             found.append(item)
         elif b"payloadType" in data[:4096]:  # an envelope that does not count; others: not ours
             notes.append(why)
+    by_digest: dict[str, list[Evidence]] = {}
+    by_name: dict[str, list[Evidence]] = {}
+    for item in found:
+        for name, digest in item.subjects():
+            by_digest.setdefault(digest, []).append(item)
+            by_name.setdefault(name, []).append(item)
     decisions = []
-    for artifact in artifacts:
-        decision = decide(artifact, policy, found, now=now, unreachable=collected.unreachable)
+    for artifact, digest in zip(artifacts, digests, strict=True):
+        # what names it, and what says something else under the same names
+        named = by_digest.get(digest, [])
+        relevant = {id(e): e for e in named}
+        for name in {n for e in named for n, d in e.subjects() if d == digest}:
+            relevant.update({id(e): e for e in by_name.get(name, [])})
+        decision = decide(
+            artifact, policy, list(relevant.values()), now=now, unreachable=collected.unreachable
+        )
         decisions.append(Decision(**{**decision.__dict__, "notes": (*decision.notes, *notes)}))
     return decisions, collected.attestations
 

@@ -105,3 +105,33 @@ def test_usage_errors_exit_2(tmp_path: Path, config: SandboxConfig) -> None:
         tmp_path, config, str(spec), "--node", "http://127.0.0.1:9", "--threshold", "2"
     )
     assert code == 2 and "more than the 1 nodes" in stderr
+
+
+def test_the_gate_reads_attestations_from_the_nodes(
+    tmp_path: Path, config: SandboxConfig, two_nodes: list[RunningNode]
+) -> None:
+    spec = write_spec(tmp_path / "src", SPEC)
+    nodes = [arg for node in two_nodes for arg in ("--node", node.pinned)]
+    code, _, _ = invoke(tmp_path, config, str(spec), *nodes, "--out", str(tmp_path / "out"))
+    assert code == 0
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "[policy]\nthreshold = 2\nallow_network_attempts = true\n"
+        + "".join(
+            f'\n[[operators]]\nname = "op{i}"\nnodes = ["{node.url}"]\n'
+            f'keys = [{{ file = "{node.public_key_file}" }}]\n'
+            for i, node in enumerate(two_nodes)
+        )
+    )
+    # the fake build hands the spec back as its output: that is the artifact
+    artifact = tmp_path / "out" / "hermetic.toml"
+    artifact.write_bytes(spec.read_bytes())
+    args = ["gate", str(artifact), "--policy", str(policy), "--token", TOKEN]
+    for node in two_nodes:
+        args += ["--attestations", node.url]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(f"ADMIT {artifact}") and "(op0, op1)" in done.stdout
+    two_nodes[1].stop()  # a required node that cannot be reached: fail closed
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 1 and "failing closed" in done.stdout
