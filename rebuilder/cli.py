@@ -38,7 +38,7 @@ from rebuilder.attest.keys import (
 from rebuilder.attest.provenance import PROVENANCE_FILE, default_builder_id
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
-from rebuilder.gate.gate import decisions_json, run_gate, write_vsa
+from rebuilder.gate.gate import GateError, decisions_json, run_gate, write_vsa
 from rebuilder.gate.layout import write_layout
 from rebuilder.gate.policy import load_policy
 from rebuilder.node.api import ApiSettings
@@ -533,9 +533,12 @@ def gate_command(
     artifacts: Annotated[list[Path], typer.Argument(help="The files to admit or deny.")],
     policy: Annotated[Path, typer.Option("--policy", help="The gate's policy (TOML).")],
     attestations: Annotated[
-        list[str],
-        typer.Option("--attestations", help="A directory, or a node URL; repeatable."),
-    ],
+        list[str] | None,
+        typer.Option(
+            "--attestations",
+            help="A directory, or a node URL; repeatable (default: the policy's nodes).",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the decisions.")] = False,
     vsa_key: Annotated[
         str | None, typer.Option("--vsa-key", help="Sign a SLSA VSA per admitted artifact.")
@@ -552,7 +555,13 @@ def gate_command(
         loaded = load_policy(policy)
         signer = load_signer(vsa_key, _ask_passphrase(vsa_key)) if vsa_key else None
         credentials = Credentials(token=token or os.environ.get("HERMETIC_NODE_TOKEN") or None)
-        decisions, read = run_gate(artifacts, loaded, attestations, credentials=credentials)
+        sources = attestations or [url for op in loaded.operators for url in op.nodes]
+        if not sources:
+            raise GateError(
+                "no attestations to read: pass --attestations DIR|URL, or list the operators' "
+                "nodes in the policy"
+            )
+        decisions, read = run_gate(artifacts, loaded, sources, credentials=credentials)
         vsas: dict[str, Path] = {}
         if signer is not None:
             for decision in decisions:

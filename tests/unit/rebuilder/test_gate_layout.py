@@ -87,3 +87,22 @@ def test_in_toto_and_the_gate_decide_alike(
     gate_admits, reasons = world.decide(policy_path)
     assert gate_admits is admitted, reasons
     assert in_toto_accepts(owner, layout, links, release) is admitted
+
+
+def test_hermetic_layout_writes_a_layout_in_toto_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rebuilder.attest.keys import generate_keypair
+    from rebuilder.cli import app
+
+    world = World(tmp_path)
+    for name in ("acme", "globex"):
+        world.operator(name)
+    generate_keypair(tmp_path / "owner")
+    out = tmp_path / "root.layout"
+    args = ["layout", "--policy", str(world.policy()), "--key", str(tmp_path / "owner")]
+    done = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    layout = Metablock.load(str(out)).signed
+    (step,) = layout.steps
+    assert step.name == REBUILD_STEP and step.threshold == 2 and len(step.pubkeys) == 2
