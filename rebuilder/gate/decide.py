@@ -4,6 +4,7 @@ unknown counts against admission, never for it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 
 from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope
+from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
 from rebuilder.attest.statement import (
     PAYLOAD_TYPE,
     SLSA_PROVENANCE_V1,
@@ -94,6 +96,8 @@ def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None,
     Returns:
         (the evidence, "") or (None, why it does not count).
     """
+    if _looks_like_bundle(data):
+        return _bundle_evidence(origin, data, policy)
     try:
         envelope = parse_envelope(data, origin)
     except EnvelopeError as e:
@@ -111,6 +115,39 @@ def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None,
     return Evidence(
         origin=origin, operators=operators, statement=statement, time=_time(statement)
     ), ""
+
+
+def _looks_like_bundle(data: bytes) -> bool:
+    try:
+        return is_bundle(json.loads(data))
+    except ValueError:
+        return False
+
+
+def _bundle_evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None, str]:
+    """A Sigstore bundle (DSSE) counts for the operator whose identity signed it."""
+    try:
+        checked = check_bundle(data, policy.keys)
+    except BundleError as e:
+        return None, f"{origin}: {e}"
+    if checked.signed_by is None:
+        return None, f"{origin}: signed by no trusted Sigstore identity"
+    if checked.payload_type != PAYLOAD_TYPE or checked.payload is None:
+        return None, f"{origin}: the bundle does not hold an in-toto statement"
+    try:
+        statement = parse_statement(checked.payload)
+    except StatementError as e:
+        return None, f"{origin}: {e}"
+    operator = policy.operator_of()[checked.signed_by]
+    return (
+        Evidence(
+            origin=origin,
+            operators=frozenset({operator}),
+            statement=statement,
+            time=_time(statement),
+        ),
+        "",
+    )
 
 
 def _image(item: Evidence) -> str | None:

@@ -134,3 +134,24 @@ def test_keyless_without_ambient_credentials_says_where_they_come_from(
     monkeypatch.setattr("sigstore.oidc.detect_credential", lambda: None)
     with pytest.raises(KeyProblem, match="no ambient OIDC credential"):
         load_signer("sigstore:")
+
+
+def test_the_gate_counts_a_bundle_for_the_operator_of_its_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rebuilder.gate.decide import evidence
+    from rebuilder.gate.policy import load_policy
+
+    monkeypatch.setenv("HERMETIC_SIGSTORE_INSTANCE", "staging")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[policy]\nthreshold = 1\n\n[[operators]]\nname = "conformance"\n'
+        f'sigstore = [{{ issuer = "{GITHUB}", subject = "{BEACON}" }}]\n'
+    )
+    found, why = evidence("bundle", DSSE_BUNDLE.read_bytes(), load_policy(policy))
+    assert found is not None, why
+    assert found.operators == {"conformance"}
+    assert found.predicate_type == "https://slsa.dev/provenance/v1"
+    policy.write_text(policy.read_text().replace("extremely-dangerous", "someone-else"))
+    found, why = evidence("bundle", DSSE_BUNDLE.read_bytes(), load_policy(policy))
+    assert found is None and "no trusted Sigstore identity" in why
