@@ -284,6 +284,7 @@ def _combine(
             report.verdict, report.reason = "refused", "refused to co-sign the agreement"
             continue
         signatures.append(answer)
+    _collect_refusals(reports, clients, payload, out_dir)
     envelope = {
         "payload": base64.b64encode(payload).decode(),
         "payloadType": PAYLOAD_TYPE,
@@ -302,6 +303,26 @@ def _combine(
         result.agreed, result.attestation = True, path
     _write_result(result)
     return result
+
+
+def _collect_refusals(
+    reports: list[NodeReport], clients: list[NodeClient], payload: bytes, out_dir: Path
+) -> None:
+    """A disagreeing node is shown the agreement too: it answers with a signed refusal."""
+    for report, client in zip(reports, clients, strict=True):
+        if report.verdict != "disagree":
+            continue
+        try:
+            signed, answer = client.cosign(report.job_id, payload)
+        except NodeError as e:
+            report.reason = f"no signed disagreement: {e}"
+            continue
+        if signed:  # it signed what it did not build: its word is worth nothing
+            report.verdict, report.reason = "invalid", "co-signed an agreement it disagrees with"
+            continue
+        path = out_dir / "nodes" / report.name / "disagreement.intoto.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_envelope(path, answer)
 
 
 def _reports_for_disagreement(

@@ -145,6 +145,10 @@ def test_a_compromised_node_disagrees_k2_forms_k3_fails(
     bad = two.nodes[2]
     assert bad.report is not None and bad.report.text is not None
     assert "a backdoor" in bad.report.text.read_text()
+    refusal = tmp_path / "k2" / "nodes" / bad.name / "disagreement.intoto.json"
+    signed_no = verify_attestation(refusal, [running[2].key])
+    assert signed_no.ok and signed_no.statement is not None
+    assert signed_no.statement["predicateType"] == DISAGREEMENT_PREDICATE
     assert two.attestation is not None
     assert verify_attestation(two.attestation, [n.key for n in running[:2]], threshold=2).ok
     assert not three.agreed and three.attestation is None
