@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import logging
+import shutil
 import socket
 import threading
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from sandbox.backend import connect_backend
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error as SandboxRootError
+from sandbox.proc import run as run_program
 from sandbox.trace.levels import TraceLevel
 
 log = logging.getLogger(__name__)
@@ -155,12 +157,44 @@ class Node:
     # --- workers --------------------------------------------------------------------
 
     def start(self) -> None:
+        self.reap_orphans()
         for index in range(self.settings.workers):
             thread = threading.Thread(
                 target=self._work, name=f"hermetic-worker-{index}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
+
+    def reap_orphans(self) -> None:
+        """Remove what builds of a killed node left: containers built from this node's
+        scratch space, and the scratch directories (no build of ours runs yet)."""
+        if self.config.backend == "podman":
+            self._remove_containers_under(self.config.work_dir)
+        if self.config.work_dir.is_dir():
+            for leftover in self.config.work_dir.iterdir():
+                if leftover.name.startswith("build-"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+    def _remove_containers_under(self, root: Path) -> None:
+        podman = [self.config.podman_bin]
+        try:
+            listed = run_program(
+                [*podman, "ps", "-a", "-q", "--filter", "label=dev.hermetic.build"], timeout=60
+            )
+            ids = listed.stdout.decode().split()
+            if not ids:
+                return
+            inspected = json.loads(run_program([*podman, "inspect", *ids], timeout=60).stdout)
+        except (SandboxRootError, ValueError) as e:
+            log.warning("could not look for orphaned build containers: %s", e)
+            return
+        for container in inspected:
+            sources = [Path(m.get("Source", "/")) for m in container.get("Mounts", [])]
+            if any(source.is_relative_to(root) for source in sources):
+                log.info("removing orphaned build container %s", container.get("Name"))
+                run_program(
+                    [*podman, "rm", "-f", "-t", "0", container["Id"]], timeout=60, check=False
+                )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -313,3 +313,16 @@ def test_a_node_killed_mid_build_finishes_the_job_once_after_restart(
     assert status["outcome"] == "built", status
     assert status["attempts"] == 2  # the lost attempt, then the one that finished
     assert [job["id"] for job in listed["jobs"]] == [job["id"]]  # reported once
+    # the killed node's container was removed when the node came back
+    ids = subprocess.run(
+        ["podman", "ps", "-a", "-q", "--filter", "label=dev.hermetic.build"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if ids:
+        inspected = json.loads(
+            subprocess.run(["podman", "inspect", *ids], capture_output=True, check=True).stdout
+        )
+        mounts = [m["Source"] for c in inspected for m in c["Mounts"]]
+        assert not [m for m in mounts if m.startswith(str(tmp_path))], mounts
