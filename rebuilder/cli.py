@@ -156,7 +156,7 @@ def _signature_note(signers: list[Signer], error: str) -> str:
     if error:
         return f"UNSIGNED ({error})"
     if not signers:
-        return "unsigned: no key (run 'hermetic keygen', or pass --sign)"
+        return "unsigned: no key; run 'hermetic keygen' or pass --sign"
     return "signed by " + ", ".join(signer.public_key.keyid[:16] + "…" for signer in signers)
 
 
