@@ -26,6 +26,7 @@ from rebuilder.errors import Error
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
 from rebuilder.node.statements import (
+    AGREEMENT_PREDICATE,
     Outputs,
     disagreement_statement,
     failure_statement,
@@ -304,7 +305,8 @@ class Node:
         return statement_outputs(parse_statement(envelope.payload))
 
     def cosign(self, job_id: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
-        """Sign a combined statement only if its subjects are exactly this node's outputs.
+        """Sign a combined agreement only if its subjects are exactly this node's outputs
+        and it describes this node's job, key and outputs as they are.
 
         Returns:
             (True, the signature entry) or (False, a signed disagreement envelope).
@@ -313,8 +315,34 @@ class Node:
             StatementError: the payload is not a valid in-toto Statement.
         """
         statement = parse_statement(payload)
+        if statement.get("predicateType") != AGREEMENT_PREDICATE:
+            # A node vouches with its own provenance; it co-signs agreements and nothing else.
+            raise StatementError(
+                f"this node co-signs only {AGREEMENT_PREDICATE} statements, "
+                f"not {statement.get('predicateType')!r}"
+            )
         own = self.own_outputs(job_id) or ()
-        if own and statement_outputs(statement) == own:
+        keyid = self.signer.public_key.keyid
+        listed = [
+            entry
+            for entry in statement.get("predicate", {}).get("nodes", [])
+            if isinstance(entry, dict)
+            and entry.get("jobId") == job_id
+            and entry.get("keyid") == keyid
+        ]
+        said_of_us = (
+            len(listed) == 1
+            and listed[0].get("verdict") == "agree"
+            and tuple(
+                sorted(
+                    (str(o.get("name")), str(o.get("sha256")))
+                    for o in listed[0].get("outputs", [])
+                    if isinstance(o, dict)
+                )
+            )
+            == own
+        )
+        if own and statement_outputs(statement) == own and said_of_us:
             envelope = Envelope(payload, PAYLOAD_TYPE, {})
             signature = envelope.sign(self.signer)
             sig = base64.b64encode(bytes.fromhex(signature.signature)).decode()

@@ -79,8 +79,15 @@ def unpack_source(data: bytes, dest: Path) -> None:
                 problem = _safe(member)
                 if problem:
                     raise RequestError(f"refused {member.name!r} in the source archive: {problem}")
+            root = dest.resolve()
             for member in members:
                 target = dest / member.name
+                # a link unpacked earlier must not carry a later member out of the tree
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.parent.resolve().is_relative_to(root):
+                    raise RequestError(f"refused {member.name!r}: it would land outside the tree")
+                if target.is_symlink() or (target.exists() and not member.isdir()):
+                    raise RequestError(f"refused {member.name!r}: it is in the archive twice")
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                 elif member.issym():

@@ -222,7 +222,15 @@ def test_a_node_refuses_to_co_sign_other_subjects(
             content=json.dumps(agreed).encode(),
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
+        provenance = read_envelope(result.nodes[0].attestation or Path()).payload
+        forged = httpx.post(
+            f"{node.url}/v1/rebuilds/{job_id}/cosign",
+            content=provenance,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
     assert answer.status_code == 409
+    # its own provenance, re-presented for a co-signature, is not an agreement: refused
+    assert forged.status_code == 400 and "co-signs only" in forged.text
     refusal = tmp_path / "refusal.json"
     refusal.write_text(json.dumps(answer.json()["disagreement"]))
     checked = verify_attestation(refusal, [node.key])

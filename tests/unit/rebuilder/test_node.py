@@ -144,6 +144,15 @@ def member(
         ([member("dev", tarfile.CHRTYPE)], "not a file"),
         ([member("s", mode=0o4755)], "setuid"),
         ([member("other.txt")], "no hermetic.toml"),
+        (
+            [
+                member("x/y", tarfile.SYMTYPE, ".."),
+                member("x/y/z", tarfile.SYMTYPE, ".."),
+                member("x/y/z/escaped"),
+            ],
+            "outside the tree",
+        ),
+        ([member("hermetic.toml"), member("hermetic.toml")], "twice"),
     ],
 )
 def test_unsafe_requests_are_refused(
