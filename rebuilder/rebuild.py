@@ -247,10 +247,14 @@ def _combine(
     out_dir: Path,
 ) -> RebuildResult:
     groups = Counter(r.outputs for r in reports if r.verdict == "built")
-    agreed_outputs: Outputs = groups.most_common(1)[0][0] if groups else ()
+    ranked = groups.most_common(2)
+    tied = len(ranked) == 2 and ranked[0][1] == ranked[1][1]
+    # a tie has no majority: nobody agrees, whatever the threshold
+    agreed_outputs: Outputs = ranked[0][0] if ranked and not tied else ()
     for report in reports:
         if report.verdict == "built":
-            report.verdict = "agree" if report.outputs == agreed_outputs else "disagree"
+            agrees = bool(agreed_outputs) and report.outputs == agreed_outputs
+            report.verdict = "agree" if agrees else "disagree"
     agreeing = [r for r in reports if r.verdict == "agree"]
     result = RebuildResult(
         agreed=False,
@@ -346,6 +350,8 @@ def _reports_for_disagreement(
                 for path in differing:
                     if path in dict(rep.outputs):
                         target = base / side / path
+                        if not target.resolve().is_relative_to((base / side).resolve()):
+                            raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(cli.artifact(rep.job_id, path))
         except NodeError as e:

@@ -81,7 +81,18 @@ def check_bundle(data: bytes, keys: Sequence[Key], artifact: bytes | None = None
     is_dsse = "dsseEnvelope" in json.loads(data)
     if not is_dsse and artifact is None:
         raise BundleError("a message-signature bundle vouches for one file: give it as --artifact")
-    verifier = _verifier()
+    if not _identities(keys):
+        return BundleCheck(
+            signed_by=None,
+            failures=("a Sigstore bundle needs a sigstore-oidc key (identity and issuer)",),
+        )
+    try:
+        verifier = _verifier()  # refreshes Sigstore's trust root (TUF) unless offline
+    except SigstoreError as e:
+        raise BundleError(
+            f"cannot load Sigstore's trust root: {e}; set HERMETIC_SIGSTORE_OFFLINE=1 to use "
+            "the one shipped with sigstore-python"
+        ) from None
     failures = []
     for keyid, name, identity in _identities(keys):
         try:
@@ -93,6 +104,4 @@ def check_bundle(data: bytes, keys: Sequence[Key], artifact: bytes | None = None
             return BundleCheck(signed_by=keyid)
         except SigstoreError as e:
             failures.append(f"{name}: {e}")
-    if not _identities(keys):
-        failures.append("a Sigstore bundle needs a sigstore-oidc key (identity and issuer)")
     return BundleCheck(signed_by=None, failures=tuple(failures))

@@ -84,9 +84,10 @@ def _time(statement: dict[str, Any]) -> datetime | None:
     ):
         if isinstance(value, str):
             try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00"))
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 return None
+            return parsed if parsed.tzinfo else None  # no zone: no knowable time
     return None
 
 
@@ -222,6 +223,10 @@ def decide(
             if image not in policy.images:
                 reasons.append(f"{item.origin}: image sha256:{image} is not allowed by the policy")
     if not policy.allow_network_attempts:
+        if not provenance:
+            reasons.append(
+                "no trusted provenance records the network attempts; the policy forbids them"
+            )
         for item in provenance:
             attempts = _network_attempts(item)
             if attempts is None or attempts > 0:

@@ -112,6 +112,15 @@ def _sigstore(path: Path, where: str, entry: Any) -> Key:
     )
 
 
+def _flag(path: Path, key: str, value: object, default: bool) -> bool:
+    """A true/false setting; anything else (a string "false"…) is an error, not a guess."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _fail(path, key, f"expected true or false, got {value!r}")
+    return value
+
+
 def _operator(path: Path, index: int, entry: Any) -> Operator:
     where = f"operators[{index}]"
     if not isinstance(entry, dict):
@@ -135,7 +144,10 @@ def _operator(path: Path, index: int, entry: Any) -> Operator:
     if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
         raise _fail(path, f"{where}.nodes", "expected a list of URLs")
     return Operator(
-        name=name, keys=tuple(keys), nodes=tuple(nodes), optional=bool(entry.get("optional", False))
+        name=name,
+        keys=tuple(keys),
+        nodes=tuple(nodes),
+        optional=_flag(path, f"{where}.optional", entry.get("optional"), False),
     )
 
 
@@ -223,8 +235,12 @@ def load_policy(path: Path) -> Policy:
         threshold=threshold,
         operators=tuple(operators),
         max_age_s=_duration(path, settings["max_age"]) if "max_age" in settings else None,
-        allow_network_attempts=bool(settings.get("allow_network_attempts", False)),
-        deny_on_disagreement=bool(settings.get("deny_on_disagreement", True)),
-        require_check=bool(settings.get("require_check", False)),
+        allow_network_attempts=_flag(
+            path, "policy.allow_network_attempts", settings.get("allow_network_attempts"), False
+        ),
+        deny_on_disagreement=_flag(
+            path, "policy.deny_on_disagreement", settings.get("deny_on_disagreement"), True
+        ),
+        require_check=_flag(path, "policy.require_check", settings.get("require_check"), False),
         images=allowed,
     )

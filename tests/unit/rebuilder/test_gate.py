@@ -208,6 +208,17 @@ def test_a_co_signed_agreement_counts_every_signing_operator(world: World) -> No
     assert world.decide(world.policy()) == (True, ())
 
 
+def test_an_agreement_alone_says_nothing_of_network_attempts(world: World) -> None:
+    payload = agreement_statement(
+        outputs=(("hello", world.digest),), threshold=2, nodes=[], spec_sha256="0" * 64
+    )
+    world.save(sign_payload(payload, [world.signers["acme"][0], world.signers["globex"][0]]))
+    policy = world.policy().read_text().replace(f'images = ["sha256:{IMAGE}"]\n', "")
+    (world.root / "policy.toml").write_text(policy)
+    admitted, reasons = world.decide(world.root / "policy.toml")
+    assert not admitted and "records the network attempts" in reasons[0]
+
+
 def test_a_required_check_verdict(world: World) -> None:
     world.provenance("acme")
     world.provenance("globex")
@@ -297,6 +308,7 @@ def test_the_cli_exit_codes_json_and_vsa(world: World, tmp_path: Path) -> None:
         ("unknown setting", None, "sloppy = true\n", "unknown key"),
         ("bad age", None, "", "expected a duration"),
         ("empty images", None, "", "non-empty list"),
+        ("a string for a flag", None, 'allow_network_attempts = "false"\n', "true or false"),
     ],
 )
 def test_bad_policies_are_errors_never_a_pass(
