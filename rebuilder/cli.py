@@ -105,6 +105,11 @@ def _guarded(ctx: typer.Context) -> Iterator[None]:
             traceback.print_exc()
         typer.echo(f"hermetic: error: {e.diagnostics()}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
+    except OSError as e:  # a file the user named cannot be read or written
+        if ctx.obj:
+            traceback.print_exc()
+        typer.echo(f"hermetic: error: {e}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         typer.echo("hermetic: interrupted; the build container was removed", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -338,7 +343,8 @@ def verify(
         keys = [load_public_key(path) for path in key]
         if threshold is not None and threshold > len({k.keyid for k in keys}):
             raise KeyProblem(
-                f"--threshold {threshold} is more than the {len(keys)} distinct key(s) given"
+                f"--threshold {threshold} is more than the "
+                f"{len({k.keyid for k in keys})} distinct key(s) given"
             )
         for path in artifact or []:
             if not path.is_file():
@@ -394,15 +400,22 @@ def node_serve(
     with _guarded(ctx):
         config = _config(allow_root)
         refuse_root(config)
-        if tokens is None and not (tls_cert and tls_key and client_ca):
+        tls = [tls_cert, tls_key, client_ca]
+        if any(tls) and not (tls_cert and tls_key):
+            raise KeyProblem("TLS needs both --tls-cert and --tls-key (and --client-ca for mTLS)")
+        if tokens is None and not all(tls):
             raise KeyProblem(
                 "a node needs authentication: --tokens FILE, or mutual TLS "
                 "(--tls-cert, --tls-key and --client-ca)"
             )
         host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise KeyProblem(f"--listen {listen!r}: expected HOST:PORT, such as 127.0.0.1:8470")
         settings = NodeSettings(
             directory=directory.resolve(),
-            builder_id=builder_id or f"https://hermetic.dev/builders/node#{host}:{port}",
+            builder_id=builder_id
+            or os.environ.get("HERMETIC_BUILDER_ID")
+            or f"https://hermetic.dev/builders/node#{host}:{port}",
             workers=workers,
             lease_s=lease,
             deadline_s=deadline,
@@ -412,8 +425,10 @@ def node_serve(
         )
         node = Node(settings, load_signer(key, _ask_passphrase(key)))
         if broker:
+            # redelivery of an unacknowledged build only after its deadline (and a margin)
+            app_ = celery_app(broker, visibility_timeout_s=deadline + 600)
             node.dispatch = CeleryDispatch(
-                celery_app(broker), builder_id=settings.builder_id, trace=settings.trace
+                app_, builder_id=settings.builder_id, trace=settings.trace
             )
         api = ApiSettings(
             tokens=TokenRegistry.load(tokens) if tokens else None,
@@ -487,7 +502,15 @@ def rebuild_command(
     """Rebuild on independent nodes; K agreeing nodes co-sign one statement. Exit 0 / 1 / 2."""
     with _guarded(ctx):
         parsed = Spec.from_toml(spec)
+        if parsed.path.name != "hermetic.toml":
+            raise RebuildError(
+                f"{parsed.path}: nodes build the hermetic.toml at the root of the directory "
+                "sent; name the spec hermetic.toml"
+            )
         targets = [NodeTarget.parse(item) for item in node or []]
+        for target in targets:
+            if target.key_file is not None:
+                load_public_key(target.key_file)  # an unusable pinned key stops us now
         if not targets:
             raise RebuildError("name the nodes: --node URL (repeatable)")
         if threshold > len(targets):

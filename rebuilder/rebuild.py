@@ -200,7 +200,10 @@ def _run_on_node(
         deadline = time.monotonic() + timeout_s
         while job["state"] != "finished":
             if time.monotonic() > deadline:
-                report.reason = f"no result within {timeout_s:.0f}s"
+                report.reason = (
+                    f"job {report.job_id} still {report.state} after {timeout_s:.0f}s "
+                    "(--timeout); it may finish on the node later"
+                )
                 progress(report)
                 return
             time.sleep(poll_s)
@@ -213,6 +216,8 @@ def _run_on_node(
         _read_attestation(client, report, out_dir)
     except NodeError as e:
         report.reason = str(e)
+    except (Error, ValueError, KeyError, TypeError) as e:  # a node answering nonsense
+        report.reason = f"{target.url}: unusable answer: {e!r}"
     progress(report)
 
 

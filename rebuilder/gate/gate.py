@@ -101,7 +101,8 @@ def write_vsa(
         [subject(Path(decision.artifact).name, decision.sha256)], VSA_PREDICATE, predicate
     )
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{Path(decision.artifact).name}.vsa.intoto.json"
+    # the digest keeps two artifacts of one name apart
+    path = directory / f"{Path(decision.artifact).name}.{decision.sha256[:12]}.vsa.intoto.json"
     write_envelope(path, sign_payload(payload, [signer]))
     return path
 

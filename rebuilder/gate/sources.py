@@ -8,10 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rebuilder.errors import Error
 from rebuilder.gate.policy import Policy
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 
 MAX_ATTESTATION_BYTES = 16 * 1024**2
+
+
+class SourceError(Error):
+    """An attestation source the user named does not exist."""
 
 
 @dataclass(kw_only=True)
@@ -39,8 +44,7 @@ def collect(
             continue
         root = Path(source)
         if not root.is_dir():
-            found.unreachable.append(f"{source} (not a directory)")
-            continue
+            raise SourceError(f"--attestations {source}: no such directory (nor a URL)")
         for path in sorted(root.rglob("*.json")):
             if path.is_file() and path.stat().st_size <= MAX_ATTESTATION_BYTES:
                 found.attestations.append((str(path), path.read_bytes()))
@@ -59,7 +63,7 @@ def _from_node(
                     seen.add(job["id"])
                     origin = f"{url.rstrip('/')}/v1/rebuilds/{job['id']}/attestation"
                     found.attestations.append((origin, client.attestation(job["id"])))
-    except NodeError as e:
+    except (NodeError, KeyError, ValueError) as e:
         if _optional(policy, url):
             found.notes.append(f"optional node unreachable: {e}")
         else:

@@ -50,6 +50,8 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         declared = request.headers.get("content-length")
+        if declared is not None and not declared.isdigit():
+            return JSONResponse({"detail": "Content-Length is not a number"}, 400)
         if declared is not None and int(declared) > settings.max_request_bytes:
             return JSONResponse(
                 {"detail": f"request larger than {settings.max_request_bytes} bytes"}, 413

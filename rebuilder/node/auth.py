@@ -53,7 +53,11 @@ class TokenRegistry:
                     raise ValueError(f"unknown scopes {sorted(unknown)}; known: {SCOPES}")
                 entries[str(item["sha256"])] = Principal(str(item["name"]), scopes)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise AuthConfigError(f"{path}: not a usable tokens file: {e}") from None
+            raise AuthConfigError(
+                f"{path}: not a usable tokens file ({e!r}); expected "
+                '{"tokens": [{"name": …, "sha256": …, "scopes": [...]}]}, as '
+                "'hermetic node token' writes it"
+            ) from None
         return cls(entries)
 
     def principal(self, token: str) -> Principal | None:
@@ -68,7 +72,8 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
     """Create a token, append its digest to the tokens file (0600), return the token."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
-        raise AuthConfigError(f"scopes must be among {', '.join(SCOPES)}")
+        named = f"unknown scope(s) {', '.join(sorted(unknown))}; " if unknown else ""
+        raise AuthConfigError(f"{named}scopes must be among {', '.join(SCOPES)}")
     document: dict[str, list[dict[str, object]]] = {"tokens": []}
     if path.exists():
         TokenRegistry.load(path)  # refuse to extend a broken file

@@ -29,10 +29,15 @@ class NodeClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
         verify: ssl.SSLContext | bool = True
+        if bool(credentials.client_cert) != bool(credentials.client_key):
+            raise NodeError("mutual TLS needs both --tls-cert and --tls-key")
         if credentials.ca or credentials.client_cert:
-            verify = ssl.create_default_context(cafile=credentials.ca)
-            if credentials.client_cert and credentials.client_key:
-                verify.load_cert_chain(credentials.client_cert, credentials.client_key)
+            try:
+                verify = ssl.create_default_context(cafile=credentials.ca)
+                if credentials.client_cert and credentials.client_key:
+                    verify.load_cert_chain(credentials.client_cert, credentials.client_key)
+            except (OSError, ssl.SSLError) as e:
+                raise NodeError(f"TLS set-up for {self.url}: {e}") from None
         self._http = httpx.Client(
             base_url=self.url, headers=headers, verify=verify, timeout=timeout_s
         )

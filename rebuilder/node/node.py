@@ -135,17 +135,23 @@ class Node:
         return found
 
     def attestation(self, job_id: str) -> bytes | None:
-        """The stored bytes of a finished job's signed attestation (None: none yet)."""
+        """The stored bytes of a finished job's signed attestation (None: not finished).
+
+        Built: its provenance. Anything else: a signed failure, made now if the job ended
+        without a worker to sign it (attempts used up, deadline passed).
+        """
         job = self.job(job_id)
         if job.state is not JobState.FINISHED:
             return None
-        for path in (
-            self.jobs_dir / job_id / "out" / PROVENANCE_FILE,
-            self.jobs_dir / job_id / FAILURE_FILE,
-        ):
-            if path.is_file():
-                return path.read_bytes()
-        return None
+        directory = self.jobs_dir / job_id
+        if job.outcome is Outcome.BUILT:
+            return (directory / "out" / PROVENANCE_FILE).read_bytes()
+        failure = directory / FAILURE_FILE
+        if not failure.is_file():
+            assert job.outcome is not None
+            archive = (directory / REQUEST_FILE).read_bytes()
+            self._sign_failure(job, archive, job.outcome, job.reason)
+        return failure.read_bytes()
 
     def artifact(self, job_id: str, relative: str) -> Path:
         """An output file of a built job, for comparison (never outside its artifacts)."""

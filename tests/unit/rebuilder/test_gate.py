@@ -274,7 +274,7 @@ def test_the_cli_exit_codes_json_and_vsa(world: World, tmp_path: Path) -> None:
     admitted = runner.invoke(app, ["gate", str(world.artifact), *sources, *vsa])
     assert admitted.exit_code == 0, admitted.output
     assert admitted.stdout.startswith(f"ADMIT {world.artifact}")
-    summary = tmp_path / "vsa" / "hello.vsa.intoto.json"
+    summary = tmp_path / "vsa" / f"hello.{world.digest[:12]}.vsa.intoto.json"
     verified = runner.invoke(
         app, ["verify", str(summary), "--key", str(world.keys["acme"][0]), "--json"]
     )
