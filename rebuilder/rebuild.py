@@ -32,7 +32,9 @@ from rebuilder.errors import Error
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
 from rebuilder.node.statements import Outputs, agreement_statement, statement_outputs
+from sandbox.source_tree import OUT_MARKER
 from sandbox.spec import Spec
+from sandbox.workspace import remove_tree
 
 AGREEMENT_FILE = "rebuild.intoto.json"
 RESULT_FILE = "rebuild.json"
@@ -121,6 +123,21 @@ class RebuildResult:
 Progress = Callable[[NodeReport], None]
 
 
+def prepare_out_dir(out_dir: Path) -> None:
+    """A fresh results directory: hermetic's own is replaced (nothing stale survives), a
+    foreign non-empty one is refused; the marker keeps it out of later source trees.
+
+    Raises:
+        RebuildError: the directory exists and hermetic did not make it.
+    """
+    if out_dir.exists():
+        if not (out_dir / OUT_MARKER).exists() and any(out_dir.iterdir()):
+            raise RebuildError(f"{out_dir} exists and is not hermetic's; choose another --out")
+        remove_tree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / OUT_MARKER).write_text("made by hermetic rebuild; safe to replace\n")
+
+
 def rebuild(
     spec: Spec,
     targets: Sequence[NodeTarget],
@@ -133,7 +150,7 @@ def rebuild(
     progress: Progress = lambda report: None,
 ) -> RebuildResult:
     """Ask every node to rebuild, then combine what K or more of them agree on."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out_dir)
     with tempfile.TemporaryDirectory(prefix="hermetic-rebuild-") as scratch:
         archive = pack_source(spec.source_dir, Path(scratch))
     reports = [

@@ -19,6 +19,7 @@ from rebuilder.gate.policy import Policy
 from rebuilder.gate.sources import collect
 from rebuilder.node.client import Credentials
 from sandbox.digests import sha256_file
+from sandbox.source_tree import OUT_MARKER
 
 VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
 
@@ -101,6 +102,7 @@ def write_vsa(
         [subject(Path(decision.artifact).name, decision.sha256)], VSA_PREDICATE, predicate
     )
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / OUT_MARKER).touch()  # not source of later builds
     # the digest keeps two artifacts of one name apart
     path = directory / f"{Path(decision.artifact).name}.{decision.sha256[:12]}.vsa.intoto.json"
     write_envelope(path, sign_payload(payload, [signer]))

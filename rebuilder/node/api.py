@@ -39,6 +39,10 @@ def _error(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def create_app(node: Node, settings: ApiSettings) -> FastAPI:
     """The node's API; authentication and limits apply to every route."""
     app = FastAPI(title="hermetic rebuilder node", version=API_VERSION)
@@ -70,7 +74,9 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
                     401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
                 )
             who = found
-        if not limiter.allow(who.name):
+        # every mTLS client has the same principal: limit each address on its own
+        client = who.name if settings.tokens else f"{who.name}@{_address(request)}"
+        if not limiter.allow(client):
             raise _error(429, "rate limit exceeded; slow down")
         return who
 

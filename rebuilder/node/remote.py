@@ -72,16 +72,18 @@ def _rebuild_task(
         executor=f"{socket.gethostname()}:{os.getpid()}",
     )
     files: dict[str, str] = {}
-    if execution.out_dir is not None:
-        total = 0
-        for path in sorted(execution.out_dir.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-                if total > MAX_RETURNED_BYTES:
-                    raise RemoteError(f"outputs exceed {MAX_RETURNED_BYTES} bytes to return")
-                relative = path.relative_to(execution.out_dir).as_posix()
-                files[relative] = base64.b64encode(path.read_bytes()).decode()
-    shutil.rmtree(directory, ignore_errors=True)  # the node keeps the results, not us
+    try:
+        if execution.out_dir is not None:
+            total = 0
+            for path in sorted(execution.out_dir.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+                    if total > MAX_RETURNED_BYTES:
+                        raise RemoteError(f"outputs exceed {MAX_RETURNED_BYTES} bytes to return")
+                    relative = path.relative_to(execution.out_dir).as_posix()
+                    files[relative] = base64.b64encode(path.read_bytes()).decode()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # the node keeps the results, not us
     return {
         "outcome": execution.outcome.value,
         "reason": execution.reason,
