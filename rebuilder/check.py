@@ -37,7 +37,7 @@ from sandbox.result import BuildResult
 from sandbox.source_tree import OUT_MARKER
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
-from sandbox.workspace import remove_tree
+from sandbox.workspace import claim_dir
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +169,11 @@ def prepare_report_dir(report: Path | None, cwd: Path) -> Path:
         (parent / OUT_MARKER).touch()
         report = parent / datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     report = report.resolve()
-    if report.exists():
-        if not (report / OUT_MARKER).exists() and any(report.iterdir()):
-            raise CheckError(
-                f"{report} exists and is not a hermetic check directory; "
-                "choose another --report or remove it"
-            )
-        remove_tree(report)
-    report.mkdir(parents=True)
-    (report / OUT_MARKER).write_text("made by hermetic check; safe to replace\n")
+    if not claim_dir(report, "hermetic check"):
+        raise CheckError(
+            f"{report} exists and is not a hermetic check directory; "
+            "choose another --report or remove it"
+        )
     return report
 
 

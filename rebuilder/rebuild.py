@@ -10,7 +10,6 @@ against their own result sign it; disagreeing nodes get diffoscope reports.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import tempfile
 import time
@@ -32,9 +31,9 @@ from rebuilder.errors import Error
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
 from rebuilder.node.statements import Outputs, agreement_statement, statement_outputs
-from sandbox.source_tree import OUT_MARKER
+from sandbox.digests import sha256_bytes
 from sandbox.spec import Spec
-from sandbox.workspace import remove_tree
+from sandbox.workspace import claim_dir, write_atomically
 
 AGREEMENT_FILE = "rebuild.intoto.json"
 RESULT_FILE = "rebuild.json"
@@ -130,12 +129,8 @@ def prepare_out_dir(out_dir: Path) -> None:
     Raises:
         RebuildError: the directory exists and hermetic did not make it.
     """
-    if out_dir.exists():
-        if not (out_dir / OUT_MARKER).exists() and any(out_dir.iterdir()):
-            raise RebuildError(f"{out_dir} exists and is not hermetic's; choose another --out")
-        remove_tree(out_dir)
-    out_dir.mkdir(parents=True)
-    (out_dir / OUT_MARKER).write_text("made by hermetic rebuild; safe to replace\n")
+    if not claim_dir(out_dir, "hermetic rebuild"):
+        raise RebuildError(f"{out_dir} exists and is not hermetic's; choose another --out")
 
 
 def rebuild(
@@ -175,7 +170,7 @@ def rebuild(
             ]
             for future in running:
                 future.result()
-        return _combine(reports, clients, threshold, hashlib.sha256(archive).hexdigest(), out_dir)
+        return _combine(reports, clients, threshold, sha256_bytes(archive), out_dir)
     finally:
         for client in clients:
             client.close()
@@ -244,7 +239,7 @@ def _read_attestation(client: NodeClient, report: NodeReport, out_dir: Path) -> 
     path = out_dir / "nodes" / report.name / "attestation.intoto.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    report.attestation, report.attestation_sha256 = path, hashlib.sha256(data).hexdigest()
+    report.attestation, report.attestation_sha256 = path, sha256_bytes(data)
     assert report.key is not None
     try:
         checked = verify_attestation(path, [report.key], threshold=1)
@@ -385,7 +380,5 @@ def _reports_for_disagreement(
 
 
 def _write_result(result: RebuildResult) -> None:
-    path = result.out_dir / RESULT_FILE
-    temp = path.with_name(f".{path.name}.partial")
-    temp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    temp.replace(path)
+    data = json.dumps(result.to_json(), indent=2) + "\n"
+    write_atomically(result.out_dir / RESULT_FILE, data.encode())

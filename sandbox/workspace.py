@@ -93,6 +93,39 @@ class OutDirError(Error):
     """The output directory cannot be used."""
 
 
+def claim_dir(path: Path, made_by: str) -> bool:
+    """Make ``path`` a fresh, marked directory of hermetic's.
+
+    A directory hermetic made before (it holds the marker) is replaced, so nothing stale
+    survives; the marker keeps it out of later source trees.
+
+    Returns:
+        False, touching nothing, when ``path`` is someone else's non-empty directory.
+    """
+    if path.exists():
+        if not (path / OUT_MARKER).exists() and any(path.iterdir()):
+            return False
+        remove_tree(path)
+    path.mkdir(parents=True)
+    (path / OUT_MARKER).write_text(f"made by {made_by}; safe to replace\n")
+    return True
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file so that a reader sees the old content or the whole new one."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(temp).chmod(mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
 def publishing(out_dir: Path) -> Iterator[Path]:
     """Yield a private directory that replaces ``out_dir`` once the block succeeds.

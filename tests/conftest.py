@@ -6,11 +6,13 @@ Markers: ``integration`` (real podman, mmdebstrap, as an unprivileged user) and
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+HERMETIC = Path(sys.executable).parent / "hermetic"  # the installed command, as users run it
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from securesystemslib.signer import Signature, Signer
 
 from rebuilder.attest.statement import PAYLOAD_TYPE
 from rebuilder.errors import Error
+from sandbox.workspace import write_atomically
 
 
 class EnvelopeError(Error):
@@ -37,18 +36,7 @@ def sign_payload(payload: bytes, signers: Sequence[Signer]) -> dict[str, Any]:
 
 def write_envelope(path: Path, envelope: dict[str, Any]) -> None:
     """Write atomically: a reader sees the old file or the whole new one, never a part."""
-    data = json.dumps(envelope, indent=2).encode() + b"\n"
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(temp).chmod(0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(envelope, indent=2).encode() + b"\n")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rebuilder.errors import Error
+from sandbox.workspace import write_atomically
 
 SCOPES = ("submit", "read", "cosign")
 
@@ -81,10 +82,7 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
     token = new_token()
     document["tokens"].append({"name": name, "sha256": token_digest(token), "scopes": scopes})
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.partial")
-    temp.write_text(json.dumps(document, indent=2) + "\n")
-    temp.chmod(0o600)
-    temp.replace(path)
+    write_atomically(path, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
     return token
 
 

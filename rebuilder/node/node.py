@@ -3,8 +3,6 @@ own workers, sign what it found, and co-sign agreements that match its own resul
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import shutil
@@ -15,13 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Signer
 
 from rebuilder.attest.attestor import signed_envelope
-from rebuilder.attest.envelope import sign_payload, write_envelope
+from rebuilder.attest.envelope import parse_envelope, sign_payload, write_envelope
 from rebuilder.attest.provenance import PROVENANCE_FILE
-from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
+from rebuilder.attest.statement import StatementError, parse_statement
 from rebuilder.errors import Error
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
@@ -35,9 +32,11 @@ from rebuilder.node.statements import (
 from sandbox.backend import connect_backend
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
+from sandbox.digests import sha256_bytes
 from sandbox.errors import Error as SandboxRootError
 from sandbox.proc import run as run_program
 from sandbox.trace.levels import TraceLevel
+from sandbox.workspace import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +112,9 @@ class Node:
         job_id = new_job_id()
         directory = self.jobs_dir / job_id
         directory.mkdir()
-        temp = directory / f".{REQUEST_FILE}.partial"
-        temp.write_bytes(archive)
-        temp.rename(directory / REQUEST_FILE)
+        write_atomically(directory / REQUEST_FILE, archive)
         self.store.submit(
-            spec_sha256=hashlib.sha256(archive).hexdigest(),
+            spec_sha256=sha256_bytes(archive),
             submitted_by=submitted_by,
             deadline_s=self.settings.deadline_s,
             max_attempts=self.settings.max_attempts,
@@ -286,7 +283,7 @@ class Node:
 
     def _sign_failure(self, job: Job, archive: bytes, outcome: Outcome, reason: str) -> None:
         payload = failure_statement(
-            request_sha256=hashlib.sha256(archive).hexdigest(),
+            request_sha256=sha256_bytes(archive),
             outcome=outcome.value,
             reason=reason,
             builder_id=self.settings.builder_id,
@@ -307,7 +304,7 @@ class Node:
         stored = self.attestation(job_id)
         if stored is None:
             return None
-        envelope = Envelope.from_dict(json.loads(stored))
+        envelope = parse_envelope(stored, f"job {job_id}'s attestation")
         return statement_outputs(parse_statement(envelope.payload))
 
     def cosign(self, job_id: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
@@ -349,14 +346,12 @@ class Node:
             == own
         )
         if own and statement_outputs(statement) == own and said_of_us:
-            envelope = Envelope(payload, PAYLOAD_TYPE, {})
-            signature = envelope.sign(self.signer)
-            sig = base64.b64encode(bytes.fromhex(signature.signature)).decode()
-            return True, {"keyid": signature.keyid, "sig": sig}
+            (signature,) = sign_payload(payload, [self.signer])["signatures"]
+            return True, dict(signature)
         refusal = (
             disagreement_statement(
                 own=own,
-                proposed_sha256=hashlib.sha256(payload).hexdigest(),
+                proposed_sha256=sha256_bytes(payload),
                 builder_id=self.settings.builder_id,
                 job_id=job_id,
             )

@@ -6,14 +6,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sandbox.config import SandboxConfig
 from sandbox.podman_api import PodmanSession
-from tests.conftest import write_spec
+from tests.conftest import HERMETIC, write_spec
 
-HERMETIC = Path(sys.executable).parent / "hermetic"
 SPEC = """
 [build]
 image = "{image}"

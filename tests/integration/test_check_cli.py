@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sandbox.config import SandboxConfig
 from sandbox.podman_api import PodmanSession
-from tests.conftest import write_spec
+from tests.conftest import HERMETIC, write_spec
 
 SPEC = """
 [build]
@@ -18,7 +17,6 @@ image = "{image}"
 command = ["sh", "-c", '''{script}''']
 outputs = ["out.txt"]
 """
-HERMETIC = Path(sys.executable).parent / "hermetic"
 
 
 def hermetic_check(

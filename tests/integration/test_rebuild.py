@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
 from sandbox.podman_api import PodmanSession
 from sandbox.spec import Spec
-from tests.conftest import write_spec
+from tests.conftest import HERMETIC, write_spec
 from tests.integration.conftest import hello_spec
 from tests.integration.nodes import TOKEN, RunningNode, free_port, write_tokens
 
@@ -42,7 +41,6 @@ command = ["sh", "-c", '''{script}''']
 outputs = ["out.txt"]
 source_date_epoch = 1700000000
 """
-HERMETIC = Path(sys.executable).parent / "hermetic"
 ECHO = "echo x > out.txt"
 
 
@@ -159,6 +157,9 @@ def test_unauthenticated_and_unauthorized_requests_do_nothing(
     tmp_path: Path, config: SandboxConfig, minimal_image: str
 ) -> None:
     with nodes(tmp_path / "nodes", config, 1, scopes=("read",)) as (node,):
+        # control: the same token reads, so the refusals below are the auth's doing
+        control = httpx.get(f"{node.url}/v1/node", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert control.status_code == 200
         anonymous = httpx.post(f"{node.url}/v1/rebuilds", content=b"x")
         assert anonymous.status_code == 401
         wrong = httpx.post(

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,10 +22,9 @@ from rebuilder.node.remote import CeleryDispatch, celery_app
 from rebuilder.node.requests import pack_source
 from sandbox.config import SandboxConfig
 from sandbox.trace.levels import TraceLevel
-from tests.conftest import write_spec
+from tests.conftest import HERMETIC, write_spec
 from tests.integration.nodes import free_port
 
-HERMETIC = Path(sys.executable).parent / "hermetic"
 SPEC = """
 [build]
 image = "{image}"

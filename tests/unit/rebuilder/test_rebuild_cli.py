@@ -11,32 +11,16 @@ from typer.testing import CliRunner
 
 from rebuilder.cli import app
 from sandbox.config import SandboxConfig
-from sandbox.images import ImageRecipe
 from tests.conftest import write_spec
 from tests.integration.nodes import TOKEN, RunningNode
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.rebuilder.conftest import FAKE_SPEC
 
-SPEC = """
-[build]
-image = "test-image"
-command = ["make"]
-outputs = ["hermetic.toml"]
-source_date_epoch = 1
-"""
+SPEC = FAKE_SPEC
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> SandboxConfig:
-    images = tmp_path / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    return SandboxConfig(
-        store_dir=tmp_path / "s",
-        work_dir=tmp_path / "w",
-        images_dir=images,
-        backend="fake",
-        allow_root=True,
-    )
+def config(fake_config: SandboxConfig) -> SandboxConfig:
+    return fake_config
 
 
 @pytest.fixture
