@@ -55,7 +55,7 @@ from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_ro
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.image_build import ImageBuildStatus, build_image
-from sandbox.images import ImageCatalog
+from sandbox.images import ImageCatalog, definition_for
 from sandbox.podman_api import PodmanService
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
@@ -187,6 +187,10 @@ def build(
         ),
     ] = None,
     sign: Sign = None,
+    update_lock: Annotated[
+        bool,
+        typer.Option("--update-lock", help="Write a missing or stale image lock of a recipe."),
+    ] = False,
     allow_root: AllowRoot = False,
 ) -> None:
     """Run one hermetic build. Exit 0 built, 1 not built, 2 error (also: signing failed)."""
@@ -201,7 +205,12 @@ def build(
         build_id = new_build_id()
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
         request = BuildRequest(
-            spec=parsed, out_dir=out_dir, trace=trace or config.trace, attest=attestor
+            spec=parsed,
+            out_dir=out_dir,
+            trace=trace or config.trace,
+            attest=attestor,
+            prepare_image=True,
+            update_lock=update_lock,
         )
         with connect_backend(config) as backend, _progress() as progress:
             result = run_build(
@@ -627,7 +636,12 @@ def _check_progress() -> LiveCheckProgress | PlainCheckProgress:
 @image_app.command("build")
 def image_build(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="An image under images/.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A name under images/, a recipe (directory or .toml), or a spec with [image]."
+        ),
+    ],
     update_lock: Annotated[
         bool, typer.Option("--update-lock", help="Accept the built image as the new lock.")
     ] = False,
@@ -641,7 +655,7 @@ def image_build(
     with _guarded(ctx):
         config = _config(allow_root)
         refuse_root(config)
-        definition = ImageCatalog(config.images_dir).get(name)
+        definition = definition_for(name, ImageCatalog(config.images_dir))
         with _podman(config) as session:
             typer.echo(f"hermetic: building image {name} (mmdebstrap, rootless)…", err=True)
             outcome = build_image(
@@ -659,12 +673,13 @@ def image_build(
                         "reference": outcome.built.reference,
                         "lock": json.loads(outcome.built.to_json()),
                         "package_changes": outcome.package_changes(),
+                        "lock_path": str(definition.lock_path),
                     },
                     indent=2,
                 )
             )
         else:
-            typer.echo(render.image_outcome(outcome))
+            typer.echo(render.image_outcome(outcome, definition))
         raise typer.Exit(EXIT_NEGATIVE if outcome.status is ImageBuildStatus.MISMATCH else EXIT_OK)
 
 

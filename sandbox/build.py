@@ -18,6 +18,7 @@ from sandbox.digests import prefixed, sha256_bytes
 from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.errors import Error, OutputError, RootRefused
 from sandbox.fetch import fetch_input
+from sandbox.image_build import prepare_image
 from sandbox.images import ImageCatalog
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
@@ -51,6 +52,10 @@ class BuildRequest:
     environment: BuildEnvironment = NORMALIZED
     # Adds files about the result (the provenance) before the results are published.
     attest: Callable[[BuildResult, Path], None] | None = None
+    # Build a recipe's image or pull a registry image when it is not loaded (the CLI
+    # does; a node, which builds for others, uses only the images it holds).
+    prepare_image: bool = False
+    update_lock: bool = False  # write a missing or stale image lock (with prepare_image)
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -169,7 +174,19 @@ def run_build(
     spec = request.spec
     refuse_root(config)
     started_at = _now()
-    image = ImageCatalog(config.images_dir).resolve(spec.image)
+    image_store = backend.image_store() if request.prepare_image else None
+    if image_store is not None:
+        image = prepare_image(
+            spec,
+            config=config,
+            store=image_store,
+            update_lock=request.update_lock,
+            announce=lambda what: observer.stage("image", what),
+        )
+    else:
+        image = ImageCatalog(config.images_dir).resolve(
+            spec.image, spec_dir=spec.path.resolve().parent
+        )
     epoch, epoch_from = resolve_source_date_epoch(spec)
     host = backend.host_capabilities(image.reference)
 

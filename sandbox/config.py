@@ -59,6 +59,8 @@ class SandboxConfig:
         trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
         faketime: libfaketime, which ``hermetic check`` mounts to shift a build's clock
             (HERMETIC_FAKETIME).
+        insecure_registries: host[:port] of loopback registries pulled from without TLS
+            (HERMETIC_INSECURE_REGISTRIES, comma-separated).
     """
 
     store_dir: Path
@@ -72,6 +74,7 @@ class SandboxConfig:
     seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
     trace: TraceLevel = TraceLevel.STANDARD
     faketime: Path = Path(_FAKETIME)
+    insecure_registries: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -91,5 +94,10 @@ class SandboxConfig:
             faketime=Path(env.get("HERMETIC_FAKETIME") or _FAKETIME),
             seccomp_base=Path(
                 env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
+            ),
+            insecure_registries=tuple(
+                item.strip()
+                for item in env.get("HERMETIC_INSECURE_REGISTRIES", "").split(",")
+                if item.strip()
             ),
         )
