@@ -187,6 +187,10 @@ def run_build(
         image = ImageCatalog(config.images_dir).resolve(
             spec.image, spec_dir=spec.path.resolve().parent
         )
+    if image.definition is not None and image.definition.recipe.env:
+        # the image's toolchain settings first, so that the spec's build.env wins
+        image_env = image.definition.recipe.build_env(request.environment.build_dir)
+        spec = replace(spec, env=tuple(sorted({**dict(image_env), **dict(spec.env)}.items())))
     epoch, epoch_from = resolve_source_date_epoch(spec)
     host = backend.host_capabilities(image.reference)
 

@@ -36,7 +36,11 @@ RECIPE_KEYS = (
     "locales",
     "source_date_epoch",
     "strip_docs",
+    "env",
 )
+BUILD_DIR_PLACEHOLDER = "${BUILD_DIR}"  # in env values: the build directory of each build
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED_ENV = ("SOURCE_DATE_EPOCH", "PATH", "HOME", "TZ", "LANG", "USER", "LOGNAME")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _COMPONENT_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -62,6 +66,9 @@ class ImageRecipe:
     locales: tuple[str, ...]
     source_date_epoch: int
     strip_docs: bool
+    # What builds in this image see beside the normalized environment (the spec's
+    # build.env wins): the toolchain's reproducibility settings.
+    env: tuple[tuple[str, str], ...] = ()
     digest: Sha256  # of the recipe's text, so a lock notices an edited recipe
 
     @classmethod
@@ -158,6 +165,14 @@ class ImageRecipe:
         strip_docs = data.get("strip_docs", True)
         if not isinstance(strip_docs, bool):
             raise fail("strip_docs", "must be true or false")
+        env = data.get("env", {})
+        if not isinstance(env, dict):
+            raise fail("env", 'must be a table of NAME = "value"')
+        for key, value in env.items():
+            if not _ENV_NAME_RE.match(key) or key in _RESERVED_ENV:
+                raise fail(f"env.{key}", "not a variable an image may set")
+            if not isinstance(value, str) or "\0" in value:
+                raise fail(f"env.{key}", "must be a string without NUL characters")
         if digest is None:
             canonical = json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
             digest = sha256_bytes(canonical.encode())
@@ -174,7 +189,14 @@ class ImageRecipe:
             locales=tuple(locales),
             source_date_epoch=epoch,
             strip_docs=strip_docs,
+            env=tuple(sorted(env.items())),
             digest=digest,
+        )
+
+    def build_env(self, build_dir: str) -> tuple[tuple[str, str], ...]:
+        """The image's environment for a build in ``build_dir`` (placeholders filled)."""
+        return tuple(
+            (name, value.replace(BUILD_DIR_PLACEHOLDER, build_dir)) for name, value in self.env
         )
 
     def sources(self) -> list[str]:

@@ -169,3 +169,35 @@ def trace_of(result: BuildResult) -> dict[str, Any]:
 
 def log_of(result: BuildResult) -> str:
     return result.log.path.read_text("utf-8", "replace")
+
+
+def _toolchain(name: str, session: PodmanSession, config: SandboxConfig) -> str:
+    _ensure_image(name, session, config)
+    return name
+
+
+# Toolchain images: each built once per session (a minute or two on a fresh machine),
+# shared by every test that needs it.
+@pytest.fixture(scope="session")
+def python_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    return _toolchain("python", podman_session, sandbox_config)
+
+
+@pytest.fixture(scope="session")
+def go_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    return _toolchain("go", podman_session, sandbox_config)
+
+
+@pytest.fixture(scope="session")
+def rust_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    return _toolchain("rust", podman_session, sandbox_config)
+
+
+@pytest.fixture(scope="session")
+def cpp_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    return _toolchain("cpp", podman_session, sandbox_config)
+
+
+@pytest.fixture(scope="session")
+def node_image(podman_session: PodmanSession, sandbox_config: SandboxConfig) -> str:
+    return _toolchain("node", podman_session, sandbox_config)
