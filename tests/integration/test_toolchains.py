@@ -108,3 +108,20 @@ def test_node_package(
         check=True,
     ).stdout
     assert "package/dist/index.js" in listing and "package/package.json" in listing
+
+
+@pytest.mark.slow
+def test_go_with_a_vendored_module(
+    tmp_path: Path, go_image: str, backend: PodmanBackend, sandbox_config: SandboxConfig
+) -> None:
+    _, _, artifacts = build_twice("go-vendored", tmp_path, backend, sandbox_config)
+    # a name-based UUID from the vendored module's code
+    assert run(artifacts / "bin" / "uuidgen") == "9fa2eadc-b0fd-5e49-91b0-e0fd2274842f\n"
+
+
+@pytest.mark.slow
+def test_rust_with_a_vendored_crate(
+    tmp_path: Path, rust_image: str, backend: PodmanBackend, sandbox_config: SandboxConfig
+) -> None:
+    _, _, artifacts = build_twice("rust-vendored", tmp_path, backend, sandbox_config)
+    assert run(artifacts / "target" / "release" / "hashed") == "hash 42\n"
