@@ -49,6 +49,8 @@ from rebuilder.node.remote import CeleryDispatch, celery_app, run_worker
 from rebuilder.node.serve import Listen, serve
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
+from rebuilder.sbom import SbomFormat, SbomWriter, image_contents
+from rebuilder.scaffold import init_project
 from rebuilder.variations import parse_vary
 from sandbox.backend import connect_backend
 from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
@@ -57,6 +59,7 @@ from sandbox.errors import Error
 from sandbox.image_build import ImageBuildStatus, build_image
 from sandbox.images import ImageCatalog, definition_for
 from sandbox.podman_api import PodmanService
+from sandbox.result import BuildResult
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import parse_size
@@ -191,6 +194,10 @@ def build(
         bool,
         typer.Option("--update-lock", help="Write a missing or stale image lock of a recipe."),
     ] = False,
+    sbom_format: Annotated[
+        SbomFormat,
+        typer.Option("--sbom-format", help="spdx (sbom.spdx.json) or cyclonedx (sbom.cdx.json)."),
+    ] = SbomFormat.SPDX,
     allow_root: AllowRoot = False,
 ) -> None:
     """Run one hermetic build. Exit 0 built, 1 not built, 2 error (also: signing failed)."""
@@ -202,13 +209,23 @@ def build(
         attestor = BuildAttestor(
             signers=signers, builder_id=default_builder_id(), spec_document=parsed.document
         )
+        sbom = SbomWriter(
+            image=lambda result: image_contents(parsed, result.image, config),
+            sbom_format=sbom_format,
+            signers=signers,
+        )
+
+        def attest(result: BuildResult, directory: Path) -> None:
+            attestor(result, directory)
+            sbom(result, directory)
+
         build_id = new_build_id()
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
         request = BuildRequest(
             spec=parsed,
             out_dir=out_dir,
             trace=trace or config.trace,
-            attest=attestor,
+            attest=attest,
             prepare_image=True,
             update_lock=update_lock,
         )
@@ -223,8 +240,11 @@ def build(
             if attestor.written:
                 note = _signature_note(signers, attestor.error)
                 typer.echo(f"attest  {out_dir / PROVENANCE_FILE} ({note})")
-        if attestor.error:
-            typer.echo(f"hermetic: error: {attestor.error}; results kept in {out_dir}", err=True)
+            for name in sbom.written:
+                typer.echo(f"sbom    {out_dir / name}")
+        error = attestor.error or sbom.error
+        if error:
+            typer.echo(f"hermetic: error: {error}; results kept in {out_dir}", err=True)
             raise typer.Exit(EXIT_ERROR)
         raise typer.Exit(EXIT_OK if result.built else EXIT_NEGATIVE)
 
@@ -302,6 +322,43 @@ def check(
             typer.echo(f"hermetic: error: {error}; results kept in {report_dir}", err=True)
             raise typer.Exit(EXIT_ERROR)
         raise typer.Exit(EXIT_OK if result.reproducible else EXIT_NEGATIVE)
+
+
+@app.command("init")
+def init_command(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="The project (default: here).")] = Path(),
+    json_output: Annotated[bool, typer.Option("--json", help="Print what was guessed.")] = False,
+) -> None:
+    """Guess the build system; write a commented hermetic.toml (never overwrites). Exit 0/2."""
+    with _guarded(ctx):
+        done = init_project(directory)
+        guess = done.detection
+        if json_output:
+            typer.echo(
+                json.dumps(
+                    {
+                        "spec": str(done.path),
+                        "build_system": guess.system.value,
+                        "evidence": guess.evidence,
+                        "command": list(guess.command),
+                        "outputs": list(guess.outputs),
+                        "packages": guess.image["packages"],
+                        "check": list(guess.checks),
+                    },
+                    indent=2,
+                )
+            )
+            return
+        typer.echo(f"wrote {done.path}")
+        typer.echo(f"guessed {guess.system.value} (found {guess.evidence})")
+        typer.echo(f"  command  {' '.join(guess.command)}")
+        typer.echo(f"  outputs  {', '.join(guess.outputs)}")
+        typer.echo(f"  image    {', '.join(guess.image['packages'])}")
+        for item in guess.checks:
+            typer.echo(f"check   {item}")
+        where = directory if str(directory) != "." else Path()
+        typer.echo(f"next    hermetic image build {where} && hermetic build {where}")
 
 
 @app.command()
