@@ -33,6 +33,7 @@ CYCLONEDX_FILE = "sbom.cdx.json"
 SBOM_ATTESTATION_FILE = "sbom.intoto.json"
 SPDX_PREDICATE = "https://spdx.dev/Document"
 CYCLONEDX_PREDICATE = "https://cyclonedx.org/bom"
+SBOM_PREDICATES = (SPDX_PREDICATE, CYCLONEDX_PREDICATE)
 _NAMESPACE = uuid.UUID("6b7c4a1e-1f0c-4a53-9d0e-68e7a1b3c2d5")  # hermetic's, for uuid5
 
 

@@ -23,6 +23,7 @@ from rebuilder.attest.statement import (
 from rebuilder.attest.verify import verified_keys
 from rebuilder.gate.policy import Policy
 from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
+from rebuilder.sbom import SBOM_PREDICATES
 from sandbox.digests import sha256_file
 
 VOUCHING = (SLSA_PROVENANCE_V1, AGREEMENT_PREDICATE)
@@ -81,6 +82,8 @@ def _time(statement: dict[str, Any]) -> datetime | None:
         predicate.get("runDetails", {}).get("metadata", {}).get("finishedOn"),
         predicate.get("createdOn"),
         predicate.get("finishedOn"),
+        predicate.get("creationInfo", {}).get("created"),  # an SPDX SBOM
+        predicate.get("metadata", {}).get("timestamp"),  # a CycloneDX SBOM
     ):
         if isinstance(value, str):
             try:
@@ -240,6 +243,11 @@ def decide(
         ]
         if True not in verdicts:
             reasons.append("no trusted `hermetic check` says it is reproducible")
+    if policy.require_sbom and not any(
+        e.predicate_type in SBOM_PREDICATES and digest in dict(e.subjects()).values()
+        for e in current
+    ):
+        reasons.append("no trusted, signed SBOM lists this artifact; the policy requires one")
     return Decision(
         artifact=str(artifact),
         sha256=digest,

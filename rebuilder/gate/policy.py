@@ -7,6 +7,8 @@ allow_network_attempts = false   # deny builds whose trace recorded network atte
 deny_on_disagreement = true      # one trusted operator saying otherwise denies
 require_check = false            # true: a trusted, signed `hermetic check` verdict
                                  # "reproducible" about the artifact is required
+require_sbom = false             # true: a trusted, signed SBOM (sbom.intoto.json) whose
+                                 # subjects include the artifact is required
 images = ["sha256:<64 hex>"]     # allowed build images (omit: any)
 
 [[operators]]                    # one operator counts once, whatever its keys
@@ -39,6 +41,7 @@ _POLICY_KEYS = {
     "allow_network_attempts",
     "deny_on_disagreement",
     "require_check",
+    "require_sbom",
     "images",
 }
 _OPERATOR_KEYS = {"name", "optional", "nodes", "keys", "sigstore"}
@@ -65,6 +68,7 @@ class Policy:
     allow_network_attempts: bool = False
     deny_on_disagreement: bool = True
     require_check: bool = False
+    require_sbom: bool = False
     images: frozenset[str] | None = None  # bare hex digests; None: any image
 
     def operator_of(self) -> dict[str, str]:
@@ -242,5 +246,6 @@ def load_policy(path: Path) -> Policy:
             path, "policy.deny_on_disagreement", settings.get("deny_on_disagreement"), True
         ),
         require_check=_flag(path, "policy.require_check", settings.get("require_check"), False),
+        require_sbom=_flag(path, "policy.require_sbom", settings.get("require_sbom"), False),
         images=allowed,
     )

@@ -21,6 +21,7 @@ from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.node.client import Credentials
 from rebuilder.node.statements import agreement_statement
+from rebuilder.sbom import SPDX_PREDICATE
 
 IMAGE = "1" * 64
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -232,6 +233,25 @@ def test_a_required_check_verdict(world: World) -> None:
     )
     world.save(sign_payload(check, [world.signers["acme"][0]]))
     assert world.decide(policy) == (True, ())
+
+
+def test_a_required_sbom(world: World) -> None:
+    world.provenance("acme")
+    world.provenance("globex")
+    policy = world.policy(extra="require_sbom = true\n")
+    admitted, reasons = world.decide(policy)
+    assert not admitted and "SBOM" in reasons[0]
+    document = {"spdxVersion": "SPDX-2.3", "creationInfo": {"created": "2026-11-22T11:00:00Z"}}
+    # an SBOM about another artifact, or signed by nobody trusted, does not count
+    other = make_statement([subject("hello", "0" * 64)], SPDX_PREDICATE, document)
+    world.save(sign_payload(other, [world.signers["acme"][0]]))
+    mine = make_statement([subject("hello", world.digest)], SPDX_PREDICATE, document)
+    world.save(sign_payload(mine, []))
+    assert not world.decide(policy)[0]
+    world.save(sign_payload(mine, [world.signers["acme"][0]]))
+    assert world.decide(policy) == (True, ())
+    with pytest.raises(PolicyError, match="require_sbom"):
+        load_policy(world.policy(extra='require_sbom = "yes"\n'))
 
 
 def test_an_unreachable_node_fails_closed_unless_optional(world: World) -> None:
