@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a negative outcome (not built, lock mismatch), 2 an err
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from packaging.utils import canonicalize_name
 from securesystemslib.signer import Signer
 
 from rebuilder import render
@@ -47,6 +49,21 @@ from rebuilder.node.client import Credentials
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.remote import CeleryDispatch, celery_app, run_worker
 from rebuilder.node.serve import Listen, serve
+from rebuilder.pin import (
+    DEFAULT_PLATFORM,
+    DEFAULT_PYTHON,
+    NPM_DIR,
+    WHEELS_DIR,
+    PackageIndex,
+    PinnedFile,
+    PipPinner,
+    npm_registry,
+    pin_npm_packages,
+    pip_index_url,
+    read_npm_lock,
+    read_python_lock,
+    write_inputs,
+)
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
 from rebuilder.sbom import SbomFormat, SbomWriter, image_contents
@@ -61,6 +78,7 @@ from sandbox.images import ImageCatalog, definition_for
 from sandbox.podman_api import PodmanService
 from sandbox.result import BuildResult
 from sandbox.spec import Spec
+from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import parse_size
 
@@ -76,6 +94,8 @@ image_app = typer.Typer(help="Build images from images/ and list them.", no_args
 app.add_typer(image_app, name="image")
 node_app = typer.Typer(help="Run a rebuilder node and manage its tokens.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+pin_app = typer.Typer(help="Lockfiles become pinned [[inputs]] of a spec.", no_args_is_help=True)
+app.add_typer(pin_app, name="pin")
 
 
 @app.callback()
@@ -359,6 +379,79 @@ def init_command(
             typer.echo(f"check   {item}")
         where = directory if str(directory) != "." else Path()
         typer.echo(f"next    hermetic image build {where} && hermetic build {where}")
+
+
+SpecOption = Annotated[Path, typer.Option("--spec", help="The spec to write the inputs into.")]
+
+
+def _pin_summary(files: list[PinnedFile], spec: Path, removed: int) -> str:
+    lines = [f"  {f.dest}  sha256:{f.sha256[:16]}…  {f.purl or f.url}" for f in files]
+    lines.append(f"pinned {len(files)} file(s) into {spec} (replaced {removed})")
+    return "\n".join(lines)
+
+
+@pin_app.command("pip")
+def pin_pip(
+    ctx: typer.Context,
+    requirements: Annotated[
+        list[Path], typer.Argument(help="requirements.txt (==, --hash), pylock.toml, uv.lock.")
+    ],
+    spec: SpecOption = Path("hermetic.toml"),
+    python: Annotated[str, typer.Option("--python", help="The build's Python.")] = DEFAULT_PYTHON,
+    platform: Annotated[
+        str, typer.Option("--platform", help="The build's wheel platform.")
+    ] = DEFAULT_PLATFORM,
+    no_binary: Annotated[
+        list[str] | None,
+        typer.Option("--no-binary", help="Take this project's sdist; repeatable."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the pinned files.")] = False,
+) -> None:
+    """Resolve pinned requirements to files on the index; write them as inputs. Exit 0/2."""
+    with _guarded(ctx):
+        spec_path = spec / "hermetic.toml" if spec.is_dir() else spec
+        Spec.from_toml(spec_path)  # a spec that is valid before, and after
+        wanted = [w for path in requirements for w in read_python_lock(path, python)]
+        pinner = PipPinner(
+            index=PackageIndex(pip_index_url()),
+            store=ContentStore(SandboxConfig.from_env().store_dir),
+            python=python,
+            platform=platform,
+            no_binary=frozenset(canonicalize_name(n) for n in no_binary or []),
+        )
+        files = pinner.pin(wanted)
+        removed, _ = write_inputs(spec_path, files, WHEELS_DIR)
+        Spec.from_toml(spec_path)
+        if json_output:
+            typer.echo(json.dumps([dataclasses.asdict(f) for f in files], indent=2))
+        else:
+            typer.echo(_pin_summary(files, spec_path, removed))
+
+
+@pin_app.command("npm")
+def pin_npm(
+    ctx: typer.Context,
+    lockfile: Annotated[Path, typer.Argument(help="package-lock.json (v2 or v3).")],
+    spec: SpecOption = Path("hermetic.toml"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print the pinned files.")] = False,
+) -> None:
+    """Every tarball of an npm lockfile, checked and written as inputs. Exit 0/2."""
+    with _guarded(ctx):
+        spec_path = spec / "hermetic.toml" if spec.is_dir() else spec
+        Spec.from_toml(spec_path)
+        registry, token = npm_registry(lockfile.resolve().parent)
+        files = pin_npm_packages(
+            read_npm_lock(lockfile),
+            ContentStore(SandboxConfig.from_env().store_dir),
+            token=token,
+            registry=registry,
+        )
+        removed, _ = write_inputs(spec_path, files, NPM_DIR)
+        Spec.from_toml(spec_path)
+        if json_output:
+            typer.echo(json.dumps([dataclasses.asdict(f) for f in files], indent=2))
+        else:
+            typer.echo(_pin_summary(files, spec_path, removed))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rebuilder.scaffold import init_project
 from sandbox.config import SandboxConfig
 from sandbox.digests import Sha256
 from sandbox.errors import ImageError, SpecError
@@ -157,24 +158,41 @@ def test_mmdebstrap_gets_every_archive(tmp_path: Path) -> None:
     assert argv[-5:] == ["bookworm", "/out/rootfs.tar", *spec.image.recipe.sources()]
 
 
-def test_the_toolchain_recipes(tmp_path: Path) -> None:
-    catalog = ImageCatalog(REPO / "images")
-    for name, packages, variable in (
-        ("python", {"python3", "python3-venv", "python3-pip"}, "PIP_NO_INDEX"),
-        ("go", {"golang-go"}, "GOFLAGS"),
-        ("rust", {"rustc", "cargo"}, "RUSTFLAGS"),
-        ("cpp", {"cmake", "ninja-build", "meson", "g++"}, "CFLAGS"),
-        ("node", {"nodejs", "npm"}, "npm_config_offline"),
-    ):
-        recipe = catalog.get(name).recipe
-        assert packages <= set(recipe.packages), name
-        assert recipe.archives == ("updates", "security"), name
-        assert variable in dict(recipe.env), name
-    go = dict(catalog.get("go").recipe.build_env("/elsewhere"))
-    assert "-trimpath" in go["GOFLAGS"] and "-mod=vendor" in go["GOFLAGS"]
-    assert go["GOCACHE"] == "/elsewhere/.cache/go-build"
-    rust = dict(catalog.get("rust").recipe.build_env("/elsewhere"))
-    assert rust["RUSTFLAGS"] == "--remap-path-prefix=/elsewhere=."
+@pytest.mark.parametrize(
+    ("example", "marker", "variable"),
+    [
+        ("python-wheel", "pyproject.toml", "PIP_NO_INDEX"),
+        ("go-hello", "go.mod", "GOFLAGS"),
+        ("go-vendored", "go.mod", "GOFLAGS"),
+        ("rust-hello", "Cargo.toml", "RUSTFLAGS"),
+        ("rust-vendored", "Cargo.toml", "RUSTFLAGS"),
+        ("cmake-hello", "CMakeLists.txt", "CFLAGS"),
+        ("meson-hello", "meson.build", "CFLAGS"),
+        ("node-pack", "package.json", "npm_config_offline"),
+    ],
+)
+def test_the_toolchain_images_are_what_init_writes(
+    tmp_path: Path, example: str, marker: str, variable: str
+) -> None:
+    """The examples' [image] tables are init's, so one image (and lock) serves both."""
+    spec = Spec.from_toml(REPO / "docs" / "examples" / example)
+    recipe = spec.image.recipe
+    assert recipe is not None and recipe.archives == ("updates", "security")
+    assert variable in dict(recipe.env)
+    (tmp_path / marker).write_text("{}" if marker == "package.json" else "")
+    written = Spec.from_toml(init_project(tmp_path).path).image.recipe
+    assert written is not None and written.digest == recipe.digest
+
+
+def test_toolchain_settings_follow_the_build_dir() -> None:
+    go = Spec.from_toml(REPO / "docs" / "examples" / "go-hello").image.recipe
+    assert go is not None
+    env = dict(go.build_env("/elsewhere"))
+    assert "-trimpath" in env["GOFLAGS"] and "-mod=vendor" in env["GOFLAGS"]
+    assert env["GOCACHE"] == "/elsewhere/.cache/go-build"
+    rust = Spec.from_toml(REPO / "docs" / "examples" / "rust-hello").image.recipe
+    assert rust is not None
+    assert dict(rust.build_env("/elsewhere"))["RUSTFLAGS"] == "--remap-path-prefix=/elsewhere=."
 
 
 def test_old_recipes_keep_their_sources() -> None:
