@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 from securesystemslib.signer import Signer
 
 from rebuilder import render
+from rebuilder.against import Published, compare_published
 from rebuilder.attest.attestor import BuildAttestor, signed_envelope
 from rebuilder.attest.check_statement import CHECK_ATTESTATION_FILE, check_statement
 from rebuilder.attest.envelope import write_envelope
@@ -70,7 +71,14 @@ from rebuilder.sbom import SbomFormat, SbomWriter, image_contents
 from rebuilder.scaffold import init_project
 from rebuilder.variations import parse_vary
 from sandbox.backend import connect_backend
-from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
+from sandbox.build import (
+    ARTIFACTS_DIR,
+    BuildRequest,
+    default_out_dir,
+    new_build_id,
+    refuse_root,
+    run_build,
+)
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.image_build import ImageBuildStatus, build_image
@@ -306,6 +314,14 @@ def check(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print check.json on stdout.")
     ] = False,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--against",
+            help="URL#sha256=… of a published artifact to compare with the output of its "
+            "name; repeatable.",
+        ),
+    ] = None,
     sign: Sign = None,
     allow_root: AllowRoot = False,
 ) -> None:
@@ -313,6 +329,7 @@ def check(
     with _guarded(ctx):
         config = _config(allow_root)
         parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
+        published = [Published.parse(text) for text in against or []]
         refuse_root(config)
         signers = _signers(sign)
         variations = parse_vary(vary)
@@ -332,16 +349,38 @@ def check(
         payload = check_statement(result, builder_id=default_builder_id())
         envelope, error = signed_envelope(payload, signers)
         write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)
+        control = result.builds[0].result
+        comparisons = [
+            compare_published(
+                item,
+                artifacts=Path(control.out_dir) / ARTIFACTS_DIR,
+                outputs=control.outputs,
+                store=ContentStore(config.store_dir),
+                report_dir=report_dir,
+            )
+            for item in published
+            if control.built
+        ]
         if json_output:
-            typer.echo(json.dumps(result.to_json(), indent=2))
+            document = result.to_json()
+            if published:
+                document["against"] = [c.to_json() for c in comparisons]
+            typer.echo(json.dumps(document, indent=2))
         else:
             typer.echo(render.check_summary(result))
             note = _signature_note(signers, error)
             typer.echo(f"attest  {report_dir / CHECK_ATTESTATION_FILE} ({note})")
+            for c in comparisons:
+                said = "MATCHES" if c.matches else "DIFFERS from"
+                diff = c.report.text if c.report and c.report.text else None
+                typer.echo(
+                    f"against {c.output} {said} {c.published.url}" + (f" ({diff})" if diff else "")
+                )
         if error:
             typer.echo(f"hermetic: error: {error}; results kept in {report_dir}", err=True)
             raise typer.Exit(EXIT_ERROR)
-        raise typer.Exit(EXIT_OK if result.reproducible else EXIT_NEGATIVE)
+        same = all(c.matches for c in comparisons) and len(comparisons) == len(published)
+        raise typer.Exit(EXIT_OK if result.reproducible and same else EXIT_NEGATIVE)
 
 
 @app.command("init")

@@ -700,7 +700,8 @@ def write_inputs(spec_path: Path, files: list[PinnedFile], prefix: str) -> tuple
     if len(kept):
         document.add("inputs", kept)
     text = tomlkit.dumps(document)
-    if text != spec_path.read_text("utf-8"):
+    before = spec_path.read_text("utf-8")
+    if tomllib.loads(text) != tomllib.loads(before):  # the same data: leave the file as it is
         temp = spec_path.with_name(f".{spec_path.name}.pin")
         temp.write_text(text, "utf-8")
         temp.replace(spec_path)

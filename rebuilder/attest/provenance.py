@@ -9,6 +9,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from rebuilder import purls
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
 from sandbox.digests import sha256_bytes
 from sandbox.result import BuildResult
@@ -36,7 +37,14 @@ def _dependencies(result: BuildResult) -> list[dict[str, Any]]:
         {"name": "source", "digest": {"sha256": result.source_digest}},
     ]
     for item in result.inputs:
-        found.append({"name": item.dest, "uri": item.url, "digest": {"sha256": _bare(item.sha256)}})
+        entry: dict[str, Any] = {
+            "name": item.dest,
+            "uri": item.url,
+            "digest": {"sha256": _bare(item.sha256)},
+        }
+        if purl := purls.for_url(item.url):  # a package from a known registry
+            entry["annotations"] = {"purl": purl}
+        found.append(entry)
     return found
 
 
