@@ -90,7 +90,7 @@ hash = "sha256:{B}"
 """,
     )
     (click,) = read_python_lock(uv, "3.11")
-    assert (click.name, click.version, click.sha256) == ("click", "8.1.7", {A, B})
+    assert (click.name, click.version, click.sha256) == ("click", "8.1.7", frozenset({A, B}))
     assert len(click.urls) == 2
     pylock = lockfile(
         tmp_path,
@@ -161,7 +161,7 @@ def test_a_wrong_hash_is_refused_before_anything_is_downloaded(tmp_path: Path) -
 
 def test_npm_lockfiles(tmp_path: Path) -> None:
     integrity = "sha512-" + "A" * 86 + "=="
-    entries = {
+    entries: dict[str, dict[str, Any]] = {
         "": {"name": "app", "version": "1.0.0"},
         "node_modules/ms": {
             "version": "2.1.3",
