@@ -1,0 +1,85 @@
+"""The git commit a source tree is, when it is one: the builder checks that the commit's
+content has exactly the source tree digest it built from before it names the commit, so a
+policy can bind a release to ``git+<repository>@<commit>``.
+
+A dirty checkout, untracked files, export filters or a shallow object store all make the
+digests differ; the provenance then names the tree digest alone. Never an error: a source
+without a provable commit is still a source.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from rebuilder.attest.predicates import SourceRef
+from sandbox.errors import Error as SandboxRootError
+from sandbox.proc import run as run_program
+from sandbox.source_tree import tree_digest
+
+log = logging.getLogger(__name__)
+_GIT_TIMEOUT_S = 120
+
+
+def _git(source_dir: Path, *args: str) -> str | None:
+    done = run_program(
+        ["git", "-c", "safe.directory=*", "-C", str(source_dir), *args],
+        timeout=_GIT_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode("utf-8", "replace").strip()
+
+
+def repository_uri(remote: str) -> str | None:
+    """A remote as a ``git+`` URI without credentials (``https://user:token@…`` is cut)."""
+    if "://" not in remote:
+        host, sep, where = remote.partition(":")  # scp-like git@host:org/repo
+        if not sep or "/" in host:
+            return None  # a local path: not a repository anyone else can name
+        remote = f"ssh://{host}/{where}"
+    parts = urlsplit(remote)
+    if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
+        return None
+    user = parts.username if parts.scheme == "ssh" and parts.username == "git" else None
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    netloc = f"{user}@{host}" if user else host
+    return "git+" + urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def git_source(source_dir: Path, tree_sha256: str) -> SourceRef:
+    """The source as a provenance names it: the tree digest, and the checkout's ``HEAD``
+    commit (with its ``origin``) when that commit's content has exactly this digest."""
+    plain = SourceRef(sha256=tree_sha256)
+    try:
+        commit = _git(source_dir, "rev-parse", "--verify", "HEAD^{commit}")
+        prefix = _git(source_dir, "rev-parse", "--show-prefix")
+        if not commit or prefix is None:
+            return plain
+        with tempfile.TemporaryDirectory(prefix="hermetic-git-") as scratch:
+            archive = Path(scratch) / "head.tar"
+            tree = f"{commit}:{prefix}" if prefix else commit
+            if _git(source_dir, "archive", "--format=tar", "-o", str(archive), tree) is None:
+                return plain
+            content = Path(scratch) / "tree"
+            content.mkdir()
+            with tarfile.open(archive) as unpacked:
+                unpacked.extractall(content, filter="data")
+            if tree_digest(content) != tree_sha256:
+                log.info("the source is not exactly git commit %s; naming its digest only", commit)
+                return plain
+        remote = _git(source_dir, "remote", "get-url", "origin")
+    except (SandboxRootError, OSError, tarfile.TarError) as e:
+        log.debug("no git commit for %s: %s", source_dir, e)
+        return plain
+    repository = repository_uri(remote) if remote else None
+    subdirectory = f"#{prefix.rstrip('/')}" if prefix else ""
+    return SourceRef(
+        sha256=tree_sha256,
+        git_commit=commit,
+        uri=f"{repository}@{commit}{subdirectory}" if repository else None,
+    )
