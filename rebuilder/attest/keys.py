@@ -77,9 +77,40 @@ def generate_keypair(path: Path, passphrase: bytes | None = None) -> str:
     return public_key_from_pem(public_pem, str(public_path)).keyid
 
 
+# The encodings of the eight small-order ed25519 points (the top bit, x's sign, aside):
+# such a "key" verifies one forged signature for many messages, and for other such keys.
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "00" * 32,
+        "01" + "00" * 31,
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ec" + "ff" * 30 + "7f",
+        "ed" + "ff" * 30 + "7f",
+        "ee" + "ff" * 30 + "7f",
+    )
+)
+
+
+def _usable(crypto: PublicKeyTypes, where: str) -> PublicKeyTypes:
+    if isinstance(crypto, Ed25519PublicKey):
+        raw = crypto.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        if raw[:31] + bytes([raw[31] & 0x7F]) in _SMALL_ORDER:
+            raise KeyProblem(
+                f"{where}: a small-order ed25519 key, which verifies forged signatures; "
+                "not a usable key"
+            )
+    return crypto
+
+
 def public_key_from_pem(data: bytes, where: str) -> SSlibKey:
     try:
-        return SSlibKey.from_crypto(load_pem_public_key(data))
+        crypto = load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyProblem(f"{where}: not a usable PEM public key ({e})") from None
+    try:
+        return SSlibKey.from_crypto(_usable(crypto, where))
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise KeyProblem(f"{where}: not a usable PEM public key ({e})") from None
 
@@ -150,7 +181,7 @@ def public_key_from_dict(document: Any, where: str) -> Key:
             crypto: PublicKeyTypes = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
         else:
             crypto = load_pem_public_key(public.encode())
-        key = SSlibKey.from_crypto(crypto, scheme=scheme.lower())
+        key = SSlibKey.from_crypto(_usable(crypto, where), scheme=scheme.lower())
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise KeyProblem(f"{where}: the {keytype} key material does not parse ({e})") from None
     # the type written must be the type of the material (an "rsa" EC key verifies nothing)

@@ -10,6 +10,8 @@ never for it.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +22,7 @@ from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import EnvelopeError, envelope_from_document
 from rebuilder.attest.predicates import (
     CLOCK_SKEW,
+    MAX_TEXT,
     BuildFacts,
     Fields,
     PredicateError,
@@ -58,6 +61,7 @@ _KINDS = {
     DISAGREEMENT_PREDICATE: Kind.DISAGREEMENT,
 }
 VOUCHING = (Kind.PROVENANCE, Kind.AGREEMENT)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +170,18 @@ def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evide
         statement = parse_statement(payload)
         subjects = subjects_of(statement)
     except StatementError as e:
-        return None, f"{origin}: signed by {', '.join(sorted(operators))} but invalid: {e}"
+        named = _named_anyway(payload)
+        why = f"signed by {', '.join(sorted(operators))} but invalid: {e}"
+        if not named:
+            return None, f"{origin}: {why}"
+        # a trusted key signed it: it denies what it seems to name, it never admits
+        return Evidence(
+            origin=origin,
+            operators=operators,
+            predicate_type="",
+            subjects=named,
+            problem=why,
+        ), ""
     predicate_type = statement.get("predicateType")
     kind = _KINDS.get(predicate_type, Kind.OTHER) if isinstance(predicate_type, str) else Kind.OTHER
     base = Evidence(
@@ -180,6 +195,23 @@ def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evide
         return _typed(base, statement), ""
     except PredicateError as e:
         return Evidence(**{**base.__dict__, "problem": str(e)}), ""
+
+
+def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
+    """The subjects a malformed statement seems to name, read leniently (NaN and all)."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return ()
+    items = document.get("subject") if isinstance(document, dict) else None
+    found = []
+    for item in items if isinstance(items, list) else []:
+        digest = item.get("digest") if isinstance(item, dict) else None
+        sha256 = digest.get("sha256") if isinstance(digest, dict) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(sha256, str) and _SHA256.fullmatch(sha256):
+            found.append(Subject(name[:MAX_TEXT] if isinstance(name, str) else "", sha256))
+    return tuple(found)
 
 
 def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:

@@ -37,8 +37,8 @@ def signature_path(policy: Path) -> Path:
 
 
 def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
-    """What the owners sign: the policy file's digest, and its version and expiry."""
-    predicate: dict[str, Any] = {}
+    """What the owners sign: the policy file's digest, and its name, version and expiry."""
+    predicate: dict[str, Any] = {"file": name}
     if policy.version is not None:
         predicate["version"] = policy.version
     if policy.expires is not None:

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.keys import generate_keypair, load_signer
+from rebuilder.attest.predicates import SourceRef
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
 from rebuilder.cli import app
 from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.node.client import Credentials
-from rebuilder.attest.predicates import SourceRef
 from rebuilder.node.statements import Agreement
 
 IMAGE = "1" * 64
