@@ -10,9 +10,10 @@ without a provable commit is still a source.
 from __future__ import annotations
 
 import logging
+import shutil
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
 from rebuilder.attest.predicates import SourceRef
@@ -51,6 +52,32 @@ def repository_uri(remote: str) -> str | None:
     return "git+" + urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _unpack(archive: Path, dest: Path) -> None:
+    """Unpack ``git archive`` output: files, directories and links, nothing outside."""
+    dest.mkdir()
+    with tarfile.open(archive) as unpacked:
+        for member in unpacked:
+            name = PurePosixPath(member.name)
+            if name.is_absolute() or ".." in name.parts:
+                raise tarfile.TarError(f"{member.name}: a path outside the tree")
+            target = dest.joinpath(*name.parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.issym():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(member.linkname)
+            elif member.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                stream = unpacked.extractfile(member)
+                if stream is None:
+                    raise tarfile.TarError(f"{member.name}: unreadable")
+                with stream, target.open("xb") as out:
+                    shutil.copyfileobj(stream, out)
+                target.chmod(0o755 if member.mode & 0o111 else 0o644)
+            elif member.type != tarfile.XGLTYPE:  # the commit id git archive adds
+                raise tarfile.TarError(f"{member.name}: not a file, directory or link")
+
+
 def git_source(source_dir: Path, tree_sha256: str) -> SourceRef:
     """The source as a provenance names it: the tree digest, and the checkout's ``HEAD``
     commit (with its ``origin``) when that commit's content has exactly this digest."""
@@ -58,17 +85,16 @@ def git_source(source_dir: Path, tree_sha256: str) -> SourceRef:
     try:
         commit = _git(source_dir, "rev-parse", "--verify", "HEAD^{commit}")
         prefix = _git(source_dir, "rev-parse", "--show-prefix")
-        if not commit or prefix is None:
+        top = _git(source_dir, "rev-parse", "--show-toplevel")
+        if not commit or prefix is None or not top:
             return plain
         with tempfile.TemporaryDirectory(prefix="hermetic-git-") as scratch:
             archive = Path(scratch) / "head.tar"
             tree = f"{commit}:{prefix}" if prefix else commit
-            if _git(source_dir, "archive", "--format=tar", "-o", str(archive), tree) is None:
+            if _git(Path(top), "archive", "--format=tar", "-o", str(archive), tree) is None:
                 return plain
             content = Path(scratch) / "tree"
-            content.mkdir()
-            with tarfile.open(archive) as unpacked:
-                unpacked.extractall(content, filter="data")
+            _unpack(archive, content)
             if tree_digest(content) != tree_sha256:
                 log.info("the source is not exactly git commit %s; naming its digest only", commit)
                 return plain
