@@ -34,6 +34,7 @@ from rebuilder.gate.gate import run_gate, write_vsa
 from rebuilder.gate.policy import Operator, Policy, PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, signature_path
 from rebuilder.node.client import Credentials
+from rebuilder.node.statements import DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeReport, distinct_keys
 from tests.unit.rebuilder.test_attest import PREDICATE
 from tests.unit.rebuilder.test_gate import NOW, SOURCE, SPEC, World
@@ -236,6 +237,24 @@ def test_an_agreement_dated_by_the_client_in_the_future_does_not_count(world: Wo
     assert not admitted and "(acme); 2 needed" in reasons[0]
     world.agreement("acme", "globex", created=NOW - timedelta(minutes=1))
     assert world.decide(world.policy()) == (True, ())
+
+
+@pytest.mark.parametrize(
+    "created", [None, NOW + timedelta(days=365)], ids=["no time", "from the future"]
+)
+def test_a_trusted_disagreement_denies_whatever_its_time(
+    world: World, created: datetime | None
+) -> None:
+    world.provenance("acme")
+    world.provenance("globex")
+    predicate: dict[str, Any] = {"refusedStatement": {"sha256": "0" * 64}, "jobId": "j"}
+    if created is not None:
+        predicate["createdOn"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    payload = make_statement([subject("hello", "f" * 64)], DISAGREEMENT_PREDICATE, predicate)
+    assert world.decide(world.policy()) == (True, ())  # control: without it, admitted
+    world.save(sign_payload(payload, [world.signers["initech"][0]]))
+    admitted, reasons = world.decide(world.policy())
+    assert not admitted and "initech built a different hello" in reasons[0]
 
 
 # --- 3. the policy binds the source -----------------------------------------------------
