@@ -29,6 +29,7 @@ from rebuilder.attest.check_statement import CHECK_ATTESTATION_FILE, check_state
 from rebuilder.attest.envelope import write_envelope
 from rebuilder.attest.keys import (
     KeyProblem,
+    KeyRing,
     Passphrase,
     default_key_path,
     generate_keypair,
@@ -346,10 +347,11 @@ def verify(
     """Check an attestation's signatures, types and subjects. Exit 0 / 1 / 2."""
     with _guarded(ctx):
         keys = [load_public_key(path) for path in key]
-        if threshold is not None and threshold > len({k.keyid for k in keys}):
+        distinct = len(KeyRing.of(keys))  # by key material: two spellings are one key
+        if threshold is not None and threshold > distinct:
             raise KeyProblem(
-                f"--threshold {threshold} is more than the "
-                f"{len({k.keyid for k in keys})} distinct key(s) given"
+                f"--threshold {threshold} is more than the {distinct} distinct key(s) given "
+                f"(expected 1 to {distinct})"
             )
         for path in artifact or []:
             if not path.is_file():

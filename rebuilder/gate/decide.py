@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -194,7 +194,7 @@ def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evide
     try:
         return _typed(base, statement), ""
     except PredicateError as e:
-        return Evidence(**{**base.__dict__, "problem": str(e)}), ""
+        return replace(base, problem=str(e)), ""
 
 
 def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
@@ -215,20 +215,24 @@ def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
 
 
 def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
+    """The facts of the statement's kind, and the time its signer gave it.
+
+    Raises:
+        PredicateError: a field the gate reads is malformed.
+    """
     predicate = statement.get("predicate")
-    fields = dict(base.__dict__)
     if base.kind is Kind.PROVENANCE:
         build = BuildFacts.from_predicate(predicate)
-        fields.update(build=build, time=build.finished_on)
-    elif base.kind is Kind.AGREEMENT:
+        return replace(base, build=build, time=build.finished_on)
+    if base.kind is Kind.AGREEMENT:
         agreement = Agreement.from_statement(statement)
-        fields.update(agreement=agreement, time=agreement.created_on)
-    elif base.kind is Kind.CHECK:
+        return replace(base, agreement=agreement, time=agreement.created_on)
+    if base.kind is Kind.CHECK:
         read = Fields(predicate, "predicate")
-        fields.update(reproducible=read.flag("reproducible"), time=read.time("finishedOn"))
-    elif base.kind is Kind.DISAGREEMENT:
-        fields.update(time=Fields(predicate, "predicate").time("createdOn"))
-    return Evidence(**fields)
+        return replace(base, reproducible=read.flag("reproducible"), time=read.time("finishedOn"))
+    if base.kind is Kind.DISAGREEMENT:
+        return replace(base, time=Fields(predicate, "predicate").time("createdOn"))
+    return base
 
 
 def _current(
