@@ -84,7 +84,7 @@ from sandbox.build import (
 )
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
-from sandbox.image_build import ImageBuildStatus, build_image
+from sandbox.image_build import ImageBuildStatus, build_image, prepare_image
 from sandbox.images import ImageCatalog, definition_for
 from sandbox.podman_api import PodmanService
 from sandbox.result import BuildResult
@@ -351,6 +351,9 @@ def check(
             trace=trace or config.trace,
         )
         with connect_backend(config) as backend, _check_progress() as progress:
+            store = backend.image_store()
+            if store is not None:  # build (by its lock) or pull the image first, once
+                prepare_image(parsed, config=config, store=store)
             result = run_check(request, config=config, backend=backend, observer=progress)
         payload = check_statement(result, builder_id=default_builder_id())
         envelope, error = signed_envelope(payload, signers)
