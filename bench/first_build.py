@@ -72,6 +72,7 @@ def main() -> None:
             python = scratch / "python" / "project"
             shutil.copytree(REPO / "docs" / "examples" / "python-wheel", python)
             (python / "hermetic.toml").unlink()
+            (python / "hermetic.lock").unlink()  # a new project: no lock, a new image
             report["python_first_build_s"] = first_build(python, env)
             with tarfile.open(find_tarball(args.tarball)) as archive:
                 archive.extractall(scratch / "c")
