@@ -22,9 +22,9 @@ from pathlib import Path
 from bench.common import REPO, podman_service
 
 # Top-level requirements; pip resolves them (set-up, not measured) into 30+ pins.
-PYTHON_TOP = ["sphinx==7.2.6", "requests==2.31.0", "flask==3.0.0", "pytest==7.4.3"]
+PYTHON_TOP = ["sphinx==7.2.6", "requests==2.31.0", "flask==3.0.0", "pytest==7.4.3", "boto3==1.34.0"]
 # An npm project whose lockfile has 200+ packages.
-NPM_TOP = {"eslint": "8.56.0", "webpack": "5.89.0"}
+NPM_TOP = {"eslint": "8.56.0", "webpack": "5.89.0", "jest": "29.7.0"}
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -77,7 +77,11 @@ def measure(
 def spec(example: str, command: str) -> str:
     text = (REPO / "docs" / "examples" / example / "hermetic.toml").read_text()
     image = text[text.index("[image]") : text.index("[limits]")]
-    return f'[build]\ncommand = ["sh", "-c", {json.dumps(command)}]\noutputs = ["done"]\n\n{image}'
+    # npm's V8 reserves address space that a per-process RLIMIT_DATA (the memory limit's
+    # fallback without a cgroup memory controller) counts: give it room
+    limits = '[limits]\nmemory = "16GiB"\n'
+    build = f'[build]\ncommand = ["sh", "-c", {json.dumps(command)}]\noutputs = ["done"]\n'
+    return f"{build}\n{image}\n{limits}"
 
 
 def main() -> None:
