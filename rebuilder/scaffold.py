@@ -139,13 +139,12 @@ class Detection:
             "[image.env]",
         ]
         lines.extend(f"{name} = {_toml(value)}" for name, value in image["env"].items())
-        lines += [
-            "",
-            "[limits]",
-            'timeout = "30m"',
-            'disk = "4GiB"',
-            "",
-        ]
+        lines += ["", "[limits]", 'timeout = "30m"', 'disk = "4GiB"']
+        if self.system is BuildSystem.NPM:
+            # V8 reserves address space, which the per-process RLIMIT_DATA fallback of the
+            # memory limit (no cgroup memory controller) counts; real use is still watched
+            lines.append('memory = "16GiB"')
+        lines.append("")
         return "\n".join(lines)
 
 
