@@ -18,11 +18,11 @@ from sandbox.digests import prefixed, sha256_bytes
 from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.errors import Error, OutputError, RootRefused
 from sandbox.fetch import fetch_input
+from sandbox.git_checkout import repository_top, run_git
 from sandbox.images import ImageCatalog
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
 from sandbox.plan import TraceSetup, plan_build
-from sandbox.proc import run as run_program
 from sandbox.result import BuildResult, BuildStatus, InputRecord
 from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source, write_archive
 from sandbox.spec import Spec
@@ -80,26 +80,16 @@ def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
     """SOURCE_DATE_EPOCH and where it came from: the spec, git, or the fixed default."""
     if spec.source_date_epoch is not None:
         return spec.source_date_epoch, "spec"
-    try:
-        done = run_program(
-            [
-                "git",
-                "-c",
-                "safe.directory=*",
-                "-C",
-                str(spec.source_dir),
-                "log",
-                "-1",
-                "--format=%ct",
-            ],
-            timeout=30,
-            check=False,
-        )
+    top = repository_top(spec.source_dir)
+    if top is None:
+        return DEFAULT_SOURCE_DATE_EPOCH, "default"
+    try:  # the checkout is untrusted: git runs as sandbox.git_checkout says
+        output = run_git(top, "log", "-1", "--no-show-signature", "--format=%ct", timeout=30)
     except Error as e:  # no git is as good as no repository here
         log.debug("no git commit time: %s", e)
         return DEFAULT_SOURCE_DATE_EPOCH, "default"
-    text = done.stdout.decode().strip()
-    if done.returncode == 0 and text.isdigit():
+    text = output.decode().strip() if output is not None else ""
+    if text.isdigit():
         return int(text), "git"
     return DEFAULT_SOURCE_DATE_EPOCH, "default"
 
