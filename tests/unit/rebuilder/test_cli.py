@@ -299,3 +299,35 @@ def test_check_signs_a_negative_verdict(
     predicate = statement["predicate"]
     assert predicate["reproducible"] is False and predicate["culprits"] == ["hostname"]
     assert set(predicate["reportDigests"]) == {"html", "text", "json"}
+
+
+def test_the_provenance_names_the_spec_bytes_that_were_parsed(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review gate-1: the spec was hashed again after the build; a spec changed meanwhile
+    was named in place of the one built."""
+    import hashlib
+
+    spec = write_spec(tmp_path / "src", GOOD)
+    parsed = spec.read_bytes()
+
+    def changes_the_spec(build_dir: Path, plan: BuildPlan) -> FakeRun:
+        spec.write_text(GOOD.replace('command = ["make"]', 'command = ["make", "evil"]'))
+        return FakeRun()
+
+    @contextmanager
+    def connect(config: SandboxConfig) -> Iterator[FakeBackend]:
+        yield FakeBackend(script=changes_the_spec)
+
+    monkeypatch.setitem(BACKENDS, "fake", connect)
+    out = tmp_path / "out"
+    built = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    assert built.exit_code == 0, built.output
+    assert spec.read_bytes() != parsed  # control: the spec did change during the build
+    envelope = json.loads((out / "provenance.intoto.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    (named,) = [
+        d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        if d["name"] == "spec"
+    ]
+    assert named["digest"]["sha256"] == hashlib.sha256(parsed).hexdigest()
