@@ -202,6 +202,7 @@ def build(
             signers=signers,
             builder_id=default_builder_id(),
             spec_document=parsed.document,
+            spec_sha256=parsed.sha256,
             source_dir=parsed.source_dir,
         )
         build_id = new_build_id()
@@ -587,6 +588,14 @@ def gate_command(
         Path | None,
         typer.Option("--policy-signature", help="The policy's signatures (default: beside it)."),
     ] = None,
+    policy_min_version: Annotated[
+        int | None,
+        typer.Option(
+            "--policy-min-version",
+            min=1,
+            help="Refuse a signed policy whose version is lower (an older one put back).",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the decisions.")] = False,
     vsa_key: Annotated[
         str | None, typer.Option("--vsa-key", help="Sign a SLSA VSA per admitted artifact.")
@@ -604,10 +613,17 @@ def gate_command(
         if policy_key:
             owners = [load_public_key(path) for path in policy_key]
             loaded = load_signed_policy(
-                policy, owners, threshold=policy_threshold, signature=policy_signature, now=now
+                policy,
+                owners,
+                threshold=policy_threshold,
+                signature=policy_signature,
+                now=now,
+                min_version=policy_min_version,
             )
-        elif policy_threshold is not None or policy_signature is not None:
-            raise PolicyError("--policy-threshold and --policy-signature need --policy-key")
+        elif any(o is not None for o in (policy_threshold, policy_signature, policy_min_version)):
+            raise PolicyError(
+                "--policy-threshold, --policy-signature and --policy-min-version need --policy-key"
+            )
         else:
             loaded = load_policy(policy, now=now)
         signer = load_signer(vsa_key, _ask_passphrase(vsa_key)) if vsa_key else None

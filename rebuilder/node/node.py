@@ -314,10 +314,10 @@ class Node:
     def cosign(
         self, job_id: str, payload: bytes, *, now: datetime | None = None
     ) -> tuple[bool, dict[str, Any]]:
-        """Sign a combined agreement only if it describes this node's job, key, outputs,
-        source and spec as they are, and is dated within the clock skew of this node's
-        clock (``now``, default the system clock); see
-        :func:`rebuilder.node.statements.cosign_refusal`.
+        """Sign a combined agreement only if it is exactly the agreement this node would
+        write, describes this node's job, key, outputs, source and spec as they are, and
+        is dated within the clock skew of this node's clock (``now``, default the system
+        clock); see :func:`rebuilder.node.statements.cosign_refusal`.
 
         Returns:
             (True, the signature entry) or (False, a signed disagreement envelope, dated by
@@ -346,6 +346,7 @@ class Node:
             built = None  # its own provenance unreadable: it vouches for nothing
         refusal = cosign_refusal(
             statement,
+            payload=payload,
             own=own,
             built=built,
             job_id=job_id,
@@ -362,5 +363,7 @@ class Node:
             job_id=job_id,
             now=now,
             reason=refusal,
+            source=built.source if built is not None else None,
+            spec_sha256=built.spec_sha256 if built is not None else None,
         )
         return False, sign_payload(disagreement, [self.signer])

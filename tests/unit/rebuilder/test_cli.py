@@ -327,7 +327,8 @@ def test_the_provenance_names_the_spec_bytes_that_were_parsed(
     envelope = json.loads((out / "provenance.intoto.json").read_text())
     statement = json.loads(base64.b64decode(envelope["payload"]))
     (named,) = [
-        d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        d
+        for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
         if d["name"] == "spec"
     ]
     assert named["digest"]["sha256"] == hashlib.sha256(parsed).hexdigest()

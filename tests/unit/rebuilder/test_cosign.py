@@ -113,7 +113,11 @@ def test_another_source_or_spec_is_refused(
 ) -> None:
     node, job_id, honest = built
     other = replace(honest, source=SourceRef(sha256="7" * 64))
-    assert "source" in str(refusal_of(node, job_id, other, tmp_path)["reason"])
+    refused = refusal_of(node, job_id, other, tmp_path)
+    assert "source" in str(refused["reason"])
+    # the refusal names what the node built, so a gate counts it only against that
+    assert refused["source"] == {"name": "source", "digest": {"sha256": honest.source.sha256}}
+    assert refused["spec"] == {"sha256": honest.spec_sha256}
     other = replace(honest, spec_sha256="8" * 64)
     assert "spec" in str(refusal_of(node, job_id, other, tmp_path)["reason"])
 

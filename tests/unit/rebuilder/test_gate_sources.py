@@ -35,7 +35,7 @@ class HostileNode:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            def do_GET(self) -> None:
                 try:
                     reply(self)
                 except (BrokenPipeError, ConnectionResetError):
