@@ -181,6 +181,8 @@ class Policy:
     _owners: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.expires is not None:  # a time every reader can compare, convert and print
+            object.__setattr__(self, "expires", _expires(self.path, self.expires))
         threshold = self.threshold
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise PolicyError(

@@ -5,7 +5,7 @@ gate-1, findings 3 and 9)."""
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from rebuilder.attest.keys import generate_keypair, load_public_key, load_signer
 from rebuilder.cli import app
 from rebuilder.gate.gate import run_gate
-from rebuilder.gate.policy import PolicyError, load_policy
+from rebuilder.gate.policy import Operator, Policy, PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, signature_path
 from rebuilder.node.client import Credentials
 from tests.unit.rebuilder.test_gate import NOW, World
@@ -131,3 +131,18 @@ def test_an_older_signed_policy_put_back_is_refused_below_the_minimum_version(
     assert done.exit_code == 2 and "older than the minimum" in done.stderr
     done = CliRunner().invoke(app, gate_args(world, v1, *keys, "--policy-min-version", "1"))
     assert done.exit_code == 0, done.output  # control
+
+
+def test_the_library_keeps_an_expiry_in_utc_and_refuses_one_past_the_calendar(
+    world: World,
+) -> None:
+    acme = load_public_key(world.keys["acme"][0])
+    operators = (Operator(name="acme", keys=(acme,)),)
+    zone = timezone(timedelta(hours=2))
+    kept = Policy(
+        path=Path("p"), threshold=1, operators=operators, expires=datetime(2999, 1, 1, tzinfo=zone)
+    )
+    assert kept.expires == datetime(2998, 12, 31, 22, 0, tzinfo=UTC)  # control, in UTC
+    beyond = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(minutes=1439)))
+    with pytest.raises(PolicyError, match="not a time between 1970 and 9000"):
+        Policy(path=Path("p"), threshold=1, operators=operators, expires=beyond)

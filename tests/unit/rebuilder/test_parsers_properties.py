@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -542,7 +542,17 @@ toml_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats()
     | st.text(max_size=30)
-    | st.datetimes(timezones=st.none() | st.just(UTC))
+    | st.datetimes(
+        timezones=st.none()
+        | st.just(UTC)
+        | st.builds(
+            timezone,
+            st.timedeltas(
+                min_value=-timedelta(hours=23, minutes=59),
+                max_value=timedelta(hours=23, minutes=59),
+            ).map(lambda d: timedelta(minutes=d // timedelta(minutes=1))),
+        )
+    )
     | st.sampled_from(["30d", "0d", "sha256:" + DIGEST, "git+https://h/r@" + "c" * 40]),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
@@ -589,6 +599,14 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> str:
 )
 @example(values={"threshold": 1, "expires": datetime(2026, 1, 1)}, operators=[], with_key=True)
 @example(values={"threshold": 1, "max_age": "9" * 40 + "d"}, operators=[], with_key=True)
+@example(  # an expiry whose zone carries it past the end of the calendar in UTC
+    values={
+        "threshold": 1,
+        "expires": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(minutes=1439))),
+    },
+    operators=[],
+    with_key=True,
+)
 def test_any_policy_document_is_a_policy_or_a_policy_error(
     tmp_path_factory: pytest.TempPathFactory,
     pem: str,
@@ -607,6 +625,8 @@ def test_any_policy_document_is_a_policy_or_a_policy_error(
     except PolicyError:
         return
     assert policy.threshold >= 1 and policy.operators
+    if policy.expires is not None:  # a time every reader can convert and print
+        assert policy.expires.utcoffset() == timedelta(0) and policy.expires > NOW
 
 
 @CI
