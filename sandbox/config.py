@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sandbox.errors import Error
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
+from sandbox.units import parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 # Debian's libfaketime, in this machine's multiarch directory
@@ -31,6 +33,28 @@ def _trace_level(value: str | None) -> TraceLevel:
         raise Error(
             f"HERMETIC_TRACE={value!r}: expected one of {', '.join(t.value for t in TraceLevel)}"
         ) from None
+
+
+def _trace_limits(env: Mapping[str, str]) -> TraceLimits:
+    defaults = TraceLimits()
+    values = {}
+    for name, key, parse in (
+        ("max_events", "HERMETIC_TRACE_MAX_EVENTS", int),
+        ("max_event_bytes", "HERMETIC_TRACE_MAX_BYTES", parse_size),
+        ("max_file_bytes", "HERMETIC_TRACE_MAX_FILE", parse_size),
+    ):
+        text = env.get(key)
+        if not text:
+            values[name] = getattr(defaults, name)
+            continue
+        try:
+            values[name] = parse(text)
+        except ValueError as e:
+            raise Error(f"{key}={text!r}: {e}") from None
+    try:
+        return TraceLimits(**values)
+    except ValueError as e:
+        raise Error(f"HERMETIC_TRACE_MAX_*: {e}") from None
 
 
 def default_images_dir() -> Path:
@@ -59,6 +83,8 @@ class SandboxConfig:
         trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
         faketime: libfaketime, which ``hermetic check`` mounts to shift a build's clock
             (HERMETIC_FAKETIME).
+        trace_limits: caps on what a traced build can make the tracer hold
+            (HERMETIC_TRACE_MAX_EVENTS, HERMETIC_TRACE_MAX_BYTES, HERMETIC_TRACE_MAX_FILE).
     """
 
     store_dir: Path
@@ -72,6 +98,7 @@ class SandboxConfig:
     seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
     trace: TraceLevel = TraceLevel.STANDARD
     faketime: Path = Path(_FAKETIME)
+    trace_limits: TraceLimits = DEFAULT_TRACE_LIMITS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -92,4 +119,5 @@ class SandboxConfig:
             seccomp_base=Path(
                 env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
             ),
+            trace_limits=_trace_limits(env),
         )
