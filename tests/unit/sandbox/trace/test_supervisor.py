@@ -55,13 +55,13 @@ class Memory:
     def __init__(self) -> None:
         self.kept: list[object] = []
 
-    def bytes(self, data: bytes) -> int:
+    def put(self, data: bytes) -> int:
         buffer = ctypes.create_string_buffer(data, len(data))
         self.kept.append(buffer)
         return ctypes.addressof(buffer)
 
     def argv(self, *items: bytes) -> int:
-        pointers = (ctypes.c_uint64 * (len(items) + 1))(*(self.bytes(i + b"\0") for i in items))
+        pointers = (ctypes.c_uint64 * (len(items) + 1))(*(self.put(i + b"\0") for i in items))
         self.kept.append(pointers)
         return ctypes.addressof(pointers)
 
@@ -73,18 +73,18 @@ def memory() -> Iterator[Memory]:
 
 def test_a_path_without_its_nul_is_read_up_to_path_max(memory: Memory) -> None:
     recorder = Recorder()
-    long = memory.bytes(b"/" + b"a" * (10 * PATH_MAX))  # no NUL for 40 KiB
+    long = memory.put(b"/" + b"a" * (10 * PATH_MAX))  # no NUL for 40 KiB
     assert recorder._string(ME, long) == b"/" + b"a" * (PATH_MAX - 1)
-    short = memory.bytes(b"/build/x\0garbage")
+    short = memory.put(b"/build/x\0garbage")
     assert recorder._string(ME, short) == b"/build/x"
     # A string across several growing chunks, found in the last one.
-    mid = memory.bytes(b"m" * 3000 + b"\0")
+    mid = memory.put(b"m" * 3000 + b"\0")
     assert recorder._string(ME, mid) == b"m" * 3000
 
 
 def test_an_exec_argv_is_kept_whole_or_cut_and_flagged(memory: Memory) -> None:
     recorder = Recorder()
-    path = memory.bytes(b"/bin/true\0")
+    path = memory.put(b"/bin/true\0")
     arguments = [b"true", *(b"x" * 1000 for _ in range(100))]  # 100 KB
     recorder._exec(ME, AT_FDCWD, path, memory.argv(*arguments))
     assert recorder.events[-1][:4] == ["exec", ME, b"/bin/true", arguments]
@@ -92,7 +92,7 @@ def test_an_exec_argv_is_kept_whole_or_cut_and_flagged(memory: Memory) -> None:
     kept = recorder.kept_bytes
     assert 100_000 < kept < 110_000
     # 4096 pointers to one 128 KiB string: 512 MiB if read naively; cut at 1 MiB.
-    huge = memory.bytes(b"y" * (128 * 1024) + b"\0")
+    huge = memory.put(b"y" * (128 * 1024) + b"\0")
     pointers = (ctypes.c_uint64 * 4097)(*([huge] * 4096), 0)
     recorder._exec(ME, AT_FDCWD, path, ctypes.addressof(pointers))
     argv, cut = recorder.events[-1][3], recorder.events[-1][6]
@@ -110,16 +110,16 @@ def test_every_message_of_sendmmsg_is_inspected(memory: Memory) -> None:
     names = [sockaddr("127.0.0.1", 9), sockaddr("192.0.2.7", 53), b"", sockaddr("10.1.1.1", 7)]
     vector = b""
     for name in names:
-        address = memory.bytes(name + b"\0" * 8) if name else 0
+        address = memory.put(name + b"\0" * 8) if name else 0
         # struct mmsghdr: msg_name, msg_namelen, (pad), iov, iovlen, control, controllen,
         # flags, (pad), msg_len, (pad)
         vector += struct.pack("<QI4xQQQQi4xI4x", address, 16 if name else 0, 0, 0, 0, 0, 0, 0)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        recorder.sendmmsg(ME, (sock.fileno(), memory.bytes(vector), len(names)))
+        recorder.sendmmsg(ME, (sock.fileno(), memory.put(vector), len(names)))
         sent = [event[5:7] for event in recorder.events if event[0] == "net"]
         assert sent == [["127.0.0.1", 9], ["192.0.2.7", 53], ["10.1.1.1", 7]]
         assert {event[4] for event in recorder.events} == {socket.SOCK_DGRAM}
         # Negative control: sendmsg looks at the first message only, as it should.
         recorder.events.clear()
-        recorder.sendmsg(ME, (sock.fileno(), memory.bytes(vector)))
+        recorder.sendmsg(ME, (sock.fileno(), memory.put(vector)))
         assert [event[5] for event in recorder.events] == ["127.0.0.1"]
