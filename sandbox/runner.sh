@@ -149,7 +149,8 @@ while kill -0 -1 2>/dev/null && [ "$i" -lt 3000 ]; do
     i=$((i + 1))
 done
 if [ "$token" != "-" ]; then
-    : > "$STATE/$token"
+    # A regular builtin: a failed redirection must not end the runner (":" would).
+    true > "$STATE/$token"
 fi
 
 # The hand-back, as the build user again (nothing of the build runs any more): from

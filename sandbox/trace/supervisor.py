@@ -25,7 +25,6 @@ import fcntl
 import ipaddress
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -535,6 +534,16 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
             later.clear()
 
 
+def _peak_memory() -> int:
+    """This process's peak RSS since it started the supervisor (VmHWM: unlike
+    getrusage, it does not count the memory of the parent it was forked from)."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hermetic's seccomp supervisor")
     parser.add_argument("--socket", required=True, type=Path)
@@ -562,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             "notifications": recorder.notifications,
             "unreadable": recorder.unreadable,
             "dropped": recorder.dropped,
-            "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_memory_bytes": _peak_memory(),
             "container_pid": state.get("pid"),
         }
         temp = args.out.with_suffix(".partial")
