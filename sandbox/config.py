@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,17 +35,19 @@ def _trace_level(value: str | None) -> TraceLevel:
         ) from None
 
 
+_TRACE_LIMIT_KEYS: dict[str, tuple[str, Callable[[str], int]]] = {
+    "max_events": ("HERMETIC_TRACE_MAX_EVENTS", int),
+    "max_event_bytes": ("HERMETIC_TRACE_MAX_BYTES", parse_size),
+    "max_file_bytes": ("HERMETIC_TRACE_MAX_FILE", parse_size),
+}
+
+
 def _trace_limits(env: Mapping[str, str]) -> TraceLimits:
-    defaults = TraceLimits()
-    values = {}
-    for name, key, parse in (
-        ("max_events", "HERMETIC_TRACE_MAX_EVENTS", int),
-        ("max_event_bytes", "HERMETIC_TRACE_MAX_BYTES", parse_size),
-        ("max_file_bytes", "HERMETIC_TRACE_MAX_FILE", parse_size),
-    ):
+    values: dict[str, int] = {}
+    for name, (key, parse) in _TRACE_LIMIT_KEYS.items():
         text = env.get(key)
         if not text:
-            values[name] = getattr(defaults, name)
+            values[name] = getattr(DEFAULT_TRACE_LIMITS, name)
             continue
         try:
             values[name] = parse(text)
@@ -54,7 +56,8 @@ def _trace_limits(env: Mapping[str, str]) -> TraceLimits:
     try:
         return TraceLimits(**values)
     except ValueError as e:
-        raise Error(f"HERMETIC_TRACE_MAX_*: {e}") from None
+        key = next(k for n, (k, _) in _TRACE_LIMIT_KEYS.items() if n in str(e))
+        raise Error(f"{key}={env.get(key)!r}: {e}") from None
 
 
 def default_images_dir() -> Path:

@@ -75,7 +75,8 @@ if ! "$BB" chown "$uid:$gid" "$build" "$home" \
     || ! "$BB" nsenter -S "$uid" -G "$gid" sh -c \
         'tar -x -f - -C "$1" && find "$1" -type d -exec touch -c -d "@$2" {} +' \
         hermetic-stage "$build" "$epoch" < /.hermetic/src.tar; then
-    echo "hermetic-runner: could not stage the source into $build" >&2
+    echo "hermetic-runner: could not stage the source into $build as $uid:$gid" \
+        "(the busybox needs its chown, nsenter, sh, tar, find and touch applets)" >&2
     exit 125
 fi
 cd "$build" || exit 125
