@@ -142,8 +142,11 @@ def member(
                 member("x/y/z", tarfile.SYMTYPE, ".."),
                 member("x/y/z/escaped"),
             ],
-            "outside the tree",
+            "link or a file",
         ),
+        ([member(".git/config"), member("hermetic.toml")], "git directory"),
+        ([member("sub/.git", tarfile.DIRTYPE), member("hermetic.toml")], "git directory"),
+        ([member("hermetic.toml", tarfile.SYMTYPE, "real.toml"), member("real.toml")], "regular"),
         ([member("hermetic.toml"), member("hermetic.toml")], "twice"),
     ],
 )
@@ -153,6 +156,117 @@ def test_unsafe_requests_are_refused(
     with pytest.raises(RequestError, match=reason):
         unpack_source(tar(members), tmp_path / "dest")
     assert not (tmp_path / "etc").exists()
+
+
+def chain_members(target: str) -> list[tarfile.TarInfo]:
+    dirs = "/".join(f"x{i}" for i in range(20))
+    up = "/".join([".."] * 20)
+    return [
+        member("hermetic.toml"),
+        member(f"{dirs}/dd", tarfile.SYMTYPE, up),
+        member(target, tarfile.SYMTYPE, f"{dirs}/dd/{up}/etc/passwd"),
+    ]
+
+
+def test_the_symlink_chain_is_refused_by_resolution(tmp_path: Path) -> None:
+    from tests.chains import lexically_inside
+
+    dirs = "/".join(f"x{i}" for i in range(20))
+    up = "/".join([".."] * 20)
+    # negative control: the chain passes a check by spelling
+    assert lexically_inside(f"{dirs}/dd", up)
+    assert lexically_inside("a", f"{dirs}/dd/{up}/etc/passwd")
+    with pytest.raises(RequestError, match="leads out of the tree"):
+        unpack_source(tar(chain_members("a")), tmp_path / "one")
+    # as the request's spec file: refused too (never read through the link)
+    spec_link = [m for m in chain_members("hermetic.toml") if m.name != "hermetic.toml" or m.issym()]
+    with pytest.raises(RequestError, match="leads out of the tree|regular"):
+        unpack_source(tar(spec_link), tmp_path / "two")
+    # positive control: an ordinary inside link is kept
+    ok = [member("hermetic.toml"), member("real.txt"), member("ok", tarfile.SYMTYPE, "real.txt")]
+    unpack_source(tar(ok), tmp_path / "three")
+    assert (tmp_path / "three" / "ok").readlink() == Path("real.txt")
+
+
+def _bomb(size: int) -> bytes:
+    """A tar.gz of one file of zeros: about 1000:1."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("hermetic.toml")
+        info.size = size
+
+        class Zeros(io.RawIOBase):
+            left = size
+
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, view: memoryview) -> int:  # type: ignore[override]
+                n = min(len(view), self.left)
+                view[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        archive.addfile(info, io.BufferedReader(Zeros()))
+    return buffer.getvalue()
+
+
+def test_an_archive_bomb_is_refused_early_with_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from rebuilder.node.requests import RequestLimits
+
+    bomb = _bomb(128 * 1024**2)
+    assert len(bomb) * 500 < 128 * 1024**2  # it is a bomb: hundreds to one
+    limits = RequestLimits(max_unpacked_bytes=16 * 1024**2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError, match="unpacks to more than"):
+            unpack_source(bomb, tmp_path / "bomb", limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024**2, peak
+    assert not any((tmp_path / "bomb").iterdir())  # refused at its header: nothing written
+    # control: the same archive within a cap that fits it unpacks
+    small = _bomb(1024**2)
+    unpack_source(small, tmp_path / "fits", RequestLimits(max_unpacked_bytes=2 * 1024**2))
+    assert (tmp_path / "fits" / "hermetic.toml").stat().st_size == 1024**2
+
+
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    import tracemalloc
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("hermetic.toml")
+        info.pax_headers = {"comment": "x" * (64 * 1024**2)}
+        archive.addfile(info, io.BytesIO(b""))
+    tracemalloc.start()
+    try:  # negative control: tarfile alone reads the whole header into memory
+        with tarfile.open(fileobj=io.BytesIO(buffer.getvalue()), mode="r:gz") as plain:
+            plain.getmembers()
+        _, unguarded = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert unguarded > 64 * 1024**2
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError, match="extended headers"):
+            unpack_source(buffer.getvalue(), tmp_path / "pax")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024**2, peak
+
+
+def test_the_member_count_is_capped(tmp_path: Path) -> None:
+    from rebuilder.node.requests import RequestLimits
+
+    many = tar([member("hermetic.toml")] + [member(f"f{i}") for i in range(50)])
+    with pytest.raises(RequestError, match="more than 20 members"):
+        unpack_source(many, tmp_path / "many", RequestLimits(max_members=20))
+    unpack_source(many, tmp_path / "ok", RequestLimits(max_members=51))  # control
 
 
 def test_a_packed_source_unpacks_as_it_was(tmp_path: Path) -> None:
