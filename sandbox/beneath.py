@@ -10,6 +10,7 @@ RESOLVE_NO_SYMLINKS)`` where the kernel has it, else one ``O_NOFOLLOW`` step per
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -111,7 +112,9 @@ def _walk(root_fd: int, relative: str, flags: int) -> int:
         os.close(fd)
 
 
-def open_beneath(root: Path, relative: str, flags: int = os.O_RDONLY, *, kernel: bool = True) -> int:
+def open_beneath(
+    root: Path, relative: str, flags: int = os.O_RDONLY, *, kernel: bool = True
+) -> int:
     """Open ``root/relative`` without following any link, on the way or at the end.
 
     Args:
@@ -165,11 +168,11 @@ def make_dirs_beneath(root: Path, relative: str) -> int:
         return fd
     try:
         for part in _parts(relative):
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            step = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
             os.close(fd)
             fd = step
     except BaseException:

@@ -10,6 +10,7 @@ total deadline.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 
 from sandbox.errors import InputError
-from sandbox.input_policy import MAX_REDIRECTS, IPAddress, InputPolicy, Target
+from sandbox.input_policy import MAX_REDIRECTS, InputPolicy, IPAddress, Target
 from sandbox.spec import InputSpec
 from sandbox.store import ContentStore
 
@@ -81,12 +82,12 @@ def fetch_input(
         cached = store.get(item.sha256)
         if cached is not None:
             return cached, False
-        with guarded_get(target, policy) as (chunks, total):
+        with guarded_get(target, policy) as (body, declared):
             return store.add(
-                chunks,
+                body,
                 expected=item.sha256,
                 what=item.url,
-                on_bytes=lambda done: progress(item.url, done, total) if progress else None,
+                on_bytes=lambda done: progress(item.url, done, declared) if progress else None,
                 disclose=False,
             ), True
     cached = store.get(item.sha256)
@@ -137,6 +138,7 @@ class _PinnedConnection(http.client.HTTPSConnection):
 
     def __init__(self, target: Target, address: IPAddress, context: ssl.SSLContext) -> None:
         super().__init__(target.host, target.port, context=context)
+        self.context = context
         self.address = address
         self.tls = target.scheme == "https"
         self.default_port = 443 if self.tls else 80  # for the Host header
@@ -149,7 +151,7 @@ class _PinnedConnection(http.client.HTTPSConnection):
             sock.settimeout(self.timeout)
             sock.connect((str(self.address), self.port))
             if self.tls:
-                sock = self._context.wrap_socket(sock, server_hostname=self.host)
+                sock = self.context.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise
@@ -167,10 +169,9 @@ def _node_tls_context() -> ssl.SSLContext:
 def _cut(connection: _PinnedConnection) -> None:
     """The deadline passed: end the connection under whatever read is blocking on it."""
     if connection.raw is not None:
-        try:  # the plain socket's shutdown, under TLS too: it acts on the descriptor
+        # the plain socket's shutdown, under TLS too: it acts on the descriptor
+        with contextlib.suppress(OSError):
             socket.socket.shutdown(connection.raw, socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def _open(
@@ -288,7 +289,9 @@ def _capped_body(
                 chunk = response.read(min(_CHUNK, policy.max_bytes - read + 1))
             except (OSError, http.client.HTTPException) as e:
                 if time.monotonic() >= deadline:
-                    raise InputError(f"cannot fetch input {url}: the node's deadline passed") from None
+                    raise InputError(
+                        f"cannot fetch input {url}: the node's deadline passed"
+                    ) from None
                 raise InputError(f"cannot fetch input {url}: {_failure(e)}") from None
             if not chunk:
                 return

@@ -179,6 +179,31 @@ class InputPolicy:
             deadline_s=deadline_s,
         )
 
+    def to_json(self) -> dict[str, object]:
+        """The rules as data (for a scale-out worker, which applies them itself)."""
+        return {
+            "allow": [prefix.text for prefix in self.allow],
+            "networks": [str(network) for network in self.networks],
+            "max_bytes": self.max_bytes,
+            "deadline_s": self.deadline_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> InputPolicy:
+        """Raises ValueError, KeyError or TypeError for data :meth:`to_json` did not write."""
+        allow, networks = data["allow"], data["networks"]
+        max_bytes, deadline_s = data["max_bytes"], data["deadline_s"]
+        if not isinstance(allow, list) or not isinstance(networks, list):
+            raise TypeError("allow and networks must be lists")
+        if not isinstance(max_bytes, int) or not isinstance(deadline_s, int | float):
+            raise TypeError("max_bytes and deadline_s must be numbers")
+        return cls.of(
+            allow=[str(p) for p in allow],
+            networks=[str(n) for n in networks],
+            max_bytes=max_bytes,
+            deadline_s=float(deadline_s),
+        )
+
     def refuse(self, url: str, rule: str, reason: str) -> InputRefused:
         return InputRefused(url=url, rule=rule, reason=reason)
 

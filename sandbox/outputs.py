@@ -159,6 +159,18 @@ def collect_outputs(root: Path, patterns: tuple[str, ...]) -> OutputManifest:
     return OutputManifest.of([_describe(root, relative) for relative in chosen])
 
 
+def describe_outputs(root: Path, paths: list[str]) -> OutputManifest:
+    """The manifest of exactly these paths under root (checked as collect_outputs does).
+
+    Raises:
+        OutputError: a path is missing or unsafe.
+    """
+    try:
+        return OutputManifest.of([_describe(root, relative) for relative in paths])
+    except FileNotFoundError:
+        raise OutputError("an output listed is missing") from None
+
+
 def copy_outputs(root: Path, manifest: OutputManifest, dest: Path) -> None:
     """Copy every output to ``dest`` keeping its relative path and mode.
 
@@ -186,4 +198,6 @@ def copy_outputs(root: Path, manifest: OutputManifest, dest: Path) -> None:
             finally:
                 os.close(parent_fd)
         except OSError as e:
-            raise OutputError(f"output {item.path} cannot be copied without following a link") from e
+            raise OutputError(
+                f"output {item.path} cannot be copied without following a link"
+            ) from e

@@ -139,8 +139,7 @@ def unpack_source(data: bytes, dest: Path, limits: RequestLimits | None = None) 
                 unpacked += member.size if member.isfile() else 0
                 if unpacked > limits.max_unpacked_bytes:
                     raise RequestError(
-                        f"the source archive unpacks to more than {limits.max_unpacked_bytes} "
-                        "bytes"
+                        f"the source archive unpacks to more than {limits.max_unpacked_bytes} bytes"
                     )
                 _unpack_member(archive, member, dest)
     except _TooLarge as e:
@@ -175,7 +174,9 @@ def _unpack_member(archive: tarfile.TarFile, member: tarfile.TarInfo, dest: Path
                 os.mkdir(name, 0o755, dir_fd=parent)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode):
-                    raise RequestError(f"refused {member.name!r}: it is in the archive twice")
+                    raise RequestError(
+                        f"refused {member.name!r}: it is in the archive twice"
+                    ) from None
             return
         try:
             if member.issym():

@@ -7,6 +7,7 @@ import io
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -179,8 +180,10 @@ def test_the_symlink_chain_is_refused_by_resolution(tmp_path: Path) -> None:
     with pytest.raises(RequestError, match="leads out of the tree"):
         unpack_source(tar(chain_members("a")), tmp_path / "one")
     # as the request's spec file: refused too (never read through the link)
-    spec_link = [m for m in chain_members("hermetic.toml") if m.name != "hermetic.toml" or m.issym()]
-    with pytest.raises(RequestError, match="leads out of the tree|regular"):
+    spec_link = [
+        m for m in chain_members("hermetic.toml") if m.name != "hermetic.toml" or m.issym()
+    ]
+    with pytest.raises(RequestError, match=r"leads out of the tree|regular"):
         unpack_source(tar(spec_link), tmp_path / "two")
     # positive control: an ordinary inside link is kept
     ok = [member("hermetic.toml"), member("real.txt"), member("ok", tarfile.SYMTYPE, "real.txt")]
@@ -312,7 +315,7 @@ def node(tmp_path: Path, fake_config: SandboxConfig) -> Node:
 
 
 def client_for(
-    node: Node, tmp_path: Path, scopes: list[str], **options: int
+    node: Node, tmp_path: Path, scopes: list[str], **options: Any
 ) -> tuple[TestClient, dict[str, str]]:
     token = add_token(tmp_path / "tokens.json", "tester", scopes)
     app = create_app(
