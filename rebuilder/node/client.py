@@ -16,6 +16,12 @@ class NodeError(Error):
     """A node could not be reached, or refused a request; names the node and why."""
 
 
+# What a node may send back, at most: a node is a stranger too.
+MAX_JSON_BYTES = 4 * 1024**2
+MAX_ATTESTATION_BYTES = 16 * 1024**2
+MAX_ARTIFACT_BYTES = 256 * 1024**2  # as diffoscope's own per-file limit
+
+
 @dataclass(frozen=True, kw_only=True)
 class Credentials:
     token: str | None = None
@@ -28,6 +34,7 @@ class NodeClient:
     def __init__(self, url: str, credentials: Credentials, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
+        headers["Accept-Encoding"] = "identity"  # what is read is what is counted
         verify: ssl.SSLContext | bool = True
         if bool(credentials.client_cert) != bool(credentials.client_key):
             raise NodeError("mutual TLS needs both --tls-cert and --tls-key")
@@ -45,9 +52,27 @@ class NodeClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, limit: int = MAX_JSON_BYTES, **kwargs: Any
+    ) -> httpx.Response:
+        """One request whose answer is read up to ``limit`` bytes (NodeError past it)."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            with self._http.stream(method, path, **kwargs) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise NodeError(f"{self.url}{path}: answer larger than {limit} bytes; refused")
+                body = bytearray()
+                for chunk in response.iter_raw():
+                    body.extend(chunk)
+                    if len(body) > limit:
+                        raise NodeError(
+                            f"{self.url}{path}: answer larger than {limit} bytes; refused"
+                        )
+                if response.headers.get("content-encoding", "identity") != "identity":
+                    raise NodeError(f"{self.url}{path}: a compressed answer was not asked for")
+                response = httpx.Response(
+                    response.status_code, content=bytes(body), request=response.request
+                )
         except httpx.HTTPError as e:
             raise NodeError(f"{self.url}: {e}") from None
         if response.status_code in (401, 403):
@@ -75,10 +100,12 @@ class NodeClient:
         return data
 
     def attestation(self, job_id: str) -> bytes:
-        return self._ok(self._request("GET", f"/v1/rebuilds/{job_id}/attestation")).content
+        path = f"/v1/rebuilds/{job_id}/attestation"
+        return self._ok(self._request("GET", path, limit=MAX_ATTESTATION_BYTES)).content
 
     def artifact(self, job_id: str, path: str) -> bytes:
-        return self._ok(self._request("GET", f"/v1/rebuilds/{job_id}/artifacts/{path}")).content
+        where = f"/v1/rebuilds/{job_id}/artifacts/{path}"
+        return self._ok(self._request("GET", where, limit=MAX_ARTIFACT_BYTES)).content
 
     def by_subject(self, sha256: str) -> list[dict[str, Any]]:
         """The node's finished jobs with an output of that digest."""

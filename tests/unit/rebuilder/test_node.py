@@ -588,3 +588,40 @@ def test_disk_full_during_a_build_gives_the_attempt_back(
     assert after.attempts == 1 and "infrastructure failure" in after.reason
     assert str(tmp_path) not in after.reason and "secret" not in after.reason
     node.close()
+
+
+def test_the_rebuild_client_reads_a_node_s_answers_up_to_a_cap() -> None:
+    import http.server
+    import threading
+
+    from rebuilder.node.client import MAX_ATTESTATION_BYTES, Credentials, NodeClient, NodeError
+
+    sizes = {
+        "/v1/rebuilds/big/attestation": MAX_ATTESTATION_BYTES + 1,
+        "/v1/rebuilds/ok/attestation": 10,
+    }
+
+    class Node(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            size = sizes.get(self.path, 0)
+            self.send_response(200)
+            if "ok" in self.path:
+                self.send_header("Content-Length", str(size))
+            self.end_headers()  # "big": no length, the body just keeps coming
+            for _ in range(0, size, 1 << 20):
+                self.wfile.write(b"x" * min(1 << 20, size))
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = NodeClient(f"http://127.0.0.1:{server.server_address[1]}", Credentials(token="t"))
+    try:
+        with pytest.raises(NodeError, match="larger than"):
+            client.attestation("big")
+        assert client.attestation("ok") == b"x" * 10  # control
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
