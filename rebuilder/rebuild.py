@@ -31,6 +31,7 @@ from rebuilder.errors import Error
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
 from rebuilder.node.statements import Outputs, agreement_statement, statement_outputs
+from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes
 from sandbox.spec import Spec
 from sandbox.workspace import claim_dir, write_atomically
@@ -143,8 +144,12 @@ def rebuild(
     timeout_s: float = 3600.0,
     poll_s: float = 1.0,
     progress: Progress = lambda report: None,
+    config: SandboxConfig | None = None,
 ) -> RebuildResult:
-    """Ask every node to rebuild, then combine what K or more of them agree on."""
+    """Ask every node to rebuild, then combine what K or more of them agree on.
+
+    ``config`` names the locked diffoscope image that compares disagreeing outputs
+    (default: from the environment)."""
     prepare_out_dir(out_dir)
     with tempfile.TemporaryDirectory(prefix="hermetic-rebuild-") as scratch:
         archive = pack_source(spec.source_dir, Path(scratch))
@@ -170,7 +175,7 @@ def rebuild(
             ]
             for future in running:
                 future.result()
-        return _combine(reports, clients, threshold, sha256_bytes(archive), out_dir)
+        return _combine(reports, clients, threshold, sha256_bytes(archive), out_dir, config)
     finally:
         for client in clients:
             client.close()
@@ -262,6 +267,7 @@ def _combine(
     threshold: int,
     request_sha256: str,
     out_dir: Path,
+    config: SandboxConfig | None,
 ) -> RebuildResult:
     groups = Counter(r.outputs for r in reports if r.verdict == "built")
     ranked = groups.most_common(2)
@@ -281,7 +287,7 @@ def _combine(
         attestation=None,
         out_dir=out_dir,
     )
-    _reports_for_disagreement(reports, clients, agreed_outputs, out_dir)
+    _reports_for_disagreement(reports, clients, agreed_outputs, out_dir, config)
     if len(agreeing) < threshold:
         result.notes.append(f"{len(agreeing)} node(s) agree; {threshold} needed")
         _write_result(result)
@@ -347,7 +353,11 @@ def _collect_refusals(
 
 
 def _reports_for_disagreement(
-    reports: list[NodeReport], clients: list[NodeClient], agreed: Outputs, out_dir: Path
+    reports: list[NodeReport],
+    clients: list[NodeClient],
+    agreed: Outputs,
+    out_dir: Path,
+    config: SandboxConfig | None,
 ) -> None:
     """diffoscope between an agreeing node's outputs and each disagreeing node's."""
     reference = next(
@@ -366,6 +376,8 @@ def _reports_for_disagreement(
             for side, (rep, cli) in (("control", reference), ("other", (report, client))):
                 for path in differing:
                     if path in dict(rep.outputs):
+                        if path.startswith("/") or ".." in path.split("/"):
+                            raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
                         target = base / side / path
                         if not target.resolve().is_relative_to((base / side).resolve()):
                             raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
@@ -375,7 +387,11 @@ def _reports_for_disagreement(
             report.reason = f"outputs differ; fetching them for diffoscope failed: {e}"
             continue
         report.report = diff_outputs(
-            control=base / "control", other=base / "other", paths=differing, report_dir=base
+            control=base / "control",
+            other=base / "other",
+            paths=differing,
+            report_dir=base,
+            config=config,
         )
 
 

@@ -100,6 +100,7 @@ def run_rebuild(
         out_dir=out,
         poll_s=0.3,
         timeout_s=900,
+        config=running[0].node.config,
     )
 
 
