@@ -154,8 +154,11 @@ def diff_outputs(
     ]
     (staging / "control").mkdir(parents=True, exist_ok=True)
     (staging / "experiment").mkdir(parents=True, exist_ok=True)
+    config = config or SandboxConfig.from_env()
+    if config.backend == "fake":
+        return _fake_reports(staging, sorted(set(paths)), outputs, tuple(sorted(set(skipped))))
     try:
-        sandbox = DiffoscopeSandbox.from_config(config or SandboxConfig.from_env())
+        sandbox = DiffoscopeSandbox.from_config(config)
         argv = sandbox.argv(staging, reports, timeout_s, command)
         done = run_program(argv, timeout=timeout_s + 2 * _GRACE_S, check=False)
         for kind, name in names.items():  # out of the directory the container could write
@@ -198,3 +201,30 @@ def _is_regular(fd: int) -> bool:
     import stat
 
     return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _fake_reports(
+    staging: Path, paths: list[str], outputs: dict[str, Path], skipped: tuple[str, ...]
+) -> DiffReport:
+    """The fake backend's stand-in for diffoscope (unit tests run no container): a plain
+    unified diff of the staged files, written as the three reports and marked as fake."""
+    import difflib
+    import html
+    import json
+
+    lines = ["(fake backend: a unified diff, not diffoscope)"]
+    for path in paths:
+        sides = []
+        for name in ("control", "experiment"):
+            file = staging / name / path
+            sides.append(file.read_text("utf-8", "replace").splitlines() if file.is_file() else [])
+        lines += difflib.unified_diff(
+            sides[0], sides[1], f"control/{path}", f"experiment/{path}", lineterm=""
+        )
+    text = "\n".join(lines) + "\n"
+    outputs["text"].write_text(text)
+    outputs["json"].write_text(json.dumps({"fake": True, "paths": paths, "diff": text}))
+    outputs["html"].write_text(f"<pre>{html.escape(text)}</pre>\n")
+    return DiffReport(
+        html=outputs["html"], text=outputs["text"], json=outputs["json"], skipped=skipped
+    )

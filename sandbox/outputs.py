@@ -109,8 +109,8 @@ def _describe(root: Path, relative: str) -> OutputFile:
         target = os.readlink(path)
         if resolve_beneath(root, relative) is None:
             raise OutputError(
-                f"output {relative} is a symlink that leads out of the build directory "
-                f"({target}, following every link on the way); refused"
+                f"output {relative} is a symlink leaving the build directory once the links "
+                f"on its way are followed ({target}); refused"
             )
         encoded = os.fsencode(target)
         return OutputFile(
