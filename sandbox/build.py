@@ -107,11 +107,13 @@ def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
     return DEFAULT_SOURCE_DATE_EPOCH, "default"
 
 
-def _publish_trace(trace: BuildTrace | None, level: TraceLevel, publish: Path) -> dict[str, Any]:
-    """Write trace.json; the summary (with the file's digest) for result.json."""
+def _publish_trace(
+    trace: BuildTrace | None, level: TraceLevel, publish: Path, max_bytes: int
+) -> dict[str, Any]:
+    """Write trace.json (cut to ``max_bytes``); the summary (with the file's digest)."""
     if trace is None:
         return {"level": level.value if level is TraceLevel.OFF else "unavailable"}
-    data = trace.to_json_bytes()
+    trace, data = trace.fitted(max_bytes)
     (publish / TRACE_FILE).write_bytes(data)
     return {"file": TRACE_FILE, "sha256": prefixed(sha256_bytes(data)), **trace.summary()}
 
@@ -196,7 +198,7 @@ def run_build(
         write_archive(workspace.source, workspace.source_archive, order=environment.source_order)
         trace = None
         if request.trace is not TraceLevel.OFF:
-            trace = TraceSetup(level=request.trace, token=new_token())
+            trace = TraceSetup(level=request.trace, token=new_token(), limits=config.trace_limits)
         plan = plan_build(
             spec=spec,
             image=image,
@@ -223,7 +225,9 @@ def run_build(
                     e.diagnostics(),
                     OutputManifest.of([]),
                 )
-        trace_record = _publish_trace(outcome.trace, request.trace, publish)
+        trace_record = _publish_trace(
+            outcome.trace, request.trace, publish, config.trace_limits.max_file_bytes
+        )
         result = BuildResult(
             build_id=build_id,
             status=status,

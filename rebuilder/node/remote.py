@@ -28,6 +28,7 @@ from typing import Any
 
 from celery import Celery
 
+from rebuilder.attest.provenance import INPUT_PREFIX
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, StatementError, parse_statement
 from rebuilder.errors import Error
 from rebuilder.node.execute import Execution, execute
@@ -278,6 +279,7 @@ def check_worker_result(
         except (RequestError, SandboxError) as e:
             raise refuse(f"the node cannot read the request or its image ({e})") from None
         source_digest = tree_digest(source)
+        spec_digest = sha256_file(source / REQUEST_SPEC)[0]
     # the spec as the statement carries it, compared as JSON (the form it was signed in)
     if definition.get("externalParameters", {}).get("spec") != json.loads(
         json.dumps(dict(spec.document))
@@ -290,8 +292,11 @@ def check_worker_result(
         raise refuse("another source tree")
     if dependencies.get("image", {}).get("digest", {}).get("sha256") != image.digest:
         raise refuse("another image")
+    stated_spec = dependencies.get("spec", {}).get("digest", {}).get("sha256")
+    if stated_spec is not None and stated_spec != spec_digest:
+        raise refuse("another spec file")
     for item in spec.inputs:
-        stated = dependencies.get(str(item.dest), {})
+        stated = dependencies.get(f"{INPUT_PREFIX}{item.dest}", {})
         if stated.get("uri") != item.url or stated.get("digest", {}).get("sha256") != item.sha256:
             raise refuse(f"another input at {item.dest}")
     subjects = statement_outputs(statement)
