@@ -20,6 +20,7 @@ from sandbox.errors import Error, OutputError, RootRefused
 from sandbox.fetch import fetch_input
 from sandbox.git_checkout import repository_top, run_git
 from sandbox.images import ImageCatalog
+from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
 from sandbox.plan import TraceSetup, plan_build
@@ -51,6 +52,8 @@ class BuildRequest:
     environment: BuildEnvironment = NORMALIZED
     # Adds files about the result (the provenance) before the results are published.
     attest: Callable[[BuildResult, Path], None] | None = None
+    # A node's rules for fetching a client's inputs; None: the local user's own inputs.
+    input_policy: InputPolicy | None = None
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -167,7 +170,10 @@ def run_build(
 
     store = ContentStore(config.store_dir)
     observer.stage("fetch", f"{len(spec.inputs)} input(s)")
-    fetched = [fetch_input(item, store, observer.fetch_progress) for item in spec.inputs]
+    fetched = [
+        fetch_input(item, store, observer.fetch_progress, policy=request.input_policy)
+        for item in spec.inputs
+    ]
 
     with (
         build_workspace(config.work_dir, config.busybox, config.faketime) as workspace,

@@ -18,13 +18,18 @@ import httpx
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
 from rebuilder.errors import Error
 
-MAX_ANSWER_BYTES = 16 * 1024**2  # an attestation, a job list
 MAX_JOBS = 1000  # per subject: more is not an answer the gate reads
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class NodeError(Error):
     """A node could not be reached, or refused a request; names the node and why."""
+
+
+# What a node may send back, at most: a node is a stranger too.
+MAX_JSON_BYTES = 4 * 1024**2
+MAX_ATTESTATION_BYTES = 16 * 1024**2
+MAX_ARTIFACT_BYTES = 256 * 1024**2  # as diffoscope's own per-file limit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +44,7 @@ class NodeClient:
     def __init__(self, url: str, credentials: Credentials, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
+        headers["Accept-Encoding"] = "identity"  # what is read is what is counted
         verify: ssl.SSLContext | bool = True
         if bool(credentials.client_cert) != bool(credentials.client_key):
             raise NodeError("mutual TLS needs both --tls-cert and --tls-key")
@@ -57,9 +63,35 @@ class NodeClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, limit: int = MAX_JSON_BYTES, **kwargs: Any
+    ) -> httpx.Response:
+        """One request whose answer is read up to ``limit`` bytes and within the client's
+        timeout for the whole body (a node that drips bytes is as unreachable as one that
+        is down).
+
+        Raises:
+            NodeError: unreachable, refused, too large, too slow, or compressed.
+        """
+        where = f"{self.url}{path}"
+        deadline = time.monotonic() + self.timeout_s
         try:
-            response = self._http.request(method, path, **kwargs)
+            with self._http.stream(method, path, **kwargs) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise NodeError(f"{where}: an answer of more than {limit} bytes; refused")
+                body = bytearray()
+                for chunk in response.iter_raw():
+                    body.extend(chunk)
+                    if len(body) > limit:
+                        raise NodeError(f"{where}: an answer of more than {limit} bytes; refused")
+                    if time.monotonic() > deadline:
+                        raise NodeError(f"{where}: no whole answer within {self.timeout_s}s")
+                if response.headers.get("content-encoding", "identity") != "identity":
+                    raise NodeError(f"{where}: a compressed answer was not asked for")
+                response = httpx.Response(
+                    response.status_code, content=bytes(body), request=response.request
+                )
         except httpx.HTTPError as e:
             raise NodeError(f"{self.url}: {e}") from None
         if response.status_code in (401, 403):
@@ -87,49 +119,22 @@ class NodeClient:
         return data
 
     def _read(self, path: str, *, limit: int, **kwargs: Any) -> bytes:
-        """A GET answer's body: at most ``limit`` bytes, within the client's timeout for
-        the whole body (a node that drips bytes is as unreachable as one that is down).
+        """A GET answer's body (at most ``limit`` bytes), or NodeError with what it said."""
+        return self._ok(self._request("GET", path, limit=limit, **kwargs)).content
 
-        Raises:
-            NodeError: unreachable, refused, too large or too slow.
-        """
-        deadline = time.monotonic() + self.timeout_s
-        where = f"{self.url}{path}"
-        try:
-            with self._http.stream("GET", path, **kwargs) as response:
-                if response.is_error:
-                    detail = bytearray()
-                    for chunk in response.iter_bytes():
-                        detail += chunk
-                        if len(detail) >= 4096:
-                            break
-                    raise NodeError(f"{where}: {response.status_code} {_told(bytes(detail))}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise NodeError(f"{where}: an answer of more than {limit} bytes; not read")
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise NodeError(f"{where}: an answer of more than {limit} bytes; cut")
-                    if time.monotonic() > deadline:
-                        raise NodeError(f"{where}: no whole answer within {self.timeout_s}s")
-        except httpx.HTTPError as e:
-            raise NodeError(f"{where}: {e}") from None
-        return bytes(body)
-
-    def attestation(self, job_id: str, *, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    def attestation(self, job_id: str, *, limit: int = MAX_ATTESTATION_BYTES) -> bytes:
         """A job's signed attestation, as stored (at most ``limit`` bytes).
 
         Raises:
-            NodeError: as :meth:`_read`; and a job id that is not one.
+            NodeError: as :meth:`_request`; and a job id that is not one.
         """
         if not _JOB_ID.fullmatch(job_id):
             raise NodeError(f"{self.url}: {shown(job_id)} is not a job id")
         return self._read(f"/v1/rebuilds/{job_id}/attestation", limit=limit)
 
     def artifact(self, job_id: str, path: str) -> bytes:
-        return self._ok(self._request("GET", f"/v1/rebuilds/{job_id}/artifacts/{path}")).content
+        where = f"/v1/rebuilds/{job_id}/artifacts/{path}"
+        return self._ok(self._request("GET", where, limit=MAX_ARTIFACT_BYTES)).content
 
     def by_subject(self, sha256: str) -> list[str]:
         """The ids of the node's finished jobs with an output of that digest.
@@ -139,7 +144,7 @@ class NodeClient:
         """
         where = f"{self.url}/v1/attestations"
         data = self._read(
-            "/v1/attestations", limit=MAX_ANSWER_BYTES, params={"subject": f"sha256:{sha256}"}
+            "/v1/attestations", limit=MAX_JSON_BYTES, params={"subject": f"sha256:{sha256}"}
         )
         try:
             document = parse_json(data, where)
@@ -175,7 +180,4 @@ def _told(body: bytes) -> str:
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("detail", response.text))
-    except ValueError:
-        return response.text[:200]
+    return _told(response.content)

@@ -332,3 +332,51 @@ def test_the_provenance_names_the_spec_bytes_that_were_parsed(
         if d["name"] == "spec"
     ]
     assert named["digest"]["sha256"] == hashlib.sha256(parsed).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--allow-input", "file:///srv/"], "http:// and https://"),
+        (["--allow-input-network", "not-a-network"], "not a network"),
+        (["--client-ca", "ca.pem"], "TLS needs both"),
+    ],
+)
+def test_node_serve_refuses_unsafe_options_before_serving(
+    tmp_path: Path, env: dict[str, str], options: list[str], message: str
+) -> None:
+    from rebuilder.attest.keys import generate_keypair
+
+    generate_keypair(tmp_path / "key")
+    (tmp_path / "tokens.json").write_text('{"tokens": []}')
+    done = CliRunner().invoke(
+        app,
+        [
+            "node",
+            "serve",
+            "--dir",
+            str(tmp_path / "node"),
+            "--key",
+            str(tmp_path / "key"),
+            "--tokens",
+            str(tmp_path / "tokens.json"),
+            "--allow-root",
+            *options,
+        ],
+        env=env,
+    )
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.replace("│", " ").split())  # unwrap the box
+
+
+def test_mutual_tls_without_client_scopes_is_refused(tmp_path: Path, env: dict[str, str]) -> None:
+    from rebuilder.attest.keys import generate_keypair
+
+    generate_keypair(tmp_path / "key")
+    tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--client-ca", "ca.pem"]
+    done = CliRunner().invoke(
+        app,
+        ["node", "serve", "--dir", str(tmp_path / "n"), "--key", str(tmp_path / "key"), *tls],
+        env=env,
+    )
+    assert done.exit_code == 2 and "--client-scopes" in done.output, done.output
