@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import Error
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
+from sandbox.units import parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 # Debian's libfaketime, in this machine's multiarch directory
@@ -31,6 +33,31 @@ def _trace_level(value: str | None) -> TraceLevel:
         raise Error(
             f"HERMETIC_TRACE={value!r}: expected one of {', '.join(t.value for t in TraceLevel)}"
         ) from None
+
+
+_TRACE_LIMIT_KEYS: dict[str, tuple[str, Callable[[str], int]]] = {
+    "max_events": ("HERMETIC_TRACE_MAX_EVENTS", int),
+    "max_event_bytes": ("HERMETIC_TRACE_MAX_BYTES", parse_size),
+    "max_file_bytes": ("HERMETIC_TRACE_MAX_FILE", parse_size),
+}
+
+
+def _trace_limits(env: Mapping[str, str]) -> TraceLimits:
+    values: dict[str, int] = {}
+    for name, (key, parse) in _TRACE_LIMIT_KEYS.items():
+        text = env.get(key)
+        if not text:
+            values[name] = getattr(DEFAULT_TRACE_LIMITS, name)
+            continue
+        try:
+            values[name] = parse(text)
+        except ValueError as e:
+            raise Error(f"{key}={text!r}: {e}") from None
+    try:
+        return TraceLimits(**values)
+    except ValueError as e:
+        key = next(k for n, (k, _) in _TRACE_LIMIT_KEYS.items() if n in str(e))
+        raise Error(f"{key}={env.get(key)!r}: {e}") from None
 
 
 def default_images_dir() -> Path:
@@ -61,6 +88,8 @@ class SandboxConfig:
             (HERMETIC_FAKETIME).
         insecure_registries: host[:port] of loopback registries pulled from without TLS
             (HERMETIC_INSECURE_REGISTRIES, comma-separated).
+        trace_limits: caps on what a traced build can make the tracer hold
+            (HERMETIC_TRACE_MAX_EVENTS, HERMETIC_TRACE_MAX_BYTES, HERMETIC_TRACE_MAX_FILE).
     """
 
     store_dir: Path
@@ -75,6 +104,7 @@ class SandboxConfig:
     trace: TraceLevel = TraceLevel.STANDARD
     faketime: Path = Path(_FAKETIME)
     insecure_registries: tuple[str, ...] = ()
+    trace_limits: TraceLimits = DEFAULT_TRACE_LIMITS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -100,4 +130,5 @@ class SandboxConfig:
                 for item in env.get("HERMETIC_INSECURE_REGISTRIES", "").split(",")
                 if item.strip()
             ),
+            trace_limits=_trace_limits(env),
         )

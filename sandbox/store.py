@@ -49,6 +49,7 @@ class ContentStore:
         expected: Sha256,
         what: str,
         on_bytes: Callable[[int], None] | None = None,
+        disclose: bool = True,
     ) -> Path:
         """Write a stream into the store if, and only if, it has the expected digest.
 
@@ -57,6 +58,7 @@ class ContentStore:
             expected: the pinned digest.
             what: how the content is named in errors (its URL).
             on_bytes: called with the number of bytes written so far.
+            disclose: whether a mismatch may tell the actual digest (not on a node).
 
         Raises:
             DigestMismatch: the content has another digest; nothing is kept.
@@ -80,7 +82,9 @@ class ContentStore:
                         on_bytes(written)
             actual = Sha256(digest.hexdigest())
             if actual != expected:
-                raise DigestMismatch(what=what, expected=expected, actual=actual)
+                raise DigestMismatch(
+                    what=what, expected=expected, actual=actual if disclose else None
+                )
             temp.chmod(0o444)
             final = self.path_of(expected)
             os.replace(temp, final)
