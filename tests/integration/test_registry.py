@@ -18,11 +18,11 @@ from sandbox.podman_api import PodmanSession
 from tests.conftest import HERMETIC, write_spec
 from tests.integration.registry import PASSWORD, USER, LocalRegistry, local_registry
 
-# The image holds one file; the build copies it with the runner's own busybox.
+# The image holds a static busybox and one file, which the build copies.
 SPEC = """
 [build]
 image = "{image}"
-command = ["/.hermetic/busybox", "cp", "/hello.txt", "out.txt"]
+command = ["/bin/busybox", "cp", "/hello.txt", "out.txt"]
 outputs = ["out.txt"]
 source_date_epoch = 1700000000
 """
@@ -51,13 +51,15 @@ def auth_file(path: Path, registry: LocalRegistry) -> Path:
 
 
 def pushed_image(registry: LocalRegistry, tmp_path: Path, name: str) -> str:
-    """A one-file image of its own (podman import), pushed, then removed here: the
-    registry is the only place it exists. Returns ``repository@sha256:…``."""
+    """A small image of its own (podman import: a static busybox and one file), pushed,
+    then removed here: the registry is the only place it exists. Returns
+    ``repository@sha256:…``."""
     rootfs = tmp_path / f"{name}.tar"
     payload = tmp_path / f"{name}.txt"
     payload.write_text(f"{name} {tmp_path.name} {os.getpid()}\n")  # new content every run
     with tarfile.open(rootfs, "w") as tar:
         tar.add(payload, arcname="hello.txt")
+        tar.add("/bin/busybox", arcname="bin/busybox")  # busybox-static, a set-up package
     local = f"localhost/hermetic-test/{name}:1"
     podman("import", str(rootfs), local)
     digest = push(registry, local, f"team/{name}:1", tmp_path)
