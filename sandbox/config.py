@@ -33,6 +33,19 @@ def _trace_level(value: str | None) -> TraceLevel:
         ) from None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 86400:
+        raise Error(f"{name}={value!r}: expected a number of seconds from 1 to 86400")
+    return seconds
+
+
 def default_images_dir() -> Path:
     """``images/`` beside the packages in a checkout, or the copy inside an installed wheel."""
     here = Path(__file__).resolve().parent
@@ -59,6 +72,10 @@ class SandboxConfig:
         trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
         faketime: libfaketime, which ``hermetic check`` mounts to shift a build's clock
             (HERMETIC_FAKETIME).
+        podman_idle_s: seconds the shared podman service hermetic starts stays up with
+            nothing to do (HERMETIC_PODMAN_IDLE; podman's ``--time``).
+        podman_timeout_s: seconds an API request may take; waiting for a build is not
+            bounded by it, only by the build's own timeout (HERMETIC_PODMAN_TIMEOUT).
     """
 
     store_dir: Path
@@ -72,6 +89,8 @@ class SandboxConfig:
     seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
     trace: TraceLevel = TraceLevel.STANDARD
     faketime: Path = Path(_FAKETIME)
+    podman_idle_s: int = 300
+    podman_timeout_s: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -92,4 +111,6 @@ class SandboxConfig:
             seccomp_base=Path(
                 env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
             ),
+            podman_idle_s=int(_seconds(env, "HERMETIC_PODMAN_IDLE", 300)),
+            podman_timeout_s=_seconds(env, "HERMETIC_PODMAN_TIMEOUT", 600.0),
         )

@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from sandbox.backend import RunOutcome, RunStatus, SandboxBackend, tree_size
+from sandbox.backend import Cancel, RunOutcome, RunStatus, SandboxBackend, tree_size
 from sandbox.config import SandboxConfig
 from sandbox.cri_log import CriLogFollower
-from sandbox.errors import SandboxError
+from sandbox.errors import BuildCancelled, SandboxError
 from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceMonitor
 from sandbox.observer import BuildObserver
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # The runner's copy of a full build dir may sit a little above the limit (status files).
 _HANDBACK_SLACK = 16 * 1024**2
+# Below this, a scratch file system is as good as full when a build could not hand back.
+_SCRATCH_NEARLY_FULL = 4 * 1024**2
 
 
 class PodmanBackend(SandboxBackend):
@@ -46,6 +48,8 @@ class PodmanBackend(SandboxBackend):
         self.session = session
         self.seccomp_base = seccomp_base
         self._local = threading.local()
+        self._present: set[str] = set()  # images found present by this command
+        self._profiles: dict[tuple[int, ...], str] = {}  # untraced seccomp profiles, rendered
 
     def _session(self) -> PodmanSession:
         """A session of this thread's own: builds of a check run side by side."""
@@ -61,35 +65,65 @@ class PodmanBackend(SandboxBackend):
     @contextmanager
     def connect(cls, config: SandboxConfig) -> Iterator[PodmanBackend]:
         """Connect to podman (starting a private service if none answers) for a while."""
-        with PodmanService(url=config.podman_url, podman_bin=config.podman_bin) as session:
+        service = PodmanService(
+            url=config.podman_url,
+            podman_bin=config.podman_bin,
+            idle_s=config.podman_idle_s,
+            request_timeout_s=config.podman_timeout_s,
+        )
+        with service as session:
             yield cls(session, seccomp_base=config.seccomp_base)
 
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
         session = self._session()
-        if not session.image_exists(image_reference):
-            raise SandboxError(
-                f"image {image_reference} is not loaded in this user's podman storage; "
-                "build it with 'hermetic image build NAME' (for images under images/) "
-                "or load it by digest"
-            )
+        if image_reference not in self._present:
+            if not session.image_exists(image_reference):
+                raise SandboxError(
+                    f"image {image_reference} is not loaded in this user's podman storage; "
+                    "build it with 'hermetic image build NAME' (for images under images/) "
+                    "or load it by digest"
+                )
+            self._present.add(image_reference)  # images are addressed by digest: it stays
         return session.host_capabilities()
 
+    def _reap_containers(self) -> list[str]:
+        reaped = []
+        for container_id, name in self._session().orphans():
+            log.info("removing build container %s, left by a hermetic that no longer runs", name)
+            self._session().remove_container(container_id)
+            reaped.append(name)
+        return reaped
+
+    def _untraced_profile(self, personalities: tuple[int, ...]) -> str:
+        text = self._profiles.get(personalities)
+        if text is None:
+            profile = build_profile(
+                load_base_profile(self.seccomp_base),
+                level=TraceLevel.OFF,
+                personalities=personalities,
+            )
+            text = self._profiles[personalities] = json.dumps(profile)
+        return text
+
     def run(
-        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        log_path: Path,
+        observer: BuildObserver,
+        cancel: Cancel | None = None,
     ) -> RunOutcome:
+        if cancel is not None and cancel.is_set():
+            raise BuildCancelled("the build was cancelled before it started")
         with self._tracing(plan, workspace) as tracing:
             if tracing is not None:
                 tracing.before_create()
             elif plan.own_seccomp_profile:
-                profile = build_profile(
-                    load_base_profile(self.seccomp_base),
-                    level=TraceLevel.OFF,
-                    personalities=plan.personalities,
-                )
-                workspace.seccomp_profile.write_text(json.dumps(profile))
+                workspace.seccomp_profile.write_text(self._untraced_profile(plan.personalities))
             container = self._session().create(plan.container)
             try:
-                outcome = _Watch(plan, workspace, container, log_path, observer, tracing).run()
+                watch = _Watch(plan, workspace, container, log_path, observer, tracing, cancel)
+                outcome = watch.run()
             except SandboxError as e:
                 reason = tracing.failure() if tracing is not None else None
                 if reason is None:
@@ -149,9 +183,11 @@ class _Watch:
         log_path: Path,
         observer: BuildObserver,
         tracing: TraceSession | None,
+        cancel: Cancel | None,
     ) -> None:
         self.plan = plan
         self.tracing = tracing
+        self.cancel = cancel
         self.workspace = workspace
         self.container = container
         self.observer = observer
@@ -195,7 +231,9 @@ class _Watch:
                     break
                 elapsed = time.monotonic() - started
                 self.observer.tick(elapsed)
-                if elapsed > timeout:
+                if self.cancel is not None and self.cancel.is_set():
+                    status = RunStatus.CANCELLED
+                elif elapsed > timeout:
                     status = RunStatus.TIMEOUT
                 elif watch_memory and self.monitor.current_memory_bytes > memory.value:
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "memory"
@@ -211,16 +249,17 @@ class _Watch:
         finally:
             summary = self.log.close()
         duration = time.monotonic() - started
+        if status is RunStatus.CANCELLED:
+            raise BuildCancelled("the build was cancelled; its container was killed")
         if self.failure and status is RunStatus.EXITED:
             raise SandboxError(str(self.failure[0])) from self.failure[0]
         build_exit, tasks, build_dir = SandboxBackend.read_handback(self.workspace)
         if status is RunStatus.EXITED and build_exit is None:
-            tail = summary.path.read_bytes()[-3000:].decode("utf-8", "replace")
-            code = self.exit_code[0] if self.exit_code else "unknown"
-            raise SandboxError(
-                f"the build container ended (status {code}) without the runner handing the "
-                f"build back; last lines of {summary.path}:\n{tail}"
-            )
+            if duration >= timeout:
+                # The container's own deadline (conmon) struck before the host timer saw it.
+                status = RunStatus.TIMEOUT
+            else:
+                raise SandboxError(self._no_handback(summary.path))
         return RunOutcome(
             status=status,
             exit_code=build_exit if status is RunStatus.EXITED else None,
@@ -230,3 +269,22 @@ class _Watch:
             log=summary,
             resources=self.monitor.usage(tasks_started=tasks),
         )
+
+    def _no_handback(self, log_path: Path) -> str:
+        tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace")
+        code = self.exit_code[0] if self.exit_code else "unknown"
+        text = (
+            f"the build container ended (status {code}) without the runner handing the "
+            f"build back; last lines of {log_path}:\n{tail}"
+        )
+        scratch = self.workspace.out.parent.parent
+        try:
+            free = shutil.disk_usage(self.workspace.out).free
+        except OSError:
+            return text
+        if free < _SCRATCH_NEARLY_FULL:
+            text += (
+                f"\nThe scratch space {scratch} is full ({free} bytes free): free some space "
+                "there or point HERMETIC_WORK_DIR at a larger file system."
+            )
+        return text

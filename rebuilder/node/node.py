@@ -3,9 +3,7 @@ own workers, sign what it found, and co-sign agreements that match its own resul
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import socket
 import threading
 from collections.abc import Callable
@@ -34,7 +32,6 @@ from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes
 from sandbox.errors import Error as SandboxRootError
-from sandbox.proc import run as run_program
 from sandbox.trace.levels import TraceLevel
 from sandbox.workspace import write_atomically
 
@@ -170,35 +167,13 @@ class Node:
             self._threads.append(thread)
 
     def reap_orphans(self) -> None:
-        """Remove what builds of a killed node left: containers built from this node's
-        scratch space, and the scratch directories (no build of ours runs yet)."""
-        if self.config.backend == "podman":
-            self._remove_containers_under(self.config.work_dir)
-        if self.config.work_dir.is_dir():
-            for leftover in self.config.work_dir.iterdir():
-                if leftover.name.startswith("build-"):
-                    shutil.rmtree(leftover, ignore_errors=True)
-
-    def _remove_containers_under(self, root: Path) -> None:
-        podman = [self.config.podman_bin]
+        """Remove what builds of a killed node left: its build containers and scratch
+        directories (each stamped with the process that made it; see sandbox.lifecycle)."""
         try:
-            listed = run_program(
-                [*podman, "ps", "-a", "-q", "--filter", "label=dev.hermetic.build"], timeout=60
-            )
-            ids = listed.stdout.decode().split()
-            if not ids:
-                return
-            inspected = json.loads(run_program([*podman, "inspect", *ids], timeout=60).stdout)
-        except (SandboxRootError, ValueError) as e:
+            with self.connect(self.config) as backend:
+                backend.reap_orphans(self.config.work_dir)
+        except SandboxRootError as e:
             log.warning("could not look for orphaned build containers: %s", e)
-            return
-        for container in inspected:
-            sources = [Path(m.get("Source", "/")) for m in container.get("Mounts", [])]
-            if any(source.is_relative_to(root) for source in sources):
-                log.info("removing orphaned build container %s", container.get("Name"))
-                run_program(
-                    [*podman, "rm", "-f", "-t", "0", container["Id"]], timeout=60, check=False
-                )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
