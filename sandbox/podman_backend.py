@@ -18,6 +18,7 @@ from sandbox.backend import Cancel, RunOutcome, RunStatus, SandboxBackend, tree_
 from sandbox.config import SandboxConfig
 from sandbox.cri_log import CriLogFollower
 from sandbox.errors import BuildCancelled, SandboxError
+from sandbox.lifecycle import reap_directories, stamped_prefix
 from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceMonitor
 from sandbox.observer import BuildObserver
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # The runner's copy of a full build dir may sit a little above the limit (status files).
 _HANDBACK_SLACK = 16 * 1024**2
+TRACE_KIND = "hermetic-trace"  # the tracer's socket directories, in the temp dir
 # Below this, a scratch file system is as good as full when a build could not hand back.
 _SCRATCH_NEARLY_FULL = 4 * 1024**2
 
@@ -92,7 +94,8 @@ class PodmanBackend(SandboxBackend):
             log.info("removing build container %s, left by a hermetic that no longer runs", name)
             self._session().remove_container(container_id)
             reaped.append(name)
-        return reaped
+        sockets = reap_directories(Path(tempfile.gettempdir()), TRACE_KIND)
+        return reaped + [str(path) for path in sockets]
 
     def _untraced_profile(self, personalities: tuple[int, ...]) -> str:
         text = self._profiles.get(personalities)
@@ -140,8 +143,9 @@ class PodmanBackend(SandboxBackend):
         if plan.trace is None:
             yield None
             return
-        # A short directory: unix socket paths are limited to 108 bytes.
-        sockets = Path(tempfile.mkdtemp(prefix="hermetic-trace-"))
+        # A short directory (unix socket paths are limited to 108 bytes), stamped with
+        # its owner so that a later command removes it if this process is killed.
+        sockets = Path(tempfile.mkdtemp(prefix=stamped_prefix(TRACE_KIND)))
         session = TraceSession(
             level=plan.trace.level,
             token=plan.trace.token,

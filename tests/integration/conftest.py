@@ -161,6 +161,18 @@ def build(tmp_path: Path, backend: PodmanBackend, sandbox_config: SandboxConfig)
     return run
 
 
+def hermetic_env(config: SandboxConfig, **extra: str) -> dict[str, str]:
+    """The environment of a ``hermetic`` command run as a user runs it (the default podman
+    service), with the session's images, store and scratch space."""
+    return {
+        **os.environ,
+        "HERMETIC_IMAGES_DIR": str(config.images_dir),
+        "HERMETIC_STORE": str(config.store_dir),
+        "HERMETIC_WORK_DIR": str(config.work_dir),
+        **extra,
+    }
+
+
 def trace_of(result: BuildResult) -> dict[str, Any]:
     """The trace.json a build published."""
     data: dict[str, Any] = json.loads((Path(result.out_dir) / "trace.json").read_text())

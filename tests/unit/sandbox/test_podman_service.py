@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,12 +88,16 @@ def test_a_dead_service_is_replaced(tmp_path: Path, program: str, service: Share
 
 
 STARTER = """
-import sys
+import os, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 import sandbox.podman_api as api
 if sys.argv[3] == "unlocked":
     api.file_lock = lambda path: nullcontext()  # the negative control: no lock
+barrier = Path(sys.argv[4])
+(barrier / str(os.getpid())).touch()
+while len(list(barrier.iterdir())) < 2:  # both imported: go at the same moment
+    time.sleep(0.005)
 shared = api.SharedService(directory=Path(sys.argv[1]))
 print(shared.ensure(podman_bin=sys.argv[2], idle_s=60))
 """
@@ -102,7 +105,9 @@ print(shared.ensure(podman_bin=sys.argv[2], idle_s=60))
 
 def _start_two_at_once(directory: Path, program: str, mode: str) -> list[str]:
     """What each of two processes that need the service at the same moment said."""
-    argv = [sys.executable, "-c", textwrap.dedent(STARTER), str(directory), program, mode]
+    barrier = directory.with_name(f"{directory.name}-barrier")
+    barrier.mkdir()
+    argv = [sys.executable, "-c", STARTER, str(directory), program, mode, str(barrier)]
     env = {**os.environ, "STAND_IN_DELAY": "1"}  # both find nothing answering
     both = [
         subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
