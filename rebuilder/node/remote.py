@@ -12,7 +12,6 @@ import base64
 import os
 import shutil
 import socket
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,7 @@ class CeleryDispatch:
         )
         try:
             answer: dict[str, Any] = pending.get(
-                timeout=max(job.deadline - time.time(), 1), propagate=True
+                timeout=max(job.remaining_s, 1), propagate=True
             )
         except Exception as e:  # noqa: BLE001 - Celery, kombu and redis raise many kinds
             raise RemoteError(f"remote worker: {e}") from None
