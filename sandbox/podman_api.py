@@ -10,6 +10,7 @@ it enters.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -32,8 +33,8 @@ import podman.errors
 import psutil
 import requests
 
-from sandbox.errors import HostToolMissing, SandboxError
-from sandbox.lifecycle import OWNER_LABEL, Owner
+from sandbox.errors import Error, HostToolMissing, SandboxError
+from sandbox.lifecycle import OWNER_LABEL, Owner, owner_in_name
 from sandbox.plan import HostCapabilities
 from sandbox.proc import run as run_program
 
@@ -46,6 +47,9 @@ _CONNECT_TIMEOUT_S = 10.0
 _UNIX_PATH_MAX = 107
 DEFAULT_IDLE_S = 300
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
+_REAP_TIMEOUT_S = 60.0
+# What a container runtime is called while it creates a container (comm names).
+_RUNTIMES = frozenset({"runc", "crun", "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]"})
 _CREATE_LOCK = threading.Lock()  # see PodmanSession.create
 
 
@@ -535,6 +539,7 @@ class PodmanSession:
             response = self._client.api.get(
                 "/containers/json",
                 params={"all": True, "filters": json.dumps({"label": [OWNER_LABEL]})},
+                timeout=_REAP_TIMEOUT_S,
             )
             response.raise_for_status()
             return list(response.json() or [])
@@ -553,7 +558,9 @@ class PodmanSession:
 
         def remove() -> None:
             response = self._client.api.delete(
-                f"/containers/{container_id}", params={"force": True, "v": True, "timeout": 0}
+                f"/containers/{container_id}",
+                params={"force": True, "v": True, "timeout": 0},
+                timeout=_REAP_TIMEOUT_S,
             )
             if response.status_code != 404:
                 response.raise_for_status()
@@ -568,14 +575,59 @@ class PodmanSession:
         self._client.close()  # type: ignore[no-untyped-call]  # unannotated in podman-py
 
 
+def kill_stuck_creations() -> list[str]:
+    """Kill container runtimes left creating a container for a hermetic that died.
+
+    A hermetic killed while its container starts (its seccomp listener gone mid-handshake)
+    can leave ``runc create`` and ``runc init`` blocked for good, and podman's service
+    holding that container's lock: neither the API nor ``podman rm`` could remove it then.
+    Such a runtime is found by its conmon, whose log path is in a scratch directory that
+    carries its owner's stamp; only runtimes of owners that no longer run are killed, and
+    conmon then ends by itself.
+
+    Returns:
+        The ids of the containers whose creation was ended.
+    """
+    ended = []
+    for process in psutil.process_iter(["name", "cmdline", "uids"]):
+        try:
+            if process.info["name"] != "conmon" or process.info["uids"].real != os.getuid():
+                continue
+            command = process.info["cmdline"] or []
+            owner = _conmon_owner(command)
+            if owner is None or owner.alive():
+                continue
+            runtimes = [c for c in process.children(recursive=True) if c.name() in _RUNTIMES]
+            for runtime in runtimes:
+                runtime.kill()
+        except psutil.Error:
+            continue
+        if runtimes:
+            log.info("ended a container creation left by a hermetic that no longer runs")
+            ended.append(command[command.index("-c") + 1] if "-c" in command else "?")
+    return ended
+
+
+def _conmon_owner(command: list[str]) -> Owner | None:
+    """The owner stamped into the scratch directory of the log a conmon writes."""
+    for flag, value in itertools.pairwise(command):
+        if flag == "-l" and value.startswith("k8s-file:"):
+            return owner_in_name(Path(value.removeprefix("k8s-file:")).parent.name, "build")
+    return None
+
+
 def _remove_by_command(podman_bin: str, container_id: str) -> None:
     """``podman rm -f``: works without the service (conmon keeps a container running
     after its service died)."""
-    done = run_program(
-        [podman_bin, "rm", "--force", "--time", "0", "--volumes", container_id],
-        timeout=120,
-        check=False,
-    )
+    try:
+        done = run_program(
+            [podman_bin, "rm", "--force", "--time", "0", "--volumes", container_id],
+            timeout=120,
+            check=False,
+        )
+    except Error as e:  # timed out, or podman is gone: nothing more to try here
+        log.warning("could not remove build container %s: %s", container_id, e)
+        return
     if done.returncode not in (0, 1):  # 1: no such container
         log.warning(
             "could not remove build container %s: %s",

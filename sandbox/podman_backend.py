@@ -29,7 +29,12 @@ from sandbox.plan import (
     HostCapabilities,
     Workspace,
 )
-from sandbox.podman_api import BuildContainer, PodmanService, PodmanSession
+from sandbox.podman_api import (
+    BuildContainer,
+    PodmanService,
+    PodmanSession,
+    kill_stuck_creations,
+)
 from sandbox.trace.levels import TraceLevel
 from sandbox.trace.profile import build_profile
 from sandbox.trace.session import TraceFiles, TraceSession, load_base_profile
@@ -89,7 +94,7 @@ class PodmanBackend(SandboxBackend):
         return session.host_capabilities()
 
     def _reap_containers(self) -> list[str]:
-        reaped = []
+        reaped = kill_stuck_creations()  # first: a stuck creation holds podman's lock
         for container_id, name in self._session().orphans():
             log.info("removing build container %s, left by a hermetic that no longer runs", name)
             self._session().remove_container(container_id)
