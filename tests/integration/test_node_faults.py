@@ -253,6 +253,9 @@ def test_redis_restarted_while_workers_hold_jobs_finishes_every_job_once(
             os.killpg(worker.pid, signal.SIGTERM)
         for worker in workers:
             worker.wait(60)
+    # the restart did hit the workers while they built
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
+    assert all("Connection to broker lost" in text for text in logs), logs
     reopened = Node(settings, load_signer(str(tmp_path / "key")))
     try:
         done = [reopened.job(j) for j in ids]
