@@ -11,6 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests: a few hundred examples per parser, the same ones on every run (a CI run
+# must not pass or fail by chance), no time limit per example (no timing thresholds), no
+# example database (the checkout may be read-only; found failures become @example lines).
+settings.register_profile(
+    "hermetic",
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hermetic"))
 
 REPO = Path(__file__).resolve().parent.parent
 HERMETIC = Path(sys.executable).parent / "hermetic"  # the installed command, as users run it

@@ -162,7 +162,7 @@ BAD_SPECS = [
     ("bad unit", MINIMAL + '\n[limits]\ndisk = "10XB"\n', "limits.disk", "unit"),
     ("bad duration", MINIMAL + '\n[limits]\ntimeout = "1 day"\n', "limits.timeout", "duration"),
     ("zero timeout", MINIMAL + "\n[limits]\ntimeout = 0\n", "limits.timeout", "at least"),
-    ("zero pids", MINIMAL + "\n[limits]\npids = 0\n", "limits.pids", "positive"),
+    ("zero pids", MINIMAL + "\n[limits]\npids = 0\n", "limits.pids", "integer from 1"),
     ("bad log size", MINIMAL + '\n[limits]\nlog = "-1MiB"\n', "limits.log", "size"),
     ("syntax error", "[build\ncommand=", "(syntax)", ""),
 ]
