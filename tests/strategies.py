@@ -108,3 +108,44 @@ def toml_value(value: Any) -> str:
 def toml_document(document: dict[str, Any]) -> str:
     """A TOML text of a document (top-level keys as ``key = value`` lines)."""
     return "".join(f"{json.dumps(key)} = {toml_value(value)}\n" for key, value in document.items())
+
+
+# --- hermetic.toml -------------------------------------------------------------------------
+
+INPUT = table(
+    {
+        "url": st.sampled_from(["https://example.org/x.tar.gz", "file:///x", "http://[::1"]),
+        "sha256": st.just("c" * 64),
+        "dest": st.sampled_from(["vendor/x.tar.gz", "../x", "/x", "x"]),
+    },
+    {},
+)
+BUILD = table(
+    {
+        "command": st.one_of(
+            st.lists(st.sampled_from(["sh", "-c", "make", "a=b", ""]), min_size=1, max_size=3),
+            st.lists(TEXT, max_size=3),
+        ),
+        "outputs": st.one_of(
+            st.lists(st.sampled_from(["out", "dist/*.tar.gz", "a/b"]), min_size=1, max_size=3),
+            st.lists(TEXT, max_size=3),
+        ),
+    },
+    {
+        "image": st.one_of(st.sampled_from(["debian-bookworm", "r@sha256:" + "d" * 64]), TEXT),
+        "env": st.dictionaries(TEXT, TEXT, max_size=3),
+        "source_date_epoch": st.integers(min_value=-(2**70), max_value=2**70),
+    },
+)
+SIZES = st.one_of(st.sampled_from(["4GiB", "1.5MB", "512"]), TEXT, st.integers())
+LIMITS = table(
+    {},
+    {
+        "timeout": st.one_of(st.sampled_from(["30m", "1h30m", "90s"]), TEXT, st.integers()),
+        "memory": SIZES,
+        "disk": SIZES,
+        "log": SIZES,
+        "pids": st.integers(min_value=-(2**70), max_value=2**70),
+    },
+)
+SPECS = table({"build": BUILD}, {"inputs": st.lists(INPUT, max_size=2), "limits": LIMITS})

@@ -116,9 +116,7 @@ class CeleryDispatch:
             ],
         )
         try:
-            answer: dict[str, Any] = pending.get(
-                timeout=max(job.remaining_s, 1), propagate=True
-            )
+            answer: dict[str, Any] = pending.get(timeout=max(job.remaining_s, 1), propagate=True)
         except Exception as e:  # noqa: BLE001 - Celery, kombu and redis raise many kinds
             raise RemoteError(f"remote worker: {e}") from None
         out = directory / "out"

@@ -17,7 +17,7 @@ from sandbox.errors import ImageError, SpecError
 from sandbox.images import ImageRecipe
 from sandbox.spec import Spec
 from sandbox.units import MAX_DURATION_S, MAX_SIZE, parse_duration, parse_size
-from tests.strategies import ANYTHING, TEXT, table, toml_document
+from tests.strategies import ANYTHING, SPECS, TEXT, table, toml_document
 
 # --- sizes and durations ----------------------------------------------------------------
 
@@ -49,44 +49,6 @@ def test_a_duration_is_whole_seconds_in_range_or_a_value_error(value: Any) -> No
 
 
 # --- the spec -------------------------------------------------------------------------------
-
-INPUT = table(
-    {
-        "url": st.sampled_from(["https://example.org/x.tar.gz", "file:///x", "http://[::1"]),
-        "sha256": st.just("c" * 64),
-        "dest": st.sampled_from(["vendor/x.tar.gz", "../x", "/x", "x"]),
-    },
-    {},
-)
-BUILD = table(
-    {
-        "command": st.one_of(
-            st.lists(st.sampled_from(["sh", "-c", "make", "a=b", ""]), min_size=1, max_size=3),
-            st.lists(TEXT, max_size=3),
-        ),
-        "outputs": st.one_of(
-            st.lists(st.sampled_from(["out", "dist/*.tar.gz", "a/b"]), min_size=1, max_size=3),
-            st.lists(TEXT, max_size=3),
-        ),
-    },
-    {
-        "image": st.one_of(st.sampled_from(["debian-bookworm", "r@sha256:" + "d" * 64]), TEXT),
-        "env": st.dictionaries(TEXT, TEXT, max_size=3),
-        "source_date_epoch": st.integers(min_value=-(2**70), max_value=2**70),
-    },
-)
-SIZES = st.one_of(st.sampled_from(["4GiB", "1.5MB", "512"]), TEXT, st.integers())
-LIMITS = table(
-    {},
-    {
-        "timeout": st.one_of(st.sampled_from(["30m", "1h30m", "90s"]), TEXT, st.integers()),
-        "memory": SIZES,
-        "disk": SIZES,
-        "log": SIZES,
-        "pids": st.integers(min_value=-(2**70), max_value=2**70),
-    },
-)
-SPECS = table({"build": BUILD}, {"inputs": st.lists(INPUT, max_size=2), "limits": LIMITS})
 
 
 def _check_spec(spec: Spec) -> None:
