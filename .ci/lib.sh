@@ -7,7 +7,7 @@ BUILD_USER=${HERMETIC_USER:-hermetic}
 APT_PACKAGES=(
     podman runc uidmap catatonit conmon  # rootless containers
     mmdebstrap busybox-static            # images; the in-container runner
-    strace diffoscope libfaketime faketime git ca-certificates curl
+    strace diffoscope libfaketime git ca-certificates curl
     redis-server                         # the Celery scale-out tests
     python3 python3-venv
 )
