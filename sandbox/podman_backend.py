@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shutil
 import tempfile
 import threading
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 
 # The runner's copy of a full build dir may sit a little above the limit (status files).
 _HANDBACK_SLACK = 16 * 1024**2
+_PING_INTERVAL_S = 5.0
+_SERVICE_GONE = (
+    "podman could not wait for the build container: the podman service stopped answering "
+    "while the build ran; the next hermetic command starts a new one"
+)
 TRACE_KIND = "hermetic-trace"  # the tracer's socket directories, in the temp dir
 # Below this, a scratch file system is as good as full when a build could not hand back.
 _SCRATCH_NEARLY_FULL = 4 * 1024**2
@@ -209,11 +215,18 @@ class _Watch:
         self.log.write(text)
         self.observer.log_line(text)
 
-    def _wait(self) -> None:
+    def _wait(self, exited: int | None) -> None:
+        """Wait for the container to end: on its init's pidfd when there is one (no
+        polling while the build runs), then ask podman for the exit status."""
         try:
-            self.exit_code.append(self.container.wait())
+            if exited is not None:
+                select.select([exited], [], [])  # readable once the process has ended
+            self.exit_code.append(self.container.wait(promptly=exited is not None))
         except SandboxError as e:
             self.failure.append(e)
+        finally:
+            if exited is not None:
+                os.close(exited)
 
     def run(self) -> RunOutcome:
         timeout = self.plan.limit("timeout").value
@@ -226,12 +239,15 @@ class _Watch:
             self.container.start()
             follower = CriLogFollower(self.workspace.container_log, self._emit)
             pump = threading.Thread(target=follower.run, name="hermetic-log", daemon=True)
-            waiter = threading.Thread(target=self._wait, name="hermetic-wait", daemon=True)
             pump.start()
+            init_pid, exited = self.container.init_process()
+            waiter = threading.Thread(
+                target=self._wait, args=(exited,), name="hermetic-wait", daemon=True
+            )
             waiter.start()
-            init_pid = self.container.init_pid()
             if self.tracing is not None and init_pid is not None:
                 self.tracing.after_start(init_pid, timeout_s=self.plan.limit("timeout").value)
+            pinged = time.monotonic()
             while True:
                 if init_pid is not None:
                     self.monitor.sample(init_pid)
@@ -240,6 +256,12 @@ class _Watch:
                     break
                 elapsed = time.monotonic() - started
                 self.observer.tick(elapsed)
+                if time.monotonic() - pinged > _PING_INTERVAL_S:
+                    # Nothing asks podman while the build runs: notice a service that died.
+                    pinged = time.monotonic()
+                    if not self.container.service_answers():
+                        self.failure.append(SandboxError(_SERVICE_GONE))
+                        break
                 if self.cancel is not None and self.cancel.is_set():
                     status = RunStatus.CANCELLED
                 elif elapsed > timeout:
