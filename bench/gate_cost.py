@@ -1,5 +1,6 @@
 """Gate decision latency: one artifact with 5 attestations (5 operators, threshold 3),
-and 1,000 artifacts with 5 attestations each, read from a directory, ed25519.
+and 1,000 artifacts with 5 attestations each, read from a directory, ed25519; every rule
+on (image, source, spec and command pins, network, loopback, trace completeness, age).
 
 Usage: python -m bench.gate_cost [--artifacts 1000]
 """
@@ -22,19 +23,35 @@ from sandbox.digests import sha256_bytes
 
 OPERATORS = 5
 IMAGE = "1" * 64
+SOURCE = "5" * 64
+SPEC = "6" * 64
 
 
 def provenance(name: str, digest: str, builder: str) -> bytes:
     predicate = {
         "buildDefinition": {
             "buildType": "https://hermetic.dev/build-types/podman-sandbox/v1",
-            "externalParameters": {},
-            "resolvedDependencies": [{"name": "image", "digest": {"sha256": IMAGE}}],
+            "externalParameters": {"spec": {"build": {"command": ["make"]}}},
+            "resolvedDependencies": [
+                {"name": "image", "digest": {"sha256": IMAGE}},
+                {"name": "source", "digest": {"sha256": SOURCE}},
+                {"name": "spec", "digest": {"sha256": SPEC}},
+            ],
         },
         "runDetails": {
             "builder": {"id": builder},
             "metadata": {"finishedOn": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-            "byproducts": [{"name": "hermeticity", "annotations": {"networkAttempts": 0}}],
+            "byproducts": [
+                {
+                    "name": "hermeticity",
+                    "annotations": {
+                        "networkAttempts": 0,
+                        "loopbackAttempts": 0,
+                        "traceComplete": True,
+                        "traceGaps": [],
+                    },
+                }
+            ],
         },
     }
     return make_statement([subject(name, digest)], SLSA_PROVENANCE_V1, predicate)
@@ -42,7 +59,10 @@ def provenance(name: str, digest: str, builder: str) -> bytes:
 
 def setup(root: Path, artifacts: int) -> tuple[Path, list[Path], Path]:
     signers = []
-    policy = f'[policy]\nthreshold = 3\nmax_age = "30d"\nimages = ["sha256:{IMAGE}"]\n'
+    policy = (
+        f'[policy]\nthreshold = 3\nmax_age = "30d"\nimages = ["sha256:{IMAGE}"]\n'
+        f'sources = ["sha256:{SOURCE}"]\nspecs = ["sha256:{SPEC}"]\ncommands = [["make"]]\n'
+    )
     for index in range(OPERATORS):
         generate_keypair(root / f"op{index}")
         signers.append(load_signer(str(root / f"op{index}")))

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -28,6 +29,7 @@ from rebuilder.attest.check_statement import CHECK_ATTESTATION_FILE, check_state
 from rebuilder.attest.envelope import write_envelope
 from rebuilder.attest.keys import (
     KeyProblem,
+    KeyRing,
     Passphrase,
     default_key_path,
     generate_keypair,
@@ -40,7 +42,8 @@ from rebuilder.attest.verify import verify_attestation
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
 from rebuilder.gate.gate import GateError, decisions_json, run_gate, write_vsa
 from rebuilder.gate.layout import write_layout
-from rebuilder.gate.policy import load_policy
+from rebuilder.gate.policy import PolicyError, load_policy
+from rebuilder.gate.policy_signature import load_signed_policy, sign_policy
 from rebuilder.node.api import ApiSettings
 from rebuilder.node.auth import TokenRegistry, add_token
 from rebuilder.node.client import Credentials
@@ -196,7 +199,10 @@ def build(
         refuse_root(config)
         signers = _signers(sign)
         attestor = BuildAttestor(
-            signers=signers, builder_id=default_builder_id(), spec_document=parsed.document
+            signers=signers,
+            builder_id=default_builder_id(),
+            spec_document=parsed.document,
+            source_dir=parsed.source_dir,
         )
         build_id = new_build_id()
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
@@ -343,10 +349,11 @@ def verify(
     """Check an attestation's signatures, types and subjects. Exit 0 / 1 / 2."""
     with _guarded(ctx):
         keys = [load_public_key(path) for path in key]
-        if threshold is not None and threshold > len({k.keyid for k in keys}):
+        distinct = len(KeyRing.of(keys))  # by key material: two spellings are one key
+        if threshold is not None and threshold > distinct:
             raise KeyProblem(
-                f"--threshold {threshold} is more than the "
-                f"{len({k.keyid for k in keys})} distinct key(s) given"
+                f"--threshold {threshold} is more than the {distinct} distinct key(s) given "
+                f"(expected 1 to {distinct})"
             )
         for path in artifact or []:
             if not path.is_file():
@@ -564,6 +571,24 @@ def gate_command(
             help="A directory, or a node URL; repeatable (default: the policy's nodes).",
         ),
     ] = None,
+    policy_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy-key",
+            help="A policy owner's public key; repeatable. The policy must carry their "
+            "signatures (POLICY.intoto.json).",
+        ),
+    ] = None,
+    policy_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--policy-threshold", min=1, help="Owners who must have signed (default: all)."
+        ),
+    ] = None,
+    policy_signature: Annotated[
+        Path | None,
+        typer.Option("--policy-signature", help="The policy's signatures (default: beside it)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the decisions.")] = False,
     vsa_key: Annotated[
         str | None, typer.Option("--vsa-key", help="Sign a SLSA VSA per admitted artifact.")
@@ -577,7 +602,16 @@ def gate_command(
 ) -> None:
     """Admit artifacts only on matching digests from enough trusted operators. Exit 0/1/2."""
     with _guarded(ctx):
-        loaded = load_policy(policy)
+        now = datetime.now(tz=UTC)
+        if policy_key:
+            owners = [load_public_key(path) for path in policy_key]
+            loaded = load_signed_policy(
+                policy, owners, threshold=policy_threshold, signature=policy_signature, now=now
+            )
+        elif policy_threshold is not None or policy_signature is not None:
+            raise PolicyError("--policy-threshold and --policy-signature need --policy-key")
+        else:
+            loaded = load_policy(policy, now=now)
         signer = load_signer(vsa_key, _ask_passphrase(vsa_key)) if vsa_key else None
         credentials = Credentials(token=token or os.environ.get("HERMETIC_NODE_TOKEN") or None)
         sources = attestations or [url for op in loaded.operators for url in op.nodes]
@@ -586,7 +620,7 @@ def gate_command(
                 "no attestations to read: pass --attestations DIR|URL, or list the operators' "
                 "nodes in the policy"
             )
-        decisions, read = run_gate(artifacts, loaded, sources, credentials=credentials)
+        decisions, read = run_gate(artifacts, loaded, sources, credentials=credentials, now=now)
         vsas: dict[str, Path] = {}
         if signer is not None:
             for decision in decisions:
@@ -598,6 +632,7 @@ def gate_command(
                         signer=signer,
                         verifier_id=default_builder_id(),
                         directory=vsa_dir,
+                        now=now,
                     )
         if json_output:
             typer.echo(decisions_json(decisions, vsas))
@@ -605,6 +640,21 @@ def gate_command(
             typer.echo(render.gate_decisions(decisions, vsas))
         admitted = all(decision.admitted for decision in decisions)
         raise typer.Exit(EXIT_OK if admitted else EXIT_NEGATIVE)
+
+
+@app.command("sign-policy")
+def sign_policy_command(
+    ctx: typer.Context,
+    policy: Annotated[Path, typer.Argument(help="The gate's policy (TOML).")],
+    key: Annotated[
+        list[str], typer.Option("--key", help="A policy owner's signing key; repeatable.")
+    ],
+) -> None:
+    """Sign a gate policy as one of its owners (signatures go to POLICY.intoto.json). 0 / 2."""
+    with _guarded(ctx):
+        signers = [load_signer(ref, _ask_passphrase(ref)) for ref in key]
+        written = sign_policy(policy, signers, now=datetime.now(tz=UTC))
+        typer.echo(f"signed  {written}")
 
 
 @app.command("layout")

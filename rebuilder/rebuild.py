@@ -11,31 +11,41 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Key
 
 from rebuilder.attest.envelope import write_envelope
-from rebuilder.attest.keys import load_public_key
+from rebuilder.attest.keys import (
+    KeyProblem,
+    key_fingerprint,
+    load_public_key,
+    public_key_from_dict,
+)
+from rebuilder.attest.predicates import MAX_TEXT, BuildFacts, PredicateError, SourceRef
 from rebuilder.attest.statement import PAYLOAD_TYPE, SLSA_PROVENANCE_V1
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.diffreport import DiffReport, diff_outputs
 from rebuilder.errors import Error
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
-from rebuilder.node.statements import Outputs, agreement_statement, statement_outputs
-from sandbox.digests import sha256_bytes
+from rebuilder.node.statements import Agreement, AgreementNode, Outputs, statement_outputs
+from sandbox.digests import sha256_bytes, sha256_file
+from sandbox.source_tree import tree_digest
 from sandbox.spec import Spec
 from sandbox.workspace import claim_dir, write_atomically
 
 AGREEMENT_FILE = "rebuild.intoto.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 RESULT_FILE = "rebuild.json"
 
 
@@ -73,6 +83,7 @@ class NodeReport:
     attestation_sha256: str = ""
     verdict: str = "failed"  # agree, disagree, failed, invalid, refused
     report: DiffReport | None = None
+    facts: BuildFacts | None = None  # what its signed provenance says of the build
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,6 +157,10 @@ def rebuild(
 ) -> RebuildResult:
     """Ask every node to rebuild, then combine what K or more of them agree on."""
     prepare_out_dir(out_dir)
+    # what the agreement will bind: the tree sent and the spec file in it
+    request = RequestBinding(
+        source_sha256=tree_digest(spec.source_dir), spec_sha256=sha256_file(spec.path)[0]
+    )
     with tempfile.TemporaryDirectory(prefix="hermetic-rebuild-") as scratch:
         archive = pack_source(spec.source_dir, Path(scratch))
     reports = [
@@ -170,7 +185,14 @@ def rebuild(
             ]
             for future in running:
                 future.result()
-        return _combine(reports, clients, threshold, sha256_bytes(archive), out_dir)
+        return _combine(
+            reports,
+            clients,
+            threshold,
+            replace(request, request_sha256=sha256_bytes(archive)),
+            out_dir,
+            now=datetime.now(tz=UTC),
+        )
     finally:
         for client in clients:
             client.close()
@@ -192,14 +214,13 @@ def _run_on_node(
 ) -> None:
     try:
         identity = client.identity()
-        presented = dict(identity["public_key"])
-        keyid = presented.pop("keyid")
-        key = (
-            load_public_key(target.key_file) if target.key_file else Key.from_dict(keyid, presented)
-        )
-        if target.key_file and key.keyid != keyid:
+        key = public_key_from_dict(identity["public_key"], f"{target.url}: its public key")
+        keyid = key.keyid
+        # the pinned key is the key material, whatever id or spelling either side uses
+        pinned = load_public_key(target.key_file) if target.key_file else None
+        if pinned is not None and key_fingerprint(pinned) != key_fingerprint(key):
             report.reason = (
-                f"the node presents key {keyid[:16]}…, not the pinned {key.keyid[:16]}… "
+                f"the node presents key {keyid[:16]}…, not the pinned {pinned.keyid[:16]}… "
                 f"of {target.key_file}"
             )
             report.verdict = "invalid"
@@ -252,17 +273,82 @@ def _read_attestation(client: NodeClient, report: NodeReport, out_dir: Path) -> 
         return
     statement = checked.statement or {}
     if report.outcome == "built" and statement.get("predicateType") == SLSA_PROVENANCE_V1:
+        try:
+            report.facts = BuildFacts.from_predicate(statement.get("predicate"))
+        except PredicateError as e:
+            report.verdict, report.reason = "invalid", f"unreadable provenance: {e}"
+            return
         report.outputs = statement_outputs(statement)
         report.verdict = "built"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestBinding:
+    """What the client sent: the archive, the source tree in it and its spec file."""
+
+    source_sha256: str
+    spec_sha256: str
+    request_sha256: str = ""
+
+
+def _check_binding(report: NodeReport, request: RequestBinding) -> None:
+    """A node whose provenance names another source or spec did not build this request
+    (and one whose outputs are not (name, sha256) pairs said nothing comparable)."""
+    if not all(
+        _SHA256.fullmatch(digest) and len(name) <= MAX_TEXT for name, digest in report.outputs
+    ):
+        report.verdict, report.reason = "invalid", "its provenance lists malformed outputs"
+        return
+    facts = report.facts
+    source = facts.source.sha256 if facts and facts.source else None
+    spec = facts.spec_sha256 if facts else None
+    if source != request.source_sha256 or spec != request.spec_sha256:
+        report.verdict = "invalid"
+        report.reason = (
+            f"its provenance names source {source and source[:16]}… and spec "
+            f"{spec and spec[:16]}…, not the request's {request.source_sha256[:16]}… and "
+            f"{request.spec_sha256[:16]}…"
+        )
+
+
+def _agreement_node(report: NodeReport) -> AgreementNode:
+    return AgreementNode(
+        url=report.url[:MAX_TEXT],
+        builder_id=report.builder_id[:MAX_TEXT],
+        keyid=report.keyid[:MAX_TEXT],
+        job_id=report.job_id[:MAX_TEXT],
+        outcome=report.outcome[:MAX_TEXT],
+        verdict=report.verdict,
+        reason=report.reason[:1000],
+        outputs=report.outputs if report.verdict in ("agree", "disagree") else (),
+        attestation_sha256=report.attestation_sha256 or None,
+    )
+
+
+def distinct_keys(reports: Sequence[NodeReport]) -> int:
+    """How many different keys these nodes sign with: one key on two nodes is one vote."""
+    found = set()
+    for report in reports:
+        if report.key is not None:
+            try:
+                found.add(key_fingerprint(report.key))
+            except KeyProblem:
+                continue
+    return len(found)
 
 
 def _combine(
     reports: list[NodeReport],
     clients: list[NodeClient],
     threshold: int,
-    request_sha256: str,
+    request: RequestBinding,
     out_dir: Path,
+    *,
+    now: datetime,
 ) -> RebuildResult:
+    for report in reports:
+        if report.verdict == "built":
+            _check_binding(report, request)
     groups = Counter(r.outputs for r in reports if r.verdict == "built")
     ranked = groups.most_common(2)
     tied = len(ranked) == 2 and ranked[0][1] == ranked[1][1]
@@ -282,16 +368,23 @@ def _combine(
         out_dir=out_dir,
     )
     _reports_for_disagreement(reports, clients, agreed_outputs, out_dir)
-    if len(agreeing) < threshold:
-        result.notes.append(f"{len(agreeing)} node(s) agree; {threshold} needed")
+    voters = distinct_keys(agreeing)
+    if voters < threshold:
+        shared = (
+            f" ({len(agreeing)} nodes, {voters} distinct keys)" if voters < len(agreeing) else ""
+        )
+        result.notes.append(f"{voters} node(s) agree{shared}; {threshold} needed")
         _write_result(result)
         return result
-    payload = agreement_statement(
+    payload = Agreement(
         outputs=agreed_outputs,
         threshold=threshold,
-        nodes=[r.to_json() for r in reports],
-        spec_sha256=request_sha256,
-    )
+        request_sha256=request.request_sha256,
+        source=SourceRef(sha256=request.source_sha256),
+        spec_sha256=request.spec_sha256,
+        nodes=tuple(_agreement_node(r) for r in reports),
+        created_on=now,
+    ).payload()
     signatures = []
     for report, client in zip(reports, clients, strict=True):
         if report.verdict != "agree":
@@ -313,11 +406,16 @@ def _combine(
     }
     path = out_dir / AGREEMENT_FILE
     write_envelope(path, envelope)
-    keys = [r.key for r in reports if r.verdict == "agree" and r.key is not None]
-    checked = verify_attestation(path, keys, threshold=threshold) if keys else None
+    signing = [r for r in reports if r.verdict == "agree" and r.key is not None]
+    keys = [r.key for r in signing if r.key is not None]
+    checked = (
+        verify_attestation(path, keys, threshold=threshold)
+        if distinct_keys(signing) >= threshold
+        else None
+    )
     result.signatures = len(checked.signed_by) if checked else 0
     if checked is None or not checked.ok:
-        reasons = "; ".join(checked.reasons) if checked else "no agreeing key"
+        reasons = "; ".join(checked.reasons) if checked else "too few distinct agreeing keys"
         result.notes.append(f"the combined statement did not get {threshold} signatures: {reasons}")
         path.rename(path.with_suffix(".unsigned.json"))
     else:

@@ -10,8 +10,10 @@ from typing import Any
 from securesystemslib.signer import Signer
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
+from rebuilder.attest.git_source import git_source
 from rebuilder.attest.provenance import PROVENANCE_FILE, provenance_statement
 from sandbox.build import RESULT_FILE
+from sandbox.digests import sha256_file
 from sandbox.result import BuildResult
 
 log = logging.getLogger(__name__)
@@ -34,22 +36,35 @@ class BuildAttestor:
     """The ``attest`` hook of a build: writes provenance.intoto.json beside result.json."""
 
     def __init__(
-        self, *, signers: Sequence[Signer], builder_id: str, spec_document: Mapping[str, Any]
+        self,
+        *,
+        signers: Sequence[Signer],
+        builder_id: str,
+        spec_document: Mapping[str, Any],
+        source_dir: Path | None = None,
     ) -> None:
         self.signers = tuple(signers)
         self.builder_id = builder_id
         self.spec_document = spec_document
+        self.source_dir = source_dir  # a git checkout here is named by its commit
         self.error = ""  # set when signing failed
         self.written = False
 
     def __call__(self, result: BuildResult, directory: Path) -> None:
         if not result.built or not result.outputs:
             return  # a statement needs subjects: a failed build has none
+        source = (
+            git_source(self.source_dir, result.source_digest)
+            if self.source_dir is not None
+            else None
+        )
         payload = provenance_statement(
             result,
             spec_document=self.spec_document,
             result_json=(directory / RESULT_FILE).read_bytes(),
             builder_id=self.builder_id,
+            spec_sha256=sha256_file(Path(result.spec_path))[0],
+            source=source,
         )
         envelope, self.error = signed_envelope(payload, self.signers)
         write_envelope(directory / PROVENANCE_FILE, envelope)

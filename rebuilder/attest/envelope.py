@@ -18,6 +18,7 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Signature, Signer
 
 from rebuilder.attest.statement import PAYLOAD_TYPE
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
 from rebuilder.errors import Error
 from sandbox.workspace import write_atomically
 
@@ -65,34 +66,63 @@ def read_envelope(path: Path) -> StoredEnvelope:
     return parse_envelope(data, str(path))
 
 
+MAX_SIGNATURES = 64  # each is tried against the keys: bound the work a file can ask for
+
+
 def parse_envelope(data: bytes, where: str) -> StoredEnvelope:
     """Parse envelope bytes (``where`` names them in errors).
 
     Raises:
-        EnvelopeError: not JSON, or not shaped like a DSSE envelope.
+        EnvelopeError: not JSON we accept, or not shaped like a DSSE envelope.
     """
-    path = where
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EnvelopeError(
-            f"{path}: not JSON ({e}); truncated or not an attestation — fetch it again"
-        ) from None
+        document = parse_json(data, where)
+    except UntrustedJsonError as e:
+        raise EnvelopeError(f"{e}; truncated or not an attestation — fetch it again") from None
+    return envelope_from_document(document, where)
+
+
+def envelope_from_document(document: Any, where: str) -> StoredEnvelope:
+    """An envelope from its parsed JSON (see :func:`parse_envelope`).
+
+    Raises:
+        EnvelopeError: not shaped like a DSSE envelope.
+    """
     if not isinstance(document, dict):
-        raise EnvelopeError(f"{path}: not a DSSE envelope (a JSON object was expected)")
+        raise EnvelopeError(f"{where}: not a DSSE envelope (a JSON object was expected)")
     missing = [k for k in ("payload", "payloadType", "signatures") if k not in document]
     if missing:
-        raise EnvelopeError(f"{path}: not a DSSE envelope: missing {', '.join(missing)}")
-    try:
-        payload = base64.b64decode(document["payload"], validate=True)
-        signatures = tuple(
-            Signature(
-                keyid=str(entry["keyid"]),
-                sig=base64.b64decode(entry["sig"], validate=True).hex(),
-                unrecognized_fields={k: v for k, v in entry.items() if k not in ("keyid", "sig")},
-            )
-            for entry in document["signatures"]
+        raise EnvelopeError(f"{where}: not a DSSE envelope: missing {', '.join(missing)}")
+    payload, payload_type, entries = (
+        document["payload"],
+        document["payloadType"],
+        document["signatures"],
+    )
+    if not isinstance(payload, str) or not isinstance(payload_type, str):
+        raise EnvelopeError(
+            f"{where}: malformed DSSE envelope: payload and payloadType are strings"
         )
-    except (binascii.Error, TypeError, KeyError, ValueError) as e:
-        raise EnvelopeError(f"{path}: malformed DSSE envelope: {e!r}") from None
-    return StoredEnvelope(payload, str(document["payloadType"]), signatures)
+    if not isinstance(entries, list) or len(entries) > MAX_SIGNATURES:
+        raise EnvelopeError(
+            f"{where}: malformed DSSE envelope: signatures is a list of at most {MAX_SIGNATURES}"
+        )
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        signatures = tuple(_signature(entry) for entry in entries)
+    except (binascii.Error, TypeError, ValueError) as e:
+        raise EnvelopeError(f"{where}: malformed DSSE envelope: {shown(str(e), 200)}") from None
+    return StoredEnvelope(decoded, payload_type, signatures)
+
+
+def _signature(entry: Any) -> Signature:
+    """One signature entry; a missing key id (DSSE allows it) is an empty one."""
+    if not isinstance(entry, dict):
+        raise ValueError("a signature entry is an object")
+    keyid, sig = entry.get("keyid", ""), entry.get("sig")
+    if not isinstance(keyid, str) or not isinstance(sig, str):
+        raise ValueError("a signature entry has a string sig (and keyid)")
+    return Signature(
+        keyid=keyid,
+        sig=base64.b64decode(sig, validate=True).hex(),
+        unrecognized_fields={k: v for k, v in entry.items() if k not in ("keyid", "sig")},
+    )

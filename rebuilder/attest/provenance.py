@@ -9,11 +9,13 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from rebuilder.attest.predicates import SourceRef
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
 from sandbox.digests import sha256_bytes
 from sandbox.result import BuildResult
 
 BUILD_TYPE = "https://hermetic.dev/build-types/podman-sandbox/v1"
+INPUT_PREFIX = "inputs/"
 PROVENANCE_FILE = "provenance.intoto.json"
 
 
@@ -29,14 +31,25 @@ def _bare(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
-def _dependencies(result: BuildResult) -> list[dict[str, Any]]:
+def _dependencies(
+    result: BuildResult, source: SourceRef, spec_sha256: str | None
+) -> list[dict[str, Any]]:
     repository, _, image_digest = result.image.partition("@")
     found = [
         {"name": "image", "uri": repository, "digest": {"sha256": _bare(image_digest)}},
-        {"name": "source", "digest": {"sha256": result.source_digest}},
+        source.to_dependency(),
     ]
+    if spec_sha256 is not None:
+        found.append({"name": "spec", "digest": {"sha256": _bare(spec_sha256)}})
     for item in result.inputs:
-        found.append({"name": item.dest, "uri": item.url, "digest": {"sha256": _bare(item.sha256)}})
+        # prefixed: an input placed at "source" or "spec" must not read as hermetic's own
+        found.append(
+            {
+                "name": f"{INPUT_PREFIX}{item.dest}",
+                "uri": item.url,
+                "digest": {"sha256": _bare(item.sha256)},
+            }
+        )
     return found
 
 
@@ -72,6 +85,8 @@ def provenance_statement(
     spec_document: Mapping[str, Any],
     result_json: bytes,
     builder_id: str,
+    spec_sha256: str | None = None,
+    source: SourceRef | None = None,
 ) -> bytes:
     """The Statement payload: subjects are the outputs; the predicate SLSA Provenance v1.
 
@@ -80,7 +95,13 @@ def provenance_statement(
         spec_document: the spec as given (the parsed hermetic.toml).
         result_json: the bytes of result.json as published (its digest is a byproduct).
         builder_id: who built it (runDetails.builder.id).
+        spec_sha256: the sha256 of the spec file's bytes (None: not recorded, and a gate
+            counts the spec as unknown).
+        source: the source as bound (see :func:`rebuilder.attest.git_source.git_source`);
+            default: the result's tree digest alone.
     """
+    if source is not None and source.sha256 != result.source_digest:
+        raise ValueError("the source named must be the tree the build used")
     predicate = {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
@@ -92,7 +113,9 @@ def provenance_statement(
                 "sourceDateEpochFrom": result.source_date_epoch_from,
                 "traceLevel": result.trace.get("level"),
             },
-            "resolvedDependencies": _dependencies(result),
+            "resolvedDependencies": _dependencies(
+                result, source or SourceRef(sha256=result.source_digest), spec_sha256
+            ),
         },
         "runDetails": {
             "builder": {"id": builder_id, "version": {"hermetic": result.hermetic_version}},

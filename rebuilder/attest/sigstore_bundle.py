@@ -4,7 +4,6 @@ message-signature bundle vouches for one artifact."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from sigstore.models import Bundle
 from sigstore.verify import Verifier
 from sigstore.verify.policy import Identity
 
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
 from rebuilder.errors import Error
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
@@ -75,10 +75,11 @@ def check_bundle(data: bytes, keys: Sequence[Key], artifact: bytes | None = None
         BundleError: not a parsable bundle, or a message-signature bundle without artifact.
     """
     try:
+        document = parse_json(data, "the bundle")
         bundle = Bundle.from_json(data)
-    except (SigstoreError, ValueError) as e:
-        raise BundleError(f"not a usable Sigstore bundle: {e}") from None
-    is_dsse = "dsseEnvelope" in json.loads(data)
+    except (UntrustedJsonError, SigstoreError, ValueError) as e:
+        raise BundleError(f"not a usable Sigstore bundle: {shown(str(e), 300)}") from None
+    is_dsse = isinstance(document, dict) and "dsseEnvelope" in document
     if not is_dsse and artifact is None:
         raise BundleError("a message-signature bundle vouches for one file: give it as --artifact")
     if not _identities(keys):

@@ -15,6 +15,7 @@ from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 from in_toto_attestation.v1 import statement_pb2
 from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
 
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
 from rebuilder.errors import Error
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -55,20 +56,20 @@ def parse_statement(payload: bytes) -> dict[str, Any]:
         StatementError: not JSON, not a Statement v1, or an invalid predicate.
     """
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StatementError(f"the payload is not JSON: {e}") from None
+        document = parse_json(payload, "the payload")
+    except UntrustedJsonError as e:
+        raise StatementError(str(e)) from None
     if not isinstance(document, dict):
         raise StatementError("the payload is not a JSON object")
     kind = document.get("_type")
     if kind != STATEMENT_TYPE_URI:
-        found = "no _type" if kind is None else f"_type {kind!r}"
+        found = "no _type" if kind is None else f"_type {shown(kind)}"
         raise StatementError(f"not an in-toto Statement v1: {found}, expected {STATEMENT_TYPE_URI}")
     try:
         proto = json_format.ParseDict(document, statement_pb2.Statement())
         Statement.copy_from_pb(proto).validate()
         if document.get("predicateType") == SLSA_PROVENANCE_V1:
             json_format.ParseDict(document["predicate"], provenance_pb2.Provenance())
-    except (json_format.ParseError, ValueError) as e:
-        raise StatementError(f"invalid statement: {e}") from None
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
+        raise StatementError(f"invalid statement: {shown(str(e), 300)}") from None
     return document

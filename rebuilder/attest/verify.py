@@ -4,7 +4,6 @@ statement types, and that artifacts match subjects. Every failure is a reason to
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,10 @@ from securesystemslib.exceptions import UnverifiedSignatureError, VerificationEr
 from securesystemslib.signer import Key, Signature
 
 from rebuilder.attest.envelope import StoredEnvelope, read_envelope
+from rebuilder.attest.keys import SIGSTORE_KEYTYPE, KeyProblem, KeyRing
 from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
 from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,26 +48,44 @@ class Verification:
         }
 
 
-def verified_keys(envelope: StoredEnvelope, keys: Sequence[Key]) -> tuple[str, ...]:
-    """Ids of the distinct keys with a valid signature; a key signing twice counts once.
+def verified_keys(envelope: StoredEnvelope, keys: KeyRing) -> tuple[Key, ...]:
+    """The distinct keys with a valid signature on the envelope.
 
-    A signature without a key id (as cosign writes them) is tried against every key.
+    One signature counts for at most one key and one key counts once, whatever the key
+    ids say: a signature is tried first against the keys its key id names, then (an id is
+    only a hint; cosign writes none) against the other public keys, and stops at the first
+    that verifies it. Sigstore identities are tried only where the key id names them.
     """
     pae = envelope.pae()
-    accepted: list[str] = []
-    for key in {key.keyid: key for key in keys}.values():
-        for signature in envelope.signatures:
-            if signature.keyid not in ("", key.keyid):
-                continue
-            if not signature.keyid:  # the key checks that a signature names it
-                signature = Signature(key.keyid, signature.signature, signature.unrecognized_fields)
-            try:
-                key.verify_signature(signature, pae)
-            except (UnverifiedSignatureError, VerificationError):
-                continue
-            accepted.append(key.keyid)
-            break
-    return tuple(accepted)
+    credited: dict[str, Key] = {}
+    for signature in envelope.signatures:
+        named = [
+            (key, fp)
+            for key, fp in zip(keys.keys, keys.fingerprints, strict=True)
+            if key.keyid == signature.keyid and fp not in credited
+        ]
+        others = [
+            (key, fp)
+            for key, fp in zip(keys.keys, keys.fingerprints, strict=True)
+            if key.keyid != signature.keyid
+            and fp not in credited
+            and key.keytype != SIGSTORE_KEYTYPE
+        ]
+        for key, fingerprint in named + others:
+            if _signed_by(key, signature, pae):
+                credited[fingerprint] = key
+                break
+    return tuple(credited.values())
+
+
+def _signed_by(key: Key, signature: Signature, pae: bytes) -> bool:
+    # securesystemslib insists on the ids matching; the id is ours to ignore
+    claimed = Signature(key.keyid, signature.signature, signature.unrecognized_fields)
+    try:
+        key.verify_signature(claimed, pae)
+    except (UnverifiedSignatureError, VerificationError):
+        return False
+    return True
 
 
 def verify_attestation(
@@ -75,21 +94,28 @@ def verify_attestation(
     """Check an attestation file (a DSSE envelope or a Sigstore bundle) against keys and
     artifacts.
 
+    Args:
+        keys: the verification keys; two spellings of one key are one key.
+        threshold: distinct keys that must have signed (default: every distinct key).
+
     Raises:
+        KeyProblem: no keys, a threshold below 1 or above the number of distinct keys.
         EnvelopeError: the file is unreadable or not a DSSE envelope at all.
         BundleError: a Sigstore bundle that cannot be parsed or used.
         OSError: an artifact cannot be read.
     """
-    distinct = len({key.keyid for key in keys})
-    needed = threshold if threshold is not None else distinct
+    ring = KeyRing.of(keys)
+    needed = len(ring) if threshold is None else threshold
+    if needed < 1 or needed > len(ring):
+        raise KeyProblem(f"threshold {needed}: expected 1 to {len(ring)} (the distinct keys given)")
     if _is_bundle_file(path):
-        return _verify_bundle(path, keys, needed, artifacts)
+        return _verify_bundle(path, ring, needed, artifacts)
     envelope = read_envelope(path)
     reasons = []
-    signed_by = verified_keys(envelope, keys)
+    signed_by = tuple(key.keyid for key in verified_keys(envelope, ring))
     if len(signed_by) < needed:
         reasons.append(
-            f"{len(signed_by)} of the {distinct} given key(s) signed it validly; "
+            f"{len(signed_by)} of the {len(ring)} given key(s) signed it validly; "
             f"{needed} needed ({len(envelope.signatures)} signature(s) in the envelope)"
         )
     return _with_statement(
@@ -99,21 +125,21 @@ def verify_attestation(
 
 def _is_bundle_file(path: Path) -> bool:
     try:
-        return is_bundle(json.loads(path.read_bytes()))
-    except (OSError, ValueError):
+        return is_bundle(parse_json(path.read_bytes(), str(path)))
+    except (OSError, UntrustedJsonError):
         return False  # read_envelope says what is wrong with it
 
 
 def _verify_bundle(
-    path: Path, keys: Sequence[Key], needed: int, artifacts: Sequence[Path]
+    path: Path, keys: KeyRing, needed: int, artifacts: Sequence[Path]
 ) -> Verification:
     data = path.read_bytes()
-    message = "dsseEnvelope" not in json.loads(data)
+    message = "dsseEnvelope" not in parse_json(data, str(path))
     if message and len(artifacts) != 1:
         raise BundleError(
             f"{path}: a message-signature bundle vouches for one file: give exactly one --artifact"
         )
-    check = check_bundle(data, keys, artifacts[0].read_bytes() if message else None)
+    check = check_bundle(data, keys.keys, artifacts[0].read_bytes() if message else None)
     signed_by = (check.signed_by,) if check.signed_by else ()
     reasons = (
         []

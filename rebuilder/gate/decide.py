@@ -1,18 +1,36 @@
 """Deciding, per artifact, whether enough independent trusted operators vouch for exactly
-its digest, and whether every other rule of the policy holds. Anything unverifiable or
-unknown counts against admission, never for it."""
+its digest, built from an allowed source by an allowed spec, and whether every other rule
+of the policy holds. Anything unverifiable, unknown or malformed counts against admission,
+never for it.
+
+:func:`evidence` turns one attestation's bytes into checked, typed evidence (or a reason);
+:func:`decide` is a pure function of the artifact's digest, the policy, the evidence and
+``now``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from rebuilder.attest.check_statement import CHECK_PREDICATE
-from rebuilder.attest.envelope import EnvelopeError, parse_envelope
+from rebuilder.attest.envelope import EnvelopeError, envelope_from_document
+from rebuilder.attest.predicates import (
+    CLOCK_SKEW,
+    MAX_TEXT,
+    BuildFacts,
+    Fields,
+    PredicateError,
+    SourceRef,
+    Subject,
+    format_time,
+    subjects_of,
+)
 from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
 from rebuilder.attest.statement import (
     PAYLOAD_TYPE,
@@ -20,37 +38,65 @@ from rebuilder.attest.statement import (
     StatementError,
     parse_statement,
 )
+from rebuilder.attest.untrusted_json import MAX_JSON_BYTES, UntrustedJsonError, parse_json
 from rebuilder.attest.verify import verified_keys
 from rebuilder.gate.policy import Policy
-from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
-from sandbox.digests import sha256_file
+from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE, Agreement
 
-VOUCHING = (SLSA_PROVENANCE_V1, AGREEMENT_PREDICATE)
+
+class Kind(StrEnum):
+    """What an attestation is, for the gate."""
+
+    PROVENANCE = "provenance"  # a build's SLSA provenance: vouches, and carries evidence
+    AGREEMENT = "agreement"  # a co-signed rebuild agreement: vouches for every co-signer
+    CHECK = "check"  # a `hermetic check` verdict
+    DISAGREEMENT = "disagreement"  # a node's signed refusal: says otherwise
+    OTHER = "other"  # a statement the gate does not read
+
+
+_KINDS = {
+    SLSA_PROVENANCE_V1: Kind.PROVENANCE,
+    AGREEMENT_PREDICATE: Kind.AGREEMENT,
+    CHECK_PREDICATE: Kind.CHECK,
+    DISAGREEMENT_PREDICATE: Kind.DISAGREEMENT,
+}
+VOUCHING = (Kind.PROVENANCE, Kind.AGREEMENT)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Evidence:
-    """One attestation whose signatures were checked against the policy's keys."""
+    """One attestation whose signatures were checked against the policy's keys, read.
+
+    ``problem`` set: trusted keys signed it, but it is malformed; it vouches for nothing
+    and denies every artifact it names.
+    """
 
     origin: str
     operators: frozenset[str]  # trusted operators with a valid signature on it
-    statement: dict[str, Any]
-    time: datetime | None
+    predicate_type: str
+    subjects: tuple[Subject, ...]
+    kind: Kind = Kind.OTHER
+    time: datetime | None = None  # when its signer says it was made
+    build: BuildFacts | None = None  # provenance
+    agreement: Agreement | None = None  # agreement
+    reproducible: bool | None = None  # check
+    problem: str = ""
 
     @property
-    def predicate_type(self) -> str:
-        return str(self.statement.get("predicateType", ""))
+    def source(self) -> SourceRef | None:
+        if self.build is not None:
+            return self.build.source
+        return self.agreement.source if self.agreement is not None else None
 
     @property
-    def predicate(self) -> dict[str, Any]:
-        value = self.statement.get("predicate", {})
-        return value if isinstance(value, dict) else {}
+    def spec_sha256(self) -> str | None:
+        if self.build is not None:
+            return self.build.spec_sha256
+        return self.agreement.spec_sha256 if self.agreement is not None else None
 
-    def subjects(self) -> list[tuple[str, str]]:
-        return [
-            (str(item.get("name", "")), str(item.get("digest", {}).get("sha256", "")))
-            for item in self.statement.get("subject", [])
-        ]
+    def names(self, digest: str) -> bool:
+        return any(item.sha256 == digest for item in self.subjects)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +107,7 @@ class Decision:
     agreeing: tuple[str, ...]  # operators
     reasons: tuple[str, ...]  # why denied (empty when admitted)
     used: tuple[str, ...] = ()  # attestations that counted
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,54 +121,31 @@ class Decision:
         }
 
 
-def _time(statement: dict[str, Any]) -> datetime | None:
-    predicate = statement.get("predicate", {})
-    for value in (
-        predicate.get("runDetails", {}).get("metadata", {}).get("finishedOn"),
-        predicate.get("createdOn"),
-        predicate.get("finishedOn"),
-    ):
-        if isinstance(value, str):
-            try:
-                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-            return parsed if parsed.tzinfo else None  # no zone: no knowable time
-    return None
-
-
 def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None, str]:
-    """Check one attestation's signatures against every trusted key.
+    """Check one attestation's signatures against every trusted key, then read it.
+
+    Never raises for what the bytes hold: anything wrong with them is the reason.
 
     Returns:
         (the evidence, "") or (None, why it does not count).
     """
-    if _looks_like_bundle(data):
+    try:
+        document = parse_json(data, origin, max_bytes=MAX_JSON_BYTES)
+    except UntrustedJsonError as e:
+        return None, str(e)
+    if is_bundle(document):
         return _bundle_evidence(origin, data, policy)
     try:
-        envelope = parse_envelope(data, origin)
+        envelope = envelope_from_document(document, origin)
     except EnvelopeError as e:
         return None, str(e)
     if envelope.payload_type != PAYLOAD_TYPE:
-        return None, f"{origin}: payloadType {envelope.payload_type!r} is not in-toto"
-    owners = policy.operator_of()
-    operators = frozenset(owners[k] for k in verified_keys(envelope, policy.keys))
-    if not operators:
+        return None, f"{origin}: payloadType is not {PAYLOAD_TYPE}"
+    signed = verified_keys(envelope, policy.ring)
+    if not signed:
         return None, f"{origin}: signed by no trusted key"
-    try:
-        statement = parse_statement(envelope.payload)
-    except StatementError as e:
-        return None, f"{origin}: {e}"
-    return Evidence(
-        origin=origin, operators=operators, statement=statement, time=_time(statement)
-    ), ""
-
-
-def _looks_like_bundle(data: bytes) -> bool:
-    try:
-        return is_bundle(json.loads(data))
-    except ValueError:
-        return False
+    operators = frozenset(policy.operator_of(policy.ring.fingerprint(key)) for key in signed)
+    return _read(origin, operators, envelope.payload)
 
 
 def _bundle_evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None, str]:
@@ -135,71 +158,255 @@ def _bundle_evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence
         return None, f"{origin}: signed by no trusted Sigstore identity"
     if checked.payload_type != PAYLOAD_TYPE or checked.payload is None:
         return None, f"{origin}: the bundle does not hold an in-toto statement"
+    fingerprint = policy.ring.fingerprint_of(checked.signed_by)
+    if fingerprint is None:
+        return None, f"{origin}: signed by no trusted Sigstore identity"
+    return _read(origin, frozenset({policy.operator_of(fingerprint)}), checked.payload)
+
+
+def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evidence | None, str]:
+    """The statement trusted keys signed, as typed evidence."""
     try:
-        statement = parse_statement(checked.payload)
+        statement = parse_statement(payload)
+        subjects = subjects_of(statement)
     except StatementError as e:
-        return None, f"{origin}: {e}"
-    operator = policy.operator_of()[checked.signed_by]
-    return (
-        Evidence(
+        named = _named_anyway(payload)
+        why = f"signed by {', '.join(sorted(operators))} but invalid: {e}"
+        if not named:
+            return None, f"{origin}: {why}"
+        # a trusted key signed it: it denies what it seems to name, it never admits
+        return Evidence(
             origin=origin,
-            operators=frozenset({operator}),
-            statement=statement,
-            time=_time(statement),
-        ),
-        "",
+            operators=operators,
+            predicate_type="",
+            subjects=named,
+            problem=why,
+        ), ""
+    predicate_type = statement.get("predicateType")
+    kind = _KINDS.get(predicate_type, Kind.OTHER) if isinstance(predicate_type, str) else Kind.OTHER
+    base = Evidence(
+        origin=origin,
+        operators=operators,
+        predicate_type=str(predicate_type),
+        subjects=subjects,
+        kind=kind,
     )
+    try:
+        return _typed(base, statement), ""
+    except PredicateError as e:
+        return replace(base, problem=str(e)), ""
 
 
-def _image(item: Evidence) -> str | None:
-    for dependency in item.predicate.get("buildDefinition", {}).get("resolvedDependencies", []):
-        if dependency.get("name") == "image":
-            return str(dependency.get("digest", {}).get("sha256", ""))
-    return None
+def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
+    """The subjects a malformed statement seems to name, read leniently (NaN and all)."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return ()
+    items = document.get("subject") if isinstance(document, dict) else None
+    found = []
+    for item in items if isinstance(items, list) else []:
+        digest = item.get("digest") if isinstance(item, dict) else None
+        sha256 = digest.get("sha256") if isinstance(digest, dict) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(sha256, str) and _SHA256.fullmatch(sha256):
+            found.append(Subject(name[:MAX_TEXT] if isinstance(name, str) else "", sha256))
+    return tuple(found)
 
 
-def _network_attempts(item: Evidence) -> int | None:
-    for byproduct in item.predicate.get("runDetails", {}).get("byproducts", []):
-        if byproduct.get("name") == "hermeticity":
-            value = byproduct.get("annotations", {}).get("networkAttempts")
-            return int(value) if isinstance(value, int | float) else None
-    return None
+def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
+    """The facts of the statement's kind, and the time its signer gave it.
+
+    Raises:
+        PredicateError: a field the gate reads is malformed.
+    """
+    predicate = statement.get("predicate")
+    if base.kind is Kind.PROVENANCE:
+        build = BuildFacts.from_predicate(predicate)
+        return replace(base, build=build, time=build.finished_on)
+    if base.kind is Kind.AGREEMENT:
+        agreement = Agreement.from_statement(statement)
+        return replace(base, agreement=agreement, time=agreement.created_on)
+    if base.kind is Kind.CHECK:
+        read = Fields(predicate, "predicate")
+        return replace(base, reproducible=read.flag("reproducible"), time=read.time("finishedOn"))
+    if base.kind is Kind.DISAGREEMENT:
+        return replace(base, time=Fields(predicate, "predicate").time("createdOn"))
+    return base
+
+
+def _current(
+    found: Sequence[Evidence], policy: Policy, now: datetime, notes: list[str]
+) -> list[Evidence]:
+    """The evidence whose time counts: none from the future, none older than max_age.
+
+    A trusted "no" is kept whatever its time (a disagreement denies, it never admits)
+    unless it is known to be older than max_age.
+    """
+    kept = []
+    for item in found:
+        against = item.kind is Kind.DISAGREEMENT
+        if item.time is not None and item.time > now + CLOCK_SKEW:
+            notes.append(
+                f"{item.origin}: dated {format_time(item.time)}, in the future beyond the "
+                f"{int(CLOCK_SKEW.total_seconds() // 60)}-minute clock skew; "
+                + ("it still counts against" if against else "it does not count")
+            )
+            if not against:
+                continue
+        elif policy.max_age_s is not None:
+            if item.time is None and not against:
+                notes.append(f"{item.origin}: no time recorded; cannot tell its age")
+                continue
+            if item.time is not None and (now - item.time).total_seconds() >= policy.max_age_s:
+                notes.append(f"{item.origin}: expired ({format_time(item.time)})")
+                continue
+        kept.append(item)
+    return kept
+
+
+def _allowed_trees(policy: Policy, provenance: Sequence[Evidence]) -> frozenset[str] | None:
+    """The source trees the policy allows: its digests, and the trees trusted provenance
+    shows to be exactly an allowed git commit (None: any source)."""
+    rule = policy.sources
+    if rule is None:
+        return None
+    trees = set(rule.trees)
+    for item in provenance:
+        source = item.source
+        if source is not None and rule.allows_commit(source):
+            trees.add(source.sha256)
+    return frozenset(trees)
+
+
+def _operators(items: Sequence[Evidence]) -> str:
+    return ", ".join(sorted({op for item in items for op in item.operators}))
+
+
+def _binding_reasons(policy: Policy, vouching: Sequence[Evidence]) -> list[str]:
+    """One allowed source and one allowed spec for everything that vouches."""
+    reasons = []
+    provenance = [e for e in vouching if e.kind is Kind.PROVENANCE]
+    allowed = _allowed_trees(policy, provenance)
+    sources: dict[str, list[Evidence]] = {}
+    specs: dict[str, list[Evidence]] = {}
+    for item in vouching:
+        source, spec = item.source, item.spec_sha256
+        if source is None or spec is None:
+            missing = " and ".join(
+                what for what, v in (("source", source), ("spec", spec)) if v is None
+            )
+            reasons.append(f"{item.origin}: names no {missing} digest; it cannot be bound")
+            continue
+        sources.setdefault(source.sha256, []).append(item)
+        specs.setdefault(spec, []).append(item)
+        if allowed is not None and source.sha256 not in allowed:
+            reasons.append(
+                f"{item.origin}: built from source sha256:{source.sha256[:16]}…, "
+                "which the policy does not allow"
+            )
+        if policy.specs is not None and spec not in policy.specs:
+            reasons.append(
+                f"{item.origin}: built by spec sha256:{spec[:16]}…, which the policy does not allow"
+            )
+    for what, groups in (("sources", sources), ("specs", specs)):
+        if len(groups) > 1:
+            told = "; ".join(
+                f"sha256:{digest[:16]}… ({_operators(items)})"
+                for digest, items in sorted(groups.items())
+            )
+            reasons.append(f"the operators built the same bytes from different {what}: {told}")
+    if policy.commands is not None:
+        if not provenance:
+            reasons.append("no trusted provenance names the build command; the policy restricts it")
+        for item in provenance:
+            assert item.build is not None
+            command = item.build.command
+            if command not in policy.commands:
+                told = "no command" if command is None else f"command {list(command)!r}"[:200]
+                reasons.append(f"{item.origin}: {told} is not allowed by the policy")
+    return reasons
+
+
+def _hermeticity_reasons(policy: Policy, provenance: Sequence[Evidence]) -> list[str]:
+    """Network attempts, loopback and trace completeness, from every vouching provenance."""
+    reasons = []
+    checks_network = not policy.allow_network_attempts
+    checks_trace = not policy.allow_incomplete_trace
+    if (checks_network or checks_trace) and not provenance:
+        reasons.append(
+            "no trusted provenance records the build's trace (network attempts, "
+            "completeness); the policy needs it"
+        )
+    for item in provenance:
+        assert item.build is not None
+        facts = item.build.hermeticity
+        if facts is None:
+            reasons.append(f"{item.origin}: no hermeticity evidence recorded")
+            continue
+        if checks_network:
+            outside, loopback = facts.network_attempts, facts.loopback_attempts
+            if outside is None or outside > 0:
+                told = "no record" if outside is None else f"{outside} network attempt(s)"
+                reasons.append(
+                    f"{item.origin}: {told} outside the build's namespace; "
+                    "the policy forbids network attempts"
+                )
+            # an older provenance without loopbackAttempts counted loopback in
+            # networkAttempts, so its 0 above covers loopback too
+            if loopback is not None and loopback > 0 and not policy.allow_loopback:
+                reasons.append(
+                    f"{item.origin}: {loopback} loopback attempt(s) inside the build; "
+                    "the policy does not allow loopback (allow_loopback)"
+                )
+        if checks_trace and not facts.complete:
+            gaps = "; ".join(facts.trace_gaps or ())[:300]
+            told = (
+                f"gaps: {gaps}"
+                if gaps
+                else "traceComplete is not true"
+                if facts.trace_complete is not True
+                else "incomplete"
+            )
+            reasons.append(
+                f"{item.origin}: the trace is incomplete ({told}); "
+                "the policy requires a complete one (allow_incomplete_trace)"
+            )
+    return reasons
 
 
 def decide(
-    artifact: Path,
+    artifact: str,
+    digest: str,
     policy: Policy,
     found: Sequence[Evidence],
     *,
-    now: datetime | None = None,
+    now: datetime,
     unreachable: Sequence[str] = (),
 ) -> Decision:
-    """Admit or deny one artifact under the policy, given the verified evidence."""
-    now = now or datetime.now(tz=UTC)
-    digest, _ = sha256_file(artifact.resolve())
+    """Admit or deny one artifact under the policy, given the verified evidence.
+
+    Args:
+        artifact: the artifact's name, as reported.
+        digest: its sha256 (hex).
+        found: the evidence that names the digest, or names the same artifact names.
+        now: the gate's clock (timezone-aware).
+        unreachable: required attestation sources that failed.
+    """
     reasons: list[str] = [f"cannot reach {where}: failing closed" for where in unreachable]
     notes: list[str] = []
-    current = []
     for item in found:
-        if policy.max_age_s is not None:
-            if item.time is None:
-                notes.append(f"{item.origin}: no time recorded; cannot tell its age")
-                continue
-            if (now - item.time).total_seconds() >= policy.max_age_s:
-                notes.append(f"{item.origin}: expired ({item.time.isoformat()})")
-                continue
-        current.append(item)
-    vouching = [
-        e for e in current if e.predicate_type in VOUCHING and digest in dict(e.subjects()).values()
-    ]
-    names = {name for e in vouching for name, d in e.subjects() if d == digest}
+        if item.problem and item.names(digest):
+            reasons.append(f"{item.origin}: a trusted attestation of it is invalid: {item.problem}")
+    current = _current([e for e in found if not e.problem], policy, now, notes)
+    vouching = [e for e in current if e.kind in VOUCHING and e.names(digest)]
+    names = {s.name for e in vouching for s in e.subjects if s.sha256 == digest}
     agreeing = frozenset(op for e in vouching for op in e.operators)
     disagreeing = frozenset(
         op
         for e in current
-        if e.predicate_type in (*VOUCHING, DISAGREEMENT_PREDICATE)
-        for name, d in e.subjects()
-        if name in names and d != digest
+        if e.kind in (*VOUCHING, Kind.DISAGREEMENT)
+        and any(s.name in names and s.sha256 != digest for s in e.subjects)
         for op in e.operators
     )
     if len(agreeing) < policy.threshold:
@@ -212,36 +419,26 @@ def decide(
             f"trusted operator(s) {', '.join(sorted(disagreeing))} built a different "
             f"{'/'.join(sorted(names))}"
         )
-    provenance = [e for e in vouching if e.predicate_type == SLSA_PROVENANCE_V1]
+    provenance = [e for e in vouching if e.kind is Kind.PROVENANCE]
     if policy.images is not None:
         if not provenance:
             reasons.append(
                 "no trusted provenance names the build image; the policy restricts images"
             )
         for item in provenance:
-            image = _image(item)
+            assert item.build is not None
+            image = item.build.image_sha256
             if image not in policy.images:
-                reasons.append(f"{item.origin}: image sha256:{image} is not allowed by the policy")
-    if not policy.allow_network_attempts:
-        if not provenance:
-            reasons.append(
-                "no trusted provenance records the network attempts; the policy forbids them"
-            )
-        for item in provenance:
-            attempts = _network_attempts(item)
-            if attempts is None or attempts > 0:
-                told = "no record" if attempts is None else f"{attempts} network attempt(s)"
-                reasons.append(f"{item.origin}: {told}; the policy forbids network attempts")
-    if policy.require_check:
-        verdicts = [
-            e.predicate.get("reproducible") is True
-            for e in current
-            if e.predicate_type == CHECK_PREDICATE and digest in dict(e.subjects()).values()
-        ]
-        if True not in verdicts:
-            reasons.append("no trusted `hermetic check` says it is reproducible")
+                told = f"image sha256:{image}" if image else "no image recorded, which"
+                reasons.append(f"{item.origin}: {told} is not allowed by the policy")
+    reasons += _binding_reasons(policy, vouching)
+    reasons += _hermeticity_reasons(policy, provenance)
+    if policy.require_check and not any(
+        e.kind is Kind.CHECK and e.reproducible is True and e.names(digest) for e in current
+    ):
+        reasons.append("no trusted `hermetic check` says it is reproducible")
     return Decision(
-        artifact=str(artifact),
+        artifact=artifact,
         sha256=digest,
         admitted=not reasons,
         agreeing=tuple(sorted(agreeing)),

@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from securesystemslib.signer import Signer
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
+from rebuilder.attest.predicates import format_time
 from rebuilder.attest.statement import make_statement, subject
 from rebuilder.errors import Error
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
-from rebuilder.gate.policy import Policy
+from rebuilder.gate.policy import Policy, describe
 from rebuilder.gate.sources import collect
 from rebuilder.node.client import Credentials
 from sandbox.digests import sha256_file
@@ -36,7 +38,12 @@ def run_gate(
     credentials: Credentials,
     now: datetime | None = None,
 ) -> tuple[list[Decision], list[tuple[str, bytes]]]:
-    """Decisions for every artifact, and the attestations that were read."""
+    """Decisions for every artifact, and the attestations that were read.
+
+    One attestation that cannot be read is a note (or, signed by a trusted key, a denial
+    of what it names): every other artifact is still decided.
+    """
+    now = now or datetime.now(tz=UTC)
     for artifact in artifacts:
         if not artifact.is_file():
             raise GateError(f"{artifact}: no such artifact file")
@@ -53,20 +60,25 @@ def run_gate(
     by_digest: dict[str, list[Evidence]] = {}
     by_name: dict[str, list[Evidence]] = {}
     for item in found:
-        for name, digest in item.subjects():
-            by_digest.setdefault(digest, []).append(item)
-            by_name.setdefault(name, []).append(item)
+        for named in item.subjects:
+            by_digest.setdefault(named.sha256, []).append(item)
+            by_name.setdefault(named.name, []).append(item)
     decisions = []
     for artifact, digest in zip(artifacts, digests, strict=True):
         # what names it, and what says something else under the same names
-        named = by_digest.get(digest, [])
-        relevant = {id(e): e for e in named}
-        for name in {n for e in named for n, d in e.subjects() if d == digest}:
+        naming = by_digest.get(digest, [])
+        relevant = {id(e): e for e in naming}
+        for name in {s.name for e in naming for s in e.subjects if s.sha256 == digest}:
             relevant.update({id(e): e for e in by_name.get(name, [])})
         decision = decide(
-            artifact, policy, list(relevant.values()), now=now, unreachable=collected.unreachable
+            str(artifact),
+            digest,
+            policy,
+            list(relevant.values()),
+            now=now,
+            unreachable=collected.unreachable,
         )
-        decisions.append(Decision(**{**decision.__dict__, "notes": (*decision.notes, *notes)}))
+        decisions.append(replace(decision, notes=(*decision.notes, *notes)))
     return decisions, collected.attestations
 
 
@@ -78,17 +90,18 @@ def write_vsa(
     signer: Signer,
     verifier_id: str,
     directory: Path,
+    now: datetime,
 ) -> Path:
-    """A signed SLSA VSA v1 for an admitted artifact, written beside the others."""
+    """A signed SLSA VSA v1 for an admitted artifact, written beside the others; it names
+    the policy by its digest, version, expiry and signers."""
+    if not decision.admitted:
+        raise GateError(f"{decision.artifact}: a VSA is written only for an admitted artifact")
     used = [(o, d) for o, d in attestations if o in decision.used]
     predicate = {
         "verifier": {"id": verifier_id},
-        "timeVerified": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timeVerified": format_time(now),
         "resourceUri": Path(decision.artifact).name,
-        "policy": {
-            "uri": policy.path.resolve().as_uri(),
-            "digest": {"sha256": hashlib.sha256(policy.path.read_bytes()).hexdigest()},
-        },
+        "policy": dict(describe(policy)),
         "inputAttestations": [
             {"uri": origin, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
             for origin, data in used

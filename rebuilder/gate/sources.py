@@ -63,7 +63,7 @@ def _from_node(
                     seen.add(job["id"])
                     origin = f"{url.rstrip('/')}/v1/rebuilds/{job['id']}/attestation"
                     found.attestations.append((origin, client.attestation(job["id"])))
-    except (NodeError, KeyError, ValueError) as e:
+    except (NodeError, KeyError, ValueError, TypeError) as e:  # TypeError: a node's nonsense
         if _optional(policy, url):
             found.notes.append(f"optional node unreachable: {e}")
         else:

@@ -20,6 +20,7 @@ from rebuilder.node.statements import Outputs
 from sandbox.backend import SandboxBackend
 from sandbox.build import RESULT_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig
+from sandbox.digests import sha256_file
 from sandbox.errors import ImageError, InputError, OutputError, SpecError
 from sandbox.result import BuildResult
 from sandbox.spec import Spec
@@ -68,6 +69,7 @@ def execute(
                         spec_document=spec.document,
                         result_json=(published / RESULT_FILE).read_bytes(),
                         builder_id=builder_id,
+                        spec_sha256=sha256_file(spec.path)[0],
                     )
                 )
 

@@ -8,21 +8,25 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Signer
 
 from rebuilder.attest.attestor import signed_envelope
-from rebuilder.attest.envelope import parse_envelope, sign_payload, write_envelope
+from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
+from rebuilder.attest.predicates import BuildFacts
 from rebuilder.attest.provenance import PROVENANCE_FILE
 from rebuilder.attest.statement import StatementError, parse_statement
+from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import Error
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
 from rebuilder.node.statements import (
     AGREEMENT_PREDICATE,
     Outputs,
+    cosign_refusal,
     disagreement_statement,
     failure_statement,
     statement_outputs,
@@ -282,57 +286,56 @@ class Node:
         envelope = parse_envelope(stored, f"job {job_id}'s attestation")
         return statement_outputs(parse_statement(envelope.payload))
 
-    def cosign(self, job_id: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
-        """Sign a combined agreement only if its subjects are exactly this node's outputs
-        and it describes this node's job, key and outputs as they are.
+    def cosign(
+        self, job_id: str, payload: bytes, *, now: datetime | None = None
+    ) -> tuple[bool, dict[str, Any]]:
+        """Sign a combined agreement only if it describes this node's job, key, outputs,
+        source and spec as they are, and is dated within the clock skew of this node's
+        clock (``now``, default the system clock); see
+        :func:`rebuilder.node.statements.cosign_refusal`.
 
         Returns:
-            (True, the signature entry) or (False, a signed disagreement envelope).
+            (True, the signature entry) or (False, a signed disagreement envelope, dated by
+            this node's clock and saying why).
 
         Raises:
-            StatementError: the payload is not a valid in-toto Statement.
+            StatementError: the payload is not a valid in-toto Statement, not an
+                agreement, or the job built nothing this node could vouch for.
         """
+        now = now or datetime.now(tz=UTC)
         statement = parse_statement(payload)
         if statement.get("predicateType") != AGREEMENT_PREDICATE:
             # A node vouches with its own provenance; it co-signs agreements and nothing else.
             raise StatementError(
                 f"this node co-signs only {AGREEMENT_PREDICATE} statements, "
-                f"not {statement.get('predicateType')!r}"
+                f"not {shown(statement.get('predicateType'))}"
             )
         own = self.own_outputs(job_id) or ()
-        keyid = self.signer.public_key.keyid
-        listed = [
-            entry
-            for entry in statement.get("predicate", {}).get("nodes", [])
-            if isinstance(entry, dict)
-            and entry.get("jobId") == job_id
-            and entry.get("keyid") == keyid
-        ]
-        said_of_us = (
-            len(listed) == 1
-            and listed[0].get("verdict") == "agree"
-            and tuple(
-                sorted(
-                    (str(o.get("name")), str(o.get("sha256")))
-                    for o in listed[0].get("outputs", [])
-                    if isinstance(o, dict)
-                )
-            )
-            == own
+        if not own:
+            raise StatementError(f"job {job_id} built nothing this node could vouch for")
+        stored = self.attestation(job_id) or b""
+        try:
+            provenance = parse_statement(parse_envelope(stored, f"job {job_id}").payload)
+            built: BuildFacts | None = BuildFacts.from_predicate(provenance.get("predicate"))
+        except (EnvelopeError, StatementError):
+            built = None  # its own provenance unreadable: it vouches for nothing
+        refusal = cosign_refusal(
+            statement,
+            own=own,
+            built=built,
+            job_id=job_id,
+            keyid=self.signer.public_key.keyid,
+            now=now,
         )
-        if own and statement_outputs(statement) == own and said_of_us:
+        if not refusal:
             (signature,) = sign_payload(payload, [self.signer])["signatures"]
             return True, dict(signature)
-        refusal = (
-            disagreement_statement(
-                own=own,
-                proposed_sha256=sha256_bytes(payload),
-                builder_id=self.settings.builder_id,
-                job_id=job_id,
-            )
-            if own
-            else None
+        disagreement = disagreement_statement(
+            own=own,
+            proposed_sha256=sha256_bytes(payload),
+            builder_id=self.settings.builder_id,
+            job_id=job_id,
+            now=now,
+            reason=refusal,
         )
-        if refusal is None:
-            raise StatementError(f"job {job_id} built nothing this node could vouch for")
-        return False, sign_payload(refusal, [self.signer])
+        return False, sign_payload(disagreement, [self.signer])

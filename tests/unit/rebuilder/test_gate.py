@@ -15,14 +15,17 @@ from typer.testing import CliRunner
 from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.keys import generate_keypair, load_signer
+from rebuilder.attest.predicates import SourceRef
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
 from rebuilder.cli import app
 from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.node.client import Credentials
-from rebuilder.node.statements import agreement_statement
+from rebuilder.node.statements import Agreement
 
 IMAGE = "1" * 64
+SOURCE = "5" * 64  # the source tree digest every honest build here names
+SPEC = "6" * 64  # the sha256 of its hermetic.toml
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
@@ -69,16 +72,36 @@ class World:
         digest: str | None = None,
         name: str = "hello",
         image: str = IMAGE,
-        network: int = 0,
+        network: Any = 0,
         finished: datetime | None = None,
         key_index: int = 0,
         signer: CryptoSigner | None = None,
+        source: dict[str, Any] | None = None,
+        spec: str | None = SPEC,
+        command: list[str] | None = None,
+        hermeticity: dict[str, Any] | None = None,
     ) -> Path:
+        dependencies: list[dict[str, Any]] = [
+            {"name": "image", "digest": {"sha256": image}},
+            source or {"name": "source", "digest": {"sha256": SOURCE}},
+        ]
+        if spec is not None:
+            dependencies.append({"name": "spec", "digest": {"sha256": spec}})
+        annotations = (
+            hermeticity
+            if hermeticity is not None
+            else {
+                "networkAttempts": network,
+                "loopbackAttempts": 0,
+                "traceComplete": True,
+                "traceGaps": [],
+            }
+        )
         predicate = {
             "buildDefinition": {
                 "buildType": "https://hermetic.dev/build-types/podman-sandbox/v1",
-                "externalParameters": {},
-                "resolvedDependencies": [{"name": "image", "digest": {"sha256": image}}],
+                "externalParameters": {"spec": {"build": {"command": command or ["make"]}}},
+                "resolvedDependencies": dependencies,
             },
             "runDetails": {
                 "builder": {"id": f"https://{by}"},
@@ -87,15 +110,33 @@ class World:
                         "%Y-%m-%dT%H:%M:%SZ"
                     )
                 },
-                "byproducts": [
-                    {"name": "hermeticity", "annotations": {"networkAttempts": network}}
-                ],
+                "byproducts": [{"name": "hermeticity", "annotations": annotations}],
             },
         }
         payload = make_statement(
             [subject(name, digest or self.digest)], SLSA_PROVENANCE_V1, predicate
         )
         return self.save(sign_payload(payload, [signer or self.signers[by][key_index]]))
+
+    def agreement(
+        self,
+        *by: str,
+        created: datetime | None = None,
+        source: str = SOURCE,
+        spec: str = SPEC,
+        digest: str | None = None,
+    ) -> Path:
+        """A combined agreement co-signed by the first key of each operator named."""
+        payload = Agreement(
+            outputs=(("hello", digest or self.digest),),
+            threshold=len(by),
+            request_sha256="0" * 64,
+            source=SourceRef(sha256=source),
+            spec_sha256=spec,
+            nodes=(),
+            created_on=created or NOW - timedelta(hours=1),
+        ).payload()
+        return self.save(sign_payload(payload, [self.signers[name][0] for name in by]))
 
     def save(self, envelope: dict[str, Any]) -> Path:
         self.count += 1
@@ -200,23 +241,17 @@ def test_network_attempts_deny_when_the_policy_forbids_them(world: World) -> Non
 
 
 def test_a_co_signed_agreement_counts_every_signing_operator(world: World) -> None:
-    payload = agreement_statement(
-        outputs=(("hello", world.digest),), threshold=2, nodes=[], spec_sha256="0" * 64
-    )
-    world.save(sign_payload(payload, [world.signers["acme"][0], world.signers["globex"][0]]))
+    world.agreement("acme", "globex")
     world.provenance("acme")  # the image rule needs a provenance
     assert world.decide(world.policy()) == (True, ())
 
 
 def test_an_agreement_alone_says_nothing_of_network_attempts(world: World) -> None:
-    payload = agreement_statement(
-        outputs=(("hello", world.digest),), threshold=2, nodes=[], spec_sha256="0" * 64
-    )
-    world.save(sign_payload(payload, [world.signers["acme"][0], world.signers["globex"][0]]))
+    world.agreement("acme", "globex")
     policy = world.policy().read_text().replace(f'images = ["sha256:{IMAGE}"]\n', "")
     (world.root / "policy.toml").write_text(policy)
     admitted, reasons = world.decide(world.root / "policy.toml")
-    assert not admitted and "records the network attempts" in reasons[0]
+    assert not admitted and "records the build's trace" in reasons[0]
 
 
 def test_a_required_check_verdict(world: World) -> None:
@@ -331,7 +366,9 @@ def test_duplicate_key_ids_and_one_key_under_two_ids_are_errors(world: World) ->
         f'\n[[operators]]\nname = "b"\nkeys = [{{ file = "{acme}" }}]\n',
         threshold=1,
     )
-    with pytest.raises(PolicyError, match="also listed for 'a'"):
+    with pytest.raises(
+        PolicyError, match=r"operators\[1\].keys\[0\]: .* also listed at operators\[0\]"
+    ):
         load_policy(twice)
     key = json.loads(json.dumps(load_signer(str(acme)[:-4]).public_key.to_dict()))
     as_json = world.root / "acme-under-another-id.json"
@@ -341,5 +378,9 @@ def test_duplicate_key_ids_and_one_key_under_two_ids_are_errors(world: World) ->
         f'\n[[operators]]\nname = "b"\nkeys = [{{ file = "{as_json}" }}]\n',
         threshold=1,
     )
-    with pytest.raises(PolicyError, match="the same public key is listed twice"):
+    with pytest.raises(
+        PolicyError,
+        match=r"the same public key is listed twice: at operators\[0\].keys\[0\] and at "
+        r"operators\[1\].keys\[0\]",
+    ):
         load_policy(renamed)

@@ -100,7 +100,8 @@ def test_the_gate_reads_attestations_from_the_nodes(
     assert code == 0
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        "[policy]\nthreshold = 2\nallow_network_attempts = true\n"
+        # the fake backend traces nothing: no trace evidence to require
+        "[policy]\nthreshold = 2\nallow_network_attempts = true\nallow_incomplete_trace = true\n"
         + "".join(
             f'\n[[operators]]\nname = "op{i}"\nnodes = ["{node.url}"]\n'
             f'keys = [{{ file = "{node.public_key_file}" }}]\n'

@@ -1,0 +1,149 @@
+"""Signed policies: the policy owners sign a statement about the policy file's sha256, kept
+beside it as a detached DSSE envelope (``POLICY.intoto.json``); ``hermetic gate
+--policy-key`` then uses the policy only with enough of their signatures, over exactly
+the bytes it parses."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Key, Signer
+
+from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
+from rebuilder.attest.keys import KeyProblem, KeyRing
+from rebuilder.attest.predicates import format_time, subjects_of
+from rebuilder.attest.statement import (
+    PAYLOAD_TYPE,
+    StatementError,
+    make_statement,
+    parse_statement,
+    subject,
+)
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
+from rebuilder.attest.verify import verified_keys
+from rebuilder.gate.policy import Policy, PolicyError, parse_policy, read_policy_bytes
+
+POLICY_PREDICATE = "https://hermetic.dev/attestations/gate-policy/v1"
+MAX_SIGNATURE_BYTES = 1024**2
+
+
+def signature_path(policy: Path) -> Path:
+    """Where a policy's signatures are kept: beside it, ``NAME.intoto.json``."""
+    return policy.with_name(f"{policy.name}.intoto.json")
+
+
+def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
+    """What the owners sign: the policy file's digest, and its name, version and expiry."""
+    predicate: dict[str, Any] = {"file": name}
+    if policy.version is not None:
+        predicate["version"] = policy.version
+    if policy.expires is not None:
+        predicate["expires"] = format_time(policy.expires)
+    return make_statement(
+        [subject(name, hashlib.sha256(data).hexdigest())], POLICY_PREDICATE, predicate
+    )
+
+
+def sign_policy(path: Path, signers: Sequence[Signer], *, now: datetime) -> Path:
+    """Sign a (valid, unexpired) policy; owners sign in turn: a signature envelope over the
+    same statement gets the new signatures added, any other is replaced.
+
+    Raises:
+        PolicyError: the policy is invalid or expired, or there is no signer.
+    """
+    if not signers:
+        raise PolicyError(f"{path}: signing a policy needs at least one key")
+    data = read_policy_bytes(path)
+    payload = policy_statement(data, path.name, parse_policy(data, path, now=now))
+    target = signature_path(path)
+    envelope = sign_payload(payload, signers)
+    added = {entry["keyid"] for entry in envelope["signatures"]}
+    kept = [
+        s for s in _previous_signatures(target, envelope["payload"]) if s.get("keyid") not in added
+    ]
+    envelope["signatures"] = [*kept, *envelope["signatures"]]
+    write_envelope(target, envelope)
+    return target
+
+
+def _previous_signatures(target: Path, payload: str) -> list[dict[str, Any]]:
+    """The signatures already on the same statement (another statement: none)."""
+    try:
+        document = parse_json(_read(target), str(target))
+    except (PolicyError, UntrustedJsonError):
+        return []
+    if not isinstance(document, dict) or document.get("payload") != payload:
+        return []
+    entries = document.get("signatures")
+    return [dict(e) for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _read(target: Path) -> bytes:
+    try:
+        with target.open("rb") as stream:
+            return stream.read(MAX_SIGNATURE_BYTES + 1)
+    except OSError as e:
+        raise PolicyError(f"{target}: cannot read the policy's signatures: {e.strerror}") from None
+
+
+def load_signed_policy(
+    path: Path,
+    owners: Sequence[Key],
+    *,
+    threshold: int | None = None,
+    signature: Path | None = None,
+    now: datetime,
+) -> Policy:
+    """A policy that enough of its owners signed, and that has not expired.
+
+    Args:
+        owners: the policy owners' public keys (two spellings of one key are one key).
+        threshold: distinct owners that must have signed (default: all of them).
+        signature: the signature envelope (default: :func:`signature_path`).
+
+    Raises:
+        PolicyError: unsigned, signed by too few owners, changed after signing, expired,
+            or invalid; and no owners or an impossible threshold.
+    """
+    try:
+        ring = KeyRing.of(owners)
+    except KeyProblem as e:
+        raise PolicyError(f"{path}: policy keys: {e}") from None
+    needed = len(ring) if threshold is None else threshold
+    if not 1 <= needed <= len(ring):
+        raise PolicyError(
+            f"{path}: policy threshold {needed}: expected 1 to {len(ring)} (the owners' keys)"
+        )
+    data = read_policy_bytes(path)
+    target = signature or signature_path(path)
+    if not target.is_file():
+        raise PolicyError(
+            f"{path}: unsigned: no signatures at {target}; the owners sign it with "
+            "'hermetic sign-policy' (or pass --policy-signature)"
+        )
+    try:
+        envelope = parse_envelope(_read(target), str(target))
+        if envelope.payload_type != PAYLOAD_TYPE:
+            raise StatementError(f"payloadType {envelope.payload_type!r} is not in-toto")
+        statement = parse_statement(envelope.payload)
+        digests = {item.sha256 for item in subjects_of(statement)}
+    except (EnvelopeError, StatementError) as e:
+        raise PolicyError(f"{target}: not a policy signature: {e}") from None
+    if statement.get("predicateType") != POLICY_PREDICATE:
+        raise PolicyError(f"{target}: not a policy signature ({POLICY_PREDICATE})")
+    signed = verified_keys(envelope, ring)
+    if len(signed) < needed:
+        raise PolicyError(
+            f"{path}: signed by {len(signed)} of the {len(ring)} policy owner key(s); "
+            f"{needed} needed"
+        )
+    if hashlib.sha256(data).hexdigest() not in digests:
+        raise PolicyError(
+            f"{path}: the policy was changed after its owners signed it (its sha256 is not the "
+            f"one signed in {target}); use the signed policy, or have it signed again"
+        )
+    return parse_policy(data, path, now=now, signed_by=tuple(key.keyid for key in signed))
