@@ -149,7 +149,7 @@ BAD_SPECS = [
         "negative epoch",
         _with_build("source_date_epoch = -1"),
         "build.source_date_epoch",
-        "non-negative",
+        "integer from 0",
     ),
     ("absolute dest", _with_input(dest='"/etc/x"'), "inputs[0].dest", "absolute"),
     ("dest with ..", _with_input(dest='"a/../../x"'), "inputs[0].dest", "'..'"),
