@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _START_TIMEOUT_S = 30.0
 _PING_TIMEOUT_S = 3.0
+_SLOW_PING_S = 30.0
 _CONNECT_TIMEOUT_S = 10.0
 _UNIX_PATH_MAX = 107
 DEFAULT_IDLE_S = 300
@@ -172,6 +173,29 @@ def ping(url: str, timeout: float = _PING_TIMEOUT_S) -> bool:
     return answer.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
 
 
+def refuses(url: str) -> bool:
+    """Whether nothing listens at ``url`` any more (a dead service), as opposed to a
+    service that is merely slow to answer on a loaded host."""
+    path = _socket_path(url)
+    if path is None:
+        try:
+            requests.get(f"{url.rstrip('/')}/_ping", timeout=_PING_TIMEOUT_S)
+        except requests.ConnectionError:
+            return True
+        except requests.RequestException:
+            return False
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(_PING_TIMEOUT_S)
+            connection.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    except OSError:
+        return False  # slow (a full backlog), not gone
+    return False
+
+
 @dataclass(frozen=True, kw_only=True)
 class SharedService:
     """hermetic's per-user podman service: where it listens and what it keeps."""
@@ -236,6 +260,9 @@ class SharedService:
             if ping(self.url):  # another process started it while we waited
                 self._check_socket()
                 return False
+            if not refuses(self.url) and ping(self.url, timeout=_SLOW_PING_S):
+                self._check_socket()  # alive, only slow: never stop a service others use
+                return False
             self._start(podman_bin=podman_bin, idle_s=idle_s)
         return True
 
@@ -264,7 +291,11 @@ class SharedService:
             )
         if launcher.returncode == 127:
             raise HostToolMissing(tool=podman_bin, package="podman")
-        pid = int(launcher.stdout.decode().strip() or 0)
+        started = launcher.stdout.decode().strip()
+        if launcher.returncode != 0 or not started.isdigit():
+            text = self.log_file.read_text("utf-8", "replace")
+            raise SandboxError(f"'podman system service' could not be started:\n{text[-4000:]}")
+        pid = int(started)
         self.pid_file.write_text(f"{pid}\n")
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -272,7 +303,7 @@ class SharedService:
                 self._check_socket()
                 log.debug("started the shared podman service at %s (pid %d)", self.url, pid)
                 return
-            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie":
+            if not _running(pid):
                 text = self.log_file.read_text("utf-8", "replace")
                 raise SandboxError(f"'podman system service' exited at start:\n{text[-4000:]}")
             time.sleep(0.02)
@@ -385,6 +416,13 @@ def _group_members(group: int) -> list[psutil.Process]:
         except (ProcessLookupError, psutil.Error):
             continue
     return members
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _process_group(pid: int) -> int | None:
@@ -705,9 +743,9 @@ class BuildContainer:
 
         return _call("wait for the build container", wait)
 
-    def service_answers(self) -> bool:
-        """Whether the podman service still answers (a build holds no request open)."""
-        return not self._url or ping(self._url)
+    def service_gone(self) -> bool:
+        """Whether the podman service has gone (a build holds no request open to notice)."""
+        return bool(self._url) and refuses(self._url)
 
     def kill(self) -> None:
         """SIGKILL the container; its pid namespace takes every process with it."""

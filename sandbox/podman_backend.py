@@ -259,7 +259,7 @@ class _Watch:
                 if time.monotonic() - pinged > _PING_INTERVAL_S:
                     # Nothing asks podman while the build runs: notice a service that died.
                     pinged = time.monotonic()
-                    if not self.container.service_answers():
+                    if self.container.service_gone():
                         self.failure.append(SandboxError(_SERVICE_GONE))
                         break
                 if self.cancel is not None and self.cancel.is_set():

@@ -236,11 +236,12 @@ def test_redis_restarted_while_workers_hold_jobs_finishes_every_job_once(
     ids = [node.submit(archive, "tester").id for archive in archives]
     node.start()
     try:
+        # A worker makes the job's directory when it starts the task: then it holds it.
         wait_until(
-            lambda: sum(node.job(j).state is JobState.RUNNING for j in ids) == 2,
+            lambda: sum(len(list((tmp_path / f"w{i}" / "jobs").glob("*"))) for i in range(2))
+            >= 2,
             "two jobs held by the workers",
         )
-        time.sleep(1)  # the workers build
         servers[0].send_signal(signal.SIGTERM)  # a restart: redis writes its log and exits
         servers[0].wait(30)
         servers.append(_redis(int(url.rsplit(":", 1)[1].split("/")[0]), tmp_path / "redis"))

@@ -22,6 +22,7 @@ from sandbox.podman_api import (
     _foreign_socket,
     _own_private_dir,
     ping,
+    refuses,
 )
 
 STAND_IN = Path(__file__).with_name("podman_stand_in.py")
@@ -85,6 +86,25 @@ def test_a_dead_service_is_replaced(tmp_path: Path, program: str, service: Share
     assert service.ensure(podman_bin=program, idle_s=60) is True
     assert service.pid() not in (None, first)
     assert ping(service.url) and len(starts(tmp_path)) == 2
+
+
+def test_a_dead_service_refuses_a_live_one_does_not(
+    tmp_path: Path, program: str, service: SharedService
+) -> None:
+    # What a build checks while it runs: a slow service must not count as a dead one.
+    assert refuses(service.url)  # no socket at all
+    service.ensure(podman_bin=program, idle_s=60)
+    assert not refuses(service.url)
+    pid = service.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # alive but answering nothing: slow, not gone
+    try:
+        assert not ping(service.url, timeout=0.5) and not refuses(service.url)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    os.kill(pid, signal.SIGKILL)
+    psutil.wait_procs([psutil.Process(pid)], timeout=10)
+    assert service.socket.exists() and refuses(service.url)  # dead, its socket left
 
 
 STARTER = """
