@@ -286,6 +286,9 @@ class SharedService:
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 start_new_session=True,
+                # Not the starting command's directory: it may be removed while the
+                # service lives on, and conmon then fails ("Failed to get working directory").
+                cwd="/",
                 timeout=_START_TIMEOUT_S,
                 check=False,
             )

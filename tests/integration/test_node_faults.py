@@ -238,8 +238,7 @@ def test_redis_restarted_while_workers_hold_jobs_finishes_every_job_once(
     try:
         # A worker makes the job's directory when it starts the task: then it holds it.
         wait_until(
-            lambda: sum(len(list((tmp_path / f"w{i}" / "jobs").glob("*"))) for i in range(2))
-            >= 2,
+            lambda: sum(len(list((tmp_path / f"w{i}" / "jobs").glob("*"))) for i in range(2)) >= 2,
             "two jobs held by the workers",
         )
         servers[0].send_signal(signal.SIGTERM)  # a restart: redis writes its log and exits

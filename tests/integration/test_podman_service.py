@@ -119,3 +119,33 @@ source_date_epoch = 1
         if shared.url in (p.info["cmdline"] or []) and p.info["ppid"] == 1
     ]
     assert [p.pid for p in services] == [shared.pid()]  # one service, reused by both
+
+
+def test_the_service_outlives_the_directory_it_was_started_from(
+    tmp_path: Path, sandbox_config: SandboxConfig, minimal_image: str
+) -> None:
+    shared = shared_service()
+    shared.stop()  # the first command below starts it, from a directory about to go
+    spec = write_spec(
+        tmp_path / "src",
+        '[build]\nimage = "hermetic-minimal"\ncommand = ["sh", "-c", "echo hi > out.txt"]\n'
+        'outputs = ["out.txt"]\nsource_date_epoch = 1\n',
+    )
+    env = hermetic_env(sandbox_config)
+    started_in = tmp_path / "gone"
+    started_in.mkdir()
+    try:
+        for out, cwd in (("first", started_in), ("second", tmp_path)):
+            done = subprocess.run(
+                [str(HERMETIC), "build", str(spec.parent), "--out", str(tmp_path / out)],
+                env=env,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr  # conmon once failed: no working dir
+            if cwd == started_in:
+                started_in.rmdir()
+    finally:
+        shared.ensure(podman_bin="podman", idle_s=DEFAULT_IDLE_S)
