@@ -322,6 +322,7 @@ def run_check(
             other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
             paths=content,
             report_dir=request.report_dir,
+            config=config,
         )
         if content
         else None  # modes or missing files only: nothing for diffoscope

@@ -45,10 +45,11 @@ from rebuilder.gate.layout import write_layout
 from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy
 from rebuilder.node.api import ApiSettings
-from rebuilder.node.auth import TokenRegistry, add_token
+from rebuilder.node.auth import ClientScopes, TokenRegistry, add_token
 from rebuilder.node.client import Credentials
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.remote import CeleryDispatch, celery_app, run_worker
+from rebuilder.node.requests import RequestLimits
 from rebuilder.node.serve import Listen, serve
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
@@ -59,6 +60,7 @@ from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.image_build import ImageBuildStatus, build_image
 from sandbox.images import ImageCatalog
+from sandbox.input_policy import InputPolicy
 from sandbox.podman_api import PodmanService
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
@@ -202,6 +204,7 @@ def build(
             signers=signers,
             builder_id=default_builder_id(),
             spec_document=parsed.document,
+            spec_sha256=parsed.sha256,
             source_dir=parsed.source_dir,
         )
         build_id = new_build_id()
@@ -390,7 +393,11 @@ def node_serve(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Builds at once.")] = 1,
     broker: Annotated[
         str | None,
-        typer.Option("--broker", help="redis://… : builds go to 'hermetic node worker's."),
+        typer.Option(
+            "--broker",
+            envvar="HERMETIC_BROKER",
+            help="redis://:PASSWORD@… or rediss://… : builds go to 'hermetic node worker's.",
+        ),
     ] = None,
     lease: Annotated[
         float,
@@ -400,6 +407,39 @@ def node_serve(
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1)] = 3,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Queued + running.")] = 16,
     max_request: Annotated[str, typer.Option("--max-request", help="Largest request.")] = "64MiB",
+    max_unpacked: Annotated[
+        str, typer.Option("--max-unpacked", help="Largest request once unpacked.")
+    ] = "4GiB",
+    max_members: Annotated[
+        int, typer.Option("--max-members", min=1, help="Most files in one request.")
+    ] = 100_000,
+    allow_input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-input",
+            help="URL prefix inputs may be fetched from; repeatable (default: https://).",
+        ),
+    ] = None,
+    allow_input_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-input-network",
+            help="A non-public network inputs may come from (CIDR, e.g. a mirror); repeatable.",
+        ),
+    ] = None,
+    max_input: Annotated[
+        str, typer.Option("--max-input", help="Largest input; a fetch stops there.")
+    ] = "2GiB",
+    input_deadline: Annotated[
+        float, typer.Option("--input-deadline", min=1, help="Seconds per input fetch.")
+    ] = 900.0,
+    min_free_disk: Annotated[
+        str, typer.Option("--min-free-disk", help="No build starts below this free space.")
+    ] = "2GiB",
+    client_scopes: Annotated[
+        Path | None,
+        typer.Option("--client-scopes", help="Mutual TLS: certificate subjects -> scopes."),
+    ] = None,
     rate: Annotated[
         int, typer.Option("--rate", min=1, help="Requests per minute per client.")
     ] = 600,
@@ -412,11 +452,22 @@ def node_serve(
         tls = [tls_cert, tls_key, client_ca]
         if any(tls) and not (tls_cert and tls_key):
             raise KeyProblem("TLS needs both --tls-cert and --tls-key (and --client-ca for mTLS)")
-        if tokens is None and not all(tls):
+        if tokens is None and not (all(tls) and client_scopes):
             raise KeyProblem(
                 "a node needs authentication: --tokens FILE, or mutual TLS "
-                "(--tls-cert, --tls-key and --client-ca)"
+                "(--tls-cert, --tls-key, --client-ca and --client-scopes FILE)"
             )
+        if client_scopes and not client_ca:
+            raise KeyProblem("--client-scopes needs mutual TLS: --client-ca CA.pem")
+        try:
+            input_policy = InputPolicy.of(
+                allow=allow_input or [],
+                networks=allow_input_network or [],
+                max_bytes=_size_option(max_input, "--max-input"),
+                deadline_s=input_deadline,
+            )
+        except ValueError as e:
+            raise typer.BadParameter(f"--allow-input / --allow-input-network: {e}") from None
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise KeyProblem(f"--listen {listen!r}: expected HOST:PORT, such as 127.0.0.1:8470")
@@ -431,16 +482,28 @@ def node_serve(
             max_attempts=max_attempts,
             max_active_jobs=max_jobs,
             trace=config.trace,
+            input_policy=input_policy,
+            request_limits=RequestLimits(
+                max_members=max_members,
+                max_unpacked_bytes=_size_option(max_unpacked, "--max-unpacked"),
+            ),
+            min_free_bytes=_size_option(min_free_disk, "--min-free-disk"),
         )
-        node = Node(settings, load_signer(key, _ask_passphrase(key)))
+        node = Node(settings, load_signer(key, _ask_passphrase(key)), config=config)
         if broker:
             # redelivery of an unacknowledged build only after its deadline (and a margin)
             app_ = celery_app(broker, visibility_timeout_s=deadline + 600)
             node.dispatch = CeleryDispatch(
-                app_, builder_id=settings.builder_id, trace=settings.trace
+                app_,
+                builder_id=settings.builder_id,
+                trace=settings.trace,
+                config=node.config,
+                input_policy=settings.input_policy,
+                limits=settings.request_limits,
             )
         api = ApiSettings(
             tokens=TokenRegistry.load(tokens) if tokens else None,
+            client_scopes=ClientScopes.load(client_scopes) if client_scopes else None,
             max_request_bytes=_size_option(max_request, "--max-request"),
             requests_per_minute=rate,
         )
@@ -458,7 +521,12 @@ def node_serve(
 @node_app.command("worker")
 def node_worker(
     ctx: typer.Context,
-    broker: Annotated[str, typer.Option("--broker", help="The node's redis://… broker.")],
+    broker: Annotated[
+        str,
+        typer.Option(
+            "--broker", envvar="HERMETIC_BROKER", help="The node's redis://:PASSWORD@… broker."
+        ),
+    ],
     directory: Annotated[
         Path, typer.Option("--dir", help="This worker's own directory (store, scratch).")
     ],
@@ -477,7 +545,8 @@ def node_token(
     tokens: Annotated[Path, typer.Option("--tokens", help="The node's tokens file.")],
     name: Annotated[str, typer.Option("--name", help="Who the token is for.")],
     scope: Annotated[
-        list[str], typer.Option("--scope", help="submit, read or cosign; repeatable.")
+        list[str],
+        typer.Option("--scope", help="submit, read (own jobs), read-all or cosign; repeatable."),
     ],
 ) -> None:
     """Add a scoped API token to a tokens file; prints the token once."""
@@ -589,6 +658,14 @@ def gate_command(
         Path | None,
         typer.Option("--policy-signature", help="The policy's signatures (default: beside it)."),
     ] = None,
+    policy_min_version: Annotated[
+        int | None,
+        typer.Option(
+            "--policy-min-version",
+            min=1,
+            help="Refuse a signed policy whose version is lower (an older one put back).",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the decisions.")] = False,
     vsa_key: Annotated[
         str | None, typer.Option("--vsa-key", help="Sign a SLSA VSA per admitted artifact.")
@@ -606,10 +683,17 @@ def gate_command(
         if policy_key:
             owners = [load_public_key(path) for path in policy_key]
             loaded = load_signed_policy(
-                policy, owners, threshold=policy_threshold, signature=policy_signature, now=now
+                policy,
+                owners,
+                threshold=policy_threshold,
+                signature=policy_signature,
+                now=now,
+                min_version=policy_min_version,
             )
-        elif policy_threshold is not None or policy_signature is not None:
-            raise PolicyError("--policy-threshold and --policy-signature need --policy-key")
+        elif any(o is not None for o in (policy_threshold, policy_signature, policy_min_version)):
+            raise PolicyError(
+                "--policy-threshold, --policy-signature and --policy-min-version need --policy-key"
+            )
         else:
             loaded = load_policy(policy, now=now)
         signer = load_signer(vsa_key, _ask_passphrase(vsa_key)) if vsa_key else None

@@ -39,6 +39,7 @@ from rebuilder.errors import Error
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
 from rebuilder.node.statements import Agreement, AgreementNode, Outputs, statement_outputs
+from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes, sha256_file
 from sandbox.source_tree import tree_digest
 from sandbox.spec import Spec
@@ -154,8 +155,12 @@ def rebuild(
     timeout_s: float = 3600.0,
     poll_s: float = 1.0,
     progress: Progress = lambda report: None,
+    config: SandboxConfig | None = None,
 ) -> RebuildResult:
-    """Ask every node to rebuild, then combine what K or more of them agree on."""
+    """Ask every node to rebuild, then combine what K or more of them agree on.
+
+    ``config`` names the locked diffoscope image that compares disagreeing outputs
+    (default: from the environment)."""
     prepare_out_dir(out_dir)
     # what the agreement will bind: the tree sent and the spec file in it
     request = RequestBinding(
@@ -192,6 +197,7 @@ def rebuild(
             replace(request, request_sha256=sha256_bytes(archive)),
             out_dir,
             now=datetime.now(tz=UTC),
+            config=config,
         )
     finally:
         for client in clients:
@@ -345,6 +351,7 @@ def _combine(
     out_dir: Path,
     *,
     now: datetime,
+    config: SandboxConfig | None = None,
 ) -> RebuildResult:
     for report in reports:
         if report.verdict == "built":
@@ -367,7 +374,7 @@ def _combine(
         attestation=None,
         out_dir=out_dir,
     )
-    _reports_for_disagreement(reports, clients, agreed_outputs, out_dir)
+    _reports_for_disagreement(reports, clients, agreed_outputs, out_dir, config)
     voters = distinct_keys(agreeing)
     if voters < threshold:
         shared = (
@@ -445,7 +452,11 @@ def _collect_refusals(
 
 
 def _reports_for_disagreement(
-    reports: list[NodeReport], clients: list[NodeClient], agreed: Outputs, out_dir: Path
+    reports: list[NodeReport],
+    clients: list[NodeClient],
+    agreed: Outputs,
+    out_dir: Path,
+    config: SandboxConfig | None,
 ) -> None:
     """diffoscope between an agreeing node's outputs and each disagreeing node's."""
     reference = next(
@@ -464,6 +475,8 @@ def _reports_for_disagreement(
             for side, (rep, cli) in (("control", reference), ("other", (report, client))):
                 for path in differing:
                     if path in dict(rep.outputs):
+                        if path.startswith("/") or ".." in path.split("/"):
+                            raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
                         target = base / side / path
                         if not target.resolve().is_relative_to((base / side).resolve()):
                             raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
@@ -473,7 +486,11 @@ def _reports_for_disagreement(
             report.reason = f"outputs differ; fetching them for diffoscope failed: {e}"
             continue
         report.report = diff_outputs(
-            control=base / "control", other=base / "other", paths=differing, report_dir=base
+            control=base / "control",
+            other=base / "other",
+            paths=differing,
+            report_dir=base,
+            config=config,
         )
 
 

@@ -21,11 +21,12 @@ from sandbox.digests import prefixed, sha256_bytes
 from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.errors import Error, OutputError, RootRefused, SandboxError
 from sandbox.fetch import fetch_input
+from sandbox.git_checkout import repository_top, run_git
 from sandbox.images import ImageCatalog
+from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
 from sandbox.plan import TraceSetup, plan_build
-from sandbox.proc import run as run_program
 from sandbox.result import BuildResult, BuildStatus, InputRecord
 from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source, write_archive
 from sandbox.spec import Spec
@@ -56,6 +57,8 @@ class BuildRequest:
     attest: Callable[[BuildResult, Path], None] | None = None
     # Set by the caller to stop the build in flight (run_build then raises BuildCancelled).
     cancel: Cancel | None = None
+    # A node's rules for fetching a client's inputs; None: the local user's own inputs.
+    input_policy: InputPolicy | None = None
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -85,35 +88,27 @@ def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
     """SOURCE_DATE_EPOCH and where it came from: the spec, git, or the fixed default."""
     if spec.source_date_epoch is not None:
         return spec.source_date_epoch, "spec"
-    try:
-        done = run_program(
-            [
-                "git",
-                "-c",
-                "safe.directory=*",
-                "-C",
-                str(spec.source_dir),
-                "log",
-                "-1",
-                "--format=%ct",
-            ],
-            timeout=30,
-            check=False,
-        )
+    top = repository_top(spec.source_dir)
+    if top is None:
+        return DEFAULT_SOURCE_DATE_EPOCH, "default"
+    try:  # the checkout is untrusted: git runs as sandbox.git_checkout says
+        output = run_git(top, "log", "-1", "--no-show-signature", "--format=%ct", timeout=30)
     except Error as e:  # no git is as good as no repository here
         log.debug("no git commit time: %s", e)
         return DEFAULT_SOURCE_DATE_EPOCH, "default"
-    text = done.stdout.decode().strip()
-    if done.returncode == 0 and text.isdigit():
+    text = output.decode().strip() if output is not None else ""
+    if text.isdigit():
         return int(text), "git"
     return DEFAULT_SOURCE_DATE_EPOCH, "default"
 
 
-def _publish_trace(trace: BuildTrace | None, level: TraceLevel, publish: Path) -> dict[str, Any]:
-    """Write trace.json; the summary (with the file's digest) for result.json."""
+def _publish_trace(
+    trace: BuildTrace | None, level: TraceLevel, publish: Path, max_bytes: int
+) -> dict[str, Any]:
+    """Write trace.json (cut to ``max_bytes``); the summary (with the file's digest)."""
     if trace is None:
         return {"level": level.value if level is TraceLevel.OFF else "unavailable"}
-    data = trace.to_json_bytes()
+    trace, data = trace.fitted(max_bytes)
     (publish / TRACE_FILE).write_bytes(data)
     return {"file": TRACE_FILE, "sha256": prefixed(sha256_bytes(data)), **trace.summary()}
 
@@ -223,7 +218,10 @@ def run_build(
     store = ContentStore(config.store_dir)
     observer.stage("fetch", f"{len(spec.inputs)} input(s)")
     with _storage(places):
-        fetched = [fetch_input(item, store, observer.fetch_progress) for item in spec.inputs]
+        fetched = [
+            fetch_input(item, store, observer.fetch_progress, policy=request.input_policy)
+            for item in spec.inputs
+        ]
 
     with (
         _storage(places),
@@ -239,7 +237,7 @@ def run_build(
         write_archive(workspace.source, workspace.source_archive, order=environment.source_order)
         trace = None
         if request.trace is not TraceLevel.OFF:
-            trace = TraceSetup(level=request.trace, token=new_token())
+            trace = TraceSetup(level=request.trace, token=new_token(), limits=config.trace_limits)
         plan = plan_build(
             spec=spec,
             image=image,
@@ -266,7 +264,9 @@ def run_build(
                     e.diagnostics(),
                     OutputManifest.of([]),
                 )
-        trace_record = _publish_trace(outcome.trace, request.trace, publish)
+        trace_record = _publish_trace(
+            outcome.trace, request.trace, publish, config.trace_limits.max_file_bytes
+        )
         result = BuildResult(
             build_id=build_id,
             status=status,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import Error
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
+from sandbox.units import parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 # Debian's libfaketime, in this machine's multiarch directory
@@ -46,6 +48,31 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return seconds
 
 
+_TRACE_LIMIT_KEYS: dict[str, tuple[str, Callable[[str], int]]] = {
+    "max_events": ("HERMETIC_TRACE_MAX_EVENTS", int),
+    "max_event_bytes": ("HERMETIC_TRACE_MAX_BYTES", parse_size),
+    "max_file_bytes": ("HERMETIC_TRACE_MAX_FILE", parse_size),
+}
+
+
+def _trace_limits(env: Mapping[str, str]) -> TraceLimits:
+    values: dict[str, int] = {}
+    for name, (key, parse) in _TRACE_LIMIT_KEYS.items():
+        text = env.get(key)
+        if not text:
+            values[name] = getattr(DEFAULT_TRACE_LIMITS, name)
+            continue
+        try:
+            values[name] = parse(text)
+        except ValueError as e:
+            raise Error(f"{key}={text!r}: {e}") from None
+    try:
+        return TraceLimits(**values)
+    except ValueError as e:
+        key = next(k for n, (k, _) in _TRACE_LIMIT_KEYS.items() if n in str(e))
+        raise Error(f"{key}={env.get(key)!r}: {e}") from None
+
+
 def default_images_dir() -> Path:
     """``images/`` beside the packages in a checkout, or the copy inside an installed wheel."""
     here = Path(__file__).resolve().parent
@@ -76,6 +103,8 @@ class SandboxConfig:
             nothing to do (HERMETIC_PODMAN_IDLE; podman's ``--time``).
         podman_timeout_s: seconds an API request may take; waiting for a build is not
             bounded by it, only by the build's own timeout (HERMETIC_PODMAN_TIMEOUT).
+        trace_limits: caps on what a traced build can make the tracer hold
+            (HERMETIC_TRACE_MAX_EVENTS, HERMETIC_TRACE_MAX_BYTES, HERMETIC_TRACE_MAX_FILE).
     """
 
     store_dir: Path
@@ -91,6 +120,7 @@ class SandboxConfig:
     faketime: Path = Path(_FAKETIME)
     podman_idle_s: int = 300
     podman_timeout_s: float = 600.0
+    trace_limits: TraceLimits = DEFAULT_TRACE_LIMITS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -113,4 +143,5 @@ class SandboxConfig:
             ),
             podman_idle_s=int(_seconds(env, "HERMETIC_PODMAN_IDLE", 300)),
             podman_timeout_s=_seconds(env, "HERMETIC_PODMAN_TIMEOUT", 600.0),
+            trace_limits=_trace_limits(env),
         )

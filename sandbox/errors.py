@@ -31,11 +31,22 @@ class InputError(Error):
 
 
 class DigestMismatch(InputError):
-    """Fetched bytes do not have the pinned digest; nothing was placed."""
+    """Fetched bytes do not have the pinned digest; nothing was placed.
 
-    def __init__(self, *, what: str, expected: str, actual: str) -> None:
+    ``actual`` is None when the digest must not be told: on a node, the actual digest of
+    what the node read is knowledge the client did not send (it would turn a refused
+    fetch of a node-local file into an oracle for its content).
+    """
+
+    def __init__(self, *, what: str, expected: str, actual: str | None) -> None:
         self.expected = expected
         self.actual = actual
+        if actual is None:
+            super().__init__(
+                f"{what}: the content does not match the pinned sha256:{expected}; "
+                "nothing was placed in the build directory"
+            )
+            return
         super().__init__(
             f"{what}: sha256 mismatch\n"
             f"  expected sha256:{expected}\n"
@@ -43,6 +54,15 @@ class DigestMismatch(InputError):
             "Nothing was placed in the build directory. If the new content is the one you "
             "trust, pin its digest in the spec; otherwise the source has changed under you."
         )
+
+
+class InputRefused(InputError):
+    """A node's input policy refuses a URL before anything is fetched; names the rule."""
+
+    def __init__(self, *, url: str, rule: str, reason: str) -> None:
+        self.url = url
+        self.rule = rule
+        super().__init__(f"input {url} refused by the node's input policy ({rule}): {reason}")
 
 
 class ImageError(Error):

@@ -1,7 +1,9 @@
 """Outputs: globs resolved in the handed-back build dir, checked, hashed and copied out.
 
-Nothing under the build dir is trusted: links are never followed, and a setuid or
-setgid file, a device, fifo or socket, or a link leaving the build dir is refused.
+Nothing under the build dir is trusted: links are never followed when reading or
+copying, and a setuid or setgid file, a device, fifo or socket, or a link whose
+resolution leaves the build dir (following every link on the way, as the kernel would)
+is refused, so no published link can read a host file.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import os
 import shutil
 import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from wcmatch import glob
 
-from sandbox.digests import Sha256, sha256_bytes, sha256_file
+from sandbox.beneath import make_dirs_beneath, open_beneath, resolve_beneath
+from sandbox.digests import Sha256, sha256_bytes, sha256_stream
 from sandbox.errors import OutputError
 
 _GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB
@@ -98,30 +101,16 @@ def _is_directory(path: Path) -> bool:
     return stat.S_ISDIR(path.lstat().st_mode)
 
 
-def _inside(root: Path, link: Path, target: str) -> bool:
-    """Whether a symlink's target, resolved lexically from the link, stays under root."""
-    if target.startswith("/"):
-        return False
-    parts: list[str] = []
-    for part in PurePosixPath(link.relative_to(root).parent.as_posix(), target).parts:
-        if part == "..":
-            if not parts:
-                return False
-            parts.pop()
-        elif part not in (".", ""):
-            parts.append(part)
-    return True
-
-
 def _describe(root: Path, relative: str) -> OutputFile:
     path = root / relative
     st = path.lstat()
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
-        if not _inside(root, path, target):
+        if resolve_beneath(root, relative) is None:
             raise OutputError(
-                f"output {relative} is a symlink leaving the build directory ({target})"
+                f"output {relative} is a symlink leaving the build directory once the links "
+                f"on its way are followed ({target}); refused"
             )
         encoded = os.fsencode(target)
         return OutputFile(
@@ -136,7 +125,12 @@ def _describe(root: Path, relative: str) -> OutputFile:
         raise OutputError(f"output {relative} is a {kind}; only files and symlinks are handed out")
     if mode & (stat.S_ISUID | stat.S_ISGID):
         raise OutputError(f"output {relative} has the setuid or setgid bit ({mode:04o}); refused")
-    digest, size = sha256_file(path)
+    try:
+        fd = open_beneath(root, relative)
+    except OSError as e:
+        raise OutputError(f"output {relative} cannot be read without following a link") from e
+    with os.fdopen(fd, "rb") as stream:
+        digest, size = sha256_stream(stream)
     return OutputFile(path=relative, sha256=digest, size=size, mode=mode)
 
 
@@ -165,15 +159,45 @@ def collect_outputs(root: Path, patterns: tuple[str, ...]) -> OutputManifest:
     return OutputManifest.of([_describe(root, relative) for relative in chosen])
 
 
+def describe_outputs(root: Path, paths: list[str]) -> OutputManifest:
+    """The manifest of exactly these paths under root (checked as collect_outputs does).
+
+    Raises:
+        OutputError: a path is missing or unsafe.
+    """
+    try:
+        return OutputManifest.of([_describe(root, relative) for relative in paths])
+    except FileNotFoundError:
+        raise OutputError("an output listed is missing") from None
+
+
 def copy_outputs(root: Path, manifest: OutputManifest, dest: Path) -> None:
-    """Copy every output to ``dest`` keeping its relative path and mode."""
+    """Copy every output to ``dest`` keeping its relative path and mode.
+
+    Neither side is walked through a link: sources are opened below ``root`` without
+    following any, and directories under ``dest`` are made one component at a time.
+
+    Raises:
+        OutputError: an output changed into a link since it was described.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
     for item in manifest.files:
-        target = dest / item.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if item.target is not None:
-            os.symlink(item.target, target)
-            continue
-        fd = os.open(root / item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as reader, target.open("xb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-        target.chmod(item.mode)
+        parent, _, name = item.path.rpartition("/")
+        try:
+            parent_fd = make_dirs_beneath(dest, parent)
+            try:
+                if item.target is not None:
+                    os.symlink(item.target, name, dir_fd=parent_fd)
+                    continue
+                source = open_beneath(root, item.path)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                target = os.open(name, flags, 0o600, dir_fd=parent_fd)
+                with os.fdopen(source, "rb") as reader, os.fdopen(target, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)
+                    os.fchmod(writer.fileno(), item.mode)
+            finally:
+                os.close(parent_fd)
+        except OSError as e:
+            raise OutputError(
+                f"output {item.path} cannot be copied without following a link"
+            ) from e

@@ -14,11 +14,19 @@ from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.images import ResolvedImage
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
 from sandbox.units import format_size
 
+# hermetic's own machinery inside the container, on a tmpfs that only the container's
+# root (the runner) may enter: the build's uid cannot reach anything below it.
 TOOLS_DIR = "/.hermetic"
-STATE_DIR = "/.hermetic/state"  # the runner's gate and end-of-build sentinel
-FAKETIME = f"{TOOLS_DIR}/libfaketime.so.1"
+TOOLS_MODE = "0700"
+STATE_DIR = "/.hermetic/state"  # the end-of-build sentinel, on a tmpfs fanotify watches
+STATE_MODE = "0700"
+STATE_SIZE = 1024**2
+GATE = "/.hermetic/gate"  # a FIFO made on the host: the start gate, and the sentinel's name
+# Outside TOOLS_DIR: every process of the build loads it.
+FAKETIME = "/.faketime/libfaketime.so.1"
 SETARCH = "/usr/bin/setarch"  # util-linux, in every Debian image
 MONITOR_INTERVAL_S = 0.5
 # The container's own deadline (conmon kills it) trails hermetic's timer by this much, so
@@ -26,6 +34,11 @@ MONITOR_INTERVAL_S = 0.5
 CONTAINER_DEADLINE_MARGIN_S = 15
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
+_TOOLS_SIZE = 64 * 1024  # mount points only
+# What the runner (the container's root) needs, and nothing more: to hand the build
+# dir and home to the build user, to become that user, and to stop the build. All of
+# them are lost at the change of uid (no_new_privileges keeps them from coming back).
+RUNNER_CAPABILITIES = ("CAP_CHOWN", "CAP_KILL", "CAP_SETGID", "CAP_SETUID")
 
 
 class Enforcement(StrEnum):
@@ -64,13 +77,21 @@ class Workspace:
     seccomp_profile: Path  # written only when the build needs its own profile
     faketime: Path  # libfaketime, mounted only when a check shifts the clock
 
+    @property
+    def gate(self) -> Path:
+        """The start gate of a traced build: a FIFO beside the hand-back dir."""
+        return self.out.parent / "gate"
+
 
 @dataclass(frozen=True, kw_only=True)
 class TraceSetup:
-    """What the container needs for tracing: the profile, and the runner's sentinel."""
+    """Tracing of one build: the level, its caps, and the name of the runner's
+    end-of-build sentinel (secret: it reaches the runner through the gate, never
+    through anything the build can read)."""
 
     level: TraceLevel
     token: str
+    limits: TraceLimits = DEFAULT_TRACE_LIMITS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,10 +131,6 @@ class BuildPlan:
         """Personalities the seccomp profile must allow beyond podman's defaults."""
         value = self.environment.personality
         return () if value is None else (value,)
-
-    @property
-    def own_seccomp_profile(self) -> bool:
-        return "seccomp_profile_path" in self.container
 
     def limit(self, name: str) -> LimitPlan:
         return next(limit for limit in self.limits if limit.name == name)
@@ -179,8 +196,9 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
                 unit="bytes",
                 enforced_by=(Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
                 detail=f"RLIMIT_DATA={format_size(limits.memory_bytes)} per process, and the build "
-                f"is killed when its processes' total RSS, sampled every {MONITOR_INTERVAL_S}s "
-                f"on the host, exceeds the limit; no cgroup memory controller here ({missing})",
+                f"is killed when its processes' total RSS plus what its tmpfs mounts hold (build "
+                f"dir, /tmp, home, hermetic's state), sampled every {MONITOR_INTERVAL_S}s on the "
+                f"host, exceeds the limit; no cgroup memory controller here ({missing})",
             )
         )
     plans.append(
@@ -197,13 +215,20 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
     return tuple(plans)
 
 
-def _tmpfs(target: str, size: int, mode: str) -> dict[str, Any]:
-    # exec: builds run what they compile (configure tests, test suites).
+def _tmpfs(target: str, size: int, mode: str, *, exec_: bool = True) -> dict[str, Any]:
+    # Owned by the container's root; the runner hands the build's own ones to the
+    # build user. exec: builds run what they compile (configure tests, test suites).
     return {
         "destination": target,
         "type": "tmpfs",
         "source": "tmpfs",
-        "options": [f"size={size}", f"mode={mode}", "U", "exec", "nosuid", "nodev"],
+        "options": [
+            f"size={size}",
+            f"mode={mode}",
+            "exec" if exec_ else "noexec",
+            "nosuid",
+            "nodev",
+        ],
     }
 
 
@@ -222,10 +247,9 @@ def _runner_command(
     env: tuple[tuple[str, str], ...],
     trace: TraceSetup | None,
 ) -> list[str]:
+    # Everything here is visible to the build (/proc/PID/cmdline): never the token.
     env_args = [f"{key}={value}" for key, value in env]
     wrappers: list[str] = []
-    if environment.cpus is not None:
-        wrappers += [f"{TOOLS_DIR}/busybox", "taskset", "-c", environment.cpus]
     if environment.personality is not None:
         wrappers += [SETARCH, "linux64"]
         wrappers += [] if environment.aslr else ["--addr-no-randomize"]
@@ -235,7 +259,11 @@ def _runner_command(
         "sh",
         f"{TOOLS_DIR}/runner.sh",
         environment.build_dir,
-        trace.token if trace else "-",
+        environment.home,
+        str(environment.uid),
+        str(environment.gid),
+        "traced" if trace else "-",
+        environment.cpus if environment.cpus is not None else "-",
         str(len(env_args)),
         *env_args,
         str(len(wrappers)),
@@ -314,19 +342,25 @@ def plan_build(
         "env_host": False,
         "httpproxy": False,  # podman would otherwise copy the host's proxy variables in
         "hostname": environment.hostname,
-        "user": f"{uid}:{gid}",
+        # The runner is the container's root; it runs the build as uid:gid (see runner.sh).
+        "user": "0:0",
         "work_dir": environment.build_dir,
         "umask": environment.umask,
         "netns": {"nsmode": "none"},
         "read_only_filesystem": True,
         "read_write_tmpfs": False,
         "cap_drop": ["ALL"],
+        "cap_add": list(RUNNER_CAPABILITIES),
         "no_new_privileges": True,
         "init": True,
+        # Always hermetic's profile: podman's default, less nested namespaces, mounts,
+        # io_uring and other architectures' system calls (sandbox/trace/profile.py).
+        "seccomp_profile_path": str(workspace.seccomp_profile),
         "mounts": [
             _tmpfs(environment.build_dir, disk, "0755"),
             _tmpfs("/tmp", disk, "1777"),  # noqa: S108 - the container's own /tmp
             _tmpfs(environment.home, disk, "0700"),
+            _tmpfs(TOOLS_DIR, _TOOLS_SIZE, TOOLS_MODE, exec_=False),
             _bind(workspace.source_archive, f"{TOOLS_DIR}/src.tar", read_only=True),
             _bind(workspace.out, f"{TOOLS_DIR}/out", read_only=False),
             _bind(workspace.runner, f"{TOOLS_DIR}/runner.sh", read_only=True),
@@ -348,14 +382,12 @@ def plan_build(
     if environment.clock_offset is not None:
         container["mounts"].append(_bind(workspace.faketime, FAKETIME, read_only=True))
     if trace is not None:
-        container["mounts"].append(_tmpfs(STATE_DIR, 1024**2, "0700"))
-    if trace is not None or environment.personality is not None:
-        # Traced syscalls go to hermetic's supervisor first; a varied personality
-        # needs its value allowed. Nothing else changes from podman's profile.
-        container["seccomp_profile_path"] = str(workspace.seccomp_profile)
+        container["mounts"].append(_tmpfs(STATE_DIR, STATE_SIZE, STATE_MODE, exec_=False))
+        container["mounts"].append(_bind(workspace.gate, GATE, read_only=True))
     if host.rootless:
         # The build user is the invoking user outside, so the hand-back directory
-        # stays readable and removable without podman unshare.
+        # stays readable and removable without podman unshare; the runner (root inside)
+        # is a subordinate id outside, which the build's uid cannot signal or trace.
         container["userns"] = {"nsmode": "keep-id", "value": f"uid={uid},gid={gid}"}
     return BuildPlan(
         spec=spec,

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sandbox.backend import Cancel, RunOutcome, RunStatus, SandboxBackend, tree_size
@@ -25,6 +25,7 @@ from sandbox.monitor import ResourceMonitor
 from sandbox.observer import BuildObserver
 from sandbox.plan import (
     MONITOR_INTERVAL_S,
+    TOOLS_DIR,
     BuildPlan,
     Enforcement,
     HostCapabilities,
@@ -129,10 +130,11 @@ class PodmanBackend(SandboxBackend):
     ) -> RunOutcome:
         if cancel is not None and cancel.is_set():
             raise BuildCancelled("the build was cancelled before it started")
+        _open_to_the_runner(workspace)
         with self._tracing(plan, workspace) as tracing:
             if tracing is not None:
                 tracing.before_create()
-            elif plan.own_seccomp_profile:
+            else:
                 workspace.seccomp_profile.write_text(self._untraced_profile(plan.personalities))
             container = self._session().create(plan.container)
             try:
@@ -164,17 +166,60 @@ class PodmanBackend(SandboxBackend):
                 profile=workspace.seccomp_profile,
                 socket=sockets / "seccomp.sock",
                 events=workspace.seccomp_profile.with_name("trace-events.json"),
+                gate=workspace.gate,
             ),
             base_profile=load_base_profile(self.seccomp_base),
             build_dir=plan.environment.build_dir,
             initial_paths=_staged_paths(workspace.source, plan.environment.build_dir),
             personalities=plan.personalities,
+            limits=plan.trace.limits,
         )
         try:
             yield session
         finally:
             session.close()
             shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _open_to_the_runner(workspace: Workspace) -> None:
+    """Let the runner, the container's root (a subordinate id here, with no power over
+    this user's files), read the source archive and enter the hand-back directory.
+    Only this user can reach them: the scratch directory above is private."""
+    workspace.source_archive.chmod(0o444)
+    workspace.out.chmod(0o755)
+
+
+@dataclass(frozen=True)
+class _Tmpfs:
+    """The container's tmpfs mounts: what they hold is memory, but no process's RSS."""
+
+    measured: tuple[str, ...]  # the build's own: build dir, /tmp, home
+    fixed: int  # hermetic's own (state), which this user cannot reach: their full size
+
+    @classmethod
+    def of(cls, plan: BuildPlan) -> _Tmpfs:
+        measured, fixed = [], 0
+        for mount in plan.container["mounts"]:
+            if mount["type"] != "tmpfs":
+                continue
+            target = mount["destination"]
+            if target == TOOLS_DIR or target.startswith(f"{TOOLS_DIR}/"):
+                size = next(o for o in mount["options"] if o.startswith("size="))
+                fixed += int(size.removeprefix("size="))
+            else:
+                measured.append(target)
+        return cls(tuple(measured), fixed)
+
+    def usage(self, init_pid: int) -> int:
+        """Bytes the mounts hold now (a mount not yet the build user's counts nothing)."""
+        used = self.fixed
+        for target in self.measured:
+            try:
+                stats = os.statvfs(f"/proc/{init_pid}/root{target}")
+            except OSError:
+                continue
+            used += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        return used
 
 
 def _staged_paths(source: Path, build_dir: str) -> set[str]:
@@ -232,6 +277,7 @@ class _Watch:
         timeout = self.plan.limit("timeout").value
         memory = self.plan.limit("memory")
         watch_memory = Enforcement.HOST_WATCHDOG in memory.enforced_by
+        tmpfs = _Tmpfs.of(self.plan)
         disk = self.plan.limit("disk").value + _HANDBACK_SLACK
         started = time.monotonic()
         status, exceeded = RunStatus.EXITED, None
@@ -266,7 +312,13 @@ class _Watch:
                     status = RunStatus.CANCELLED
                 elif elapsed > timeout:
                     status = RunStatus.TIMEOUT
-                elif watch_memory and self.monitor.current_memory_bytes > memory.value:
+                elif (
+                    watch_memory
+                    and init_pid is not None
+                    and (self.monitor.current_memory_bytes + tmpfs.usage(init_pid) > memory.value)
+                ):
+                    # Without a memory cgroup, files in tmpfs are charged to no one:
+                    # count them here, as a cgroup would.
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "memory"
                 elif tree_size(self.workspace.out, disk) > disk:
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "disk"

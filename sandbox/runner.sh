@@ -1,32 +1,47 @@
-# hermetic runner: the first program of every build container, run by the mounted
-# static busybox as the build user. It stages the source into the build directory,
-# runs the build with exactly the planned environment, stops whatever the build left
-# running, and hands the build directory back to the host.
+# hermetic runner: the first program of every build container (after podman's init),
+# run by the mounted static busybox as the container's root with only the capabilities
+# CHOWN, KILL, SETGID and SETUID. It stages the source into the build directory, runs
+# the build as the build user with exactly the planned environment, stops whatever the
+# build left running, and hands the build directory back to the host.
 #
-# Usage: busybox sh runner.sh BUILD_DIR TOKEN N NAME=VALUE... M WRAPPER... PROGRAM ARG...
-# The build runs as "busybox env -i NAME=VALUE... WRAPPER... /abs/PROGRAM ARG...", so it
-# gets exactly the planned environment (podman adds variables such as container=podman).
-# WRAPPER words (absolute paths) set the CPU set or personality a check varies.
+# Usage: busybox sh runner.sh BUILD_DIR HOME UID GID TRACED CPUS N NAME=VALUE... M WRAPPER...
+#        PROGRAM ARG...
+# The build runs as "busybox env -i NAME=VALUE... busybox nsenter -S UID -G GID WRAPPER...
+# /abs/PROGRAM ARG...": nsenter drops every supplementary group, becomes UID:GID (which
+# empties the capability sets; no_new_privileges keeps them empty across exec) and
+# execs the program, which so gets exactly the planned environment.
+# Everything of hermetic's is under /.hermetic, a directory only root may enter: the
+# build cannot run busybox, read the source archive or the gate, or write the hand-back
+# or state directories. Staging and hand-back run as UID too, from a working directory
+# root opened for them, so that everything handed back is the host user's.
+# CPUS ("-": every CPU) is applied with taskset before the build starts. WRAPPER words
+# (absolute paths in the image) set the personality a check varies.
 # PROGRAM is looked up here, in the planned PATH, and passed as an absolute path:
 # given a bare name, busybox would run its own applet (its "sh", "tar") instead of
 # the image's program.
-# TOKEN is "-" for an untraced build. Otherwise the runner waits, once the source
-# is staged, until the host opens $STATE/go (the tracers are then in place), and
-# creates $STATE/TOKEN when the build has ended, before handing it back.
+# TRACED is "traced" or "-". When traced, the runner waits, once the source is staged,
+# until the host writes the name of the end-of-build sentinel into the gate (the
+# tracers are then in place), and creates $STATE/NAME when the build has ended, before
+# handing it back. The name never appears in an argument list or environment.
 # Exit status: the build's; 125 when the runner itself failed (no status file then).
 
 BB=/.hermetic/busybox
 OUT=/.hermetic/out
 STATE=/.hermetic/state
+GATE=/.hermetic/gate
 set -f
 
-if [ "$#" -lt 4 ]; then
-    echo "hermetic-runner: usage: runner.sh BUILD_DIR TOKEN N NAME=VALUE... M WRAPPER... PROGRAM ARG..." >&2
+if [ "$#" -lt 9 ]; then
+    echo "hermetic-runner: usage: runner.sh BUILD_DIR HOME UID GID TRACED CPUS N NAME=VALUE... M WRAPPER... PROGRAM ARG..." >&2
     exit 125
 fi
 build=$1
-token=$2
-shift 2
+home=$2
+uid=$3
+gid=$4
+traced=$5
+cpus=$6
+shift 6
 
 # The environment, up to its count; PATH and SOURCE_DATE_EPOCH are needed here too.
 count=$1
@@ -34,7 +49,6 @@ shift
 search=/usr/bin:/bin
 epoch=0
 i=0
-envs=""
 for arg in "$@"; do
     [ "$i" -ge "$count" ] && break
     case $arg in
@@ -50,19 +64,28 @@ if [ "$#" -lt "$first" ]; then
     exit 125
 fi
 
-# Staging: the host made a tar in the order the build should list its files (the
-# same on every machine), and mtimes are SOURCE_DATE_EPOCH, directories included.
-# It uses a fixed umask; the build gets the planned one (podman set it for us).
+# Staging, as the build user: the host made a tar in the order the build should list
+# its files (the same on every machine), and mtimes are SOURCE_DATE_EPOCH, directories
+# included. It uses a fixed umask; the build gets the planned one (podman set it for us).
+# The applets (sh, tar, find, touch) run through /proc/self/exe, which needs no path
+# the build user could not reach.
 planned=$(umask)
 umask 022
-if ! "$BB" tar -x -f /.hermetic/src.tar -C "$build" \
-    || ! "$BB" find "$build" -type d -exec "$BB" touch -c -d "@$epoch" {} +; then
-    echo "hermetic-runner: could not stage the source into $build" >&2
+if ! "$BB" chown "$uid:$gid" "$build" "$home" \
+    || ! "$BB" nsenter -S "$uid" -G "$gid" sh -c \
+        'tar -x -f - -C "$1" && find "$1" -type d -exec touch -c -d "@$2" {} +' \
+        hermetic-stage "$build" "$epoch" < /.hermetic/src.tar; then
+    echo "hermetic-runner: could not stage the source into $build as $uid:$gid" \
+        "(the busybox needs its chown, nsenter, sh, tar, find and touch applets)" >&2
     exit 125
 fi
 cd "$build" || exit 125
-if [ "$token" != "-" ]; then
-    "$BB" mkfifo "$STATE/go" && read -r _ < "$STATE/go"
+token=-
+if [ "$traced" = traced ]; then
+    read -r token < "$GATE" || token=-
+    case $token in
+        "" | *[!a-z0-9-]*) token=- ;;
+    esac
 fi
 
 eval "program=\${$first}"
@@ -80,41 +103,64 @@ case $program in
         unset IFS
         ;;
 esac
+case $resolved in
+    /.hermetic/* | /proc/*)
+        # The build's first program is where the trace starts counting: hermetic's
+        # own tools are never it.
+        echo "hermetic-runner: $program: hermetic's own tools are not the build's" >&2
+        exit 125
+        ;;
+esac
 
-# Drop the wrapper count, and replace PROGRAM by its resolved path.
+# Replace the wrapper count by the change of user, and PROGRAM by its resolved path.
 i=0
 for arg in "$@"; do
     shift
     i=$((i + 1))
-    if [ "$i" -eq "$((count + 1))" ]; then continue; fi
+    if [ "$i" -eq "$((count + 1))" ]; then
+        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" --
+        continue
+    fi
     if [ "$i" -eq "$first" ]; then set -- "$@" "$resolved"; else set -- "$@" "$arg"; fi
 done
 
 umask "$planned"
-if [ -n "$resolved" ]; then
-    "$BB" env -i "$@"
-    status=$?
-else
+if [ -z "$resolved" ]; then
     echo "hermetic-runner: $program: not found in PATH=$search" >&2
     status=127
+elif [ "$cpus" != "-" ]; then
+    "$BB" taskset -c "$cpus" "$BB" env -i "$@"
+    status=$?
+else
+    "$BB" env -i "$@"
+    status=$?
 fi
 # Pids are handed out in order in the container's own pid namespace, so the last one
 # counts every process and thread started so far.
 tasks=$("$BB" cat /proc/sys/kernel/ns_last_pid 2>/dev/null)
 
-# Kill everything the build left behind (kill -1 spares pid 1 and this shell), so
-# that nothing changes the build directory while it is handed back.
+# Kill everything the build left behind (kill -1 spares podman's init and this shell),
+# and wait until it is gone, so that nothing changes the build directory while it is
+# handed back. Orphans are reaped by podman's init.
 kill -KILL -1 2>/dev/null
+i=0
+while kill -0 -1 2>/dev/null && [ "$i" -lt 3000 ]; do
+    "$BB" usleep 10000
+    kill -KILL -1 2>/dev/null
+    i=$((i + 1))
+done
 if [ "$token" != "-" ]; then
-    : > "$STATE/$token"
+    # A regular builtin: a failed redirection must not end the runner (":" would).
+    true > "$STATE/$token"
 fi
 
-"$BB" chmod -R u+rwX "$OUT" 2>/dev/null
-"$BB" find "$OUT" -mindepth 1 -delete 2>/dev/null
-if ! "$BB" mkdir "$OUT/build" || ! "$BB" cp -a "$build/." "$OUT/build/"; then
+# The hand-back, as the build user again (nothing of the build runs any more): from
+# the hand-back directory, opened here, since the build user cannot reach it by path.
+umask 022
+if ! cd "$OUT" || ! "$BB" nsenter -S "$uid" -G "$gid" sh -c \
+    'mkdir build && cp -a "$1/." build/ && echo "$2" > tasks && echo "$3" > status' \
+    hermetic-handback "$build" "${tasks:-0}" "$status"; then
     echo "hermetic-runner: could not hand the build directory back to the host" >&2
     exit 125
 fi
-echo "${tasks:-0}" > "$OUT/tasks"
-echo "$status" > "$OUT/status"
 exit "$status"

@@ -6,11 +6,12 @@ file, the key and the reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -81,6 +82,7 @@ class Spec:
     inputs: tuple[InputSpec, ...] = ()
     limits: Limits = field(default_factory=Limits)
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    sha256: str | None = field(default=None, compare=False)  # of the bytes parsed (from_toml)
 
     @classmethod
     def from_toml(cls, path: Path, *, source_dir: Path | None = None) -> Spec:
@@ -96,7 +98,8 @@ class Spec:
         if path.is_dir():
             path = path / SPEC_FILENAME
         try:
-            text = path.read_bytes().decode("utf-8")
+            data = path.read_bytes()
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise SpecError(path=path, key="(file)", reason="no such file") from None
         except (OSError, UnicodeDecodeError) as e:
@@ -105,9 +108,11 @@ class Spec:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise SpecError(path=path, key="(syntax)", reason=str(e)) from e
-        return cls.from_document(
+        parsed = cls.from_document(
             document, path=path, source_dir=source_dir or path.resolve().parent
         )
+        # what a provenance names is what was parsed, not the file as it is later
+        return replace(parsed, sha256=hashlib.sha256(data).hexdigest())
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any], *, path: Path, source_dir: Path) -> Spec:

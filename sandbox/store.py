@@ -67,6 +67,7 @@ class ContentStore:
         expected: Sha256,
         what: str,
         on_bytes: Callable[[int], None] | None = None,
+        disclose: bool = True,
     ) -> Path:
         """Write a stream into the store if, and only if, it has the expected digest.
 
@@ -75,6 +76,7 @@ class ContentStore:
             expected: the pinned digest.
             what: how the content is named in errors (its URL).
             on_bytes: called with the number of bytes written so far.
+            disclose: whether a mismatch may tell the actual digest (not on a node).
 
         Raises:
             DigestMismatch: the content has another digest; nothing is kept.
@@ -99,7 +101,9 @@ class ContentStore:
                 _write(sink, b"", self.root, flush=True)
             actual = Sha256(digest.hexdigest())
             if actual != expected:
-                raise DigestMismatch(what=what, expected=expected, actual=actual)
+                raise DigestMismatch(
+                    what=what, expected=expected, actual=actual if disclose else None
+                )
             temp.chmod(0o444)
             final = self.path_of(expected)
             os.replace(temp, final)

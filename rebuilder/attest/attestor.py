@@ -13,7 +13,6 @@ from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.git_source import git_source
 from rebuilder.attest.provenance import PROVENANCE_FILE, provenance_statement
 from sandbox.build import RESULT_FILE
-from sandbox.digests import sha256_file
 from sandbox.result import BuildResult
 
 log = logging.getLogger(__name__)
@@ -41,11 +40,14 @@ class BuildAttestor:
         signers: Sequence[Signer],
         builder_id: str,
         spec_document: Mapping[str, Any],
+        spec_sha256: str | None,
         source_dir: Path | None = None,
     ) -> None:
         self.signers = tuple(signers)
         self.builder_id = builder_id
         self.spec_document = spec_document
+        # of the bytes that were parsed (Spec.sha256): the file may change meanwhile
+        self.spec_sha256 = spec_sha256
         self.source_dir = source_dir  # a git checkout here is named by its commit
         self.error = ""  # set when signing failed
         self.written = False
@@ -63,7 +65,7 @@ class BuildAttestor:
             spec_document=self.spec_document,
             result_json=(directory / RESULT_FILE).read_bytes(),
             builder_id=self.builder_id,
-            spec_sha256=sha256_file(Path(result.spec_path))[0],
+            spec_sha256=self.spec_sha256,
             source=source,
         )
         envelope, self.error = signed_envelope(payload, self.signers)

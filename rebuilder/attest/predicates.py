@@ -111,11 +111,17 @@ class Fields:
         return parse_time(value, f"{self.where}.{key}")
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Statement times are in [EARLIEST, LATEST): others are no time anyone signs in earnest,
+and converting them can overflow Python's calendar (``9999-12-31T23:59:59-23:59``)."""
+
+
 def parse_time(value: object, where: str) -> datetime:
-    """An RFC 3339 / ISO 8601 time with a zone.
+    """An RFC 3339 / ISO 8601 time with a zone, in UTC, between 1970 and 9000.
 
     Raises:
-        PredicateError: not a string, not a time, or no zone.
+        PredicateError: not a string, not a time, no zone, or outside those years.
     """
     if not isinstance(value, str) or len(value) > 64:
         raise PredicateError(f"{where}: expected an RFC 3339 time, got {shown(value)}")
@@ -125,7 +131,15 @@ def parse_time(value: object, where: str) -> datetime:
         raise PredicateError(f"{where}: not an RFC 3339 time: {shown(value)}") from None
     if parsed.tzinfo is None:
         raise PredicateError(f"{where}: {shown(value)} has no time zone: no knowable time")
-    return parsed
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:  # the offset carries it past year 1 or 9999
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise PredicateError(
+            f"{where}: {shown(value)} is not a time between {EARLIEST.year} and {LATEST.year}"
+        )
+    return utc
 
 
 def format_time(value: datetime) -> str:

@@ -66,10 +66,14 @@ def _byproducts(result: BuildResult, result_json: bytes) -> list[dict[str, Any]]
             "name": "hermeticity",
             "annotations": {
                 "networkInterfaces": trace.get("network_interfaces"),
+                # Attempts to reach outside the build's network namespace; traffic on
+                # its own loopback is counted apart.
                 "networkAttempts": trace.get("network_attempts"),
+                "loopbackAttempts": trace.get("loopback_attempts"),
                 "networkTargets": trace.get("network_targets"),
                 "traceLevel": trace.get("level"),
                 "traceComplete": trace.get("complete"),
+                "traceGaps": trace.get("gaps"),
                 "limits": {limit.name: limit.to_json() for limit in result.limits},
                 "resources": result.resources.to_json(),
                 "exitCode": result.exit_code,

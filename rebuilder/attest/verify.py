@@ -211,19 +211,20 @@ def _with_statement(
 
 
 def _digests(artifact: Path) -> dict[str, str]:
-    """sha256 and sha512 of a file, in one streaming pass (subjects use either)."""
-    hashers = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
+    """The sha256 of a file, streamed."""
+    hasher = hashlib.sha256()
     with artifact.resolve().open("rb") as stream:
         while chunk := stream.read(1 << 20):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+            hasher.update(chunk)
+    return {"sha256": hasher.hexdigest()}
 
 
 def _subject_of(digests: dict[str, str], subjects: list[dict[str, Any]]) -> str | None:
-    """The name of the subject whose sha256 or sha512 is the artifact's."""
+    """The name of the subject whose sha256 is the artifact's. Only sha256 is read, as
+    nodes and the gate read it: a subject named by another algorithm alone is one no
+    node checked (a node co-signs only subjects that are exactly its sha256 outputs)."""
     for item in subjects:
-        for algorithm, value in item.get("digest", {}).items():
-            if digests.get(algorithm) == value:
-                return str(item.get("name", ""))
+        digest = item.get("digest")
+        if isinstance(digest, dict) and digest.get("sha256") == digests["sha256"]:
+            return str(item.get("name", ""))
     return None

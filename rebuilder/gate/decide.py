@@ -41,7 +41,12 @@ from rebuilder.attest.statement import (
 from rebuilder.attest.untrusted_json import MAX_JSON_BYTES, UntrustedJsonError, parse_json
 from rebuilder.attest.verify import verified_keys
 from rebuilder.gate.policy import Policy
-from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE, Agreement
+from rebuilder.node.statements import (
+    AGREEMENT_PREDICATE,
+    DISAGREEMENT_PREDICATE,
+    Agreement,
+    Disagreement,
+)
 
 
 class Kind(StrEnum):
@@ -81,19 +86,22 @@ class Evidence:
     build: BuildFacts | None = None  # provenance
     agreement: Agreement | None = None  # agreement
     reproducible: bool | None = None  # check
+    refusal: Disagreement | None = None  # disagreement
     problem: str = ""
 
     @property
     def source(self) -> SourceRef | None:
-        if self.build is not None:
-            return self.build.source
-        return self.agreement.source if self.agreement is not None else None
+        for facts in (self.build, self.agreement, self.refusal):
+            if facts is not None:
+                return facts.source
+        return None
 
     @property
     def spec_sha256(self) -> str | None:
-        if self.build is not None:
-            return self.build.spec_sha256
-        return self.agreement.spec_sha256 if self.agreement is not None else None
+        for facts in (self.build, self.agreement, self.refusal):
+            if facts is not None:
+                return facts.spec_sha256
+        return None
 
     def names(self, digest: str) -> bool:
         return any(item.sha256 == digest for item in self.subjects)
@@ -231,7 +239,8 @@ def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
         read = Fields(predicate, "predicate")
         return replace(base, reproducible=read.flag("reproducible"), time=read.time("finishedOn"))
     if base.kind is Kind.DISAGREEMENT:
-        return replace(base, time=Fields(predicate, "predicate").time("createdOn"))
+        refusal = Disagreement.from_statement(statement)
+        return replace(base, refusal=refusal, time=refusal.created_on)
     return base
 
 
@@ -375,6 +384,39 @@ def _hermeticity_reasons(policy: Policy, provenance: Sequence[Evidence]) -> list
     return reasons
 
 
+def _disagreements(
+    current: Sequence[Evidence],
+    vouching: Sequence[Evidence],
+    digest: str,
+    names: set[str],
+    notes: list[str],
+) -> list[Evidence]:
+    """Trusted statements of another digest under one of the artifact's names that say it
+    is not reproducible: built from the source and spec the vouching statements name, or
+    from a source or spec they do not state (unknown counts against admission).
+
+    One built from another source or spec says nothing of this release: anyone who may
+    submit to a trusted node can have it build other bytes under the same name.
+    """
+    built_from = {(e.source.sha256, e.spec_sha256) for e in vouching if e.source is not None}
+    found = []
+    for item in current:
+        if item.kind not in (*VOUCHING, Kind.DISAGREEMENT) or not any(
+            s.name in names and s.sha256 != digest for s in item.subjects
+        ):
+            continue
+        source, spec = item.source, item.spec_sha256
+        other = source is not None and spec is not None and (source.sha256, spec) not in built_from
+        if built_from and other:
+            notes.append(
+                f"{item.origin}: another digest under the same name, built from another "
+                "source or spec than this release's: not a disagreement about it"
+            )
+            continue
+        found.append(item)
+    return found
+
+
 def decide(
     artifact: str,
     digest: str,
@@ -395,6 +437,8 @@ def decide(
     """
     reasons: list[str] = [f"cannot reach {where}: failing closed" for where in unreachable]
     notes: list[str] = []
+    if policy.expires is not None and now >= policy.expires:
+        reasons.append(f"the policy expired at {format_time(policy.expires)}")
     for item in found:
         if item.problem and item.names(digest):
             reasons.append(f"{item.origin}: a trusted attestation of it is invalid: {item.problem}")
@@ -403,11 +447,7 @@ def decide(
     names = {s.name for e in vouching for s in e.subjects if s.sha256 == digest}
     agreeing = frozenset(op for e in vouching for op in e.operators)
     disagreeing = frozenset(
-        op
-        for e in current
-        if e.kind in (*VOUCHING, Kind.DISAGREEMENT)
-        and any(s.name in names and s.sha256 != digest for s in e.subjects)
-        for op in e.operators
+        op for e in _disagreements(current, vouching, digest, names, notes) for op in e.operators
     )
     if len(agreeing) < policy.threshold:
         reasons.append(

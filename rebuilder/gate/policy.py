@@ -48,7 +48,7 @@ from rebuilder.attest.keys import (
     public_key_from_pem,
     sigstore_identity,
 )
-from rebuilder.attest.predicates import SourceRef
+from rebuilder.attest.predicates import EARLIEST, LATEST, SourceRef, format_time
 from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import Error
 
@@ -90,12 +90,27 @@ class Operator:
     keys: tuple[Key, ...]
     nodes: tuple[str, ...] = ()
     optional: bool = False
+    places: tuple[str, ...] = ()  # where each key is listed in the file (for errors)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise PolicyError("every operator needs a name")
         if not self.keys:
             raise PolicyError(f"operator {self.name!r} has no keys or Sigstore identities")
+        if self.places and len(self.places) != len(self.keys):
+            raise PolicyError(f"operator {self.name!r}: one place per key")
+
+    def place_of(self, index: int) -> str:
+        return self.places[index] if self.places else f"operators.{self.name}.keys[{index}]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyBinding:
+    """One trusted key as the policy file loaded it."""
+
+    operator: str
+    place: str  # operators[0].keys[1]
+    fingerprint: str  # sha256:<hex of its DER SubjectPublicKeyInfo>, or sigstore:<hex>
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,8 @@ class Policy:
     _owners: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.expires is not None:  # a time every reader can compare, convert and print
+            object.__setattr__(self, "expires", _expires(self.path, self.expires))
         threshold = self.threshold
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise PolicyError(
@@ -201,6 +218,16 @@ class Policy:
     def operator_of(self, fingerprint: str) -> str:
         """The operator owning the key with this fingerprint."""
         return self._owners[fingerprint]
+
+    def key_bindings(self) -> tuple[KeyBinding, ...]:
+        """Every trusted key as loaded, in file order: its operator, where it is listed,
+        and its fingerprint (what a signed policy binds, so that the key files it names
+        are covered by the owners' signatures as much as its own bytes)."""
+        return tuple(
+            KeyBinding(operator=op.name, place=op.place_of(i), fingerprint=key_fingerprint(key))
+            for op in self.operators
+            for i, key in enumerate(op.keys)
+        )
 
     @property
     def keys(self) -> list[Key]:
@@ -360,7 +387,17 @@ def _expires(path: Path, value: object) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:  # an offset past the end of the calendar
+            utc = None
+        if utc is not None and EARLIEST <= utc < LATEST:
+            return utc
+        raise _fail(
+            path,
+            "policy.expires",
+            f"{shown(value)} is not a time between {EARLIEST.year} and {LATEST.year}",
+        )
     raise _fail(
         path,
         "policy.expires",
@@ -401,6 +438,7 @@ def _operator(path: Path, index: int, entry: Any) -> tuple[Operator, list[str]]:
         keys=tuple(keys),
         nodes=tuple(nodes),
         optional=_flag(path, f"{where}.optional", entry.get("optional"), False),
+        places=tuple(places),
     )
     return operator, places
 
@@ -450,8 +488,7 @@ def parse_policy(
         raise _fail(
             path,
             "policy.expires",
-            f"the policy expired at {expires.astimezone(UTC).isoformat()}; "
-            "ask its owners for a current one",
+            f"the policy expired at {format_time(expires)}; ask its owners for a current one",
         )
     return Policy(
         path=path,
@@ -513,7 +550,7 @@ def describe(policy: Policy) -> Mapping[str, Any]:
     if policy.version is not None:
         annotations["version"] = policy.version
     if policy.expires is not None:
-        annotations["expires"] = policy.expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        annotations["expires"] = format_time(policy.expires)
     if policy.signed_by:
         annotations["signedBy"] = list(policy.signed_by)
     if annotations:

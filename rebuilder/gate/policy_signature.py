@@ -1,7 +1,10 @@
-"""Signed policies: the policy owners sign a statement about the policy file's sha256, kept
-beside it as a detached DSSE envelope (``POLICY.intoto.json``); ``hermetic gate
---policy-key`` then uses the policy only with enough of their signatures, over exactly
-the bytes it parses."""
+"""Signed policies: the policy owners sign a statement about the policy file's sha256 and
+the fingerprint of every key it trusts, kept beside it as a detached DSSE envelope
+(``POLICY.intoto.json``); ``hermetic gate --policy-key`` then uses the policy only with
+enough of their signatures, over exactly the bytes it parses and the keys it loaded.
+
+A signed policy must expire (a signature without an end could be replayed for ever), and
+a verifier may also refuse versions below a minimum (an older signed policy put back)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from securesystemslib.signer import Key, Signer
 
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
 from rebuilder.attest.keys import KeyProblem, KeyRing
-from rebuilder.attest.predicates import format_time, subjects_of
+from rebuilder.attest.predicates import Fields, PredicateError, format_time, subjects_of
 from rebuilder.attest.statement import (
     PAYLOAD_TYPE,
     StatementError,
@@ -37,8 +40,16 @@ def signature_path(policy: Path) -> Path:
 
 
 def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
-    """What the owners sign: the policy file's digest, and its name, version and expiry."""
-    predicate: dict[str, Any] = {"file": name}
+    """What the owners sign: the policy file's digest, its name, version and expiry, and
+    the operator and fingerprint of every key it trusts, in file order (key files are read
+    apart from the policy's bytes: their content is bound here)."""
+    predicate: dict[str, Any] = {
+        "file": name,
+        "keys": [
+            {"operator": binding.operator, "fingerprint": binding.fingerprint}
+            for binding in policy.key_bindings()
+        ],
+    }
     if policy.version is not None:
         predicate["version"] = policy.version
     if policy.expires is not None:
@@ -46,6 +57,14 @@ def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
     return make_statement(
         [subject(name, hashlib.sha256(data).hexdigest())], POLICY_PREDICATE, predicate
     )
+
+
+def _must_expire(path: Path, policy: Policy) -> None:
+    if policy.expires is None:
+        raise PolicyError(
+            f"{path}: policy.expires: a signed policy must expire (its owners' signatures "
+            "could otherwise be replayed for ever); add e.g. expires = 2027-06-30T00:00:00Z"
+        )
 
 
 def sign_policy(path: Path, signers: Sequence[Signer], *, now: datetime) -> Path:
@@ -58,7 +77,9 @@ def sign_policy(path: Path, signers: Sequence[Signer], *, now: datetime) -> Path
     if not signers:
         raise PolicyError(f"{path}: signing a policy needs at least one key")
     data = read_policy_bytes(path)
-    payload = policy_statement(data, path.name, parse_policy(data, path, now=now))
+    policy = parse_policy(data, path, now=now)
+    _must_expire(path, policy)
+    payload = policy_statement(data, path.name, policy)
     target = signature_path(path)
     envelope = sign_payload(payload, signers)
     added = {entry["keyid"] for entry in envelope["signatures"]}
@@ -97,16 +118,20 @@ def load_signed_policy(
     threshold: int | None = None,
     signature: Path | None = None,
     now: datetime,
+    min_version: int | None = None,
 ) -> Policy:
-    """A policy that enough of its owners signed, and that has not expired.
+    """A policy that enough of its owners signed, with the keys they signed, that expires
+    and has not expired.
 
     Args:
         owners: the policy owners' public keys (two spellings of one key are one key).
         threshold: distinct owners that must have signed (default: all of them).
         signature: the signature envelope (default: :func:`signature_path`).
+        min_version: refuse a policy without ``version`` or with a lower one.
 
     Raises:
-        PolicyError: unsigned, signed by too few owners, changed after signing, expired,
+        PolicyError: unsigned, signed by too few owners, changed after signing (its bytes
+            or a key file it names), without expiry, expired, older than ``min_version``,
             or invalid; and no owners or an impossible threshold.
     """
     try:
@@ -146,4 +171,44 @@ def load_signed_policy(
             f"{path}: the policy was changed after its owners signed it (its sha256 is not the "
             f"one signed in {target}); use the signed policy, or have it signed again"
         )
-    return parse_policy(data, path, now=now, signed_by=tuple(key.keyid for key in signed))
+    policy = parse_policy(data, path, now=now, signed_by=tuple(key.keyid for key in signed))
+    _must_expire(path, policy)
+    _check_signed_keys(path, target, policy, statement.get("predicate"))
+    if min_version is not None and (policy.version or 0) < min_version:
+        told = "has no version" if policy.version is None else f"version {policy.version}"
+        raise PolicyError(
+            f"{path}: policy.version: {told} is older than the minimum {min_version} "
+            "(--policy-min-version); an older signed policy was put back?"
+        )
+    return policy
+
+
+def _check_signed_keys(path: Path, target: Path, policy: Policy, predicate: Any) -> None:
+    """The keys loaded are the keys the owners signed, one by one.
+
+    Raises:
+        PolicyError: naming the first key that differs (a key file replaced after signing).
+    """
+    try:
+        listed = Fields(predicate, "predicate").tables("keys")
+        signed = [(item.text("operator"), item.text("fingerprint")) for item in listed]
+    except PredicateError as e:
+        raise PolicyError(f"{target}: not a policy signature: {e}") from None
+    if not signed:
+        raise PolicyError(
+            f"{path}: its signatures name no keys (signed by an older hermetic?): the key "
+            "files it names are not covered; have it signed again with 'hermetic sign-policy'"
+        )
+    loaded = policy.key_bindings()
+    for binding, (operator, fingerprint) in zip(loaded, signed, strict=False):
+        if (binding.operator, binding.fingerprint) != (operator, fingerprint):
+            raise PolicyError(
+                f"{path}: {binding.place}: this is not the key the policy's owners signed "
+                f"(loaded {binding.fingerprint[:23]}…, signed {str(fingerprint)[:23]}…): a key "
+                "file it names was replaced or changed; restore it, or have the policy "
+                "signed again"
+            )
+    if len(loaded) != len(signed):
+        raise PolicyError(
+            f"{path}: it trusts {len(loaded)} key(s) but its owners signed {len(signed)}"
+        )

@@ -7,47 +7,71 @@ GET  /v1/rebuilds/{id}/attestation         the signed attestation (stored)  read
 GET  /v1/rebuilds/{id}/artifacts/{path}    an output file                   read
 POST /v1/rebuilds/{id}/cosign              body: statement -> signature     cosign
 GET  /v1/attestations?subject=sha256:HEX   jobs with an output of that digest read
+GET  /docs, /openapi.json                  the API's description                read
+
+A client sees only the jobs submitted under its own name (token name or certificate
+subject) unless it has the ``read-all`` scope; another tenant's job answers 404, like a
+job that does not exist.
 """
 
 # No "from __future__ import annotations": FastAPI reads the dependency annotations at
 # runtime, and they name closures.
-import tempfile
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from rebuilder.attest.statement import StatementError
-from rebuilder.node.auth import Principal, RateLimiter, TokenRegistry
+from rebuilder.node.auth import ClientScopes, Principal, RateLimiter, TokenRegistry
 from rebuilder.node.node import Node, NodeBusy, UnknownJob
-from rebuilder.node.requests import RequestError, unpack_source
+from rebuilder.node.requests import RequestError
 
 API_VERSION = "hermetic-node/v1"
 
 
+TLS_SUBJECT = "hermetic_tls_subject"  # request.state key the TLS layer fills (serve.py)
+_READ_CHUNK = 1 << 20
+
+
 @dataclass(frozen=True, kw_only=True)
 class ApiSettings:
-    tokens: TokenRegistry | None  # None: mutual TLS authenticates every client
+    """Who may use the node and how much.
+
+    Attributes:
+        tokens: bearer tokens (``--tokens``).
+        client_scopes: mutual-TLS clients' scopes by certificate subject (``--client-scopes``).
+    """
+
+    tokens: TokenRegistry | None = None
+    client_scopes: ClientScopes | None = None
     max_request_bytes: int = 64 * 1024**2
     requests_per_minute: int = 600
+
+    def __post_init__(self) -> None:
+        if self.tokens is None and self.client_scopes is None:
+            raise ValueError("a node needs tokens or client scopes: nobody could use it")
 
 
 def _error(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def create_app(node: Node, settings: ApiSettings) -> FastAPI:
     """The node's API; authentication and limits apply to every route."""
-    app = FastAPI(title="hermetic rebuilder node", version=API_VERSION)
+    # the API's description is served below, behind the read scope like everything else
+    app = FastAPI(
+        title="hermetic rebuilder node",
+        version=API_VERSION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     limiter = RateLimiter(settings.requests_per_minute)
-    mtls_principal = Principal("mtls-client", frozenset({"submit", "read", "cosign"}))
 
     @app.middleware("http")
     async def limit_size(
@@ -63,30 +87,35 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
         return await call_next(request)
 
     def principal(request: Request) -> Principal:
-        if settings.tokens is None:
-            who = mtls_principal
-        else:
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            found = settings.tokens.principal(token) if scheme.lower() == "bearer" else None
-            if found is None:
-                raise HTTPException(
-                    401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
-                )
-            who = found
-        # every mTLS client has the same principal: limit each address on its own
-        client = who.name if settings.tokens else f"{who.name}@{_address(request)}"
-        if not limiter.allow(client):
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        subject = getattr(request.state, TLS_SUBJECT, None)
+        who: Principal | None = None
+        if settings.tokens is not None and scheme.lower() == "bearer":
+            who = settings.tokens.principal(token)
+        elif settings.client_scopes is not None and subject:
+            who = settings.client_scopes.principal(subject)
+            if who is None:
+                raise _error(403, f"the certificate subject {subject!r} has no scopes here")
+        if who is None:
+            raise HTTPException(
+                401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
+            )
+        if not limiter.allow(who.name):
             raise _error(429, "rate limit exceeded; slow down")
         return who
 
     def scope(name: str) -> Callable[[Principal], Principal]:
         def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-            if name not in who.scopes:
-                raise _error(403, f"token {who.name!r} lacks the {name!r} scope")
+            if not who.may(name):
+                raise _error(403, f"{who.name!r} lacks the {name!r} scope")
             return who
 
         return check
+
+    def tenant(who: Principal) -> str | None:
+        """Whose jobs a client sees: its own, or everyone's with read-all."""
+        return None if who.sees_all else who.name
 
     async def body(request: Request) -> bytes:
         data = bytearray()
@@ -96,13 +125,21 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
                 raise _error(413, f"request larger than {settings.max_request_bytes} bytes")
         return bytes(data)
 
-    def job_json(job_id: str) -> dict[str, Any]:
+    def job_json(job_id: str, who: Principal) -> dict[str, Any]:
         try:
-            job = node.job(job_id)
+            job = node.job(job_id, visible_to=tenant(who))
         except UnknownJob as e:
             raise _error(404, str(e)) from None
         base = f"/v1/rebuilds/{job.id}"
         return {**job.to_json(), "links": {"self": base, "attestation": f"{base}/attestation"}}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(who: Annotated[Principal, Depends(scope("read"))]) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(who: Annotated[Principal, Depends(scope("read"))]) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     @app.get("/v1/node")
     def identity(who: Annotated[Principal, Depends(scope("read"))]) -> dict[str, Any]:
@@ -118,24 +155,23 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
         request: Request, who: Annotated[Principal, Depends(scope("submit"))]
     ) -> dict[str, Any]:
         archive = await body(request)
-        with tempfile.TemporaryDirectory(prefix="hermetic-request-") as scratch:
-            try:
-                unpack_source(archive, Path(scratch) / "src")  # refuse bad requests now
-            except RequestError as e:
-                raise _error(400, str(e)) from None
         try:
-            job = node.submit(archive, who.name)
+            # unpacking is slow work on untrusted bytes: never on the event loop
+            await run_in_threadpool(node.check_request, archive)  # refuse bad requests now
+            job = await run_in_threadpool(node.submit, archive, who.name)
+        except RequestError as e:
+            raise _error(400, str(e)) from None
         except NodeBusy as e:
             raise _error(429, str(e)) from None
-        return job_json(job.id)
+        return job_json(job.id, who)
 
     @app.get("/v1/rebuilds/{job_id}")
     def status(job_id: str, who: Annotated[Principal, Depends(scope("read"))]) -> dict[str, Any]:
-        return job_json(job_id)
+        return job_json(job_id, who)
 
     @app.get("/v1/rebuilds/{job_id}/attestation")
     def attestation(job_id: str, who: Annotated[Principal, Depends(scope("read"))]) -> Response:
-        job_json(job_id)
+        job_json(job_id, who)
         stored = node.attestation(job_id)
         if stored is None:
             raise _error(409, "the job has not finished")
@@ -144,17 +180,26 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
     @app.get("/v1/rebuilds/{job_id}/artifacts/{path:path}")
     def artifact(
         job_id: str, path: str, who: Annotated[Principal, Depends(scope("read"))]
-    ) -> FileResponse:
+    ) -> Response:
         try:
-            return FileResponse(node.artifact(job_id, path))
+            found = node.artifact(job_id, path, visible_to=tenant(who))
         except UnknownJob as e:
             raise _error(404, str(e)) from None
+        if found.link_target is not None:  # a link output: its target text, never followed
+            return Response(found.link_target, headers={"X-Hermetic-Symlink": "1"})
+        assert found.fd is not None
+        size = os.fstat(found.fd).st_size
+        return StreamingResponse(
+            _read_fd(found.fd),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(size)},
+        )
 
     @app.post("/v1/rebuilds/{job_id}/cosign")
     async def cosign(
         job_id: str, request: Request, who: Annotated[Principal, Depends(scope("cosign"))]
     ) -> JSONResponse:
-        job_json(job_id)
+        job_json(job_id, who)
         payload = await body(request)
         try:
             agreed, answer = node.cosign(job_id, payload)
@@ -177,9 +222,14 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
         digest = subject.removeprefix("sha256:")
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise _error(400, "subject must be sha256:<64 lowercase hex>")
-        return {
-            "subject": f"sha256:{digest}",
-            "jobs": [job_json(job_id) for job_id in node.store.by_subject(digest)],
-        }
+        found = node.store.by_subject(digest, submitted_by=tenant(who))
+        return {"subject": f"sha256:{digest}", "jobs": [job_json(j, who) for j in found]}
 
     return app
+
+
+def _read_fd(fd: int) -> Iterator[bytes]:
+    """An open file's bytes in chunks, closing it at the end (or when the client leaves)."""
+    with os.fdopen(fd, "rb") as stream:
+        while chunk := stream.read(_READ_CHUNK):
+            yield chunk

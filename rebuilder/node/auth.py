@@ -1,5 +1,11 @@
 """Who may use a node: scoped API tokens (stored as sha256, compared in constant time),
-and a per-client rate limit. Mutual TLS, when configured, is enforced by the TLS layer."""
+client certificates mapped to scopes by subject (mutual TLS; the TLS layer checks the
+chain), and a per-client rate limit.
+
+Scopes: ``submit``, ``read`` (the client's own jobs), ``read-all`` (every tenant's jobs),
+``cosign``. A principal's name is its tenant: jobs are visible under the name they were
+submitted with.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,14 @@ import json
 import secrets
 import threading
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from rebuilder.errors import Error
 from sandbox.workspace import write_atomically
 
-SCOPES = ("submit", "read", "cosign")
+SCOPES = ("submit", "read", "read-all", "cosign")
 
 
 class AuthConfigError(Error):
@@ -26,6 +33,14 @@ class AuthConfigError(Error):
 class Principal:
     name: str
     scopes: frozenset[str]
+
+    @property
+    def sees_all(self) -> bool:
+        """Whether it may read every tenant's jobs, not only its own."""
+        return "read-all" in self.scopes
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or (scope == "read" and self.sees_all)
 
 
 def new_token() -> str:
@@ -84,6 +99,53 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
     return token
+
+
+class ClientScopes:
+    """Scopes of mutual-TLS clients by certificate subject (``--client-scopes FILE``)::
+
+        [[client]]
+        subject = "CN=rebuild-ci,O=Acme"   # RFC 4514, as openssl x509 -subject -nameopt RFC2253
+        scopes = ["submit", "read", "cosign"]
+
+    A certified client whose subject is not listed has no scope at all.
+    """
+
+    def __init__(self, entries: dict[str, Principal]) -> None:
+        self._by_subject = entries
+
+    @classmethod
+    def load(cls, path: Path) -> ClientScopes:
+        """Raises AuthConfigError naming the file and what is wrong."""
+        try:
+            document = tomllib.loads(path.read_text())
+            entries: dict[str, Principal] = {}
+            unknown_keys = set(document) - {"client"}
+            if unknown_keys:
+                raise ValueError(f"unknown keys {sorted(unknown_keys)}")
+            for item in document.get("client", []):
+                subject = item["subject"]
+                scopes = item["scopes"]
+                if not isinstance(subject, str) or not subject:
+                    raise ValueError("every client needs a subject")
+                if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+                    raise ValueError(f"{subject}: scopes must be a list of names")
+                unknown = set(scopes) - set(SCOPES)
+                if unknown:
+                    raise ValueError(f"{subject}: unknown scopes {sorted(unknown)}")
+                if subject in entries:
+                    raise ValueError(f"{subject} is listed twice")
+                entries[subject] = Principal(subject, frozenset(scopes))
+        except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
+            raise AuthConfigError(
+                f"{path}: not a usable client scopes file ({e}); expected "
+                '[[client]] tables with subject = "CN=…" and scopes = [...] '
+                f"(scopes among {', '.join(SCOPES)})"
+            ) from None
+        return cls(entries)
+
+    def principal(self, subject: str) -> Principal | None:
+        return self._by_subject.get(subject)
 
 
 class RateLimiter:

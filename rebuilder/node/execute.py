@@ -1,8 +1,10 @@
 """Running one rebuild request: unpack, build in the sandbox, and state what was built.
 
 Shared by the node's own workers and by Celery workers on other machines; it never signs
-(the node's key stays on the node). Request faults (a bad archive or spec, a mismatched
-input) are results; anything else raised is the infrastructure's fault and is retried.
+(the node's key stays on the node). Request faults (a bad archive or spec, a refused or
+mismatched input) are results; anything else raised is the infrastructure's fault and is
+retried. A reason a client reads names nothing of the node: no host path, no digest of
+what the node read, no text of the node's own files.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 
 from rebuilder.attest.provenance import provenance_statement
 from rebuilder.node.jobs import Outcome
-from rebuilder.node.requests import REQUEST_SPEC, RequestError, unpack_source
+from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import Outputs
 from sandbox.backend import SandboxBackend
 from sandbox.build import RESULT_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
-from sandbox.errors import ImageError, InputError, OutputError, SpecError
+from sandbox.errors import Error, ImageError, InputError, OutputError, SpecError
+from sandbox.input_policy import InputPolicy
 from sandbox.result import BuildResult
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
@@ -51,14 +54,28 @@ def execute(
     connect: Connect,
     trace: TraceLevel,
     builder_id: str,
+    input_policy: InputPolicy,
+    limits: RequestLimits | None = None,
     executor: str = "",
 ) -> Execution:
-    """Build a request in ``directory`` (results in ``directory/out``)."""
+    """Build a request in ``directory`` (results in ``directory/out``).
+
+    Args:
+        input_policy: what the request's inputs may be fetched from.
+        limits: caps on the unpacked request.
+    """
     source = directory / f"src-{attempt}"
     shutil.rmtree(source, ignore_errors=True)
     statements: list[bytes] = []
+    private = {
+        source: "",  # the request's own files are named as the client named them
+        directory: "<job>",
+        config.work_dir: "<work>",
+        config.store_dir: "<store>",
+        config.images_dir: "<images>",
+    }
     try:
-        unpack_source(archive, source)
+        unpack_source(archive, source, limits)
         spec = Spec.from_toml(source / REQUEST_SPEC)
 
         def state(result: BuildResult, published: Path) -> None:
@@ -73,15 +90,23 @@ def execute(
                     )
                 )
 
-        request = BuildRequest(spec=spec, out_dir=directory / "out", trace=trace, attest=state)
+        request = BuildRequest(
+            spec=spec,
+            out_dir=directory / "out",
+            trace=trace,
+            attest=state,
+            input_policy=input_policy,
+        )
         with connect(config) as backend:
             result = run_build(request, config=config, backend=backend)
     except REQUEST_FAULTS as e:
-        return Execution(outcome=Outcome.BUILD_FAILED, reason=e.diagnostics(), executor=executor)
+        reason = client_reason(e, private)
+        return Execution(outcome=Outcome.BUILD_FAILED, reason=reason, executor=executor)
     finally:
         shutil.rmtree(source, ignore_errors=True)
     if not result.built:
-        return Execution(outcome=Outcome.BUILD_FAILED, reason=result.reason, executor=executor)
+        reason = scrub(result.reason, private)
+        return Execution(outcome=Outcome.BUILD_FAILED, reason=reason, executor=executor)
     return Execution(
         outcome=Outcome.BUILT,
         digest=f"sha256:{result.digest}",
@@ -90,3 +115,26 @@ def execute(
         out_dir=directory / "out",
         executor=executor,
     )
+
+
+def client_reason(error: Error, private: dict[Path, str]) -> str:
+    """A request fault as its client may read it."""
+    if isinstance(error, SpecError):
+        # the spec's path on the node is not the client's business: name it as sent
+        return scrub(f"{REQUEST_SPEC}: {error.key}: {error.reason}", private)
+    return scrub(error.diagnostics(), private)
+
+
+def scrub(text: str, private: dict[Path, str]) -> str:
+    """Replace the node's own directories in a text with neutral names.
+
+    Longer paths first, so a directory inside another keeps its own name; the request's
+    source directory becomes nothing (``<src>/hermetic.toml`` reads ``hermetic.toml``).
+    """
+    for path, name in sorted(private.items(), key=lambda item: -len(str(item[0]))):
+        for spelling in {str(path), str(path.resolve())}:
+            if name:
+                text = text.replace(spelling, name)
+            else:
+                text = text.replace(spelling + "/", "").replace(spelling, ".")
+    return text

@@ -14,6 +14,7 @@ gone), and what was left of each deadline is taken from the wall clock once.
 from __future__ import annotations
 
 import enum
+import hashlib
 import sqlite3
 import threading
 import time
@@ -70,7 +71,10 @@ class Job:
             "outcome": self.outcome.value if self.outcome else None,
             "reason": self.reason,
             "digest": self.digest,
-            "executor": self.executor,
+            # which worker, as a label: the worker's host name is the node's, not the client's
+            "executor": hashlib.sha256(self.executor.encode()).hexdigest()[:16]
+            if self.executor
+            else "",
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "spec_sha256": self.spec_sha256,
@@ -331,6 +335,25 @@ class JobStore:
                 ),
             )
 
+    def note_waiting(self, reason: str) -> bool:
+        """Say why queued jobs are not started (the node's disk); True when it is news."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET reason = ? WHERE state = ? AND reason != ?",
+                (reason, JobState.QUEUED, reason),
+            )
+        return cursor.rowcount > 0
+
+    def give_back(self, job_id: str, owner: str, *, delay_s: float, reason: str) -> None:
+        """Requeue a job the node could not run for a reason of its own that is not the
+        job's (its disk filled up): the attempt does not count."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, next_try = ?, lease_owner = NULL,"
+                " attempts = MAX(attempts - 1, 0) WHERE id = ? AND lease_owner = ? AND state = ?",
+                (JobState.QUEUED, reason, time.time() + delay_s, job_id, owner, JobState.RUNNING),
+            )
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute(
@@ -358,12 +381,19 @@ class JobStore:
             remaining_s=row[13] - self.clock.monotonic(),
         )
 
-    def by_subject(self, sha256: str) -> list[str]:
-        """Ids of finished jobs with an output of that digest."""
+    def by_subject(self, sha256: str, *, submitted_by: str | None = None) -> list[str]:
+        """Ids of finished jobs with an output of that digest (only those submitted under
+        ``submitted_by`` when given: a tenant sees its own)."""
+        query = "SELECT DISTINCT job_id FROM subjects WHERE sha256 = ?"
+        args: tuple[str, ...] = (sha256,)
+        if submitted_by is not None:
+            query = (
+                "SELECT DISTINCT s.job_id FROM subjects s JOIN jobs j ON j.id = s.job_id"
+                " WHERE s.sha256 = ? AND j.submitted_by = ?"
+            )
+            args = (sha256, submitted_by)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT job_id FROM subjects WHERE sha256 = ?", (sha256,)
-            ).fetchall()
+            rows = self._db.execute(query, args).fetchall()
         return [row[0] for row in rows]
 
     def close(self) -> None:

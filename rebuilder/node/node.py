@@ -3,11 +3,16 @@ own workers, sign what it found, and co-sign agreements that match its own resul
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 import socket
+import stat
+import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import Error
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
+from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import (
     AGREEMENT_PREDICATE,
     Outputs,
@@ -32,10 +38,14 @@ from rebuilder.node.statements import (
     statement_outputs,
 )
 from sandbox.backend import connect_backend
+from sandbox.beneath import open_beneath, read_link_beneath
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes
 from sandbox.errors import Error as SandboxRootError
+from sandbox.errors import InputRefused, SpecError
+from sandbox.input_policy import InputPolicy
+from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 from sandbox.workspace import write_atomically
 
@@ -44,6 +54,8 @@ log = logging.getLogger(__name__)
 Dispatch = Callable[[Job, bytes, Path], Execution]
 REQUEST_FILE = "request.tar.gz"
 FAILURE_FILE = "failure.intoto.json"
+DISK_FULL = "node disk full"
+INCOMING_DIR = "incoming"  # requests being checked at submission
 
 
 class NodeBusy(Error):
@@ -51,7 +63,15 @@ class NodeBusy(Error):
 
 
 class UnknownJob(Error):
-    """No job with that id on this node."""
+    """No job with that id on this node (or none this client may see)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An output as served: an open regular file, or the target text of a link."""
+
+    fd: int | None = None
+    link_target: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +87,9 @@ class NodeSettings:
     max_active_jobs: int = 16
     backoff_s: float = 5.0
     trace: TraceLevel = TraceLevel.STANDARD
+    input_policy: InputPolicy = field(default_factory=InputPolicy)
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    min_free_bytes: int = 2 * 1024**3  # below this a worker claims no job (--min-free-disk)
 
 
 class Node:
@@ -100,6 +123,30 @@ class Node:
 
     # --- accepting work -------------------------------------------------------------
 
+    def check_request(self, archive: bytes) -> None:
+        """Refuse a request now if it can be refused without building: an unsafe or too
+        large archive, or an input URL the node's input policy does not allow.
+
+        Raises:
+            RequestError: why, in words that name nothing of the node.
+        """
+        incoming = self.settings.directory / INCOMING_DIR
+        incoming.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=incoming))
+        try:
+            unpack_source(archive, scratch / "src", self.settings.request_limits)
+            try:
+                spec = Spec.from_toml(scratch / "src" / REQUEST_SPEC)
+            except SpecError:
+                return  # a bad spec fails its build with a signed reason
+            for item in spec.inputs:
+                try:
+                    self.settings.input_policy.check_url(item.url)
+                except InputRefused as e:
+                    raise RequestError(e.diagnostics()) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
     def submit(self, archive: bytes, submitted_by: str) -> Job:
         """Queue a rebuild of a source archive (its hermetic.toml at the root).
 
@@ -126,9 +173,15 @@ class Node:
         assert job is not None
         return job
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str, *, visible_to: str | None = None) -> Job:
+        """A job by id; with ``visible_to``, only one submitted under that name.
+
+        Raises:
+            UnknownJob: no such job, or another tenant's (the answer is the same, so an
+                id says nothing about jobs a client may not see).
+        """
         found = self.store.get(job_id) if job_id.isalnum() else None
-        if found is None:
+        if found is None or (visible_to is not None and found.submitted_by != visible_to):
             raise UnknownJob(f"no job {job_id!r} on this node")
         return found
 
@@ -151,18 +204,37 @@ class Node:
             self._sign_failure(job, archive, job.outcome, job.reason)
         return failure.read_bytes()
 
-    def artifact(self, job_id: str, relative: str) -> Path:
-        """An output file of a built job, for comparison (never outside its artifacts)."""
-        root = (self.jobs_dir / self.job(job_id).id / "out" / ARTIFACTS_DIR).resolve()
-        path = (root / relative).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            raise UnknownJob(f"job {job_id} has no output {relative!r}")
-        return path
+    def artifact(self, job_id: str, relative: str, *, visible_to: str | None = None) -> Artifact:
+        """An output of a built job, for comparison.
+
+        No link is ever followed: a path through a link is refused, and an output that
+        is itself a link is served as its target text (what its digest covers).
+
+        Raises:
+            UnknownJob: no such job or output, or it can only be reached through a link.
+        """
+        job = self.job(job_id, visible_to=visible_to)
+        missing = UnknownJob(f"job {job_id} has no output {relative!r}")
+        root = self.jobs_dir / job.id / "out" / ARTIFACTS_DIR
+        if job.outcome is not Outcome.BUILT or not root.is_dir():
+            raise missing
+        try:
+            target = read_link_beneath(root, relative)
+            if target is not None:
+                return Artifact(link_target=os.fsencode(target))
+            fd = open_beneath(root, relative)
+        except (OSError, ValueError):
+            raise missing from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise missing
+        return Artifact(fd=fd)
 
     # --- workers --------------------------------------------------------------------
 
     def start(self) -> None:
         self.reap_orphans()
+        self.clean_scratch()
         for index in range(self.settings.workers):
             thread = threading.Thread(
                 target=self._work, name=f"hermetic-worker-{index}", daemon=True
@@ -178,6 +250,33 @@ class Node:
                 backend.reap_orphans(self.config.work_dir)
         except SandboxRootError as e:
             log.warning("could not look for orphaned build containers: %s", e)
+
+    def clean_scratch(self, job_id: str | None = None) -> None:
+        """Remove what a finished job (or, with no id, any job of a restarted node) no
+        longer needs: unpacked sources, partial results, requests being checked. The
+        request, the results and the signed attestation stay."""
+        directories = [self.jobs_dir / job_id] if job_id else list(self.jobs_dir.iterdir())
+        for directory in directories:
+            if not directory.is_dir():
+                continue
+            for leftover in directory.iterdir():
+                if leftover.name.startswith(("src-", ".out.partial")):
+                    shutil.rmtree(leftover, ignore_errors=True)
+        if job_id is None:
+            shutil.rmtree(self.settings.directory / INCOMING_DIR, ignore_errors=True)
+
+    def disk_full(self) -> str | None:
+        """Why the node must not start a build now (None: enough free disk)."""
+        where = [self.settings.directory, self.config.work_dir, self.config.store_dir]
+        for path in where:
+            existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+            free = shutil.disk_usage(existing).free
+            if free < self.settings.min_free_bytes:
+                return (
+                    f"{DISK_FULL}: waiting for free space on the node (infrastructure; "
+                    "no attempt is used)"
+                )
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -195,12 +294,22 @@ class Node:
     def _work(self) -> None:
         owner = f"{self.settings.builder_id}/{threading.current_thread().name}/{new_job_id()}"
         while not self._stop.is_set():
-            job = self.store.claim(owner, self.settings.lease_s)
+            job = self.claim_next(owner)
             if job is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
             self.run_job(job, owner)
+
+    def claim_next(self, owner: str) -> Job | None:
+        """The next job to run, unless the node's disk is too full to start one: then no
+        job is claimed (no attempt used) and the waiting jobs say why."""
+        full = self.disk_full()
+        if full is not None:
+            if self.store.note_waiting(full):
+                log.warning("%s; no job is started until space is freed", full)
+            return None
+        return self.store.claim(owner, self.settings.lease_s)
 
     def run_job(self, job: Job, owner: str) -> None:
         """Run one claimed job, renewing its lease, and record how it ended."""
@@ -218,11 +327,20 @@ class Node:
             outcome, reason, digest, outputs, executor = self._execute(job)
         except Exception as e:  # noqa: BLE001 - the node's fault: retry with backoff
             backoff = self.settings.backoff_s * 2 ** max(job.attempts - 1, 0)
+            # the details are the operator's (paths, podman's words); the client reads a
+            # reason that names nothing of the node
             log.warning("job %s attempt %d: %s; retry in %.0fs", job.id, job.attempts, e, backoff)
-            self.store.retry_later(job.id, owner, backoff_s=backoff, reason=f"{e}")
+            if _is_disk_full(e):
+                self.store.give_back(
+                    job.id, owner, delay_s=backoff, reason=f"{DISK_FULL} (infrastructure)"
+                )
+            else:
+                reason = f"infrastructure failure on attempt {job.attempts} ({type(e).__name__})"
+                self.store.retry_later(job.id, owner, backoff_s=backoff, reason=reason)
             return
         finally:
             done.set()
+            self.clean_scratch(job.id)
         if not self.store.finish(
             job.id,
             owner,
@@ -249,6 +367,8 @@ class Node:
                 connect=self.connect,
                 trace=self.settings.trace,
                 builder_id=self.settings.builder_id,
+                input_policy=self.settings.input_policy,
+                limits=self.settings.request_limits,
                 executor=f"{socket.gethostname()}:{threading.current_thread().name}",
             )
         if execution.outcome is not Outcome.BUILT or execution.statement is None:
@@ -289,10 +409,10 @@ class Node:
     def cosign(
         self, job_id: str, payload: bytes, *, now: datetime | None = None
     ) -> tuple[bool, dict[str, Any]]:
-        """Sign a combined agreement only if it describes this node's job, key, outputs,
-        source and spec as they are, and is dated within the clock skew of this node's
-        clock (``now``, default the system clock); see
-        :func:`rebuilder.node.statements.cosign_refusal`.
+        """Sign a combined agreement only if it is exactly the agreement this node would
+        write, describes this node's job, key, outputs, source and spec as they are, and
+        is dated within the clock skew of this node's clock (``now``, default the system
+        clock); see :func:`rebuilder.node.statements.cosign_refusal`.
 
         Returns:
             (True, the signature entry) or (False, a signed disagreement envelope, dated by
@@ -321,6 +441,7 @@ class Node:
             built = None  # its own provenance unreadable: it vouches for nothing
         refusal = cosign_refusal(
             statement,
+            payload=payload,
             own=own,
             built=built,
             job_id=job_id,
@@ -337,5 +458,19 @@ class Node:
             job_id=job_id,
             now=now,
             reason=refusal,
+            source=built.source if built is not None else None,
+            spec_sha256=built.spec_sha256 if built is not None else None,
         )
         return False, sign_payload(disagreement, [self.signer])
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether an error, or one it was raised from, is the disk running out."""
+    seen: BaseException | None = error
+    for _ in range(16):  # a chain is short; never loop on a strange one
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

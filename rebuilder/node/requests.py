@@ -1,16 +1,40 @@
 """A rebuild request on the wire: the spec's directory as a gzipped tar, and unpacking it
-on a node without trusting it (no absolute paths, no '..', no links leaving the tree)."""
+on a node without trusting it: no absolute paths, no '..', nothing written through a link,
+no link whose resolution leaves the tree, a regular hermetic.toml at the root, and caps on
+members, unpacked bytes and extended headers that stop a bomb early with bounded memory."""
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from rebuilder.errors import Error
-from sandbox.source_tree import stage_source
+from sandbox.beneath import make_dirs_beneath, resolve_beneath
+from sandbox.source_tree import EXCLUDED_NAMES, stage_source
 
 REQUEST_SPEC = "hermetic.toml"
+_CHUNK = 1 << 20
+_HEADER_BUDGET = 4 * 1024**2  # pax and GNU long-name data, all headers together
+_LONG_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestLimits:
+    """How much a request may unpack to (``node serve --max-unpacked``, ``--max-members``)."""
+
+    max_members: int = 100_000
+    max_unpacked_bytes: int = 4 * 1024**3
 
 
 class RequestError(Error):
@@ -36,8 +60,8 @@ def pack_source(source_dir: Path, scratch: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _stays_inside(link: PurePosixPath, target: PurePosixPath) -> bool:
-    """Whether a relative link target, resolved lexically from the link, stays in the tree."""
+def _lexically_inside(link: PurePosixPath, target: PurePosixPath) -> bool:
+    """A first, cheap look at a link (the full check resolves it once all is unpacked)."""
     if target.is_absolute():
         return False
     parts = list(link.parent.parts)
@@ -56,50 +80,130 @@ def _safe(member: tarfile.TarInfo) -> str | None:
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
         return "a path outside the tree"
-    if not (member.isfile() or member.isdir() or member.issym()):
+    if any(part in EXCLUDED_NAMES for part in name.parts):
+        return "a git directory (hermetic never sends one; git would read its config)"
+    if member.issparse() or not (member.isfile() or member.isdir() or member.issym()):
         return "not a file, directory or symlink"
-    if member.issym() and not _stays_inside(name, PurePosixPath(member.linkname)):
+    if member.issym() and not _lexically_inside(name, PurePosixPath(member.linkname)):
         return "a symlink leaving the tree"
     if member.mode & 0o6000:
         return "setuid or setgid"
     return None
 
 
-def unpack_source(data: bytes, dest: Path) -> None:
-    """Unpack a submitted archive into dest, refusing anything unsafe.
+class _TooLarge(Exception):
+    """An extended header beyond the budget (raised from inside tarfile's parsing)."""
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """Refuses pax and GNU long-name headers beyond a budget before tarfile reads them
+    into memory (one such header may declare gigabytes)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
+        if self.type in _LONG_HEADERS:
+            spent = getattr(tarfile_, "_hermetic_header_bytes", 0) + self.size
+            if spent > _HEADER_BUDGET:
+                raise _TooLarge(f"extended headers larger than {_HEADER_BUDGET} bytes")
+            tarfile_._hermetic_header_bytes = spent  # type: ignore[attr-defined]
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+def unpack_source(data: bytes, dest: Path, limits: RequestLimits | None = None) -> None:
+    """Unpack a submitted archive into dest (created), refusing anything unsafe.
+
+    Members are read one at a time and the caps checked as they come, so a bomb is
+    refused at the first member over a cap. Nothing is written through a link; links are
+    checked by resolution once every member is in place.
 
     Raises:
-        RequestError: not a tar.gz, an unsafe member, or no hermetic.toml at its root.
+        RequestError: not a tar.gz, an unsafe member, a cap exceeded, a link leading out
+            of the tree, or no regular hermetic.toml at its root.
     """
+    limits = limits or RequestLimits()
     dest.mkdir(parents=True)
+    members = 0
+    unpacked = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            members = archive.getmembers()
-            for member in members:
+        with tarfile.open(
+            fileobj=io.BytesIO(data), mode="r:gz", tarinfo=_GuardedTarInfo
+        ) as archive:
+            for member in archive:
+                members += 1
+                if members > limits.max_members:
+                    raise RequestError(
+                        f"the source archive has more than {limits.max_members} members"
+                    )
                 problem = _safe(member)
                 if problem:
                     raise RequestError(f"refused {member.name!r} in the source archive: {problem}")
-            root = dest.resolve()
-            for member in members:
-                target = dest / member.name
-                # a link unpacked earlier must not carry a later member out of the tree
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.parent.resolve().is_relative_to(root):
-                    raise RequestError(f"refused {member.name!r}: it would land outside the tree")
-                if target.is_symlink() or (target.exists() and not member.isdir()):
-                    raise RequestError(f"refused {member.name!r}: it is in the archive twice")
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                elif member.issym():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.symlink_to(member.linkname)
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    stream = archive.extractfile(member)
-                    assert stream is not None
-                    target.write_bytes(stream.read())
-                    target.chmod(0o755 if member.mode & 0o111 else 0o644)
-    except (tarfile.TarError, EOFError, OSError) as e:
+                unpacked += member.size if member.isfile() else 0
+                if unpacked > limits.max_unpacked_bytes:
+                    raise RequestError(
+                        f"the source archive unpacks to more than {limits.max_unpacked_bytes} bytes"
+                    )
+                _unpack_member(archive, member, dest)
+    except _TooLarge as e:
         raise RequestError(f"the source archive cannot be read: {e}") from None
-    if not (dest / REQUEST_SPEC).is_file():
-        raise RequestError(f"the source archive has no {REQUEST_SPEC} at its root")
+    except (tarfile.TarError, EOFError) as e:
+        raise RequestError(f"the source archive cannot be read: {e}") from None
+    except OSError as e:  # the message only: the filename is a path on the node
+        raise RequestError(f"the source archive cannot be unpacked: {e.strerror}") from None
+    _check_links(dest)
+    try:
+        spec = os.lstat(dest / REQUEST_SPEC)
+    except FileNotFoundError:
+        raise RequestError(f"the source archive has no {REQUEST_SPEC} at its root") from None
+    if not stat.S_ISREG(spec.st_mode):
+        raise RequestError(f"{REQUEST_SPEC} in the source archive must be a regular file")
+
+
+def _unpack_member(archive: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    parts = [p for p in PurePosixPath(member.name).parts if p != "."]
+    if not parts:
+        return  # the archive's own root directory
+    name = parts[-1]
+    try:
+        parent = make_dirs_beneath(dest, "/".join(parts[:-1]))
+    except OSError:
+        raise RequestError(
+            f"refused {member.name!r}: a directory on its way is a link or a file"
+        ) from None
+    try:
+        if member.isdir():
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode):
+                    raise RequestError(
+                        f"refused {member.name!r}: it is in the archive twice"
+                    ) from None
+            return
+        try:
+            if member.issym():
+                os.symlink(member.linkname, name, dir_fd=parent)
+                return
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o755 if member.mode & 0o111 else 0o644, dir_fd=parent)
+        except FileExistsError:
+            raise RequestError(f"refused {member.name!r}: it is in the archive twice") from None
+        stream = archive.extractfile(member)
+        assert stream is not None
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(_CHUNK):
+                out.write(chunk)
+    finally:
+        os.close(parent)
+
+
+def _check_links(root: Path) -> None:
+    """Every link must resolve inside the tree, following the links on its way."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                relative = path.relative_to(root).as_posix()
+                if resolve_beneath(root, relative) is None:
+                    raise RequestError(
+                        f"refused {relative!r} in the source archive: a symlink that leads "
+                        "out of the tree once the links on its way are followed"
+                    )

@@ -1,16 +1,36 @@
 """Running a node: the app on uvicorn (TLS and client certificates when configured),
-with the workers started before it listens and stopped after it stops."""
+with the workers started before it listens and stopped after it stops.
+
+With mutual TLS, each connection's verified client certificate subject (RFC 4514) is put
+where the API finds it (``request.state``), so scopes can follow the subject.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from cryptography import x509
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from rebuilder.node.api import ApiSettings, create_app
+from rebuilder.node.api import TLS_SUBJECT, ApiSettings, create_app
 from rebuilder.node.node import Node
+
+
+class _CertifiedH11(H11Protocol):
+    """HTTP/1.1 that tells the app who the verified client certificate names."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        tls = transport.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+        if der:
+            subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+            # this connection's own copy: the state every request of it starts from
+            self.app_state = {**self.app_state, TLS_SUBJECT: subject}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +55,7 @@ def server(node: Node, api: ApiSettings, listen: Listen) -> uvicorn.Server:
         port=listen.port,
         log_level="warning",
         access_log=False,
+        http=_CertifiedH11,
         **options,  # type: ignore[arg-type]
     )
     return uvicorn.Server(config)

@@ -1,5 +1,9 @@
 """What nodes and the rebuild client say in statements: a node's signed failure, a node's
-signed disagreement, and the combined agreement the agreeing nodes co-sign."""
+signed disagreement, and the combined agreement the agreeing nodes co-sign.
+
+A node co-signs an agreement only if the bytes it is given are exactly the bytes it would
+write itself from what it read (:meth:`Agreement.payload`): no field, digest algorithm,
+alias or spelling of the client's can ride along under the node's signature."""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from rebuilder.attest.predicates import (
     Fields,
     PredicateError,
     SourceRef,
+    Subject,
     format_time,
-    subjects_of,
 )
 from rebuilder.attest.statement import make_statement, subject
 
@@ -50,17 +54,63 @@ def disagreement_statement(
     job_id: str,
     now: datetime,
     reason: str = "",
+    source: SourceRef | None = None,
+    spec_sha256: str | None = None,
 ) -> bytes:
     """A node's signed refusal to co-sign: its own outputs, the statement it refused, why,
-    and when (the node's own clock)."""
-    predicate = {
+    when (the node's own clock), and the source and spec it built them from (so that a gate
+    counts it only against a release of that source and spec)."""
+    predicate: dict[str, Any] = {
         "refusedStatement": {"sha256": proposed_sha256},
         "builder": {"id": builder_id},
         "jobId": job_id,
         "reason": reason,
         "createdOn": format_time(now),
     }
+    if source is not None:
+        predicate["source"] = source.to_dependency()
+    if spec_sha256 is not None:
+        predicate["spec"] = {"sha256": spec_sha256}
     return make_statement([subject(p, d) for p, d in own], DISAGREEMENT_PREDICATE, predicate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disagreement:
+    """What a gate reads of a node's signed disagreement (None: not stated)."""
+
+    created_on: datetime | None
+    source: SourceRef | None
+    spec_sha256: str | None
+
+    @classmethod
+    def from_statement(cls, statement: Mapping[str, Any]) -> Disagreement:
+        """Raises: PredicateError: a field is malformed."""
+        fields = Fields(statement.get("predicate"), "predicate")
+        source, spec = fields.table("source"), fields.table("spec")
+        return cls(
+            created_on=fields.time("createdOn"),
+            source=SourceRef.from_dependency(source) if source is not None else None,
+            spec_sha256=spec.sha256("sha256") if spec is not None else None,
+        )
+
+
+def exact_subjects(statement: Mapping[str, Any]) -> tuple[Subject, ...]:
+    """Subjects that are each exactly a name and a sha256, as hermetic writes them.
+
+    Raises:
+        PredicateError: a subject with anything else (a sha512 alone, a second digest
+            algorithm, a field of its own), or without a name.
+    """
+    found = []
+    for item in Fields(statement, "statement").tables("subject"):
+        digest = item.table("digest")
+        name = item.text("name")
+        if set(item.document) != {"name", "digest"} or digest is None or name is None:
+            raise PredicateError(f"{item.where}: a subject is exactly a name and a digest")
+        if set(digest.document) != {"sha256"}:
+            raise PredicateError(f"{digest.where}: exactly one digest, sha256, is named")
+        found.append(Subject(name, digest.sha256("sha256") or ""))
+    return tuple(found)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +136,7 @@ class AgreementNode:
             "outcome": self.outcome,
             "verdict": self.verdict,
             "reason": self.reason,
-            "outputs": [{"name": n, "sha256": d} for n, d in self.outputs],
+            "outputs": [{"name": n, "sha256": d} for n, d in sorted(self.outputs)],
             "attestation": (
                 {"sha256": self.attestation_sha256} if self.attestation_sha256 else None
             ),
@@ -147,8 +197,9 @@ class Agreement:
         }
 
     def payload(self) -> bytes:
-        """The Statement's bytes (subjects: the agreed outputs)."""
-        subjects = [subject(p, d) for p, d in self.outputs]
+        """The Statement's bytes (subjects: the agreed outputs), canonical: an agreement
+        read back from them gives the same bytes."""
+        subjects = [subject(p, d) for p, d in sorted(self.outputs)]
         return make_statement(subjects, AGREEMENT_PREDICATE, self.predicate())
 
     @classmethod
@@ -177,7 +228,7 @@ class Agreement:
                 "an agreement names its threshold, request, source, spec and createdOn"
             )
         return cls(
-            outputs=tuple(sorted((s.name, s.sha256) for s in subjects_of(statement))),
+            outputs=tuple(sorted((s.name, s.sha256) for s in exact_subjects(statement))),
             threshold=threshold,
             request_sha256=request_sha256,
             source=SourceRef.from_dependency(source),
@@ -193,6 +244,7 @@ class Agreement:
 def cosign_refusal(
     statement: Mapping[str, Any],
     *,
+    payload: bytes,
     own: Outputs,
     built: BuildFacts | None,
     job_id: str,
@@ -201,15 +253,22 @@ def cosign_refusal(
 ) -> str:
     """Why a node must not co-sign this agreement ("" when it may).
 
-    It may only when the agreement is well-formed; its subjects are exactly the node's
-    outputs; it says of this node's job and key "agree" with those outputs; its source and
-    spec are the ones the node's own provenance names; and its time is within the clock
-    skew of the node's clock (so the time a gate reads is one the node vouched for).
+    It may only when the agreement is well-formed and ``payload`` (the bytes to sign) is
+    exactly what :meth:`Agreement.payload` writes of it; its subjects are exactly the
+    node's outputs; it says of this node's job and key "agree" with those outputs; its
+    source and spec are the ones the node's own provenance names; and its time is within
+    the clock skew of the node's clock (so the time a gate reads is one the node vouched
+    for).
     """
     try:
         agreement = Agreement.from_statement(statement)
     except PredicateError as e:
         return f"not a well-formed agreement: {e}"
+    if agreement.payload() != payload:
+        return (
+            "it is not exactly the agreement this node would write: a field, digest, "
+            "alias or spelling the node did not write"
+        )
     if not own or agreement.outputs != own:
         return "its subjects are not the outputs this node built"
     listed = [n for n in agreement.nodes if n.job_id == job_id and n.keyid == keyid]

@@ -1,15 +1,22 @@
 """From raw tracer events to a :class:`BuildTrace` (pure: no I/O).
 
 Supervisor events, in the order the build made the calls (host pids):
-``["pid", host, nspid, host_ppid]``, ``["exec", host, path, argv, runnable, stdout_stderr]``,
+``["pid", host, nspid, host_ppid, tgid]``,
+``["exec", host, path, argv, runnable, stdout_stderr, argv_cut]``,
 ``["exit", host, status]``, ``["open", host, path, flags]``, ``["unlink"|"rmdir"|
 "mkdir", host, path]``, ``["rename", host, old, new]``, ``["listdir", host, dir]``,
 ``["getrandom", host, length, flags]``, ``["uname", host]``, ``["cpus", host]``,
 ``["net", host, call, family, type, address, port, outcome]``,
 ``["unreadable", host, nr, reason]``.
 
-Events of hermetic's own runner (and of podman's init) are left out: a process
-belongs to the build from its first exec of a program outside ``/.hermetic/``.
+Events of hermetic's own processes are left out, and which those are is decided by
+pid, never by a path the build could also use: podman's init (the container's first
+process), the runner (the first program another process starts), and the runner's
+children and their descendants until they start a program that is not the runner's
+busybox, which is how the runner starts the build. Everything else is the build's,
+including any attempt of the build to run or touch what lies under ``/.hermetic/``
+(recorded apart: the build's uid cannot enter that directory). A thread is judged by
+its thread group; a process that the kernel handed to init (an orphan) is the build's.
 """
 
 from __future__ import annotations
@@ -25,14 +32,19 @@ from sandbox.trace.model import (
     BuildTrace,
     Execution,
     FileRecord,
+    HermeticPathAttempt,
     NetworkAttempt,
     NondeterminismRead,
     OutputWriter,
     Process,
+    TracerUsage,
 )
-from sandbox.trace.syscalls import O_ACCMODE, O_CREAT, O_TRUNC
+from sandbox.trace.syscalls import ARGV_MAX_BYTES, O_ACCMODE, O_CREAT, O_TRUNC
 
-INFRASTRUCTURE = ("/.hermetic/", "/run/podman-init", "/dev/init", "/sbin/catatonit")
+HERMETIC_DIR = "/.hermetic/"
+# How the runner and its children start programs of their own: its busybox by path,
+# or an applet through /proc/self/exe. Only these keep one of its children hermetic's.
+RUNNER_PROGRAMS = ("/.hermetic/busybox", "/proc/self/exe")
 _INFRA = -1
 _HEAP_KEY_BYTES = 8
 _GRND_NONBLOCK = 1
@@ -85,12 +97,19 @@ def _unique(values: Iterable[int]) -> tuple[int, ...]:
 
 
 class _Assembler:
-    def __init__(self, build_dir: str, initial_paths: set[str], deep: bool) -> None:
+    def __init__(
+        self, build_dir: str, initial_paths: set[str], deep: bool, init_pid: int | None
+    ) -> None:
         self.build_dir = build_dir.rstrip("/")
         self.deep = deep
         self.existing = set(initial_paths)
         self.ns: dict[int, int] = {}
         self.parent: dict[int, int] = {}
+        self.group: dict[int, int] = {}  # thread -> thread group (its process)
+        self.init = init_pid
+        self.runner: int | None = None
+        # Per process: the seq of its last exec, None for the build's before any exec,
+        # _INFRA for hermetic's own.
         self.image: dict[int, int | None] = {}
         self.executions: list[Execution] = []
         self.execs_of: dict[int, list[int]] = defaultdict(list)
@@ -103,16 +122,33 @@ class _Assembler:
         self.nondeterminism: Counter[tuple[str, int | None, str]] = Counter()
         self.exec_failures = 0
         self.unreadable = 0
+        self.cut_argv = 0
+        self.attempts: list[HermeticPathAttempt] = []
 
     def inside(self, path: str) -> bool:
         return path == self.build_dir or path.startswith(self.build_dir + "/")
 
+    def place(self, event: Sequence[Any]) -> None:
+        """A ``pid`` event: where a host pid sits in the container."""
+        host = event[1]
+        self.ns[host], self.parent[host] = event[2], event[3]
+        self.group[host] = event[4] if len(event) > 4 else host
+        if self.init is None and event[2] == 1:
+            self.init = host
+
     def image_of(self, host: int) -> int | None:
+        host = self.group.get(host, host)
         chain: list[int] = []
-        while host not in self.image and host in self.parent and len(chain) < 4096:
+        found: int | None = None
+        while host in self.image or (host in self.parent and len(chain) < 4096):
+            if host in self.image:
+                found = self.image[host]
+                break
             chain.append(host)
-            host = self.parent[host]
-        found = self.image.get(host)
+            parent = self.parent[host]
+            if parent == self.init and host != self.runner:
+                break  # an orphan of the build, handed to init: still the build's
+            host = self.group.get(parent, parent)
         for member in chain:
             self.image[member] = found
         return found
@@ -122,8 +158,6 @@ class _Assembler:
         if self.image_of(host) == _INFRA:
             return None
         pid = self.ns.get(host, 0)
-        if pid == 1:
-            return None  # podman's init
         parent = self.parent.get(host)
         if pid and pid not in self.parent_of:
             self.parent_of[pid] = self.ns.get(parent, 0) if parent is not None else 0
@@ -131,11 +165,9 @@ class _Assembler:
 
     def feed(self, event: Sequence[Any]) -> None:
         kind, host = event[0], event[1]
-        if kind == "pid":
-            self.ns[host], self.parent[host] = event[2], event[3]
-            return
         if kind == "exec":
-            self.exec(host, event[2], list(event[3]), bool(event[4]))
+            cut = len(event) > 6 and bool(event[6])
+            self.exec(host, event[2], list(event[3]), bool(event[4]), cut)
             for path in event[5] if len(event) > 5 else ():
                 self.inherited_output(host, path)
             return
@@ -146,24 +178,41 @@ class _Assembler:
         if handler is not None:
             handler(host, pid, event[2:])
 
-    def exec(self, host: int, path: str, argv: list[str], runnable: bool) -> None:
-        if not runnable:
-            if self.image_of(host) != _INFRA:
-                self.exec_failures += 1
+    def exec(self, host: int, path: str, argv: list[str], runnable: bool, cut: bool) -> None:
+        process = self.group.get(host, host)
+        if self.init is None:
+            self.init = process  # the container's first program is podman's init
+        if process == self.init:
+            self.image[process] = _INFRA
             return
-        if path.startswith(INFRASTRUCTURE):
-            self.image[host] = _INFRA
+        if self.runner is None:
+            self.runner = process  # the first program anyone else starts: the runner
+        if process == self.runner:
+            self.image[process] = _INFRA
             return
-        self.image[host] = None  # belongs to the build from here on
+        if self.image_of(host) == _INFRA:
+            if path.startswith(RUNNER_PROGRAMS):
+                return  # one of the runner's children, running the runner's busybox
+            self.image[process] = None  # the runner starting the build: the build's now
         pid = self.build_pid(host) or 0
+        if path.startswith(HERMETIC_DIR):
+            self.attempts.append(HermeticPathAttempt(pid=pid, call="exec", path=path))
+        if not runnable:
+            self.exec_failures += 1
+            return
         seq = len(self.executions) + 1
         self.executions.append(
             Execution(
                 seq=seq, pid=pid, ppid=self.parent_of.get(pid, 0), path=path, argv=tuple(argv)
             )
         )
-        self.image[host] = seq
+        self.cut_argv += cut
+        self.image[process] = seq
         self.execs_of[pid].append(seq)
+
+    def touches_hermetic(self, pid: int, call: str, path: str) -> None:
+        if path.startswith(HERMETIC_DIR) or path == HERMETIC_DIR.rstrip("/"):
+            self.attempts.append(HermeticPathAttempt(pid=pid, call=call, path=path))
 
     def inherited_output(self, host: int, path: str) -> None:
         """The program just started writes to ``path`` through stdout or stderr."""
@@ -180,6 +229,7 @@ class _Assembler:
 
     def on_open(self, host: int, pid: int, rest: Sequence[Any]) -> None:
         path, flags = rest[0], rest[1]
+        self.touches_hermetic(pid, "open", path)
         writes = bool(flags & O_ACCMODE or flags & (O_CREAT | O_TRUNC))
         if self.inside(path):
             record = self.files[path]
@@ -200,6 +250,7 @@ class _Assembler:
             (target.written_by if writes else target.read_by).append(pid)
 
     def on_unlink(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.touches_hermetic(pid, "unlink", rest[0])
         if self.inside(rest[0]):
             self.files[rest[0]].removed_by.append(pid)
             self.existing.discard(rest[0])
@@ -208,12 +259,15 @@ class _Assembler:
     on_rmdir = on_unlink
 
     def on_mkdir(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self.touches_hermetic(pid, "mkdir", rest[0])
         if self.inside(rest[0]):
             self.files[rest[0]].created_by.append(pid)
             self.existing.add(rest[0])
 
     def on_rename(self, host: int, pid: int, rest: Sequence[Any]) -> None:
         old, new = rest[0], rest[1]
+        self.touches_hermetic(pid, "rename", old)
+        self.touches_hermetic(pid, "rename", new)
         if self.inside(new):
             record = self.files[new]
             record.renamed_from = old
@@ -301,14 +355,20 @@ def assemble(
     interfaces: Sequence[str],
     notifications: int = 0,
     gaps: Sequence[str] = (),
+    init_pid: int | None = None,
+    tracer: TracerUsage | None = None,
 ) -> BuildTrace:
-    """Build the trace (see the module docstring for the event format)."""
-    assembler = _Assembler(build_dir, initial_paths, deep=level == "deep")
+    """Build the trace (see the module docstring for the event format).
+
+    ``init_pid`` is the host pid of the container's first process (runc says it);
+    without it, the process whose container pid is 1.
+    """
+    assembler = _Assembler(build_dir, initial_paths, deep=level == "deep", init_pid=init_pid)
     ordered = list(events)
     # pid events may trail the first event of their pid (they are read after answering).
     for event in ordered:
         if event[0] == "pid":
-            assembler.feed(event)
+            assembler.place(event)
     for event in ordered:
         if event[0] != "pid":
             assembler.feed(event)
@@ -328,6 +388,11 @@ def assemble(
             found_gaps.append(f"{reads.unresolved} reads in directories the tracer could not place")
     if assembler.unreadable:
         found_gaps.append(f"the arguments of {assembler.unreadable} calls could not be read")
+    if assembler.cut_argv:
+        found_gaps.append(
+            f"the argument lists of {assembler.cut_argv} executions were cut at "
+            f"{ARGV_MAX_BYTES} bytes"
+        )
     return BuildTrace(
         level=level,
         executions=tuple(assembler.executions),
@@ -352,4 +417,6 @@ def assemble(
         other_reads=tuple(
             record.freeze(path, 0) for path, record in sorted(assembler.other.items())
         ),
+        hermetic_path_attempts=tuple(assembler.attempts),
+        tracer=tracer or TracerUsage(),
     )

@@ -25,6 +25,7 @@ import socket
 import struct
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,11 @@ def _helper(pid: int, fd: int, paths: list[str]) -> int:
                 ),
                 f"fanotify_mark {path}",
             )
+        # From inside the namespace: the host user may not be able to reach these paths.
+        fsids = [filesystem_id(f"/proc/{pid}/root{path}").hex() for path in paths]
         fds = array.array("i", [group])
-        channel.sendmsg([b'{"ok": true}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        message = json.dumps({"ok": True, "fsids": fsids}).encode()
+        channel.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         return 0
     except (FanotifyError, OSError) as e:
         channel.sendall(json.dumps({"ok": False, "error": str(e)}).encode())
@@ -158,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
 class FileReads:
     """What fanotify saw: files read in the build dir, and whether it saw everything."""
 
-    reads: list[str] = field(default_factory=list)
+    reads: Counter[str] = field(default_factory=Counter)  # path -> times read
     overflowed: bool = False
     unresolved: int = 0  # events naming a directory hermetic could not place
+    dropped: int = 0  # reads of paths past the cap on distinct paths
     finished: bool = False  # the runner's end-of-build sentinel was seen
 
 
@@ -183,12 +188,19 @@ class BuildReads:
     """Reads a fanotify group's events into :class:`FileReads` on a thread."""
 
     def __init__(
-        self, group: int, roots: dict[Handle, str], sentinel_fs: bytes, sentinel: str
+        self,
+        group: int,
+        roots: dict[Handle, str],
+        sentinel_fs: bytes,
+        sentinel: str,
+        max_paths: int = 1 << 62,
     ) -> None:
         self.group = group
         self.paths = dict(roots)
         self.sentinel_fs = sentinel_fs
         self.sentinel = sentinel
+        # Distinct files and directories kept: a build controls how many there are.
+        self.max_paths = max_paths
         self.result = FileReads()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hermetic-fanotify", daemon=True)
@@ -239,25 +251,40 @@ class BuildReads:
             if parent.startswith(self.sentinel_fs) and name == self.sentinel:
                 self.result.finished = True
                 return
-            if mask & FAN_ONDIR and target is not None and parent in self.paths:
+            if (
+                mask & FAN_ONDIR
+                and target is not None
+                and parent in self.paths
+                and len(self.paths) < self.max_paths
+            ):
                 self.paths[target] = f"{self.paths[parent]}/{name}"
         elif mask & FAN_RENAME and mask & FAN_ONDIR and target is not None:
             new = named.get(INFO_NEW_DFID_NAME)
-            if new is not None and new[0] in self.paths:
+            known = new is not None and new[0] in self.paths
+            if (
+                new is not None
+                and known
+                and (target in self.paths or len(self.paths) < self.max_paths)
+            ):
                 self.paths[target] = f"{self.paths[new[0]]}/{new[1]}"
         elif mask & FAN_CLOSE_NOWRITE and not mask & FAN_ONDIR and INFO_DFID_NAME in named:
             parent, name = named[INFO_DFID_NAME]
             if parent.startswith(self.sentinel_fs):
                 return
             directory = self.paths.get(parent)
+            reads = self.result.reads
             if directory is None:
                 self.result.unresolved += 1
+            elif len(reads) < self.max_paths:
+                reads[f"{directory}/{name}"] += 1
+            elif (path := f"{directory}/{name}") in reads:
+                reads[path] += 1
             else:
-                self.result.reads.append(f"{directory}/{name}")
+                self.result.dropped += 1
 
 
-def open_group(pid: int, paths: list[str]) -> int:
-    """Run the helper and return the fanotify group fd it made.
+def open_group(pid: int, paths: list[str]) -> tuple[int, list[bytes]]:
+    """Run the helper; return the fanotify group fd it made and the fsid of each path.
 
     Raises:
         FanotifyError: the kernel or the namespaces refused.
@@ -291,10 +318,11 @@ def open_group(pid: int, paths: list[str]) -> int:
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        answer = json.loads(message or b"{}")
         if done.returncode != 0 or not fds:
-            reason = json.loads(message or b"{}").get("error") or done.stderr.decode()[-2000:]
+            reason = answer.get("error") or done.stderr.decode()[-2000:]
             raise FanotifyError(f"fanotify watch refused: {reason}")
-        return fds[0]
+        return fds[0], [bytes.fromhex(fsid) for fsid in answer.get("fsids", [])]
 
 
 def seed_directories(root_on_host: Path, build_dir: str, fsid: bytes) -> dict[Handle, str]:

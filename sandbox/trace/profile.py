@@ -1,8 +1,24 @@
-"""The seccomp profile of a traced build: podman's default, with the traced syscalls
-handed to hermetic's supervisor (SCMP_ACT_NOTIFY) instead of allowed.
+"""The seccomp profile of every build: podman's default, hardened, and for a traced
+build with the traced syscalls handed to hermetic's supervisor (SCMP_ACT_NOTIFY).
 
-Pure: takes the base profile as data. The profile only moves syscalls from "allow"
-to "allow after the supervisor has looked"; nothing is denied that was allowed.
+Pure: takes the base profile as data. Hardened means, for traced and untraced builds
+alike (so that tracing changes nothing a build can do):
+
+- no nested namespaces: ``unshare`` and ``clone`` with any ``CLONE_NEW*`` flag fail
+  with EPERM (a user namespace would give the build capabilities over new mounts and
+  namespaces of its own); ``setns`` too;
+- no ``CLONE_PARENT``: a build process cannot make a sibling of itself, which would be
+  a child of hermetic's runner; ``clone3``, whose flags seccomp cannot read, fails with
+  ENOSYS, so the C library falls back to ``clone``;
+- no mounts: ``mount``, ``umount2``, the new mount API, ``pivot_root``;
+- no ``io_uring`` (ENOSYS): its operations open, connect and send without a system
+  call the supervisor could see;
+- only the native architecture: podman's default also allows i386 (``int 0x80``) and
+  x32 system calls, whose numbers and structures differ; their first call is refused
+  (the kernel kills the process with SIGSYS) rather than traced wrong.
+
+Beyond these, the traced profile only moves syscalls from "allow" to "allow after the
+supervisor has looked".
 """
 
 from __future__ import annotations
@@ -31,6 +47,83 @@ TRACED = PROGRAMS + NETWORK + NONDETERMINISM + TREE + OPENS
 _READ_ONLY_BITS = O_ACCMODE | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY
 HEAP_KEY_BYTES = 8
 GRND_NONBLOCK = 1
+
+
+EPERM = 1
+ENOSYS = 38
+CLONE_NEWTIME = 0x80  # unshare only: in clone's flags these bits are the exit signal
+CLONE_PARENT = 0x8000
+CLONE_NEWNS = 0x20000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACES = (
+    CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID
+) | CLONE_NEWNET
+MOUNTS = (
+    "mount",
+    "umount",
+    "umount2",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "pivot_root",
+    "setns",
+)
+UNSUPPORTED = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register")
+HARDENED = (*MOUNTS, *UNSUPPORTED, "clone", "unshare")
+# Compatibility ABIs podman's profile allows beside the native one.
+_COMPAT_ARCHES = frozenset({"SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_ARM"})
+
+
+def _flags(name: str, allowed_unless: int) -> list[dict[str, Any]]:
+    """``name`` allowed when its flags (argument 0) have none of ``allowed_unless``,
+    EPERM for each of those bits; the rules never overlap in action."""
+
+    def rule(action: str, mask: int, value: int, errno: int | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "names": [name],
+            "action": action,
+            "args": [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}],
+        }
+        if errno is not None:
+            found["errnoRet"] = errno
+        return found
+
+    bits = [1 << bit for bit in range(64) if allowed_unless & (1 << bit)]
+    return [
+        rule(ALLOW, allowed_unless, 0),
+        *(rule("SCMP_ACT_ERRNO", bit, bit, EPERM) for bit in bits),
+    ]
+
+
+def _harden(profile: dict[str, Any]) -> None:
+    """Apply the restrictions of the module docstring to ``profile`` (in place)."""
+    for entry in profile.get("archMap") or []:
+        entry["subArchitectures"] = []
+    if profile.get("architectures"):
+        profile["architectures"] = [
+            arch for arch in profile["architectures"] if arch not in _COMPAT_ARCHES
+        ]
+    rules = []
+    for rule in profile.get("syscalls", []):
+        names = [name for name in rule.get("names", []) if name not in HARDENED]
+        if names:
+            rules.append({**rule, "names": names})
+    rules += _flags("clone", NAMESPACES | CLONE_PARENT)
+    rules += _flags("unshare", NAMESPACES | CLONE_NEWTIME)
+    rules.append({"names": list(MOUNTS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM, "args": []})
+    rules.append(
+        {"names": list(UNSUPPORTED), "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS, "args": []}
+    )
+    profile["syscalls"] = rules
 
 
 def _openat(action: str, mask: int, value: int) -> dict[str, Any]:
@@ -101,6 +194,7 @@ def build_profile(
         ValueError: a traced profile without a listener.
     """
     profile = copy.deepcopy(base)
+    _harden(profile)
     allowed = [
         {
             "names": ["personality"],

@@ -2,14 +2,18 @@
 
 Order matters. The supervisor listens before the container is created (runc hands it
 the notification fd while starting the container). The runner stages the source and
-then waits on a FIFO in its state directory, so the fanotify marks are in place, and
-the staged tree's directories known, before the build touches anything. After the
-build, the runner creates a sentinel file whose fanotify event ends the build's
-share of the stream, so its own hand-back copy is not taken for build reads.
+then waits on the gate, a FIFO made here and mounted where only the runner can open
+it, so the fanotify marks are in place, and the staged tree's directories known,
+before the build touches anything. The gate is released by writing the name of the
+end-of-build sentinel into it: the name reaches the runner and nothing the build can
+read. After the build, the runner creates that file in its state directory (which
+the build cannot reach either); its fanotify event ends the build's share of the
+stream, so the runner's own hand-back copy is not taken for build reads.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,17 +34,16 @@ from sandbox.trace.fanotify import (
     BuildReads,
     FanotifyError,
     FileReads,
-    filesystem_id,
     open_group,
     seed_directories,
 )
 from sandbox.trace.levels import TraceLevel
-from sandbox.trace.model import BuildTrace
+from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
+from sandbox.trace.model import BuildTrace, TracerUsage
 from sandbox.trace.profile import build_profile
 
 log = logging.getLogger(__name__)
 
-GATE = "go"
 _START_TIMEOUT_S = 30.0
 _FINISH_TIMEOUT_S = 60.0
 
@@ -75,6 +78,7 @@ class TraceFiles:
     profile: Path  # the seccomp profile podman loads
     socket: Path  # where runc hands over the notification fd
     events: Path  # what the supervisor writes when the build is over
+    gate: Path  # the FIFO the runner waits on (mounted at sandbox.plan.GATE)
 
 
 class TraceSession:
@@ -90,8 +94,10 @@ class TraceSession:
         build_dir: str,
         initial_paths: set[str],
         personalities: tuple[int, ...] = (),
+        limits: TraceLimits = DEFAULT_TRACE_LIMITS,
     ) -> None:
         self.level = level
+        self.limits = limits
         self.personalities = personalities
         self.token = token
         self.files = files
@@ -104,7 +110,7 @@ class TraceSession:
         self._interfaces: list[str] = []
 
     def before_create(self) -> None:
-        """Write the profile and start the supervisor listening.
+        """Write the profile, make the gate and start the supervisor listening.
 
         Raises:
             SandboxError: the supervisor did not come up.
@@ -116,6 +122,10 @@ class TraceSession:
             personalities=self.personalities,
         )
         self.files.profile.write_text(json.dumps(profile))
+        self.files.gate.unlink(missing_ok=True)
+        os.mkfifo(self.files.gate)
+        # The runner (the container's root, not this user inside) opens it for reading.
+        self.files.gate.chmod(0o644)
         self._supervisor = subprocess.Popen(
             [
                 sys.executable,
@@ -125,6 +135,10 @@ class TraceSession:
                 str(self.files.socket),
                 "--out",
                 str(self.files.events),
+                "--max-events",
+                str(self.limits.max_events),
+                "--max-bytes",
+                str(self.limits.max_event_bytes),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -141,28 +155,31 @@ class TraceSession:
 
     def after_start(self, init_pid: int, *, timeout_s: float) -> None:
         """Once the runner waits at its gate: start the file watch, then let the build go."""
-        root = Path(f"/proc/{init_pid}/root")
-        gate = root / STATE_DIR.lstrip("/") / GATE
-        deadline = time.monotonic() + timeout_s
-        while not gate.exists():
-            if not psutil.pid_exists(init_pid) or time.monotonic() > deadline:
-                return  # the container ended before reaching the gate
-            time.sleep(0.005)
-        self._interfaces = _interfaces(init_pid)
+        gate = _open_gate(self.files.gate, init_pid, timeout_s)
+        if gate is None:
+            return  # the container ended before reaching the gate
         try:
-            build_on_host = root / self.build_dir.lstrip("/")
-            group = open_group(init_pid, [self.build_dir, STATE_DIR])
-            self._reads = BuildReads(
-                group,
-                seed_directories(build_on_host, self.build_dir, filesystem_id(str(build_on_host))),
-                filesystem_id(str(root / STATE_DIR.lstrip("/"))),
-                self.token,
-            )
-            self._reads.start()
-        except (FanotifyError, OSError) as e:
-            log.warning("file reads will not be traced: %s", e)
-            self._gaps.append(f"reads in the build dir were not traced: {e}")
-        _release(gate)
+            self._interfaces = _interfaces(init_pid)
+            try:
+                build_on_host = Path(f"/proc/{init_pid}/root") / self.build_dir.lstrip("/")
+                group, (build_fs, state_fs) = open_group(init_pid, [self.build_dir, STATE_DIR])
+                self._reads = BuildReads(
+                    group,
+                    seed_directories(build_on_host, self.build_dir, build_fs),
+                    state_fs,
+                    self.token,
+                    max_paths=self.limits.max_events,
+                )
+                self._reads.start()
+            except (FanotifyError, OSError, ValueError) as e:
+                log.warning("file reads will not be traced: %s", e)
+                self._gaps.append(f"reads in the build dir were not traced: {e}")
+            try:
+                os.write(gate, f"{self.token}\n".encode())
+            except OSError as e:
+                log.debug("gate: %s", e)  # the runner is gone; nothing waits
+        finally:
+            os.close(gate)
 
     def finish(self) -> BuildTrace:
         """Collect what the tracers saw (after the container has exited)."""
@@ -171,6 +188,20 @@ class TraceSession:
         if reads is not None and not reads.finished:
             self._gaps.append("the build did not end normally; the trace stops where it was cut")
         document = self._supervisor_output()
+        dropped = document.get("dropped") or {}
+        if dropped:
+            self._gaps.append(
+                f"the tracer kept {len(document.get('events', []))} events (at most "
+                f"{self.limits.max_events}, and {self.limits.max_event_bytes} bytes of paths "
+                f"and arguments); it recorded none of the {sum(dropped.values())} calls after "
+                f"that ({', '.join(f'{n} {name}' for name, n in sorted(dropped.items()))})"
+            )
+        if reads is not None and reads.dropped:
+            self._gaps.append(
+                f"{reads.dropped} reads in the build dir were not recorded: more than "
+                f"{self.limits.max_events} distinct files were read"
+            )
+        container_pid = document.get("container_pid")
         return assemble(
             events=document.get("events", []),
             reads=reads,
@@ -180,6 +211,12 @@ class TraceSession:
             interfaces=self._interfaces,
             notifications=int(document.get("notifications", 0)),
             gaps=self._gaps,
+            init_pid=container_pid if isinstance(container_pid, int) else None,
+            tracer=TracerUsage(
+                events=len(document.get("events", [])),
+                dropped=sum(dropped.values()),
+                peak_memory_bytes=int(document.get("peak_memory_bytes", 0)),
+            ),
         )
 
     def failure(self) -> str | None:
@@ -220,12 +257,20 @@ class TraceSession:
         self.files.socket.unlink(missing_ok=True)
 
 
-def _release(gate: Path) -> None:
-    try:
-        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
-    except OSError as e:
-        log.debug("gate %s: %s", gate, e)  # the runner is gone; nothing waits
+def _open_gate(gate: Path, init_pid: int, timeout_s: float) -> int | None:
+    """The gate's write end, once the runner has opened it for reading (until then a
+    non-blocking open fails with ENXIO); None when the container ended first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return os.open(gate, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                log.warning("the build's start gate %s: %s", gate, e)
+                return None
+        if not psutil.pid_exists(init_pid) or time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
 
 
 def _interfaces(init_pid: int) -> list[str]:

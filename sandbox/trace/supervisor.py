@@ -5,9 +5,15 @@ Runs as its own process (``python -m sandbox.trace.supervisor``) so that nothing
 else competes for its interpreter: every notification holds a build process until
 it is answered. It only observes; answering is always "continue".
 
-Output (JSON): ``{"events": [...], "notifications": N, "unreadable": N}``; each
-event is a list whose first item is its kind (see ``sandbox.trace.assemble``).
-Pids are host pids; ``pid`` events map them to the container's pids.
+What a build can make it hold is bounded: a path is read up to PATH_MAX, one exec's
+arguments up to ``ARGV_MAX_BYTES``, and past ``--max-events`` events or
+``--max-bytes`` bytes of paths and arguments it records nothing more, only counts
+what it dropped. Strings are read in growing chunks and joined once.
+
+Output (JSON): ``{"events": [...], "notifications": N, "unreadable": N, "dropped":
+{kind: N}, "peak_memory_bytes": N, "container_pid": N}``; each event is a list whose
+first item is its kind (see ``sandbox.trace.assemble``). Pids are host pids; ``pid``
+events map them to the container's pids, parents and thread groups.
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sandbox.trace.syscalls import AT_FDCWD, numbers
+from sandbox.trace.addresses import is_loopback
+from sandbox.trace.syscalls import (
+    ARG_MAX_STRING,
+    ARGV_MAX_BYTES,
+    AT_FDCWD,
+    PATH_MAX,
+    numbers,
+)
 
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
@@ -44,6 +57,9 @@ _RESP = struct.Struct("<QqiI")  # id, val, error, flags
 _U64 = struct.Struct("<Q")
 _SYS_PIDFD_GETFD = 438
 _READ_MAX = 1 << 16
+_MMSGHDR = 64  # struct mmsghdr on 64-bit: msghdr (56) + msg_len (4) + padding
+_UIO_MAXIOV = 1024  # the kernel's cap on sendmmsg's vlen
+_EVENT_OVERHEAD = 64  # bytes an event costs besides its strings, for the byte budget
 
 
 class _IoVec(ctypes.Structure):
@@ -76,10 +92,14 @@ def receive_notify_fd(listener: socket.socket) -> tuple[int, dict[str, Any]]:
 class Recorder:
     """Turns notifications into events; every method runs while the caller waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_events: int = 1 << 62, max_bytes: int = 1 << 62) -> None:
         self.events: list[list[Any]] = []
         self.unreadable = 0
         self.notifications = 0
+        self.kept_bytes = 0  # paths and arguments held, plus a fixed cost per event
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.dropped: dict[str, int] = {}  # by syscall name, once a cap was reached
         self.later: list[Callable[[], None]] = []  # work that can wait for the answer
         self._known: set[int] = set()
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -152,47 +172,68 @@ class Recorder:
         # incomplete, and read again on its own by the caller.
         return data[:512], data[512:] if count == 1024 else b""
 
-    def _string(self, pid: int, address: int) -> bytes:
-        data = self._read(pid, address, 512)
-        end = data.find(b"\0")
-        while end < 0 and data:
-            more = self._read(pid, address + len(data), 4096)
-            if not more:
+    def _string(self, pid: int, address: int, limit: int = PATH_MAX) -> bytes:
+        """A NUL-terminated string, at most ``limit`` bytes of it: chunks that grow
+        fourfold, each searched once, joined once."""
+        chunks: list[bytes] = []
+        total, size = 0, 512
+        while total < limit:
+            data = self._read(pid, address + total, min(size, limit - total))
+            if not data:
                 break
-            data += more
             end = data.find(b"\0")
-        return data[:end] if end >= 0 else data
+            if end >= 0:
+                chunks.append(data[:end])
+                break
+            chunks.append(data)
+            total += len(data)
+            size = min(size * 4, _READ_MAX)
+        return b"".join(chunks)
 
-    def _strings(
-        self, pid: int, address: int, first: bytes = b"", limit: int = 4096
-    ) -> list[bytes]:
-        """A NULL-terminated array of strings (argv), read in as few calls as possible.
+    def _strings(self, pid: int, address: int, first: bytes = b"") -> tuple[list[bytes], bool]:
+        """A NULL-terminated array of strings (argv), read in as few calls as possible,
+        and whether it was cut at ``ARGV_MAX_BYTES``.
 
         ``first`` may hold the array's first bytes, already read.
         """
         pointers: list[int] = []
-        while len(pointers) < limit:
-            block = first or self._read(pid, address + 8 * len(pointers), 8 * 64)
+        block_size = 8 * 64
+        cut = False
+        while True:
+            if 8 * len(pointers) >= ARGV_MAX_BYTES:
+                cut = True
+                break
+            block = first or self._read(pid, address + 8 * len(pointers), block_size)
             first = b""
             chunk = [p for (p,) in _U64.iter_unpack(block[: len(block) // 8 * 8])]
             if 0 in chunk:
                 pointers.extend(chunk[: chunk.index(0)])
                 break
             pointers.extend(chunk)
-            if len(block) < 8 * 64:
+            if len(block) < block_size:
                 break
+            block_size = min(block_size * 4, _READ_MAX)
         if not pointers:
-            return []
+            return [], cut
+        budget = ARGV_MAX_BYTES - 8 * len(pointers)
         # Programs usually keep their argument strings side by side: read them at once.
         base = min(pointers)
-        span = min(max(pointers) - base + 256, 1 << 16)
+        span = min(max(pointers) - base + 256, _READ_MAX)
         data = self._read(pid, base, span)
         out = []
         for pointer in pointers:
+            if budget <= 0:
+                cut = True
+                break
             start = pointer - base
             end = data.find(b"\0", start) if 0 <= start < len(data) else -1
-            out.append(data[start:end] if end >= 0 else self._string(pid, pointer))
-        return out
+            if end >= 0:
+                text = data[start:end]
+            else:
+                text = self._string(pid, pointer, min(ARG_MAX_STRING, budget))
+            out.append(text)
+            budget -= len(text) + 1
+        return out, cut
 
     def _dir(self, pid: int, dirfd: int) -> bytes:
         dirfd = ctypes.c_int32(dirfd & 0xFFFFFFFF).value
@@ -202,10 +243,12 @@ class Recorder:
 
     def _path(self, pid: int, dirfd: int, address: int) -> bytes:
         path = self._string(pid, address)
+        self.kept_bytes += len(path) + _EVENT_OVERHEAD
         return _absolute(path, self._dir(pid, dirfd) if not path.startswith(b"/") else b"")
 
     def know(self, pid: int) -> None:
-        """Record the container pid and parent of a host pid (and its unknown ancestors).
+        """Record the container pid, parent and thread group of a host pid (and of its
+        unknown ancestors).
 
         Called after answering: a traced process cannot vanish before its exit_group
         has been answered too, so its /proc entry is still there.
@@ -220,13 +263,15 @@ class Recorder:
                     os.close(fd)
             except OSError:
                 return
+            start = status.find(b"\nTgid:") + 6
+            tgid = int(status[start : status.find(b"\n", start)])
             start = status.find(b"\nPPid:") + 6
             ppid = int(status[start : status.find(b"\n", start)])
             start = status.find(b"\nNSpid:") + 7
             ids = status[start : status.find(b"\n", start)].split()
             if len(ids) < 2:
                 return  # a host process (conmon): above the container
-            self.events.append(["pid", pid, int(ids[-1]), ppid])
+            self.events.append(["pid", pid, int(ids[-1]), ppid, tgid])
             pid = ppid
 
     # --- handlers: (pid, args) -> None --------------------------------------------
@@ -242,8 +287,9 @@ class Recorder:
         end = head.find(b"\0")
         path = head[:end] if end >= 0 else self._string(pid, path_address)
         path = _absolute(path, self._dir(pid, dirfd) if not path.startswith(b"/") else b"")
-        argv = self._strings(pid, argv_address, pointers)
-        event: list[Any] = ["exec", pid, path, argv, None, []]
+        argv, cut = self._strings(pid, argv_address, pointers)
+        self.kept_bytes += len(path) + sum(map(len, argv)) + 8 * len(argv) + _EVENT_OVERHEAD
+        event: list[Any] = ["exec", pid, path, argv, None, [], cut]
         self.events.append(event)
         self.later.append(lambda: _finish_exec(event))
 
@@ -316,8 +362,16 @@ class Recorder:
             self._network(pid, "sendmsg", a[0], name, length)
 
     def sendmmsg(self, pid: int, a: tuple[int, ...]) -> None:
-        if a[2]:
-            self.sendmsg(pid, (a[0], a[1]))
+        """Every message's destination: each may name its own (the kernel sends up to
+        UIO_MAXIOV of them in one call)."""
+        count = min(a[2] & 0xFFFFFFFF, _UIO_MAXIOV)
+        if not count:
+            return
+        vector = self._read(pid, a[1], count * _MMSGHDR)
+        for offset in range(0, len(vector) - 11, _MMSGHDR):
+            name, length = struct.unpack_from("<QI", vector, offset)
+            if name:
+                self._network(pid, "sendmmsg", a[0], name, length)
 
     def _network(self, pid: int, call: str, fd: int, address: int, length: int) -> None:
         raw = self._read(pid, address, min(length, 128))
@@ -379,20 +433,12 @@ def _finish_exec(event: list[Any]) -> None:
             event[5].append(os.readlink(b"/proc/%d/fd/%d" % (pid, fd)))
 
 
-def _text(value: Any) -> Any:
-    """Events as JSON can hold them: bytes become str (undecodable bytes escaped)."""
+def _text(value: object) -> str:
+    """Bytes as JSON can hold them (undecodable bytes escaped), without a second copy
+    of every event: ``json.dumps`` calls this for each bytes value it meets."""
     if isinstance(value, bytes):
         return os.fsdecode(value)
-    if isinstance(value, list):
-        return [_text(item) for item in value]
-    return value
-
-
-def _loopback(host: str) -> bool:
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
+    raise TypeError(f"{type(value).__name__} is not part of an event")
 
 
 def _listening(pid: int, port: int) -> bool:
@@ -411,9 +457,10 @@ def _listening(pid: int, port: int) -> bool:
 def _outcome(pid: int, call: str, kind: int, host: str, port: int) -> str:
     """What the kernel answers in a network namespace whose only interface is lo."""
     try:
-        local = _loopback(host)
+        ipaddress.ip_address(host)
     except ValueError:
         return "unsupported-family"
+    local = is_loopback(host)
     if call == "bind":
         return "bound" if local else "address-unavailable"
     if not local:
@@ -439,7 +486,9 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
     events = recorder.events
     known = recorder._known
     later = recorder.later
+    names = {nr: name for name, nr in numbers().items()}
     exit_nr = numbers()["exit_group"]
+    max_events, max_bytes = recorder.max_events, recorder.max_bytes
     while True:
         buffer[:] = empty
         try:
@@ -454,6 +503,15 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
         values = _NOTIF.unpack_from(buffer)
         nid, pid, nr = values[0], values[1], values[3]
         recorder.notifications += 1
+        if len(events) >= max_events or recorder.kept_bytes >= max_bytes:
+            # Full: answer at once and only count (the trace says it was cut).
+            name = names.get(nr, str(nr))
+            recorder.dropped[name] = recorder.dropped.get(name, 0) + 1
+            with suppress(FileNotFoundError):
+                fcntl.ioctl(
+                    notify_fd, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, 0, _CONTINUE), False
+                )
+            continue
         try:
             handlers[nr](pid, values[4:])
         except (OSError, KeyError, ValueError, struct.error) as e:
@@ -476,13 +534,25 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
             later.clear()
 
 
+def _peak_memory() -> int:
+    """This process's peak RSS since it started the supervisor (VmHWM: unlike
+    getrusage, it does not count the memory of the parent it was forked from)."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hermetic's seccomp supervisor")
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--max-events", type=int, default=1 << 62)
+    parser.add_argument("--max-bytes", type=int, default=1 << 62)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
-    recorder = Recorder()
+    recorder = Recorder(max_events=args.max_events, max_bytes=args.max_bytes)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(args.socket))
     listener.listen(1)
@@ -497,13 +567,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         listener.close()
         document = {
-            "events": _text(recorder.events),
+            "events": recorder.events,
             "notifications": recorder.notifications,
             "unreadable": recorder.unreadable,
+            "dropped": recorder.dropped,
+            "peak_memory_bytes": _peak_memory(),
             "container_pid": state.get("pid"),
         }
         temp = args.out.with_suffix(".partial")
-        temp.write_text(json.dumps(document))
+        temp.write_text(json.dumps(document, default=_text))
         temp.replace(args.out)
     return 0
 

@@ -43,6 +43,11 @@ O_TRUNC = 0o1000
 O_CLOEXEC = 0o2000000
 AT_FDCWD = -100
 
+# What the supervisor reads of a call's strings at most.
+PATH_MAX = 4096  # a longer path fails with ENAMETOOLONG: nothing is lost by cutting it
+ARG_MAX_STRING = 128 * 1024  # MAX_ARG_STRLEN: a longer argument fails with E2BIG
+ARGV_MAX_BYTES = 1024 * 1024  # one exec's argument list as kept (pointers included)
+
 
 def numbers() -> dict[str, int]:
     """Syscall numbers of this machine.

@@ -63,6 +63,8 @@ def sandbox_config(tmp_path_factory: pytest.TempPathFactory) -> SandboxConfig:
 @pytest.fixture(scope="session")
 def podman_session(sandbox_config: SandboxConfig) -> Iterator[PodmanSession]:
     with PodmanService(url=sandbox_config.podman_url) as session:
+        # check and rebuild compare outputs with diffoscope in its own locked image
+        _ensure_image("diffoscope", session, sandbox_config)
         yield session
 
 

@@ -18,6 +18,7 @@ from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.serve import Listen, server
 from sandbox.backend import connect_backend
 from sandbox.config import SandboxConfig
+from sandbox.input_policy import InputPolicy
 
 TOKEN = "hmt_test-token-for-every-node"
 
@@ -46,6 +47,7 @@ class RunningNode:
         connect: Connect = connect_backend,
         scopes: tuple[str, ...] = ("submit", "read", "cosign"),
         lease_s: float = 30.0,
+        input_policy: InputPolicy | None = None,
     ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.key_file = root / "key"
@@ -53,7 +55,10 @@ class RunningNode:
         self.public_key_file = root / "key.pub"
         self.key = load_public_key(self.public_key_file)
         settings = NodeSettings(
-            directory=root / "node", builder_id=f"https://hermetic.test/{name}", lease_s=lease_s
+            directory=root / "node",
+            builder_id=f"https://hermetic.test/{name}",
+            lease_s=lease_s,
+            input_policy=input_policy or InputPolicy(),
         )
         own = replace(config, store_dir=root / "store", work_dir=root / "work")
         self.node = Node(settings, load_signer(str(self.key_file)), connect=connect, config=own)

@@ -15,7 +15,10 @@ from tests.conftest import HERMETIC, write_spec
 SPEC = """
 [build]
 image = "{image}"
-command = ["bash", "-c", "echo hello > hello.txt; (echo > /dev/tcp/10.0.0.1/80) 2>/dev/null; true"]
+command = [
+  "bash", "-c",
+  "echo hello > hello.txt; for t in 10.0.0.1/80 127.0.0.1/9; do (: >/dev/tcp/$t) 2>&-; done; :",
+]
 outputs = ["hello.txt"]
 source_date_epoch = 1700000000
 """
@@ -66,6 +69,7 @@ def test_build_sign_verify_and_a_modified_output_fails(
     hermeticity = byproducts["hermeticity"]["annotations"]
     assert hermeticity["networkInterfaces"] == ["lo"]
     assert hermeticity["networkAttempts"] == 1
+    assert hermeticity["loopbackAttempts"] == 1 and hermeticity["traceGaps"] == []
     assert hermeticity["networkTargets"] == ["connect 10.0.0.1:80"]
     assert set(hermeticity["limits"]) == {"timeout", "log", "pids", "memory", "disk"}
     assert predicate["runDetails"]["metadata"]["invocationId"] == result["build_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -162,36 +163,57 @@ def test_no_host_environment_hostname_or_user(
     assert canary in control.stdout
 
 
-def test_nothing_outside_the_build_dir_is_writable(
+def test_nothing_outside_the_build_dir_is_writable_or_readable(
     tmp_path: Path,
     minimal_image: str,
     build: Builder,
+    sandbox_config: SandboxConfig,
 ) -> None:
-    secret = tmp_path / "host-secret"
-    secret.write_text("do not read")
+    # A secret on the host, beside the build's source and beside its scratch space
+    # (where the source archive, the runner and the hand-back directory live).
+    canary = f"host-secret-{secrets.token_hex(8)}"
+    secrets_on_host = [tmp_path / "host-secret", sandbox_config.work_dir / f"{canary}.txt"]
+    sandbox_config.work_dir.mkdir(parents=True, exist_ok=True)
+    for path in secrets_on_host:
+        path.write_text(f"{canary}\n")
     probes = [
         "/etc/x",
         "/usr/bin/x",
         "/x",
-        "/.hermetic/src/x",
+        "/.hermetic/x",
+        "/.hermetic/src.tar",
         "/.hermetic/runner.sh",
+        "/.hermetic/out/x",
+        "/.hermetic/out/status",
+        "/.hermetic/state/x",
+        "/.hermetic/gate",
         "/build/x",
         "/tmp/x",
     ]
-    script = " ".join(
-        f"if echo w 2>/dev/null > {p}; then echo writable:{p}; else echo readonly:{p}; fi;"
+    script = "".join(
+        f"if echo w 2>/dev/null > {p}; then echo writable:{p}; else echo readonly:{p}; fi\n"
         for p in probes
     )
-    script += f" cat {secret} 2>/dev/null && echo leaked;"
-    script += " grep ' / ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"
-    spec = f'[build]\n{MINIMAL}command = ["sh", "-c", "{script}"]\noutputs = ["x"]\n'
-    before = sorted(p.name for p in tmp_path.iterdir())
-    result = build(spec)
+    # Every file the build can read that holds the secret. control.txt (in the source)
+    # holds it too: the probe must find it there, and nowhere else.
+    script += (
+        "grep -rlF -f /build/control.txt / --exclude-dir=proc --exclude-dir=sys "
+        "--exclude-dir=dev 2>/dev/null | sed s/^/found:/\n"
+        "grep ' / ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1\n"
+    )
+    spec = f'[build]\n{MINIMAL}command = ["sh", "probe.sh"]\noutputs = ["x"]\n'
+    before = sorted(p.name for p in tmp_path.iterdir() if p != secrets_on_host[0])
+    try:
+        result = build(spec, files={"probe.sh": script, "control.txt": f"{canary}\n"})
+    finally:
+        for path in secrets_on_host:
+            path.unlink()
     assert result.status is BuildStatus.BUILT, log_of(result)
     lines = log_of(result).splitlines()
-    for probe in probes[:5]:
-        assert f"readonly:{probe}" in lines
-    # Negative control: the probe does detect a writable place.
+    for probe in probes[:-2]:
+        assert f"readonly:{probe}" in lines, log_of(result)
+    # Negative controls: the probes do detect a writable place, and a readable secret.
     assert "writable:/build/x" in lines and "writable:/tmp/x" in lines
-    assert "leaked" not in lines and "ro" in lines
+    assert [line for line in lines if line.startswith("found:")] == ["found:/build/control.txt"]
+    assert "ro" in lines
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "src-b", "out-b"])

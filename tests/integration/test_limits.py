@@ -60,8 +60,9 @@ def test_log_flood_is_capped_and_the_build_goes_on(minimal_image: str, build: Bu
     assert data.rstrip().endswith(b"more bytes dropped]")
 
 
-# Starts N sleeping children, counting the forks that fail, then counts the processes
-# that exist in the container's pid namespace.
+# Starts N sleeping children, counting the forks that fail, then counts the build user's
+# processes in the container's pid namespace (podman's init and hermetic's runner are
+# the container's root, and RLIMIT_NPROC counts per user).
 FLOOD = r"""
 my ($started, $failed) = (0, 0);
 for (1 .. $ARGV[0]) {
@@ -71,7 +72,7 @@ for (1 .. $ARGV[0]) {
     $started++;
 }
 opendir my $proc, "/proc" or die;
-my $count = grep { /^\d+$/ } readdir $proc;
+my $count = grep { /^\d+$/ && (stat "/proc/$_")[4] == $> } readdir $proc;
 print "procs:$count started:$started failed:$failed\n";
 1 while wait != -1;
 """
@@ -174,3 +175,18 @@ def test_unsafe_outputs_are_refused(
         name="plain",
     )
     assert plain.status is BuildStatus.BUILT
+
+
+def test_files_in_tmpfs_count_toward_the_memory_limit(minimal_image: str, build: Builder) -> None:
+    # 150 MiB in the build dir and /tmp: memory (tmpfs), though in no process's RSS.
+    fill = "head -c 80000000 /dev/zero > big && head -c 80000000 /dev/zero > /tmp/big && sleep 8"
+    limited = build(spec(fill, 'memory = "120MiB"\ndisk = "500MiB"'), name="limited")
+    memory = next(limit for limit in limited.limits if limit.name == "memory")
+    if "host-watchdog" in memory.enforced_by:  # cgroup v1: hermetic's watchdog counts them
+        assert limited.status is BuildStatus.LIMIT_EXCEEDED, log_of(limited)
+        assert "memory limit exceeded" in limited.reason
+    else:  # a memory cgroup charges tmpfs pages itself
+        assert limited.status is not BuildStatus.BUILT, log_of(limited)
+    # Negative control: the same files under a roomy limit.
+    roomy = build(spec(fill.replace("sleep 8", "true"), 'memory = "1GiB"\ndisk = "500MiB"'))
+    assert roomy.status is BuildStatus.BUILT, log_of(roomy)

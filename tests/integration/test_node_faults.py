@@ -230,7 +230,10 @@ def test_redis_restarted_while_workers_hold_jobs_finishes_every_job_once(
         config=replace(sandbox_config, store_dir=tmp_path / "store", work_dir=tmp_path / "work"),
     )
     node.dispatch = CeleryDispatch(
-        celery_app(url), builder_id=settings.builder_id, trace=TraceLevel.STANDARD
+        celery_app(url),
+        builder_id=settings.builder_id,
+        trace=TraceLevel.STANDARD,
+        config=node.config,
     )
     archives = trivial_archives(tmp_path / "req", minimal_image, 4, "sleep 4; echo {n} > out.txt")
     ids = [node.submit(archive, "tester").id for archive in archives]

@@ -4,10 +4,13 @@ signing with their own keys; a compromised node, tampering, refusals, a killed n
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICAT
 from rebuilder.rebuild import NodeTarget, RebuildResult, rebuild
 from sandbox.backend import Cancel, RunOutcome, SandboxBackend, connect_backend
 from sandbox.config import SandboxConfig
+from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
 from sandbox.podman_api import PodmanSession
@@ -81,13 +85,25 @@ def tampering(config: SandboxConfig) -> Iterator[SandboxBackend]:
 
 @contextmanager
 def nodes(
-    root: Path, config: SandboxConfig, count: int, **special: Any
+    root: Path,
+    config: SandboxConfig,
+    count: int,
+    input_policy: InputPolicy | None = None,
+    **special: Any,
 ) -> Iterator[list[RunningNode]]:
     running: list[RunningNode] = []
     try:
         for index in range(count):
             options = special if index == count - 1 else {}
-            running.append(RunningNode(root / f"node{index}", f"node{index}", config, **options))
+            running.append(
+                RunningNode(
+                    root / f"node{index}",
+                    f"node{index}",
+                    config,
+                    input_policy=input_policy,
+                    **options,
+                )
+            )
         yield running
     finally:
         for node in running:
@@ -105,6 +121,7 @@ def run_rebuild(
         out_dir=out,
         poll_s=0.3,
         timeout_s=900,
+        config=running[0].node.config,
     )
 
 
@@ -112,9 +129,26 @@ def run_rebuild(
 def test_three_nodes_agree_on_hello_and_co_sign_one_statement(
     tmp_path: Path, config: SandboxConfig, bookworm_image: str, hello_tarball: Path
 ) -> None:
-    spec = write_spec(tmp_path / "src", hello_spec(hello_tarball))
-    with nodes(tmp_path / "nodes", config, 3) as running:
-        result = run_rebuild(spec.parent, running, 3, tmp_path / "out")
+    # nodes fetch inputs only over http(s): the tarball comes from a loopback mirror
+    # that the nodes' operator allows (file:// would read the node's own files)
+    mirror = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0),
+        functools.partial(http.server.SimpleHTTPRequestHandler, directory=hello_tarball.parent),
+    )
+    threading.Thread(target=mirror.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{mirror.server_address[1]}/{hello_tarball.name}"
+    spec = write_spec(
+        tmp_path / "src", hello_spec(hello_tarball).replace(hello_tarball.as_uri(), url)
+    )
+    policy = InputPolicy.of(
+        allow=[f"http://127.0.0.1:{mirror.server_address[1]}/"], networks=["127.0.0.1/32"]
+    )
+    try:
+        with nodes(tmp_path / "nodes", config, 3, input_policy=policy) as running:
+            result = run_rebuild(spec.parent, running, 3, tmp_path / "out")
+    finally:
+        mirror.shutdown()
+        mirror.server_close()
     assert result.agreed, [(n.verdict, n.reason) for n in result.nodes]
     assert [n.verdict for n in result.nodes] == ["agree"] * 3
     assert [name for name, _ in result.outputs] == ["hello-2.10/hello"]

@@ -80,6 +80,9 @@ def test_network_attempts_are_traced_and_failed(minimal_image: str, build: Build
     ]
     outcomes = [n["outcome"] for n in trace_of(result)["network"]]
     assert outcomes == ["refused", "unreachable", "unreachable", "unreachable"]
+    # The host's loopback is the build's own: the attempt stays in its namespace.
+    assert [n["loopback"] for n in trace_of(result)["network"]] == [True, False, False, False]
+    assert result.trace["network_attempts"] == 3 and result.trace["loopback_attempts"] == 1
 
 
 def test_two_thousand_short_processes_are_all_accounted_for(

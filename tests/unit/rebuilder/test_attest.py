@@ -190,6 +190,63 @@ def test_artifacts_must_match_a_subject(tmp_path: Path, signer: CryptoSigner) ->
     assert reason.startswith(f"{bad}: sha256:") and "matches no subject" in reason
 
 
+def test_an_artifact_matches_a_subject_by_its_sha256_only(
+    tmp_path: Path, signer: CryptoSigner
+) -> None:
+    """t_cosign.py: a subject naming the artifact by sha512 alone is one no node built
+    (nodes and the gate read sha256); verify must not match it either."""
+    import hashlib
+
+    content = b"never built by any node\n"
+    artifact = tmp_path / "evil.bin"
+    artifact.write_bytes(content)
+    document = statement_document()
+    document["subject"].append(
+        {"name": "evil.bin", "digest": {"sha512": hashlib.sha512(content).hexdigest()}}
+    )
+    path = write(tmp_path, sign_payload(raw_payload(document), [signer]))
+    outcome = verify_attestation(path, [signer.public_key], artifacts=[artifact])
+    assert not outcome.ok and outcome.matched == ()
+    assert "matches no subject" in outcome.reasons[0]
+    document["subject"][-1]["digest"]["sha256"] = hashlib.sha256(content).hexdigest()
+    path = write(tmp_path, sign_payload(raw_payload(document), [signer]))
+    assert verify_attestation(path, [signer.public_key], artifacts=[artifact]).ok  # control
+
+
+@pytest.mark.parametrize(
+    ("where", "alias", "value"),
+    [
+        ((), "predicate_type", SLSA_PROVENANCE_V1),  # beside predicateType: two readings
+        (("predicate",), "build_definition", {"buildType": "https://evil"}),
+        (("predicate",), "run_details", {"builder": {"id": "https://evil"}}),
+        (("predicate", "buildDefinition"), "build_type", "https://evil"),
+        (("predicate", "buildDefinition"), "resolved_dependencies", [{"name": "x"}]),
+        (("predicate", "runDetails", "builder"), "builder_dependencies", []),
+        (("subject", 0), "media_type", "text/plain"),
+    ],
+)
+def test_protobuf_snake_case_aliases_are_refused(
+    where: tuple[str | int, ...], alias: str, value: Any
+) -> None:
+    """review gate-1, finding 8: protobuf's JSON reader accepts a field's proto name as
+    well as its JSON name, so one payload could be read two ways."""
+    document: Any = statement_document()
+    parse_statement(raw_payload(document))  # control: the honest statement is valid
+    here = document
+    for step in where:
+        here = here[step]
+    here[alias] = value
+    with pytest.raises(StatementError, match=alias):
+        parse_statement(raw_payload(document))
+
+
+def test_a_snake_case_alias_instead_of_the_json_name_is_refused() -> None:
+    document = statement_document()
+    document["predicate_type"] = document.pop("predicateType")
+    with pytest.raises(StatementError, match="predicate_type"):
+        parse_statement(raw_payload(document))
+
+
 def test_the_verifier_checks_the_stored_bytes(tmp_path: Path, signer: CryptoSigner) -> None:
     # A payload that is not canonical JSON still verifies: nothing is re-serialized.
     spaced = json.dumps(statement_document(), indent=3).encode()

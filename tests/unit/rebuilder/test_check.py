@@ -40,6 +40,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxConfig:
         work_dir=tmp_path / "work",
         images_dir=images,
         faketime=faketime,
+        backend="fake",  # also diffoscope's stand-in: unit tests run no container
     )
 
 

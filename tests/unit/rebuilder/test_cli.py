@@ -300,3 +300,84 @@ def test_check_signs_a_negative_verdict(
     predicate = statement["predicate"]
     assert predicate["reproducible"] is False and predicate["culprits"] == ["hostname"]
     assert set(predicate["reportDigests"]) == {"html", "text", "json"}
+
+
+def test_the_provenance_names_the_spec_bytes_that_were_parsed(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review gate-1: the spec was hashed again after the build; a spec changed meanwhile
+    was named in place of the one built."""
+    import hashlib
+
+    spec = write_spec(tmp_path / "src", GOOD)
+    parsed = spec.read_bytes()
+
+    def changes_the_spec(build_dir: Path, plan: BuildPlan) -> FakeRun:
+        spec.write_text(GOOD.replace('command = ["make"]', 'command = ["make", "evil"]'))
+        return FakeRun()
+
+    @contextmanager
+    def connect(config: SandboxConfig) -> Iterator[FakeBackend]:
+        yield FakeBackend(script=changes_the_spec)
+
+    monkeypatch.setitem(BACKENDS, "fake", connect)
+    out = tmp_path / "out"
+    built = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    assert built.exit_code == 0, built.output
+    assert spec.read_bytes() != parsed  # control: the spec did change during the build
+    envelope = json.loads((out / "provenance.intoto.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    (named,) = [
+        d
+        for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        if d["name"] == "spec"
+    ]
+    assert named["digest"]["sha256"] == hashlib.sha256(parsed).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--allow-input", "file:///srv/"], "http:// and https://"),
+        (["--allow-input-network", "not-a-network"], "not a network"),
+        (["--client-ca", "ca.pem"], "TLS needs both"),
+    ],
+)
+def test_node_serve_refuses_unsafe_options_before_serving(
+    tmp_path: Path, env: dict[str, str], options: list[str], message: str
+) -> None:
+    from rebuilder.attest.keys import generate_keypair
+
+    generate_keypair(tmp_path / "key")
+    (tmp_path / "tokens.json").write_text('{"tokens": []}')
+    done = CliRunner().invoke(
+        app,
+        [
+            "node",
+            "serve",
+            "--dir",
+            str(tmp_path / "node"),
+            "--key",
+            str(tmp_path / "key"),
+            "--tokens",
+            str(tmp_path / "tokens.json"),
+            "--allow-root",
+            *options,
+        ],
+        env=env,
+    )
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.replace("│", " ").split())  # unwrap the box
+
+
+def test_mutual_tls_without_client_scopes_is_refused(tmp_path: Path, env: dict[str, str]) -> None:
+    from rebuilder.attest.keys import generate_keypair
+
+    generate_keypair(tmp_path / "key")
+    tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--client-ca", "ca.pem"]
+    done = CliRunner().invoke(
+        app,
+        ["node", "serve", "--dir", str(tmp_path / "n"), "--key", str(tmp_path / "key"), *tls],
+        env=env,
+    )
+    assert done.exit_code == 2 and "--client-scopes" in done.output, done.output

@@ -4,18 +4,21 @@ at a time within the clock skew of its own clock (fake sandbox backend, real nod
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rebuilder.attest.envelope import write_envelope
 from rebuilder.attest.keys import generate_keypair, load_public_key, load_signer
 from rebuilder.attest.predicates import SourceRef
+from rebuilder.attest.statement import StatementError
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.node.jobs import JobState
 from rebuilder.node.node import Node, NodeSettings
@@ -110,7 +113,11 @@ def test_another_source_or_spec_is_refused(
 ) -> None:
     node, job_id, honest = built
     other = replace(honest, source=SourceRef(sha256="7" * 64))
-    assert "source" in str(refusal_of(node, job_id, other, tmp_path)["reason"])
+    refused = refusal_of(node, job_id, other, tmp_path)
+    assert "source" in str(refused["reason"])
+    # the refusal names what the node built, so a gate counts it only against that
+    assert refused["source"] == {"name": "source", "digest": {"sha256": honest.source.sha256}}
+    assert refused["spec"] == {"sha256": honest.spec_sha256}
     other = replace(honest, spec_sha256="8" * 64)
     assert "spec" in str(refusal_of(node, job_id, other, tmp_path)["reason"])
 
@@ -126,3 +133,73 @@ def test_an_agreement_without_source_is_refused(
     assert not signed
     refused = json.loads(base64.b64decode(answer["payload"]))
     assert "not a well-formed agreement" in refused["predicate"]["reason"]
+
+
+# --- the node signs exactly what it would write (review gate-1, findings 4, 5 and 8) -----
+
+
+def canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_a_subject_the_node_never_built_is_refused(
+    built: tuple[Node, str, Agreement], tmp_path: Path
+) -> None:
+    """t_cosign.py: a subject named by sha512 alone slipped past the subject check."""
+    node, job_id, honest = built
+    document = json.loads(honest.payload())
+    evil = hashlib.sha512(b"never built by any node\n").hexdigest()
+    document["subject"].append({"name": "evil.bin", "digest": {"sha512": evil}})
+    signed, answer = node.cosign(job_id, canonical(document), now=NODE_CLOCK)
+    assert not signed, "the node co-signed a subject it never built"
+    refused = json.loads(base64.b64decode(answer["payload"]))
+    assert refused["predicateType"] == DISAGREEMENT_PREDICATE
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "a second digest beside sha256",
+        "a predicate field of the client's",
+        "a node field of the client's",
+        "another spelling of createdOn",
+        "a statement field alias",
+    ],
+)
+def test_anything_the_node_would_not_write_is_refused(
+    built: tuple[Node, str, Agreement], change: str
+) -> None:
+    node, job_id, honest = built
+    document = json.loads(honest.payload())
+    if change == "a second digest beside sha256":
+        document["subject"][0]["digest"]["sha512"] = "0" * 128
+    elif change == "a predicate field of the client's":
+        document["predicate"]["releaseNotes"] = "approved by every rebuilder"
+    elif change == "a node field of the client's":
+        document["predicate"]["nodes"][0]["trusted"] = True
+    elif change == "another spelling of createdOn":
+        document["predicate"]["createdOn"] = "2026-11-22T12:00:00+00:00"
+    else:  # a protobuf reader sees a node-signed SLSA provenance (finding 8)
+        document["predicate_type"] = "https://slsa.dev/provenance/v1"
+        document["predicate"]["buildDefinition"] = {"buildType": "https://evil"}
+        document["predicate"]["runDetails"] = {"builder": {"id": "https://evil"}}
+    try:
+        signed, _ = node.cosign(job_id, canonical(document), now=NODE_CLOCK)
+    except StatementError:
+        signed = False  # not a statement it reads one way only: refused outright
+    assert not signed, f"the node co-signed {change}"
+    assert node.cosign(job_id, honest.payload(), now=NODE_CLOCK)[0]  # control
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_a_time_beyond_the_calendar_gets_a_signed_refusal(
+    built: tuple[Node, str, Agreement], tmp_path: Path, stamp: str
+) -> None:
+    """t_time2.py: such a time crashed the node (a 500) instead of a signed refusal."""
+    node, job_id, honest = built
+    document = json.loads(honest.payload())
+    document["predicate"]["createdOn"] = stamp
+    signed, answer = node.cosign(job_id, canonical(document), now=NODE_CLOCK)
+    assert not signed
+    refused = json.loads(base64.b64decode(answer["payload"]))
+    assert "createdOn" in refused["predicate"]["reason"]

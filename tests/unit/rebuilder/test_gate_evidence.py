@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 from typer.testing import CliRunner
 
+from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import parse_envelope, sign_payload, write_envelope
 from rebuilder.attest.keys import (
     KeyProblem,
@@ -27,6 +28,7 @@ from rebuilder.attest.keys import (
     load_signer,
     public_key_from_dict,
 )
+from rebuilder.attest.predicates import PredicateError, parse_time
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
 from rebuilder.attest.verify import verified_keys, verify_attestation
 from rebuilder.cli import app
@@ -34,7 +36,7 @@ from rebuilder.gate.gate import run_gate, write_vsa
 from rebuilder.gate.policy import Operator, Policy, PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, signature_path
 from rebuilder.node.client import Credentials
-from rebuilder.node.statements import DISAGREEMENT_PREDICATE
+from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeReport, distinct_keys
 from tests.unit.rebuilder.test_attest import PREDICATE
 from tests.unit.rebuilder.test_gate import NOW, SOURCE, SPEC, World
@@ -255,6 +257,142 @@ def test_a_trusted_disagreement_denies_whatever_its_time(
     world.save(sign_payload(payload, [world.signers["initech"][0]]))
     admitted, reasons = world.decide(world.policy())
     assert not admitted and "initech built a different hello" in reasons[0]
+
+
+def test_a_disagreement_about_another_source_or_spec_does_not_deny(world: World) -> None:
+    """Anyone who may submit to a trusted node can have it build other bytes under the
+    artifact's name: only a disagreement about the same source and spec says the release
+    is not reproducible (review gate-1, suspicion 3)."""
+    world.provenance("acme")
+    world.provenance("globex")
+    other = {"name": "source", "digest": {"sha256": OTHER_SOURCE}}
+    world.provenance("initech", digest="f" * 64, source=other)
+    world.provenance("initech", digest="e" * 64, spec="8" * 64)
+    admitted, reasons = world.decide(world.policy())
+    assert admitted, reasons
+    world.provenance("initech", digest="d" * 64)  # the same source and spec: it denies
+    admitted, reasons = world.decide(world.policy())
+    assert not admitted and reasons == ("trusted operator(s) initech built a different hello",)
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "denies"),
+    [(OTHER_SOURCE, SPEC, False), (SOURCE, "8" * 64, False), (SOURCE, SPEC, True)],
+    ids=["another source", "another spec", "the same source and spec"],
+)
+def test_a_node_s_signed_refusal_denies_only_about_the_same_source(
+    world: World, source: str, spec: str, denies: bool
+) -> None:
+    world.provenance("acme")
+    world.provenance("globex")
+    predicate = {
+        "refusedStatement": {"sha256": "0" * 64},
+        "jobId": "j",
+        "createdOn": "2026-11-22T11:00:00Z",
+        "source": {"name": "source", "digest": {"sha256": source}},
+        "spec": {"sha256": spec},
+    }
+    payload = make_statement([subject("hello", "f" * 64)], DISAGREEMENT_PREDICATE, predicate)
+    world.save(sign_payload(payload, [world.signers["initech"][0]]))
+    admitted, reasons = world.decide(world.policy())
+    assert admitted is not denies, reasons
+
+
+BEYOND_THE_CALENDAR = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]
+
+
+def dated_statement(world: World, kind: str, stamp: str) -> bytes:
+    """initech's statement of each kind about hello, dated ``stamp``."""
+    if kind == "provenance":
+        honest = world.provenance("initech")
+        document = json.loads(base64.b64decode(json.loads(honest.read_text())["payload"]))
+        honest.unlink()
+        document["predicate"]["runDetails"]["metadata"]["finishedOn"] = stamp
+        return json.dumps(document).encode()
+    kinds: dict[str, tuple[str, dict[str, Any]]] = {
+        "agreement": (
+            AGREEMENT_PREDICATE,
+            {
+                "threshold": 1,
+                "agreeing": 1,
+                "request": {"sha256": "0" * 64},
+                "source": {"name": "source", "digest": {"sha256": SOURCE}},
+                "spec": {"sha256": SPEC},
+                "nodes": [],
+                "createdOn": stamp,
+            },
+        ),
+        "check": (CHECK_PREDICATE, {"reproducible": True, "finishedOn": stamp}),
+        "disagreement": (
+            DISAGREEMENT_PREDICATE,
+            {"refusedStatement": {"sha256": "0" * 64}, "jobId": "j", "createdOn": stamp},
+        ),
+    }
+    predicate_type, predicate = kinds[kind]
+    return make_statement([subject("hello", world.digest)], predicate_type, predicate)
+
+
+@pytest.mark.parametrize("stamp", BEYOND_THE_CALENDAR)
+@pytest.mark.parametrize("kind", ["provenance", "agreement", "check", "disagreement"])
+def test_a_time_beyond_the_calendar_is_one_invalid_attestation(
+    world: World, kind: str, stamp: str
+) -> None:
+    """t_time2.py: converting such a time to UTC overflowed and crashed the whole gate."""
+    other = world.root / "other-tool"
+    other.write_bytes(b"another release\n")
+    other_digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    for name in ("acme", "globex"):
+        world.provenance(name)
+        world.provenance(name, digest=other_digest, name="other-tool")
+    world.save(sign_payload(dated_statement(world, kind, stamp), [world.signers["initech"][0]]))
+    decisions, _ = run_gate(
+        [world.artifact, other],
+        load_policy(world.policy()),
+        [str(world.store)],
+        credentials=Credentials(),
+        now=NOW,
+    )
+    hello, tool = decisions
+    assert tool.admitted, tool.reasons  # the other artifact is still decided
+    assert not hello.admitted  # a trusted key signed a broken statement about it
+    field = "finishedOn" if kind in ("provenance", "check") else "createdOn"
+    assert any("is invalid" in r and field in r for r in hello.reasons), hello.reasons
+
+
+def test_the_gate_cli_answers_a_time_beyond_the_calendar_in_json(world: World) -> None:
+    """t_time_cli.py: a traceback and exit 1 with no JSON, for every artifact."""
+    fresh(world)
+    world.save(
+        sign_payload(
+            dated_statement(world, "agreement", BEYOND_THE_CALENDAR[0]),
+            [world.signers["initech"][0]],
+        )
+    )
+    done = CliRunner().invoke(app, [*gate_args(world, world.policy()), "--json"])
+    assert done.exit_code == 1, done.output
+    (decision,) = json.loads(done.stdout)["decisions"]
+    assert decision["decision"] == "deny" and "not a time between" in decision["reasons"][0]
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("2026-11-22T12:00:00Z", True),
+        ("2026-11-22T13:00:00+01:00", True),
+        ("1970-01-01T00:00:00Z", True),
+        ("8999-12-31T23:59:59Z", True),
+        ("1969-12-31T23:59:59Z", False),
+        ("9000-01-01T00:00:00Z", False),
+        ("9999-12-31T23:59:59-23:59", False),
+        ("0001-01-01T00:00:00+23:59", False),
+    ],
+)
+def test_statement_times_are_between_1970_and_9000(text: str, valid: bool) -> None:
+    if valid:
+        assert parse_time(text, "t").utcoffset() == timedelta(0)  # converted to UTC
+    else:
+        with pytest.raises(PredicateError, match="not a time between"):
+            parse_time(text, "t")
 
 
 # --- 3. the policy binds the source -----------------------------------------------------
@@ -495,7 +633,7 @@ def test_a_signed_policy_is_used_and_named_in_the_vsa(
 
 def test_a_tampered_policy_is_refused(world: World, owners: list[Path]) -> None:
     fresh(world)
-    policy = world.policy()
+    policy = world.policy(extra="expires = 2999-01-01T00:00:00Z\n")  # signed: must expire
     CliRunner().invoke(app, ["sign-policy", str(policy), "--key", str(owners[0])])
     keys = ["--policy-key", f"{owners[0]}.pub"]
     assert CliRunner().invoke(app, gate_args(world, policy, *keys)).exit_code == 0  # control
@@ -506,7 +644,7 @@ def test_a_tampered_policy_is_refused(world: World, owners: list[Path]) -> None:
 
 def test_an_unsigned_or_under_signed_policy_is_refused(world: World, owners: list[Path]) -> None:
     fresh(world)
-    policy = world.policy()
+    policy = world.policy(extra="expires = 2999-01-01T00:00:00Z\n")  # signed: must expire
     keys = [arg for owner in owners for arg in ("--policy-key", f"{owner}.pub")]
     done = CliRunner().invoke(app, gate_args(world, policy, *keys))
     assert done.exit_code == 2 and "unsigned" in done.stderr

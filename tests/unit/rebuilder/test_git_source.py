@@ -3,6 +3,7 @@ built (real git, no podman)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -90,3 +91,97 @@ def test_not_a_checkout_is_named_by_its_digest_only(tmp_path: Path) -> None:
 )
 def test_remotes_become_uris_others_can_name(remote: str, uri: str | None) -> None:
     assert repository_uri(remote) == uri
+
+
+# --- a hostile repository (review gate-1, findings 1 and 2) ------------------------------
+
+
+def smudge_filter(repo: Path, marker: Path, rewrite: str = "cat") -> None:
+    """A filter in the repository's own config that records that it ran: what a hostile
+    checkout (or a repository someone else owns above the source) can carry."""
+    git(repo, "config", "filter.x.smudge", f"sh -c 'touch {marker}; {rewrite}'")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "attributes").write_text("* filter=x\n")
+
+
+def test_a_smudge_filter_in_the_repository_never_runs(checkout: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "filter-ran"
+    smudge_filter(checkout, marker, rewrite="sed s/return/exit/")
+    # the working tree is what the filter would produce from the commit
+    (checkout / "sub" / "main.c").write_text("int main(void) { exit 0; }\n")
+    source = git_source(checkout, tree_digest(checkout))
+    assert not marker.exists(), "git ran the repository's filter on the host"
+    assert source.git_commit is None  # the tree is not the commit's content
+
+
+def test_a_filter_in_the_config_does_not_spoil_an_honest_checkout(
+    checkout: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "filter-ran"
+    smudge_filter(checkout, marker)
+    source = git_source(checkout, tree_digest(checkout))
+    assert source.git_commit == git(checkout, "rev-parse", "HEAD")  # positive control
+    assert not marker.exists()
+
+
+def test_a_repository_above_the_source_runs_no_filter(tmp_path: Path) -> None:
+    """shared.sh: a repository in a parent directory, its filter over every path."""
+    marker = tmp_path / "filter-ran"
+    top = tmp_path / "shared"
+    (top / "proj" / "src").mkdir(parents=True)
+    (top / "proj" / "src" / "f").write_text("x\n")
+    git(top, "init", "-q")
+    git(top, "add", ".")
+    git(top, "commit", "-qm", "m")
+    smudge_filter(top, marker)
+    (top / "proj" / "src" / "f").write_text("mine\n")  # the victim's own source
+    source = git_source(top / "proj" / "src", tree_digest(top / "proj" / "src"))
+    assert not marker.exists(), "git ran a filter of the repository above the source"
+    assert source.git_commit is None
+
+
+def evil_replacement(repo: Path) -> tuple[str, str]:
+    """gitspoof.sh: an evil commit, and a replace ref making the honest one read as it."""
+    honest = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "evil")
+    (repo / "sub" / "main.c").write_text("int main(void) { return 66; }\n")
+    (repo / "vendored.bin").write_bytes(b"\x7fELF backdoor")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "evil")
+    evil = git(repo, "rev-parse", "HEAD")
+    git(repo, "replace", honest, evil)
+    git(repo, "checkout", "-q", honest)  # HEAD: the honest commit; the tree: the evil one
+    return honest, evil
+
+
+def test_a_replace_ref_cannot_name_the_honest_commit_for_an_evil_tree(checkout: Path) -> None:
+    honest, _ = evil_replacement(checkout)
+    assert (checkout / "vendored.bin").exists()  # control: the replacement is in effect
+    source = git_source(checkout, tree_digest(checkout))
+    assert source.git_commit is None, f"{honest} named for a tree it does not hold"
+
+
+def test_replace_refs_or_grafts_make_no_commit_provable(checkout: Path) -> None:
+    (checkout / "NEWS").write_text("1.1\n")
+    git(checkout, "add", "NEWS")
+    git(checkout, "commit", "-qm", "1.1")
+    commit = git(checkout, "rev-parse", "HEAD")
+    assert git_source(checkout, tree_digest(checkout)).git_commit == commit  # control
+    git(checkout, "replace", "--graft", commit)  # HEAD replaced by a parentless copy
+    assert git_source(checkout, tree_digest(checkout)).git_commit is None
+    git(checkout, "replace", "-d", commit)
+    assert git_source(checkout, tree_digest(checkout)).git_commit == commit
+    (checkout / ".git" / "info").mkdir(exist_ok=True)
+    (checkout / ".git" / "info" / "grafts").write_text(f"{commit}\n")
+    assert git_source(checkout, tree_digest(checkout)).git_commit is None
+
+
+def test_a_repository_someone_else_owns_is_not_read(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """shared.sh's other half: run as another user (root, say), a checkout that this user
+    does not own names no commit (git's CVE-2022-24765 rule, no safe.directory=*)."""
+    digest = tree_digest(checkout)
+    assert git_source(checkout, digest).git_commit is not None  # control: the owner
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    assert git_source(checkout, digest).git_commit is None

@@ -1,8 +1,9 @@
 """Property-based tests of the parsers the gate owns: policy TOML, DSSE envelopes and the
 statements inside them (signed by a trusted key, so every reader is reached), and
-Sigstore bundles. Whatever the bytes, the answer is a value or the project's own error
-(exit 2 in the CLI), never another exception. Examples once found are kept as
-``@example``s."""
+Sigstore bundles, and the node's co-signature of an agreement. Whatever the bytes, the
+answer is a value or the project's own error (exit 2 in the CLI), never another exception.
+Statements of every kind the gate reads are mutated, their times included. Examples once
+found are kept as ``@example``s."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import contextlib
 import copy
 import json
 import math
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,29 @@ from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner
 from typer.testing import CliRunner
 
+from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload
 from rebuilder.attest.keys import generate_keypair, load_signer
+from rebuilder.attest.predicates import CLOCK_SKEW, BuildFacts, SourceRef
 from rebuilder.attest.sigstore_bundle import BundleCheck, BundleError, check_bundle
-from rebuilder.attest.statement import StatementError, parse_statement
+from rebuilder.attest.statement import StatementError, make_statement, parse_statement, subject
 from rebuilder.cli import app
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
 from rebuilder.gate.policy import Policy, PolicyError, parse_policy
+from rebuilder.node.jobs import JobState
+from rebuilder.node.node import Node, NodeSettings
+from rebuilder.node.requests import pack_source
+from rebuilder.node.statements import (
+    DISAGREEMENT_PREDICATE,
+    Agreement,
+    AgreementNode,
+)
+from sandbox.config import SandboxConfig
+from sandbox.images import ImageRecipe
+from tests.conftest import write_spec
+from tests.unit.rebuilder.conftest import FAKE_SPEC
 from tests.unit.rebuilder.test_sigstore import BEACON, DSSE_BUNDLE, GITHUB
+from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
 
 # Deterministic in CI: the same few hundred examples every run, no example database.
 CI = settings(
@@ -164,7 +181,7 @@ def honest_statement() -> dict[str, Any]:
     }
 
 
-PATHS = [
+PROVENANCE_PATHS = [
     ("subject",),
     ("subject", 0),
     ("subject", 0, "digest"),
@@ -184,12 +201,128 @@ PATHS = [
     ("predicate", "runDetails", "byproducts", 0, "annotations", "traceComplete"),
     ("predicate", "runDetails", "byproducts", 0, "annotations", "traceGaps"),
 ]
+AGREEMENT_PATHS = [
+    ("subject", 0, "digest"),
+    ("subject", 0, "digest", "sha512"),  # a second algorithm, or one alone
+    ("predicate_type",),  # protobuf's alias of predicateType
+    ("predicate", "createdOn"),
+    ("predicate", "threshold"),
+    ("predicate", "request"),
+    ("predicate", "source"),
+    ("predicate", "source", "digest", "sha256"),
+    ("predicate", "spec", "sha256"),
+    ("predicate", "nodes"),
+    ("predicate", "nodes", 0, "verdict"),
+    ("predicate", "nodes", 0, "outputs"),
+    ("predicate", "nodes", 0, "outputs", 0, "sha256"),
+    ("predicate", "nodes", 0, "attestation"),
+    ("predicate", "extra"),
+]
+CHECK_PATHS = [
+    ("subject", 0, "digest"),
+    ("predicate", "reproducible"),
+    ("predicate", "finishedOn"),
+    ("predicate",),
+]
+DISAGREEMENT_PATHS = [
+    ("subject", 0, "digest", "sha256"),
+    ("predicate", "createdOn"),
+    ("predicate", "source"),
+    ("predicate", "source", "digest", "sha256"),
+    ("predicate", "spec"),
+    ("predicate", "spec", "sha256"),
+    ("predicate",),
+]
 PREDICATE_TYPES = [
     "https://slsa.dev/provenance/v1",
     "https://hermetic.dev/attestations/rebuild-agreement/v2",
     "https://hermetic.dev/attestations/check/v1",
     "https://hermetic.dev/attestations/rebuild-disagreement/v1",
 ]
+SOURCE, SPEC = "5" * 64, "6" * 64
+
+
+def honest_agreement(outputs: tuple[tuple[str, str], ...], keyid: str, job_id: str) -> bytes:
+    node = AgreementNode(
+        url="http://node",
+        builder_id="https://acme",
+        keyid=keyid,
+        job_id=job_id,
+        outcome="built",
+        verdict="agree",
+        reason="",
+        outputs=outputs,
+        attestation_sha256="0" * 64,
+    )
+    return Agreement(
+        outputs=outputs,
+        threshold=1,
+        request_sha256="0" * 64,
+        source=SourceRef(sha256=SOURCE),
+        spec_sha256=SPEC,
+        nodes=(node,),
+        created_on=NOW,
+    ).payload()
+
+
+def honest_statements() -> dict[str, tuple[dict[str, Any], list[tuple[str | int, ...]]]]:
+    """An honest statement of every kind the gate reads, and the places to mutate."""
+    check = make_statement(
+        [subject("hello", DIGEST)],
+        CHECK_PREDICATE,
+        {"reproducible": True, "finishedOn": "2026-11-22T11:00:00Z"},
+    )
+    disagreement = make_statement(
+        [subject("hello", "f" * 64)],
+        DISAGREEMENT_PREDICATE,
+        {
+            "refusedStatement": {"sha256": "0" * 64},
+            "jobId": "j",
+            "createdOn": "2026-11-22T11:00:00Z",
+            "source": {"name": "source", "digest": {"sha256": SOURCE}},
+            "spec": {"sha256": SPEC},
+        },
+    )
+    return {
+        "provenance": (honest_statement(), PROVENANCE_PATHS),
+        "agreement": (
+            json.loads(honest_agreement((("hello", DIGEST),), "k", "j")),
+            AGREEMENT_PATHS,
+        ),
+        "check": (json.loads(check), CHECK_PATHS),
+        "disagreement": (json.loads(disagreement), DISAGREEMENT_PATHS),
+    }
+
+
+HONEST = honest_statements()
+KIND_AND_PATH = [(kind, path) for kind, (_, paths) in HONEST.items() for path in paths]
+
+# RFC 3339 times anywhere in the calendar, with any offset (a zone of -23:59 moves
+# 9999-12-31 past the last day Python knows), and times that are nearly RFC 3339
+times = st.builds(
+    lambda when, minutes: (
+        when.isoformat()
+        + (
+            "Z"
+            if minutes == 0
+            else f"{'+-'[minutes < 0]}{abs(minutes) // 60:02}:{abs(minutes) % 60:02}"
+        )
+    ),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1),
+) | st.sampled_from(
+    [
+        "9999-12-31T23:59:59-23:59",
+        "0001-01-01T00:00:00+23:59",
+        "2999-01-01T00:00:00",
+        "2026-11-22T12:04:59Z",
+        "2026-11-22T12:05:01Z",
+        "1969-12-31T23:59:59Z",
+        "2026-11-22",
+        "2026-11-22T12:00:00.123456789Z",
+    ]
+)
+hostile = json_values | times
 
 
 def replaced(document: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
@@ -201,46 +334,179 @@ def replaced(document: dict[str, Any], path: tuple[str | int, ...], value: Any) 
     return changed
 
 
-@CI
-@given(
-    changes=st.lists(st.tuples(st.sampled_from(PATHS), json_values), min_size=1, max_size=3),
-    predicate_type=st.sampled_from(PREDICATE_TYPES),
-)
-@example(
-    changes=[
-        (("predicate", "runDetails", "byproducts", 0, "annotations", "networkAttempts"), math.nan)
-    ],
-    predicate_type=PREDICATE_TYPES[0],
-)
-@example(
-    changes=[(("predicate", "runDetails", "byproducts", 0, "annotations", "networkAttempts"), -1)],
-    predicate_type=PREDICATE_TYPES[0],
-)
-@example(
-    changes=[(("predicate", "runDetails", "metadata", "finishedOn"), "2999-01-01T00:00:00")],
-    predicate_type=PREDICATE_TYPES[0],
-)
-def test_trusted_statements_with_hostile_fields_never_crash(
-    trusted: tuple[Policy, CryptoSigner],
-    changes: list[tuple[tuple[str | int, ...], Any]],
-    predicate_type: str,
-) -> None:
-    document = replaced(honest_statement(), ("predicateType",), predicate_type)
+def mutated(document: dict[str, Any], changes: list[tuple[tuple[str | int, ...], Any]]) -> Any:
     for path, value in changes:
         try:
             document = replaced(document, path, value)
         except (KeyError, IndexError, TypeError):
             continue  # an earlier change removed the place
+    return document
+
+
+@CI
+@given(
+    kind=st.sampled_from(sorted(HONEST)),
+    changes=st.lists(st.tuples(st.sampled_from(KIND_AND_PATH), hostile), min_size=1, max_size=3),
+    predicate_type=st.none() | st.sampled_from(PREDICATE_TYPES),
+)
+@example(
+    kind="provenance",
+    changes=[
+        (
+            ("provenance", ("predicate", "runDetails", "byproducts", 0, "annotations")),
+            {"networkAttempts": math.nan},
+        )
+    ],
+    predicate_type=None,
+)
+@example(
+    kind="provenance",
+    changes=[
+        (
+            ("provenance", PROVENANCE_PATHS[14]),
+            -1,
+        )
+    ],
+    predicate_type=None,
+)
+@example(
+    kind="provenance",
+    changes=[
+        (
+            ("provenance", ("predicate", "runDetails", "metadata", "finishedOn")),
+            "2999-01-01T00:00:00",
+        )
+    ],
+    predicate_type=None,
+)
+@example(  # t_time2.py: each kind's own time, past the end of the calendar in UTC
+    kind="agreement",
+    changes=[(("agreement", ("predicate", "createdOn")), "9999-12-31T23:59:59-23:59")],
+    predicate_type=None,
+)
+@example(
+    kind="check",
+    changes=[(("check", ("predicate", "finishedOn")), "0001-01-01T00:00:00+23:59")],
+    predicate_type=None,
+)
+@example(
+    kind="disagreement",
+    changes=[(("disagreement", ("predicate", "createdOn")), "9999-12-31T23:59:59-23:59")],
+    predicate_type=None,
+)
+def test_trusted_statements_with_hostile_fields_never_crash(
+    trusted: tuple[Policy, CryptoSigner],
+    kind: str,
+    changes: list[tuple[tuple[str, tuple[str | int, ...]], Any]],
+    predicate_type: str | None,
+) -> None:
+    document, _ = HONEST[kind]
+    if predicate_type is not None:
+        document = replaced(document, ("predicateType",), predicate_type)
+    # a path of another kind's statement lands where it lands, or nowhere
+    document = mutated(document, [(path, value) for (_, path), value in changes])
     payload = json.dumps(document).encode()  # NaN and Infinity included, as an attacker may
     with contextlib.suppress(StatementError):
         parse_statement(payload)
     policy, signer = trusted
     found, why = evidence("fuzz", json.dumps(sign_payload(payload, [signer])).encode(), policy)
     assert found is not None or why
+    if found is not None and found.time is not None:
+        assert found.time.utcoffset() == timedelta(0)  # every time the gate keeps is UTC
     decision = decided(found, policy)
     if decision is not None and decision.admitted:
         # whatever was changed, what is admitted still says all that admission needs
         assert found is not None and found.build is not None and found.build.hermeticity
+
+
+# --- the node's co-signature ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, str]]:
+    """A real node (fake sandbox backend) that built one job."""
+    root = tmp_path_factory.mktemp("node")
+    images = root / "images"
+    directory = make_image(images, "test-image", RECIPE)
+    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
+    config = SandboxConfig(
+        store_dir=root / "s",
+        work_dir=root / "w",
+        images_dir=images,
+        backend="fake",
+        allow_root=True,
+    )
+    generate_keypair(root / "key")
+    settings = NodeSettings(directory=root / "node", builder_id="https://t/node", lease_s=5)
+    node = Node(settings, load_signer(str(root / "key")), config=config)
+    spec = write_spec(root / "src", FAKE_SPEC)
+    job = node.submit(pack_source(spec.parent, root / "p"), "tester")
+    node.start()
+    try:
+        while node.job(job.id).state is not JobState.FINISHED:
+            time.sleep(0.05)
+    finally:
+        node.stop()
+    yield node, job.id
+    node.close()
+
+
+def node_agreement(node: Node, job_id: str) -> dict[str, Any]:
+    own = node.own_outputs(job_id)
+    assert own
+    stored = node.attestation(job_id)
+    assert stored is not None
+    facts = BuildFacts.from_predicate(
+        parse_statement(parse_envelope(stored, "job").payload)["predicate"]
+    )
+    assert facts.source is not None and facts.spec_sha256 is not None
+    document: dict[str, Any] = json.loads(
+        honest_agreement(own, node.signer.public_key.keyid, job_id)
+    )
+    document["predicate"]["source"]["digest"]["sha256"] = facts.source.sha256
+    document["predicate"]["spec"]["sha256"] = facts.spec_sha256
+    return document
+
+
+@CI
+@given(
+    changes=st.lists(st.tuples(st.sampled_from(AGREEMENT_PATHS), hostile), max_size=3),
+    spelling=st.sampled_from(["canonical", "spaced"]),
+)
+@example(changes=[], spelling="canonical")  # the honest agreement is co-signed
+@example(changes=[(("predicate", "createdOn"), "9999-12-31T23:59:59-23:59")], spelling="canonical")
+@example(
+    changes=[(("subject", 0, "digest", "sha512"), "0" * 128)],
+    spelling="canonical",
+)
+def test_a_node_co_signs_exactly_the_agreement_it_would_write(
+    node_job: tuple[Node, str], changes: list[tuple[tuple[str | int, ...], Any]], spelling: str
+) -> None:
+    node, job_id = node_job
+    honest = node_agreement(node, job_id)
+    document = mutated(
+        replaced(honest, ("predicate", "createdOn"), "2026-11-22T12:00:00Z"), changes
+    )
+    payload = (
+        json.dumps(document, sort_keys=True, separators=(",", ":"))
+        if spelling == "canonical"
+        else json.dumps(document, indent=1)
+    ).encode()
+    try:
+        signed, answer = node.cosign(job_id, payload, now=NOW)
+    except StatementError:
+        return  # not a statement, or not an agreement: an error for the client (HTTP 400)
+    if not changes and spelling == "canonical":
+        assert signed, answer  # positive control
+    if signed:
+        # only the very bytes the node itself would write about its own job
+        agreement = Agreement.from_statement(parse_statement(payload))
+        assert agreement.payload() == payload
+        assert agreement.outputs == node.own_outputs(job_id)
+        assert abs(agreement.created_on - NOW) <= CLOCK_SKEW
+    else:
+        refusal = parse_statement(base64.b64decode(answer["payload"]))
+        assert refusal["predicate"]["createdOn"] == "2026-11-22T12:00:00Z"  # the node's clock
 
 
 # --- the policy ------------------------------------------------------------------------
@@ -276,7 +542,17 @@ toml_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats()
     | st.text(max_size=30)
-    | st.datetimes(timezones=st.none() | st.just(UTC))
+    | st.datetimes(
+        timezones=st.none()
+        | st.just(UTC)
+        | st.builds(
+            timezone,
+            st.timedeltas(
+                min_value=-timedelta(hours=23, minutes=59),
+                max_value=timedelta(hours=23, minutes=59),
+            ).map(lambda d: timedelta(minutes=d // timedelta(minutes=1))),
+        )
+    )
     | st.sampled_from(["30d", "0d", "sha256:" + DIGEST, "git+https://h/r@" + "c" * 40]),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
@@ -323,6 +599,14 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> str:
 )
 @example(values={"threshold": 1, "expires": datetime(2026, 1, 1)}, operators=[], with_key=True)
 @example(values={"threshold": 1, "max_age": "9" * 40 + "d"}, operators=[], with_key=True)
+@example(  # an expiry whose zone carries it past the end of the calendar in UTC
+    values={
+        "threshold": 1,
+        "expires": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(minutes=1439))),
+    },
+    operators=[],
+    with_key=True,
+)
 def test_any_policy_document_is_a_policy_or_a_policy_error(
     tmp_path_factory: pytest.TempPathFactory,
     pem: str,
@@ -341,6 +625,8 @@ def test_any_policy_document_is_a_policy_or_a_policy_error(
     except PolicyError:
         return
     assert policy.threshold >= 1 and policy.operators
+    if policy.expires is not None:  # a time every reader can convert and print
+        assert policy.expires.utcoffset() == timedelta(0) and policy.expires > NOW
 
 
 @CI

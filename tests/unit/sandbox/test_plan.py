@@ -11,8 +11,16 @@ import pytest
 from sandbox.digests import Sha256
 from sandbox.fake import CGROUP_V1_ROOTLESS
 from sandbox.images import ResolvedImage
-from sandbox.plan import BuildPlan, Enforcement, HostCapabilities, Workspace, plan_build
+from sandbox.plan import (
+    BuildPlan,
+    Enforcement,
+    HostCapabilities,
+    TraceSetup,
+    Workspace,
+    plan_build,
+)
 from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
 
 GOLDEN = Path(__file__).parent / "golden"
 SPEC = """
@@ -114,12 +122,55 @@ def test_isolation_settings_are_always_present() -> None:
     binds = [m for m in c["mounts"] if m["type"] == "bind"]
     writable = [m["source"] for m in binds if "rw" in m["options"]]
     assert writable == [str(WORKSPACE.out)]  # the only writable host path: the hand-back dir
+    assert "seccomp_profile_path" in c  # hermetic's hardened profile, traced or not
+
+
+def test_hermetics_machinery_is_out_of_the_builds_reach() -> None:
+    plan = plan_build(
+        spec=spec(),
+        image=IMAGE,
+        source_date_epoch=1,
+        workspace=WORKSPACE,
+        host=V1,
+        name="x",
+        trace=TraceSetup(level=TraceLevel.STANDARD, token="build-ended-0123456789abcdef"),
+    )
+    c = plan.container
+    # The runner is the container's root with four capabilities; the build runs as
+    # 1000:1000 (the runner's nsenter), where those capabilities are gone.
+    assert c["user"] == "0:0" and c["cap_drop"] == ["ALL"]
+    assert sorted(c["cap_add"]) == ["CAP_CHOWN", "CAP_KILL", "CAP_SETGID", "CAP_SETUID"]
+    assert c["command"][5:7] == ["1000", "1000"] and c["no_new_privileges"] is True
+    mounts = {m["destination"]: m for m in c["mounts"]}
+    tools = mounts["/.hermetic"]
+    assert tools["type"] == "tmpfs" and "mode=0700" in tools["options"]
+    assert "U" not in tools["options"]  # the container's root's, not the build user's
+    under = [d for d in mounts if d.startswith("/.hermetic/")]
+    assert sorted(under) == [
+        "/.hermetic/busybox",
+        "/.hermetic/gate",
+        "/.hermetic/out",
+        "/.hermetic/runner.sh",
+        "/.hermetic/src.tar",
+        "/.hermetic/state",
+    ]
+    assert "mode=0700" in mounts["/.hermetic/state"]["options"]
+    assert mounts["/.hermetic/gate"]["source"] == str(WORKSPACE.gate)
+    assert all("U" not in m["options"] for m in c["mounts"] if m["type"] == "tmpfs")
+    # The sentinel's name is in nothing the build can read: not the command (its
+    # /proc/PID/cmdline is world-readable) and not the environment.
+    text = json.dumps(c)
+    assert "build-ended-0123456789abcdef" not in text
+    assert c["command"][7] == "traced"
+    # Untraced: no state, no gate.
+    assert "/.hermetic/state" not in {m["destination"] for m in plan_for(V1).container["mounts"]}
 
 
 def test_cgroup_v1_falls_back_and_says_so() -> None:
     limits = {limit.name: limit for limit in plan_for(V1).limits}
     assert limits["memory"].enforced_by == (Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG)
     assert "no cgroup memory controller" in limits["memory"].detail
+    assert "plus what its tmpfs mounts hold" in limits["memory"].detail
     assert limits["pids"].enforced_by == (Enforcement.RLIMIT,)
     assert "RLIMIT_NPROC=500" in limits["pids"].detail
     assert limits["disk"].enforced_by[0] is Enforcement.TMPFS_SIZE
@@ -157,8 +208,10 @@ def test_environment_is_normalized_and_extended() -> None:
         "USER": "builder",
     }
     command = plan.container["command"]
-    assert command[:6] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh", "/build", "-", "8"]
-    assert command[14:] == ["0", "sh", "-c", "./configure && make"]  # no wrappers
+    assert command[:3] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh"]
+    # build dir, home, uid, gid, untraced, every CPU, 8 variables
+    assert command[3:10] == ["/build", "/home/builder", "1000", "1000", "-", "-", "8"]
+    assert command[18:] == ["0", "sh", "-c", "./configure && make"]  # no wrappers
 
 
 def test_a_varied_environment_changes_only_what_it_varies() -> None:
@@ -197,30 +250,23 @@ def test_a_varied_environment_changes_only_what_it_varies() -> None:
     c = plan.container
     assert (c["hostname"], c["user"], c["work_dir"], c["umask"]) == (
         "other",
-        "2000:2000",
+        "0:0",  # the runner; the build runs as 2000:2000
         "/elsewhere/b",
         "0002",
     )
     assert c["userns"]["value"] == "uid=2000,gid=2000"
     targets = [m["destination"] for m in c["mounts"]]
     assert "/elsewhere/b" in targets and "/home/u2" in targets
-    assert "/.hermetic/libfaketime.so.1" in targets
+    assert "/.faketime/libfaketime.so.1" in targets  # every build process loads it
     env = dict(plan.env)
     assert env["LC_ALL"] == "fr_CH.UTF-8" and env["TZ"] == "<+14>-14" and env["EXTRA"] == "1"
-    assert env["LD_PRELOAD"] == "/.hermetic/libfaketime.so.1" and env["FAKETIME"] == "+373d"
+    assert env["LD_PRELOAD"] == "/.faketime/libfaketime.so.1" and env["FAKETIME"] == "+373d"
     assert env["HOME"] == "/home/u2" and env["USER"] == "u2"
     command = c["command"]
-    wrappers = command[command.index(str(len(plan.env))) + len(plan.env) + 1 :][:10]
-    assert wrappers[:8] == [
-        "8",
-        "/.hermetic/busybox",
-        "taskset",
-        "-c",
-        "0",
-        "/usr/bin/setarch",
-        "linux64",
-        "--addr-no-randomize",
-    ]
-    assert plan.personalities == (0x40000 | 0x20000,) and plan.own_seccomp_profile
-    # the normalized plan needs no profile of its own and no wrappers
-    assert not base.own_seccomp_profile and base.personalities == ()
+    assert command[3:9] == ["/elsewhere/b", "/home/u2", "2000", "2000", "-", "0"]
+    wrappers = command[9 + 1 + len(plan.env) :][:5]
+    assert wrappers == ["4", "/usr/bin/setarch", "linux64", "--addr-no-randomize", "--uname-2.6"]
+    assert plan.personalities == (0x40000 | 0x20000,)
+    # the normalized plan has no wrappers; both have hermetic's own seccomp profile
+    assert base.personalities == ()
+    assert "seccomp_profile_path" in base.container and "seccomp_profile_path" in c

@@ -1,25 +1,36 @@
-"""Turning raw tracer events into a trace: attribution, the runner left out, writers."""
+"""Turning raw tracer events into a trace: attribution (hermetic's own processes are
+told by pid, not by path), writers, network scope, hermetic path attempts, gaps."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from sandbox.trace.assemble import assemble
 from sandbox.trace.fanotify import FileReads
 
-# Host pids 100.. map to build pids: 1 init, 5 runner, 6 env->sh, 7 cat, 8 subshell.
+# Host pids 100.. map to build pids: 1 init, 5 runner, 6 env->nsenter->sh, 7 cat,
+# 8 subshell, 4 the runner's staging shell, 3 its tar.
 PIDS: list[list[Any]] = [
-    ["pid", 100, 1, 50],
-    ["pid", 105, 5, 100],
-    ["pid", 106, 6, 105],
-    ["pid", 107, 7, 106],
-    ["pid", 108, 8, 106],
+    ["pid", 100, 1, 50, 100],
+    ["pid", 105, 5, 100, 105],
+    ["pid", 106, 6, 105, 106],
+    ["pid", 107, 7, 106, 107],
+    ["pid", 108, 8, 106, 108],
+    ["pid", 104, 4, 105, 104],
+    ["pid", 103, 3, 104, 103],
 ]
 RUNNER: list[list[Any]] = [
     ["exec", 100, "/run/podman-init", ["init"], True, []],
     ["exec", 105, "/.hermetic/busybox", ["busybox", "sh", "/.hermetic/runner.sh"], True, []],
-    ["open", 105, "/build/staged", 0o1101],  # the runner's own copy: not the build's
-    ["exec", 106, "/.hermetic/busybox", ["busybox", "env", "-i"], True, []],
+    ["exec", 104, "/.hermetic/busybox", ["busybox", "nsenter", "-S", "1000"], False, []],
+    ["exec", 104, "/proc/self/exe", ["sh", "-c", "tar -x"], True, []],
+    ["exec", 103, "/proc/self/exe", ["tar", "-x"], True, []],
+    ["open", 103, "/build/staged", 0o1101],  # the runner's staging: not the build's
+    ["mkdir", 103, "/build/dir"],
+    ["open", 105, "/build/x", 0o1101],  # the runner itself
+    ["exec", 106, "/.hermetic/busybox", ["busybox", "env", "-i"], False, []],
+    ["exec", 106, "/.hermetic/busybox", ["busybox", "nsenter", "-S", "1000"], False, []],
 ]
 
 
@@ -52,8 +63,9 @@ def test_programs_tree_and_exit_status() -> None:
     ]
     assert trace.exec_failures == 1
     assert [(p.pid, p.exit_status) for p in trace.processes] == [(6, 3), (7, 0)]
-    assert all(p.pid not in (1, 5) for p in trace.processes), "init and runner are not the build"
+    assert all(p.pid not in (1, 3, 4, 5) for p in trace.processes), "hermetic's are not the build"
     assert trace.files == ()
+    assert trace.hermetic_path_attempts == ()
 
 
 def test_a_redirect_opened_by_the_shell_is_written_by_the_program() -> None:
@@ -141,15 +153,43 @@ def test_network_attempts() -> None:
         ("inet", "stream", "127.0.0.1", 8080, True),
         ("inet6", "dgram", "2001:db8::1", 53, True),
     ]
-    assert trace.summary()["network_targets"] == [
-        "connect 127.0.0.1:8080",
-        "connect 2001:db8::1:53",
+    summary = trace.summary()
+    assert summary["network_attempts"] == 1 and summary["loopback_attempts"] == 1
+    assert summary["network_targets"] == ["connect 2001:db8::1:53"]
+
+
+def test_loopback_traffic_is_told_apart_from_attempts_to_reach_out() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/python3", ["python3"], True, []],
+            ["net", 106, "bind", 2, 1, "127.0.0.1", 8000, "bound"],
+            ["net", 106, "connect", 2, 1, "127.0.0.1", 8000, "connected"],
+            ["net", 106, "sendto", 10, 2, "::1", 53, "sent"],
+            ["net", 106, "sendmmsg", 2, 2, "0.0.0.0", 9, "sent"],
+            ["net", 106, "sendmmsg", 2, 2, "192.0.2.1", 9, "unreachable"],
+            ["net", 106, "connect", 2, 1, "169.254.169.254", 80, "unreachable"],
+            ["net", 106, "connect", 17, 3, "0800aabbcc", 0, "unsupported-family"],
+        ]
+    )
+    assert [n.loopback for n in trace.network] == [True, True, True, True, False, False, False]
+    summary = trace.summary()
+    assert summary["loopback_attempts"] == 4
+    assert summary["network_attempts"] == 3
+    assert summary["network_targets"] == [
+        "connect 0800aabbcc:0",
+        "connect 169.254.169.254:80",
+        "sendmmsg 192.0.2.1:9",
     ]
+    assert [n["loopback"] for n in trace.to_json()["network"]][:1] == [True]
 
 
 def test_fanotify_reads_without_a_pid_and_gaps() -> None:
     reads = FileReads(
-        reads=["/build/in.txt", "/build/in.txt", "/build/src.c"], overflowed=True, finished=True
+        reads=Counter(["/build/in.txt", "/build/in.txt", "/build/src.c"]),
+        overflowed=True,
+        finished=True,
     )
     trace = build(
         [
@@ -167,3 +207,114 @@ def test_fanotify_reads_without_a_pid_and_gaps() -> None:
     assert any("overflowed" in gap for gap in trace.gaps)
     assert any("could not be read" in gap for gap in trace.gaps)
     assert trace.to_json()["complete"] is False
+
+
+def test_the_build_reaching_for_hermetics_tools_is_recorded_as_the_builds() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], True, []],
+            # denied (the build cannot enter /.hermetic): an exec failure, and recorded
+            ["exec", 107, "/.hermetic/busybox", ["/.hermetic/busybox", "nc"], False, []],
+            ["open", 108, "/.hermetic/state/run.sh", 0o1101],
+            ["rename", 108, "/build/a", "/.hermetic/out/a"],
+        ]
+    )
+    assert trace.exec_failures == 1
+    assert [(a.pid, a.call, a.path) for a in trace.hermetic_path_attempts] == [
+        (7, "exec", "/.hermetic/busybox"),
+        (8, "open", "/.hermetic/state/run.sh"),
+        (8, "rename", "/.hermetic/out/a"),
+    ]
+    assert trace.summary()["hermetic_path_attempts"] == 3
+
+
+def test_hermetics_tools_run_by_the_build_are_the_builds_and_so_is_their_traffic() -> None:
+    # If the build could run the runner's busybox (it cannot), the path would not hide it.
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], True, []],
+            ["exec", 107, "/.hermetic/busybox", ["busybox", "nc", "10.0.0.1", "80"], True, []],
+            ["net", 107, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
+            ["exec", 108, "/proc/self/exe", ["sh"], True, []],
+            ["net", 108, "connect", 2, 1, "10.0.0.2", 80, "unreachable"],
+        ]
+    )
+    assert [e.path for e in trace.executions] == [
+        "/usr/bin/sh",
+        "/.hermetic/busybox",
+        "/proc/self/exe",
+    ]
+    assert trace.summary()["network_attempts"] == 2
+
+
+def test_the_runners_children_are_hermetics_until_they_start_the_build() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["net", 106, "connect", 2, 1, "10.0.0.9", 80, "unreachable"],  # not yet the build
+            ["exec", 106, "/usr/bin/setarch", ["setarch", "linux64", "sh"], True, []],
+            ["exec", 106, "/usr/bin/sh", ["sh"], True, []],
+            ["net", 106, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
+        ]
+    )
+    assert [e.path for e in trace.executions] == ["/usr/bin/setarch", "/usr/bin/sh"]
+    assert [n.address for n in trace.network] == ["10.0.0.1"]
+
+
+def test_threads_and_orphans_of_the_build_are_the_builds() -> None:
+    trace = build(
+        [
+            *PIDS,
+            # 109: a thread of the build's first process (its parent is the runner's);
+            # 110: an orphan the kernel handed to init before its first traced call.
+            ["pid", 109, 9, 105, 106],
+            ["pid", 110, 10, 100, 110],
+            *RUNNER,
+            ["exec", 106, "/usr/bin/python3", ["python3"], True, []],
+            ["net", 109, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
+            ["net", 110, "connect", 2, 1, "10.0.0.2", 80, "unreachable"],
+            ["open", 110, "/build/orphan.txt", 0o1101],
+        ]
+    )
+    assert [(n.pid, n.address) for n in trace.network] == [(9, "10.0.0.1"), (10, "10.0.0.2")]
+    assert "/build/orphan.txt" in {f.path for f in trace.files}
+
+
+def test_init_and_runner_are_found_by_pid_without_a_pid_one() -> None:
+    trace = assemble(
+        events=[
+            ["pid", 200, 7, 50, 200],
+            ["pid", 201, 8, 200, 201],
+            ["pid", 202, 9, 201, 202],
+            ["exec", 200, "/run/podman-init", ["init"], True, []],
+            ["exec", 201, "/.hermetic/busybox", ["busybox", "sh"], True, []],
+            ["open", 201, "/build/runner-file", 0o101],
+            ["exec", 202, "/usr/bin/make", ["make"], True, []],
+        ],
+        reads=None,
+        level="standard",
+        build_dir="/build",
+        initial_paths=set(),
+        interfaces=["lo"],
+        init_pid=200,
+    )
+    assert [e.path for e in trace.executions] == ["/usr/bin/make"]
+    assert trace.files == ()
+
+
+def test_cut_argument_lists_are_a_gap() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh"], True, [], False],
+            ["exec", 107, "/usr/bin/ld", ["ld", "x" * 10], True, [], True],
+        ]
+    )
+    assert any("argument lists of 1 executions were cut" in gap for gap in trace.gaps)
+    assert trace.summary()["complete"] is False

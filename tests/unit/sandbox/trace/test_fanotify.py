@@ -45,10 +45,10 @@ SUB = handle(BUILD_FS, 2)
 MOVED = handle(BUILD_FS, 2)
 
 
-def reader() -> BuildReads:
+def reader(max_paths: int = 1000) -> BuildReads:
     read_end, write_end = os.pipe()
     os.close(write_end)
-    return BuildReads(read_end, {ROOT: "/build"}, STATE_FS, "build-ended-x")
+    return BuildReads(read_end, {ROOT: "/build"}, STATE_FS, "build-ended-x", max_paths)
 
 
 def test_reads_are_placed_through_directory_handles() -> None:
@@ -66,7 +66,11 @@ def test_reads_are_placed_through_directory_handles() -> None:
         + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, MOVED, "main.c"))
         + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, handle(BUILD_FS, 99), "lost"))
     )
-    assert watch.result.reads == ["/build/in.txt", "/build/src/main.c", "/build/lib/main.c"]
+    assert list(watch.result.reads.elements()) == [
+        "/build/in.txt",
+        "/build/src/main.c",
+        "/build/lib/main.c",
+    ]
     assert watch.result.unresolved == 1
     os.close(watch.group)
 
@@ -80,7 +84,7 @@ def test_the_sentinel_ends_the_builds_share_of_the_stream() -> None:
         + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, ROOT, "handback-copy"))
     )
     assert watch.result.finished
-    assert watch.result.reads == ["/build/before"]
+    assert list(watch.result.reads) == ["/build/before"]
     os.close(watch.group)
 
 
@@ -88,4 +92,29 @@ def test_overflow_is_reported() -> None:
     watch = reader()
     watch._parse(event(FAN_Q_OVERFLOW))
     assert watch.result.overflowed
+    os.close(watch.group)
+
+
+def test_distinct_paths_and_directories_are_capped_and_the_rest_counted() -> None:
+    watch = reader(max_paths=3)
+    many = b"".join(
+        event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, ROOT, f"f{i}")) for i in range(10)
+    )
+    watch._parse(many + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, ROOT, "f0")))
+    assert watch.result.reads == {"/build/f0": 2, "/build/f1": 1, "/build/f2": 1}
+    assert watch.result.dropped == 7
+    # Directories beyond the cap are not placed: their reads count as unresolved.
+    watch._parse(
+        b"".join(
+            event(
+                FAN_CREATE | FAN_ONDIR,
+                record(INFO_DFID_NAME, ROOT, f"d{i}"),
+                record(INFO_FID, handle(BUILD_FS, 10 + i)),
+            )
+            for i in range(3)
+        )
+        + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, handle(BUILD_FS, 12), "x"))
+    )
+    assert sorted(watch.paths.values()) == ["/build", "/build/d0", "/build/d1"]
+    assert watch.result.unresolved == 1
     os.close(watch.group)

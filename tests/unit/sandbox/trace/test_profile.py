@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from sandbox.trace.levels import TraceLevel
-from sandbox.trace.profile import TRACED, build_profile
+from sandbox.trace.profile import (
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_PARENT,
+    TRACED,
+    build_profile,
+)
 from sandbox.trace.syscalls import O_CLOEXEC, O_CREAT, O_NOCTTY, O_TRUNC
 
 PODMAN_DEFAULT = Path("/usr/share/containers/seccomp.json")
@@ -124,3 +132,98 @@ def test_podmans_default_profile_converts() -> None:
         n for r in profile["syscalls"] if r["action"] == "SCMP_ACT_NOTIFY" for n in r["names"]
     }
     assert set(TRACED) <= notified
+
+
+LEVELS = [TraceLevel.OFF, TraceLevel.STANDARD]
+
+
+def profile_at(level: TraceLevel, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    base = json.loads(PODMAN_DEFAULT.read_text()) if base is None else base
+    return build_profile(base, level=level, listener=None if level is TraceLevel.OFF else "/s")
+
+
+CLONE_FLAGS = {
+    "fork": 0x01200011,  # glibc fork: CHILD_SETTID | CHILD_CLEARTID | SIGCHLD
+    "thread": 0x003D0F00,  # pthread_create's fallback to clone
+    "vfork": 0x00004111,  # posix_spawn: VM | VFORK | SIGCHLD
+    "userns": CLONE_NEWUSER | 0x11,
+    "mountns": CLONE_NEWNS | 0x11,
+    "pidns+netns": CLONE_NEWPID | CLONE_NEWNET | 0x11,
+    "parent": CLONE_PARENT | 0x11,
+}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kind", sorted(CLONE_FLAGS))
+def test_clone_never_makes_namespaces_or_siblings(level: TraceLevel, kind: str) -> None:
+    profile = profile_at(level)
+    found = actions(profile, "clone", {0: CLONE_FLAGS[kind]})
+    denied = kind in ("userns", "mountns", "pidns+netns", "parent")
+    assert found == ({"SCMP_ACT_ERRNO"} if denied else {"SCMP_ACT_ALLOW"}), found
+    # Negative control: podman's own profile allows every one of them.
+    base = json.loads(PODMAN_DEFAULT.read_text())
+    assert "SCMP_ACT_ALLOW" in actions(base, "clone", {0: CLONE_FLAGS[kind]})
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize(
+    ("flags", "allowed"),
+    [
+        (0x00000400, True),  # CLONE_FILES
+        (0x00000200, True),  # CLONE_FS
+        (CLONE_NEWUSER, False),
+        (CLONE_NEWNS, False),
+        (CLONE_NEWNS | CLONE_NEWUSER, False),
+        (0x80, False),  # CLONE_NEWTIME
+        (0x40000000, False),  # CLONE_NEWNET
+    ],
+)
+def test_unshare_of_any_namespace_is_denied(level: TraceLevel, flags: int, allowed: bool) -> None:
+    found = actions(profile_at(level), "unshare", {0: flags})
+    assert found == ({"SCMP_ACT_ALLOW"} if allowed else {"SCMP_ACT_ERRNO"})
+    errnos = {
+        r.get("errnoRet") for r in rules_for(profile_at(level), "unshare") if matches(r, {0: flags})
+    }
+    assert errnos == ({None} if allowed else {1})
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_mounts_setns_io_uring_and_clone3_are_denied(level: TraceLevel) -> None:
+    profile = profile_at(level)
+    for name in (
+        "mount",
+        "umount2",
+        "fsopen",
+        "fsmount",
+        "move_mount",
+        "open_tree",
+        "pivot_root",
+        "setns",
+    ):
+        assert [(r["action"], r["errnoRet"]) for r in rules_for(profile, name)] == [
+            ("SCMP_ACT_ERRNO", 1)
+        ], name
+    for name in ("clone3", "io_uring_setup", "io_uring_enter"):
+        assert [(r["action"], r["errnoRet"]) for r in rules_for(profile, name)] == [
+            ("SCMP_ACT_ERRNO", 38)
+        ], name
+    # Negative control: podman's profile allows them.
+    base = json.loads(PODMAN_DEFAULT.read_text())
+    assert "SCMP_ACT_ALLOW" in {r["action"] for r in rules_for(base, "mount")}
+    assert "SCMP_ACT_ALLOW" in {r["action"] for r in rules_for(base, "clone3")}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_only_the_native_architecture_is_allowed(level: TraceLevel) -> None:
+    profile = profile_at(level)
+    assert all(entry["subArchitectures"] == [] for entry in profile["archMap"])
+    assert "architectures" not in profile or not profile["architectures"]
+    base = json.loads(PODMAN_DEFAULT.read_text())
+    native = next(e for e in base["archMap"] if e["architecture"] == "SCMP_ARCH_X86_64")
+    assert "SCMP_ARCH_X86" in native["subArchitectures"]  # the negative control
+    docker_style = build_profile(
+        {**BASE, "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+        level=level,
+        listener="/s",
+    )
+    assert docker_style["architectures"] == ["SCMP_ARCH_X86_64"]

@@ -1,0 +1,414 @@
+"""The build against hermetic's machinery and against its own trace, on real podman.
+
+Each attack runs as a real build. Its negative control shows the attack succeeds (or
+the probe finds what it looks for) once the defence is taken away: hermetic's
+directory opened to the build's uid as it was before (``weakened``), or podman's own
+seccomp profile in place of hermetic's (``unhardened``). Its positive control shows
+the legitimate path still works.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sandbox.build
+import sandbox.plan
+import sandbox.trace.profile
+from sandbox.build import BuildRequest, run_build
+from sandbox.config import SandboxConfig
+from sandbox.podman_api import PodmanSession
+from sandbox.podman_backend import PodmanBackend
+from sandbox.result import BuildResult, BuildStatus
+from sandbox.spec import Spec
+from sandbox.trace.levels import TraceLevel
+from sandbox.trace.limits import TraceLimits
+from tests.conftest import REPO, write_spec
+from tests.integration.conftest import log_of, trace_of
+from tests.integration.test_isolation import Listener
+
+TOKEN = "build-ended-5eedc0ffee5eedc0"  # the sentinel's name, made known to the tests
+SIGSYS_STATUS = 128 + 31
+
+
+class Sandbox:
+    """Real builds of a bash script (``script.sh``) with extra files, in one test's tmp_path."""
+
+    def __init__(self, tmp_path: Path, config: SandboxConfig, backend: PodmanBackend) -> None:
+        self.tmp_path = tmp_path
+        self.config = config
+        self.backend = backend
+
+    def build(
+        self,
+        script: str,
+        *,
+        name: str = "b",
+        image: str = "hermetic-minimal",
+        files: dict[str, str] | None = None,
+        programs: dict[str, Path] | None = None,
+        trace: TraceLevel = TraceLevel.STANDARD,
+        limits: TraceLimits | None = None,
+    ) -> BuildResult:
+        source = self.tmp_path / f"src-{name}"
+        text = (
+            f'[build]\nimage = "{image}"\nsource_date_epoch = 1\n'
+            'command = ["bash", "script.sh"]\noutputs = ["done"]\n'
+        )
+        spec = Spec.from_toml(write_spec(source, text))
+        (source / "script.sh").write_text(script + "\necho ok > done\n")
+        for relative, content in (files or {}).items():
+            (source / relative).write_text(content)
+        for relative, program in (programs or {}).items():
+            shutil.copy(program, source / relative)
+            (source / relative).chmod(0o755)
+        config = self.config if limits is None else replace(self.config, trace_limits=limits)
+        request = BuildRequest(spec=spec, out_dir=self.tmp_path / f"out-{name}", trace=trace)
+        return run_build(request, config=config, backend=self.backend)
+
+
+@pytest.fixture
+def sandbox_(tmp_path: Path, sandbox_config: SandboxConfig, backend: PodmanBackend) -> Sandbox:
+    return Sandbox(tmp_path, sandbox_config, backend)
+
+
+@pytest.fixture
+def known_token(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sandbox.build, "new_token", lambda: TOKEN)
+    return TOKEN
+
+
+@pytest.fixture
+def weakened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The negative control: hermetic's directory and state open to the build's uid."""
+    monkeypatch.setattr(sandbox.plan, "TOOLS_MODE", "0755")
+    monkeypatch.setattr(sandbox.plan, "STATE_MODE", "0777")
+
+
+@pytest.fixture
+def unhardened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The negative control: podman's default seccomp profile, without hermetic's limits."""
+
+    def keep(profile: dict[str, Any]) -> None:
+        return None
+
+    monkeypatch.setattr(sandbox.trace.profile, "_harden", keep)
+
+
+@pytest.fixture(scope="module")
+def probe(
+    tmp_path_factory: pytest.TempPathFactory,
+    bookworm_image: str,
+    podman_session: PodmanSession,
+    sandbox_config: SandboxConfig,
+) -> Iterator[Path]:
+    """tests/fixtures/probe.c, built static with the debian-bookworm image's gcc."""
+    scratch = tmp_path_factory.mktemp("probe")
+    backend = PodmanBackend(podman_session, seccomp_base=sandbox_config.seccomp_base)
+    source = scratch / "src"
+    source.mkdir()
+    shutil.copy(REPO / "tests" / "fixtures" / "probe.c", source / "probe.c")
+    spec = Spec.from_toml(
+        write_spec(
+            source,
+            f'[build]\nimage = "{bookworm_image}"\nsource_date_epoch = 1\n'
+            'command = ["gcc", "-static", "-no-pie", "-O1", "-o", "probe", "probe.c"]\n'
+            'outputs = ["probe"]\n',
+        )
+    )
+    request = BuildRequest(spec=spec, out_dir=scratch / "out", trace=TraceLevel.OFF)
+    result = run_build(request, config=sandbox_config, backend=backend)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    binary = scratch / "out" / "artifacts" / "probe"
+    binary.chmod(0o755)
+    yield binary
+
+
+def lines(result: BuildResult) -> list[str]:
+    return log_of(result).splitlines()
+
+
+# --- hermetic's machinery -------------------------------------------------------------
+
+TOOLS = """
+/.hermetic/busybox true && echo ran:busybox
+/.hermetic/busybox nc -w 1 192.0.2.10 80 </dev/null
+echo '/.hermetic/busybox nc -w 1 192.0.2.11 80 </dev/null; echo ran:script' \
+    > /.hermetic/state/x.sh && echo wrote:state
+sh /.hermetic/state/x.sh
+echo x > /.hermetic/out/status && echo wrote:out
+ls /.hermetic > /dev/null && echo listed:hermetic
+/usr/bin/true && echo ran:image-program
+"""
+
+
+def test_the_build_cannot_run_hermetics_busybox_or_a_script_in_its_state(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    result = sandbox_.build(TOOLS)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    found = lines(result)
+    for done in ("ran:busybox", "wrote:state", "ran:script", "wrote:out", "listed:hermetic"):
+        assert done not in found, log_of(result)
+    assert "Permission denied" in log_of(result)
+    assert "ran:image-program" in found  # positive control: the build's own programs run
+    trace = trace_of(result)
+    attempts = {(a["call"], a["path"]) for a in trace["hermetic_path_attempts"]}
+    assert ("exec", "/.hermetic/busybox") in attempts  # any exec attempt there is recorded
+    assert ("open", "/.hermetic/state/x.sh") in attempts
+    assert ("open", "/.hermetic/out/status") in attempts
+    assert result.trace["hermetic_path_attempts"] == len(trace["hermetic_path_attempts"])
+    assert result.trace["network_attempts"] == 0 and trace["complete"], trace["gaps"]
+
+
+def test_without_the_closed_directory_the_same_attack_runs_and_is_still_counted(
+    sandbox_: Sandbox, minimal_image: str, weakened: None
+) -> None:
+    result = sandbox_.build(TOOLS)
+    found = lines(result)
+    assert "ran:busybox" in found and "wrote:state" in found and "ran:script" in found
+    # What hermetic's own busybox does for the build is the build's, whatever its path.
+    assert result.trace["network_targets"] == ["connect 192.0.2.10:80", "connect 192.0.2.11:80"]
+    assert result.trace["network_attempts"] == 2
+
+
+RUNNER = r"""
+runner=
+for p in /proc/[0-9]*; do
+    if tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q '/.hermetic/runner.sh'; then
+        runner=${p#/proc/}
+    fi
+done
+echo runner:$runner
+kill -TERM $runner 2>/dev/null && echo signalled:runner
+kill -0 1 2>/dev/null && echo signalled:init
+./probe ptrace $runner
+cat /proc/$runner/environ > /dev/null 2>&1 && echo read:runner-environ
+ls /proc/$runner/fd > /dev/null 2>&1 && echo read:runner-fds
+# The sentinel's name and two canaries, as patterns in a file: a pattern on grep's
+# command line would be found in grep's own.
+t=build-ended-5eedc0ff; printf '%s\n' "${t}ee5eedc0" > /tmp/token
+c=canary-a1b2; printf '%s\n' "${c}c3" > /tmp/canary
+CANARY_ENV=${c}e9 sh -c 'sleep 30; :' x canary-a1b2c3 &
+own=$!
+until tr '\0' ' ' < /proc/$own/cmdline | grep -q -F -f /tmp/canary; do sleep 0.05; done
+printf '%s\n' "${c}e9" >> /tmp/canary
+readable="/proc/[0-9]*/cmdline /proc/[0-9]*/environ"
+grep -l -F -f /tmp/token $readable 2>/dev/null | sed 's/^/found-token:/'
+grep -l -F -f /tmp/canary $readable 2>/dev/null | sed 's/^/found-canary:/'
+kill -0 $own && echo signalled:own
+./probe ptrace $own
+kill -KILL $own
+"""
+
+
+def test_the_runner_cannot_be_signalled_traced_or_read(
+    sandbox_: Sandbox, minimal_image: str, probe: Path, known_token: str
+) -> None:
+    result = sandbox_.build(RUNNER, programs={"probe": probe})
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    found = lines(result)
+    runner = next(line for line in found if line.startswith("runner:"))
+    assert runner != "runner:", "the probe found the runner's process"
+    for done in ("signalled:runner", "signalled:init", "read:runner-environ", "read:runner-fds"):
+        assert done not in found, log_of(result)
+    assert "ptrace Operation not permitted" in found
+    assert not [line for line in found if line.startswith("found-token:")], log_of(result)
+    # Controls: the probes do find a canary in an argument list and in an environment,
+    # and do signal and trace a process of the build's own.
+    canaries = [line for line in found if line.startswith("found-canary:")]
+    assert any(c.endswith("/cmdline") for c in canaries), log_of(result)
+    assert any(c.endswith("/environ") for c in canaries), log_of(result)
+    assert "signalled:own" in found and "ptrace attached" in found
+    assert trace_of(result)["complete"]  # the token reached the runner by the gate
+
+
+NAMESPACES = """
+unshare -U true 2>/dev/null && echo made:userns
+unshare -m true 2>/dev/null && echo made:mountns
+unshare -Urm true 2>/dev/null && echo made:user+mountns
+unshare -n true 2>/dev/null && echo made:netns
+./probe clone-parent
+unshare true && echo unshare-nothing:ok
+"""
+
+
+@pytest.mark.parametrize("trace", [TraceLevel.STANDARD, TraceLevel.OFF])
+def test_nested_namespaces_mounts_and_siblings_are_denied(
+    sandbox_: Sandbox, minimal_image: str, probe: Path, trace: TraceLevel
+) -> None:
+    result = sandbox_.build(NAMESPACES, programs={"probe": probe}, trace=trace)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    found = lines(result)
+    assert not [line for line in found if line.startswith("made:")], log_of(result)
+    assert "clone-parent Operation not permitted" in found
+    assert "unshare-nothing:ok" in found  # unshare(2) without a namespace still works
+
+
+def test_under_podmans_own_profile_the_build_makes_namespaces(
+    sandbox_: Sandbox, minimal_image: str, probe: Path, unhardened: None
+) -> None:
+    result = sandbox_.build(NAMESPACES, programs={"probe": probe})
+    found = lines(result)
+    assert "made:userns" in found and "made:user+mountns" in found, log_of(result)
+    assert "clone-parent created" in found
+
+
+I386 = """
+./probe socketcall 127.0.0.1 9; echo socketcall:$?
+./probe i386 127.0.0.1 9; echo i386:$?
+"""
+
+
+def test_i386_system_calls_get_through_without_hermetics_profile(
+    sandbox_: Sandbox, minimal_image: str, probe: Path, unhardened: None
+) -> None:
+    # Negative controls first: podman's own profile lets int 0x80 through...
+    allowed = sandbox_.build(I386, programs={"probe": probe}, name="podman")
+    assert "socket 3" in lines(allowed) and "socketcall:0" in lines(allowed), log_of(allowed)
+    # ...and on the host the same binary reaches a listener that way.
+    listener = Listener()
+    try:
+        host = subprocess.run(
+            [str(probe), "socketcall", "127.0.0.1", str(listener.port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    finally:
+        listener.close()
+    assert host.stdout.split("\n")[:2] == ["socket 3", "connect 0"]
+
+
+def test_i386_system_calls_are_denied_in_every_build(
+    sandbox_: Sandbox, minimal_image: str, probe: Path
+) -> None:
+    for trace in (TraceLevel.STANDARD, TraceLevel.OFF):
+        result = sandbox_.build(I386, programs={"probe": probe}, trace=trace, name=trace.value)
+        assert result.status is BuildStatus.BUILT, log_of(result)
+        found = lines(result)
+        # The kernel kills the process at its first i386 call (SIGSYS): nothing ran.
+        assert f"socketcall:{SIGSYS_STATUS}" in found and f"i386:{SIGSYS_STATUS}" in found
+        assert not [line for line in found if line.startswith("socket ")], log_of(result)
+
+
+# --- the trace ------------------------------------------------------------------------
+
+SENDMMSG = """
+./probe sendmmsg 127.0.0.1 9 192.0.2.1 53
+./probe sendmmsg 127.0.0.1 9 127.0.0.2 53
+perl -MIO::Socket::INET -e '
+    alarm 60;
+    $s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:4321", ReuseAddr => 1)
+        or die "listen: $!";
+    print "listening\\n"; $c = $s->accept; print "accepted\\n"' &
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    (: > /dev/tcp/127.0.0.1/4321) 2>/dev/null && break
+    sleep 0.2
+done
+wait
+"""
+
+
+def test_every_sendmmsg_message_is_inspected_and_loopback_counts_apart(
+    sandbox_: Sandbox, minimal_image: str, probe: Path
+) -> None:
+    result = sandbox_.build(SENDMMSG, programs={"probe": probe})
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    assert "accepted" in lines(result), log_of(result)
+    network = trace_of(result)["network"]
+    sent = [(n["address"], n["port"], n["loopback"]) for n in network if n["call"] == "sendmmsg"]
+    assert sent == [
+        ("127.0.0.1", 9, True),
+        ("192.0.2.1", 53, False),  # the second message of the first call
+        ("127.0.0.1", 9, True),
+        ("127.0.0.2", 53, True),  # negative control: a second message that stays inside
+    ]
+    local = [n for n in network if n["address"] == "127.0.0.1" and n["port"] == 4321]
+    assert {n["call"] for n in local} == {"bind", "connect"}
+    assert "connected" in {n["outcome"] for n in local}
+    summary = result.trace
+    assert summary["network_attempts"] == 1
+    assert summary["network_targets"] == ["sendmmsg 192.0.2.1:53"]
+    assert summary["loopback_attempts"] == len(network) - 1 >= 5
+
+
+SENTINEL = f"""
+: > /.hermetic/state/{TOKEN} && echo made:sentinel
+grep -c hello in.txt
+"""
+
+
+def test_the_build_cannot_end_its_trace_early(
+    sandbox_: Sandbox, minimal_image: str, known_token: str
+) -> None:
+    result = sandbox_.build(SENTINEL, files={"in.txt": "hello\n"})
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    assert "made:sentinel" not in lines(result)
+    files = {f["path"]: f for f in trace_of(result)["files"]}
+    # grep opens with O_NOCTTY: only fanotify sees this read, and it did.
+    assert files["/build/in.txt"]["unattributed_reads"] == 1
+    assert trace_of(result)["complete"]
+
+
+def test_with_its_state_open_the_build_could_end_its_trace_early(
+    sandbox_: Sandbox, minimal_image: str, known_token: str, weakened: None
+) -> None:
+    result = sandbox_.build(SENTINEL, files={"in.txt": "hello\n"})
+    assert "made:sentinel" in lines(result)
+    files = {f["path"]: f for f in trace_of(result)["files"]}
+    assert "/build/in.txt" not in files  # the read after the early sentinel is lost
+
+
+FLOOD = """
+a=$(head -c 100000 /dev/zero | tr '\\0' x)
+i=0
+while [ $i -lt 300 ]; do /bin/true $a; i=$((i + 1)); done
+"""
+
+
+def test_an_exec_flood_stays_bounded_and_is_marked_as_a_gap(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    capped = sandbox_.build(FLOOD, name="capped", limits=TraceLimits(max_event_bytes=8 * 1024**2))
+    assert capped.status is BuildStatus.BUILT, log_of(capped)  # tracing never fails a build
+    trace = trace_of(capped)
+    trues = [e for e in trace["executions"] if e["path"] == "/bin/true"]
+    assert 0 < len(trues) < 100 and len(trues[0]["argv"][1]) == 100000
+    assert trace["tracer"]["dropped"] > 200
+    assert not trace["complete"] and not capped.trace["complete"]
+    assert any("the tracer kept" in gap for gap in capped.trace["gaps"]), capped.trace["gaps"]
+    # Negative control: under the default caps every exec is kept, in more memory.
+    whole = sandbox_.build(FLOOD, name="whole")
+    everything = trace_of(whole)
+    assert len([e for e in everything["executions"] if e["path"] == "/bin/true"]) == 300
+    assert everything["complete"] and everything["tracer"]["dropped"] == 0
+    used = everything["tracer"]["peak_memory_bytes"] - trace["tracer"]["peak_memory_bytes"]
+    assert used > 15 * 1024**2, (everything["tracer"], trace["tracer"])
+
+
+MANY_FILES = "i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i + 1)); done"
+
+
+def test_trace_json_is_cut_at_its_cap_and_says_so(sandbox_: Sandbox, minimal_image: str) -> None:
+    cap = 64 * 1024
+    capped = sandbox_.build(MANY_FILES, name="capped", limits=TraceLimits(max_file_bytes=cap))
+    assert capped.status is BuildStatus.BUILT, log_of(capped)
+    path = Path(capped.out_dir) / "trace.json"
+    assert path.stat().st_size <= cap
+    trace = json.loads(path.read_text())
+    assert not trace["complete"] and not capped.trace["complete"]
+    assert any("trace.json was cut" in gap and "files" in gap for gap in trace["gaps"])
+    assert trace["gaps"] == capped.trace["gaps"]
+    assert 0 < len(trace["files"]) < 3000
+    # Negative control: under the default cap the same build's trace is whole.
+    whole = sandbox_.build(MANY_FILES, name="whole")
+    assert trace_of(whole)["complete"] and len(trace_of(whole)["files"]) > 3000

@@ -1,0 +1,84 @@
+"""The trace's own limits: trace.json cut to its cap with a gap, the caps' settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sandbox.config import SandboxConfig
+from sandbox.errors import Error
+from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, MIN_FILE_BYTES, TraceLimits
+from sandbox.trace.model import BuildTrace, Execution, FileRecord, NetworkAttempt
+
+
+def trace(files: int) -> BuildTrace:
+    return BuildTrace(
+        level="standard",
+        executions=tuple(
+            Execution(seq=i + 1, pid=10 + i, ppid=1, path="/usr/bin/cc", argv=("cc", f"f{i}.c"))
+            for i in range(files // 10)
+        ),
+        processes=(),
+        exec_failures=0,
+        files=tuple(FileRecord(path=f"/build/f{i}.o", written_by=(10,)) for i in range(files)),
+        network=(
+            NetworkAttempt(
+                pid=10,
+                call="connect",
+                family="inet",
+                type="stream",
+                address="192.0.2.1",
+                port=80,
+                outcome="unreachable",
+            ),
+        ),
+        nondeterminism=(),
+        interfaces=("lo",),
+    )
+
+
+def test_a_trace_that_fits_is_kept_whole() -> None:
+    small = trace(10)
+    kept, data = small.fitted(MIN_FILE_BYTES)
+    assert kept is small and data == small.to_json_bytes()
+    assert kept.to_json()["complete"]
+
+
+@pytest.mark.parametrize("cap", [MIN_FILE_BYTES, 100_000, 250_000])
+def test_a_trace_past_its_cap_is_cut_and_says_so(cap: int) -> None:
+    big = trace(5000)
+    assert len(big.to_json_bytes()) > cap  # the negative control: it does not fit
+    cut, data = big.fitted(cap)
+    assert len(data) <= cap
+    document = json.loads(data)
+    assert document == cut.to_json() and not document["complete"]
+    (gap,) = document["gaps"]
+    assert gap.startswith(f"trace.json was cut at {cap} bytes") and "files" in gap
+    # Network evidence is kept first; every list keeps its first items.
+    assert document["network"] == [n.to_json() for n in big.network]
+    kept = len(document["files"])
+    assert 0 < kept < 5000 and document["files"] == [f.to_json() for f in big.files[:kept]]
+    assert f"{5000 - kept} of 5000 files" in gap
+    summary = cut.summary()
+    assert summary["complete"] is False and summary["gaps"] == [gap]
+    assert summary["network_attempts"] == 1
+
+
+def test_trace_limits_from_the_environment() -> None:
+    env = {
+        "HERMETIC_TRACE_MAX_EVENTS": "5000",
+        "HERMETIC_TRACE_MAX_BYTES": "8MiB",
+        "HERMETIC_TRACE_MAX_FILE": "1MiB",
+    }
+    config = SandboxConfig.from_env(env)
+    assert config.trace_limits == TraceLimits(
+        max_events=5000, max_event_bytes=8 * 1024**2, max_file_bytes=1024**2
+    )
+    assert SandboxConfig.from_env({}).trace_limits == DEFAULT_TRACE_LIMITS
+    with pytest.raises(Error, match="HERMETIC_TRACE_MAX_FILE"):
+        SandboxConfig.from_env({"HERMETIC_TRACE_MAX_FILE": "1KiB"})
+    with pytest.raises(Error, match="HERMETIC_TRACE_MAX_EVENTS='many'"):
+        SandboxConfig.from_env({"HERMETIC_TRACE_MAX_EVENTS": "many"})
+    with pytest.raises(ValueError, match="max_events"):
+        TraceLimits(max_events=0)
