@@ -112,8 +112,9 @@ import os, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 import sandbox.podman_api as api
-if sys.argv[3] == "unlocked":
-    api.file_lock = lambda path: nullcontext()  # the negative control: no lock
+if sys.argv[3] == "unlocked":  # the negative control: no lock (and no clean-up of
+    api.file_lock = lambda path: nullcontext()  # the other's start, which would hide it)
+    api.SharedService.stop = lambda self: False
 barrier = Path(sys.argv[4])
 (barrier / str(os.getpid())).touch()
 while len(list(barrier.iterdir())) < 2:  # both imported: go at the same moment
