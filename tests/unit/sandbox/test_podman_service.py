@@ -166,16 +166,17 @@ def test_a_socket_of_another_user_is_refused(
 ) -> None:
     service.ensure(podman_bin=program, idle_s=60)
     assert _foreign_socket(service.url) is None  # control: our own socket is accepted
-    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)  # as another user sees it
-    problem = _foreign_socket(service.url)
-    assert problem is not None and "belongs to uid" in problem
-    with pytest.raises(SandboxError, match="not a private directory"):
-        service.ensure(podman_bin=program, idle_s=60)
-    with (
-        pytest.raises(SandboxError, match="refusing the podman socket"),
-        PodmanService(url=service.url),
-    ):
-        pass
+    with monkeypatch.context() as other:  # as another user sees it (undone before clean-up)
+        other.setattr(os, "geteuid", lambda: os.getuid() + 1)
+        problem = _foreign_socket(service.url)
+        assert problem is not None and "belongs to uid" in problem
+        with pytest.raises(SandboxError, match="not a private directory"):
+            service.ensure(podman_bin=program, idle_s=60)
+        with (
+            pytest.raises(SandboxError, match="refusing the podman socket"),
+            PodmanService(url=service.url),
+        ):
+            pass
 
 
 def test_a_link_in_place_of_the_socket_is_refused(
