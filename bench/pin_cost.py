@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, podman_service
+from bench.common import REPO, user_env
 
 # Top-level requirements; pip resolves them (set-up, not measured) into 30+ pins.
 PYTHON_TOP = ["sphinx==7.2.6", "requests==2.31.0", "flask==3.0.0", "pytest==7.4.3", "boto3==1.34.0"]
@@ -91,41 +91,41 @@ def main() -> None:
     report: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="hermetic-bench-pin-") as temp:
         scratch = Path(temp)
-        with podman_service(scratch) as env:
-            env = {**env, "HERMETIC_SIGN": "", "HERMETIC_WORK_DIR": str(scratch / "work")}
-            project = scratch / "python" / "project"
+        env = user_env()  # hermetic's shared podman service, as a user has it
+        env = {**env, "HERMETIC_SIGN": "", "HERMETIC_WORK_DIR": str(scratch / "work")}
+        project = scratch / "python" / "project"
+        project.mkdir(parents=True)
+        count = python_requirements(project)
+        install = "venv/bin/pip install --no-compile -r requirements.txt"
+        command = f"python3 -m venv venv && {install} && touch done"
+        (project / "hermetic.toml").write_text(spec("python-wheel", command))
+        shutil.copy(REPO / "docs/examples/python-wheel/hermetic.lock", project)
+        python = measure(
+            project,
+            ["pin", "pip", "requirements.txt"],
+            ["python3 -m venv venv", f"PIP_NO_CACHE_DIR=1 {install} -q"],
+            env,
+        )
+        report["python"] = {"wheels": count, **python}
+        if not args.skip_npm:
+            project = scratch / "npm" / "project"
             project.mkdir(parents=True)
-            count = python_requirements(project)
-            install = "venv/bin/pip install --no-compile -r requirements.txt"
-            command = f"python3 -m venv venv && {install} && touch done"
-            (project / "hermetic.toml").write_text(spec("python-wheel", command))
-            shutil.copy(REPO / "docs/examples/python-wheel/hermetic.lock", project)
-            python = measure(
+            (project / "package.json").write_text(
+                json.dumps({"name": "bench", "version": "1.0.0", "dependencies": NPM_TOP})
+            )
+            run(["npm", "install", "--package-lock-only", "--ignore-scripts"], project, env)
+            lock = json.loads((project / "package-lock.json").read_text())
+            count = len([k for k in lock["packages"] if k])
+            command = "npm cache add ./npm/*.tgz && npm ci --ignore-scripts && touch done"
+            (project / "hermetic.toml").write_text(spec("node-pack", command))
+            shutil.copy(REPO / "docs/examples/node-pack/hermetic.lock", project)
+            npm = measure(
                 project,
-                ["pin", "pip", "requirements.txt"],
-                ["python3 -m venv venv", f"PIP_NO_CACHE_DIR=1 {install} -q"],
+                ["pin", "npm", "package-lock.json"],
+                ["npm ci --ignore-scripts --cache ./.npm-cache"],
                 env,
             )
-            report["python"] = {"wheels": count, **python}
-            if not args.skip_npm:
-                project = scratch / "npm" / "project"
-                project.mkdir(parents=True)
-                (project / "package.json").write_text(
-                    json.dumps({"name": "bench", "version": "1.0.0", "dependencies": NPM_TOP})
-                )
-                run(["npm", "install", "--package-lock-only", "--ignore-scripts"], project, env)
-                lock = json.loads((project / "package-lock.json").read_text())
-                count = len([k for k in lock["packages"] if k])
-                command = "npm cache add ./npm/*.tgz && npm ci --ignore-scripts && touch done"
-                (project / "hermetic.toml").write_text(spec("node-pack", command))
-                shutil.copy(REPO / "docs/examples/node-pack/hermetic.lock", project)
-                npm = measure(
-                    project,
-                    ["pin", "npm", "package-lock.json"],
-                    ["npm ci --ignore-scripts --cache ./.npm-cache"],
-                    env,
-                )
-                report["npm"] = {"packages": count, **npm}
+            report["npm"] = {"packages": count, **npm}
     print(json.dumps(report, indent=2))
 
 

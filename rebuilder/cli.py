@@ -267,6 +267,7 @@ def build(
             update_lock=update_lock,
         )
         with connect_backend(config) as backend, _progress() as progress:
+            backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
             result = run_build(
                 request, config=config, backend=backend, observer=progress, build_id=build_id
             )
@@ -354,6 +355,7 @@ def check(
             trace=trace or config.trace,
         )
         with connect_backend(config) as backend, _check_progress() as progress:
+            backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
             store = backend.image_store()
             if store is not None:  # build (by its lock) or pull the image first, once
                 prepare_image(parsed, config=config, store=store)
