@@ -44,6 +44,7 @@ _RESERVED_ENV = ("SOURCE_DATE_EPOCH", "PATH", "HOME", "TZ", "LANG", "USER", "LOG
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _COMPONENT_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z, as for a spec's source_date_epoch
 _LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]+ [A-Za-z0-9_-]+$")
 
 Fail = Callable[[str, str], Error]
@@ -160,8 +161,8 @@ class ImageRecipe:
         if locales and "locales" not in packages:
             raise fail("locales", "add 'locales' to packages: it generates them")
         epoch = data.get("source_date_epoch", DEFAULT_IMAGE_EPOCH)
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise fail("source_date_epoch", "must be a non-negative integer")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= _MAX_EPOCH:
+            raise fail("source_date_epoch", f"must be an integer from 0 to {_MAX_EPOCH}")
         strip_docs = data.get("strip_docs", True)
         if not isinstance(strip_docs, bool):
             raise fail("strip_docs", "must be true or false")

@@ -94,6 +94,7 @@ def test_registry_image_by_digest(
                 env=environment, capture_output=True, text=True, timeout=600,
             )  # fmt: skip
 
+        (tmp_path / "runtime").mkdir(mode=0o700)  # a runtime dir without the user's auth.json
         insecure = {"HERMETIC_INSECURE_REGISTRIES": registry.address}
         credentials = {"REGISTRY_AUTH_FILE": str(auth_file(tmp_path / "auth.json", registry))}
         try:

@@ -134,7 +134,8 @@ def test_bad_recipe_paths(tmp_path: Path, image: str, where: str, reason: str) -
         ('locales = ["en_US.UTF-8 UTF-8"]', "image.locales", "add 'locales'"),
         ("env = { PATH = '/x' }", "image.env.PATH", "not a variable"),
         ('suite = "Bookworm!"', "image.suite", "suite name"),
-        ("source_date_epoch = -1", "image.source_date_epoch", "non-negative"),
+        ("source_date_epoch = -1", "image.source_date_epoch", "from 0 to"),
+        ("source_date_epoch = 253402300800", "image.source_date_epoch", "from 0 to"),
     ],
 )
 def test_bad_inline_images(tmp_path: Path, table: str, key: str, reason: str) -> None:
