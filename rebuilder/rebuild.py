@@ -100,6 +100,9 @@ class NodeReport:
         }
 
 
+REBUILD_SCHEMA = "https://hermetic.dev/schemas/rebuild-result/v1"
+
+
 @dataclass(kw_only=True)
 class RebuildResult:
     agreed: bool
@@ -113,6 +116,7 @@ class RebuildResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "_schema": REBUILD_SCHEMA,
             "agreed": self.agreed,
             "threshold": self.threshold,
             "signatures": self.signatures,

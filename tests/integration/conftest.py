@@ -30,6 +30,7 @@ from sandbox.spec import InputSpec, Spec
 from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
 from tests.conftest import REPO, write_spec
+from tests.schemas import validate_document
 
 HELLO_SHA256 = Sha256("31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b")
 HELLO_URL = "https://deb.debian.org/debian/pool/main/h/hello/hello_2.10.orig.tar.gz"
@@ -187,8 +188,11 @@ def hermetic_env(config: SandboxConfig, **extra: str) -> dict[str, str]:
 
 
 def trace_of(result: BuildResult) -> dict[str, Any]:
-    """The trace.json a build published."""
+    """The trace.json a build published, validated with its result.json against their
+    published schemas."""
     data: dict[str, Any] = json.loads((Path(result.out_dir) / "trace.json").read_text())
+    validate_document(data)
+    validate_document(json.loads((Path(result.out_dir) / "result.json").read_text()))
     return data
 
 

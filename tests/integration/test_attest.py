@@ -11,6 +11,7 @@ from pathlib import Path
 from sandbox.config import SandboxConfig
 from sandbox.podman_api import PodmanSession
 from tests.conftest import HERMETIC, write_spec
+from tests.schemas import validate_document, validate_envelope
 
 SPEC = """
 [build]
@@ -60,6 +61,11 @@ def test_build_sign_verify_and_a_modified_output_fails(
 
     statement = json.loads(base64.b64decode(json.loads(attestation.read_text())["payload"]))
     result = json.loads((out / "result.json").read_text())
+    # what a real build wrote matches the published schemas
+    validate_document(result)
+    validate_document(json.loads((out / "trace.json").read_text()))
+    assert validate_envelope(attestation) == "provenance.schema.json"
+    assert validate_envelope(out / "sbom.intoto.json") == "sbom-spdx-statement.schema.json"
     predicate = statement["predicate"]
     dependencies = {d["name"]: d for d in predicate["buildDefinition"]["resolvedDependencies"]}
     assert dependencies["image"]["digest"]["sha256"] == result["image"].split("@sha256:")[1]

@@ -10,6 +10,7 @@ from pathlib import Path
 from sandbox.config import SandboxConfig
 from sandbox.podman_api import PodmanSession
 from tests.conftest import HERMETIC, write_spec
+from tests.schemas import validate_document, validate_envelope
 
 SPEC = """
 [build]
@@ -55,6 +56,8 @@ def test_reproducible_exits_0(
     result = json.loads(done.stdout)
     assert result["reproducible"] is True and len(result["builds"]) == 2
     assert (tmp_path / "report" / "check.json").is_file()
+    validate_document(result)
+    validate_envelope(tmp_path / "report" / "check.intoto.json")
 
 
 def test_not_reproducible_exits_1_with_verdict_culprit_and_hint(
@@ -73,6 +76,8 @@ def test_not_reproducible_exits_1_with_verdict_culprit_and_hint(
     assert lines[0] == "NOT REPRODUCIBLE: 1 output differs; culprit: hostname"
     assert lines[1] == "why:" and "uname -n" in done.stdout
     assert f"results {tmp_path / 'report'}" in lines
+    validate_document(json.loads((tmp_path / "report" / "check.json").read_text()))
+    validate_envelope(tmp_path / "report" / "check.intoto.json")
 
 
 def test_a_failing_build_exits_2_not_1(

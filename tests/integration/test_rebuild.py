@@ -37,6 +37,7 @@ from sandbox.spec import Spec
 from tests.conftest import HERMETIC, write_spec
 from tests.integration.conftest import hello_spec
 from tests.integration.nodes import TOKEN, RunningNode, free_port, write_tokens
+from tests.schemas import validate_document, validate_envelope
 
 SMALL = """
 [build]
@@ -183,6 +184,13 @@ def test_a_compromised_node_disagrees_k2_forms_k3_fails(
     assert bad.report is not None and bad.report.text is not None
     assert "a backdoor" in bad.report.text.read_text()
     refusal = tmp_path / "k2" / "nodes" / bad.name / "disagreement.intoto.json"
+    assert validate_envelope(refusal) == "rebuild-disagreement.schema.json"
+    validate_document(json.loads((tmp_path / "k2" / "rebuild.json").read_text()))
+    assert two.attestation is not None
+    assert validate_envelope(two.attestation) == "rebuild-agreement.schema.json"
+    for report in two.nodes:
+        assert report.attestation is not None
+        assert validate_envelope(report.attestation) == "provenance.schema.json"
     signed_no = verify_attestation(refusal, [running[2].key])
     assert signed_no.ok and signed_no.statement is not None
     assert signed_no.statement["predicateType"] == DISAGREEMENT_PREDICATE

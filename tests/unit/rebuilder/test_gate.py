@@ -23,6 +23,7 @@ from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.node.client import Credentials
 from rebuilder.node.statements import Agreement
 from rebuilder.sbom import SPDX_PREDICATE
+from tests.schemas import validate_envelope
 
 IMAGE = "1" * 64
 SOURCE = "5" * 64  # the source tree digest every honest build here names
@@ -333,6 +334,7 @@ def test_the_cli_exit_codes_json_and_vsa(world: World, tmp_path: Path) -> None:
     assert admitted.exit_code == 0, admitted.output
     assert admitted.stdout.startswith(f"ADMIT {world.artifact}")
     summary = tmp_path / "vsa" / f"hello.{world.digest[:12]}.vsa.intoto.json"
+    assert validate_envelope(summary) == "vsa.schema.json"
     verified = runner.invoke(
         app, ["verify", str(summary), "--key", str(world.keys["acme"][0]), "--json"]
     )

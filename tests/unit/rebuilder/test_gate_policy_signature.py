@@ -17,6 +17,7 @@ from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import Operator, Policy, PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, signature_path
 from rebuilder.node.client import Credentials
+from tests.schemas import validate_envelope
 from tests.unit.rebuilder.test_gate import NOW, World
 from tests.unit.rebuilder.test_gate_evidence import fresh, gate_args, upper_case_json
 
@@ -56,6 +57,9 @@ def test_a_key_file_swapped_after_signing_is_refused(world: World, owner: Path) 
     """t_polkey.py: only the TOML bytes were signed; a key file beside it was read after."""
     policy = keyed_policy(world)
     sign_policy(policy, [load_signer(str(owner))], now=NOW)
+    assert validate_envelope(policy.parent / "policy.toml.intoto.json") == (
+        "gate-policy-predicate.schema.json"
+    )
     owners = [load_public_key(Path(f"{owner}.pub"))]
     assert load_signed_policy(policy, owners, now=NOW).threshold == 2  # control
     mallory = world.root / "mallory"

@@ -13,6 +13,7 @@ from rebuilder.cli import app
 from sandbox.config import SandboxConfig
 from tests.conftest import write_spec
 from tests.integration.nodes import TOKEN, RunningNode
+from tests.schemas import validate_document, validate_envelope
 from tests.unit.rebuilder.conftest import FAKE_SPEC
 
 SPEC = FAKE_SPEC
@@ -52,6 +53,10 @@ def test_two_pinned_nodes_agree_exit_0(
     assert "01-127.0.0.1_" in stderr  # progress per node
     document = json.loads((out / "rebuild.json").read_text())
     assert document["agreed"] and document["signatures"] == 2
+    validate_document(document)
+    validate_envelope(out / "rebuild.intoto.json")
+    for node_report in document["nodes"]:
+        validate_envelope(Path(node_report["attestationFile"]))
     args = ["verify", str(out / "rebuild.intoto.json"), "--threshold", "2"]
     for node in two_nodes:
         args += ["--key", str(node.public_key_file)]

@@ -8,6 +8,7 @@ from typing import Any
 
 from sandbox.trace.assemble import assemble
 from sandbox.trace.fanotify import FileReads
+from tests.schemas import validate
 
 # Host pids 100.. map to build pids: 1 init, 5 runner, 6 env->nsenter->sh, 7 cat,
 # 8 subshell, 4 the runner's staging shell, 3 its tar.
@@ -35,7 +36,7 @@ RUNNER: list[list[Any]] = [
 
 
 def build(events: list[list[Any]], reads: FileReads | None = None) -> Any:
-    return assemble(
+    trace = assemble(
         events=events,
         reads=reads,
         level="standard",
@@ -43,6 +44,8 @@ def build(events: list[list[Any]], reads: FileReads | None = None) -> Any:
         initial_paths={"/build/in.txt"},
         interfaces=["lo"],
     )
+    validate(trace.to_json(), "trace.schema.json")  # what trace.json would hold
+    return trace
 
 
 def test_programs_tree_and_exit_status() -> None:
