@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rebuilder.attest.verify import Verification
-from rebuilder.check import INHERENT, CheckResult
-from rebuilder.compare import Difference
-from rebuilder.evidence import MARK_NOUNS
-from rebuilder.gate.decide import Decision
-from rebuilder.hints import Hint
-from rebuilder.rebuild import RebuildResult
-from sandbox.image_build import ImageBuildOutcome, ImageBuildStatus
-from sandbox.images import ImageDefinition
-from sandbox.result import BuildResult
 from sandbox.units import format_size
+
+if TYPE_CHECKING:  # a formatter loads only what its command already loaded
+    from rebuilder.attest.verify import Verification
+    from rebuilder.check import CheckResult
+    from rebuilder.compare import Difference
+    from rebuilder.gate.decide import Decision
+    from rebuilder.hints import Hint
+    from rebuilder.rebuild import RebuildResult
+    from sandbox.image_build import ImageBuildOutcome
+    from sandbox.images import ImageDefinition
+    from sandbox.result import BuildResult
 
 
 def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
@@ -110,6 +111,8 @@ def image_list(definitions: list[ImageDefinition], loaded: dict[str, bool]) -> s
 
 def image_outcome(outcome: ImageBuildOutcome, definition: ImageDefinition) -> str:
     """What ``hermetic image build`` says."""
+    from sandbox.image_build import ImageBuildStatus
+
     built = outcome.built
     messages = {
         ImageBuildStatus.ALREADY_LOADED: "already loaded; matches its lock",
@@ -164,6 +167,8 @@ def _oneline(text: str, width: int) -> str:
 
 
 def _hint(hint: Hint) -> list[str]:
+    from rebuilder.evidence import MARK_NOUNS
+
     lines = [f"  {hint.path}"]
     for item in hint.embedded:
         times = f" ({item.count} times)" if item.count > 1 else ""
@@ -198,6 +203,8 @@ def _hint(hint: Hint) -> list[str]:
 
 def check_summary(result: CheckResult) -> str:
     """What a person reads after ``hermetic check``: the verdict, then why."""
+    from rebuilder.check import INHERENT
+
     lines = []
     if result.reproducible:
         lines.append(f"REPRODUCIBLE: {len(result.builds)} builds agree bit for bit")

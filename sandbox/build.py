@@ -66,13 +66,14 @@ class BuildRequest:
     input_policy: InputPolicy | None = None
 
 
-def refuse_root(config: SandboxConfig) -> None:
-    """Raise unless hermetic runs unprivileged or root was explicitly allowed.
+def refuse_root(config: SandboxConfig, *, euid: int) -> None:
+    """Raise unless hermetic runs unprivileged (``euid``, the caller's effective user id)
+    or root was explicitly allowed.
 
     Raises:
         RootRefused: started as root without ``allow_root``.
     """
-    if os.geteuid() == 0 and not config.allow_root:
+    if euid == 0 and not config.allow_root:
         raise RootRefused
 
 
@@ -189,6 +190,7 @@ def run_build(
     backend: SandboxBackend,
     observer: BuildObserver | None = None,
     build_id: str | None = None,
+    euid: int | None = None,
 ) -> BuildResult:
     """Run one hermetic build and publish its results into ``request.out_dir``.
 
@@ -198,6 +200,7 @@ def run_build(
         backend: the sandbox to run in.
         observer: receives progress.
         build_id: a caller-chosen id (default: random).
+        euid: the effective user id the build runs as (default: this process's).
 
     Returns:
         The result; a failed, timed-out or limited build is a result, not an error.
@@ -209,7 +212,7 @@ def run_build(
     observer = observer or NullObserver()
     build_id = build_id or new_build_id()
     spec = request.spec
-    refuse_root(config)
+    refuse_root(config, euid=os.geteuid() if euid is None else euid)
     started_at = _now()
     image_store = backend.image_store() if request.prepare_image else None
     if image_store is not None:

@@ -5,6 +5,7 @@ The CLI catches only :class:`Error`; anything else escaping is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -19,11 +20,29 @@ class Error(Exception):
 class SpecError(Error):
     """A spec file is invalid; names the file, the key and the reason."""
 
+    problems: tuple[str, ...] = ()  # each problem, when there are several
+
     def __init__(self, *, path: Path | str, key: str, reason: str) -> None:
         self.path = str(path)
         self.key = key
         self.reason = reason
         super().__init__(f"{self.path}: {key}: {reason}")
+
+
+class SpecProblems(SpecError):
+    """Every problem of one spec, reported at once (the first one's key and reason are
+    this error's own)."""
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        first = errors[0]
+        super().__init__(path=first.path, key=first.key, reason=first.reason)
+        self.errors = tuple(errors)
+        self.problems = tuple(str(error) for error in errors)
+        Exception.__init__(
+            self,
+            f"{first.path}: {len(errors)} problems:\n"
+            + "\n".join(f"  {problem}" for problem in self.problems),
+        )
 
 
 class InputError(Error):

@@ -1,6 +1,6 @@
 """The build spec (``hermetic.toml``) as frozen data, validated before anything runs.
 
-Every omitted field has a default documented in the README; every error names the
+Every omitted field has a default documented in docs/spec.md; every error names the
 file, the key and the reason.
 """
 
@@ -10,14 +10,15 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sandbox.digests import Sha256, parse_sha256
-from sandbox.errors import Error, SpecError
+from sandbox.errors import Error, SpecError, SpecProblems
 from sandbox.recipe import RECIPE_FILENAME, ImageRecipe
 from sandbox.units import parse_duration, parse_size
 
@@ -32,6 +33,7 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL_SCHEMES = ("https", "http", "file")
 MAX_SOURCE_DATE_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: what file times and dates hold
 MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
+_T = TypeVar("_T")
 _RESERVED_ENV = {
     "SOURCE_DATE_EPOCH": "set build.source_date_epoch instead",
 }
@@ -149,48 +151,85 @@ class Spec:
 
 
 class _SpecParser:
-    """Walks a spec document once, raising the first error with its key."""
+    """Walks a spec document once, collecting every error with its key: a user fixes
+    them all after one run."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.problems: list[SpecError] = []
 
     def fail(self, key: str, reason: str) -> SpecError:
         return SpecError(path=self.path, key=key, reason=reason)
 
+    def attempt(self, parse: Callable[[], _T], default: _T) -> _T:
+        """``parse()``, or ``default`` with its error recorded."""
+        try:
+            return parse()
+        except SpecError as e:
+            self.problems.append(e)
+            return default
+
     def table(self, value: object, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """The table; every unknown key in it is recorded (and left out)."""
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a table, got {type(value).__name__}")
         for name in value:
             if name not in allowed:
                 shown = name if _BARE_KEY_RE.match(name) else json.dumps(name)  # as TOML does
                 where = f"{key}.{shown}" if key else shown
-                raise self.fail(where, f"unknown key; allowed here: {', '.join(allowed)}")
-        return value
+                self.problems.append(
+                    self.fail(where, f"unknown key; allowed here: {', '.join(allowed)}")
+                )
+        return {name: item for name, item in value.items() if name in allowed}
 
     def parse(self, document: Mapping[str, Any], source_dir: Path) -> Spec:
         top = self.table(dict(document), "", ("build", "image", "inputs", "limits"))
         if "build" not in top:
-            raise self.fail("build", "missing table [build] (it needs command and outputs)")
-        build = self.table(
-            top["build"], "build", ("image", "command", "outputs", "env", "source_date_epoch")
+            self.problems.append(
+                self.fail("build", "missing table [build] (it needs command and outputs)")
+            )
+        no_table: dict[str, Any] = {}
+        build = self.attempt(
+            lambda: self.table(
+                top.get("build", {}),
+                "build",
+                ("image", "command", "outputs", "env", "source_date_epoch"),
+            ),
+            no_table,
         )
-        inputs = self.inputs(top.get("inputs", []))
-        if "image" in top:
-            if "image" in build:
-                raise self.fail("image", "both [image] and build.image are given; keep one of them")
-            image = self.inline_image(top["image"])
+        no_inputs: tuple[InputSpec, ...] = ()
+        no_words: tuple[str, ...] = ()
+        no_env: tuple[tuple[str, str], ...] = ()
+        inputs = self.attempt(lambda: self.inputs(top.get("inputs", [])), no_inputs)
+        image: ImageReference | None
+        if "image" in top and "image" in build:
+            self.problems.append(
+                self.fail("image", "both [image] and build.image are given; keep one of them")
+            )
+            image = None
+        elif "image" in top:
+            image = self.attempt(lambda: self.inline_image(top["image"]), None)
         else:
-            image = self.image(build.get("image", DEFAULT_IMAGE))
+            image = self.attempt(lambda: self.image(build.get("image", DEFAULT_IMAGE)), None)
+        command = self.attempt(lambda: self.command(build.get("command")), no_words)
+        outputs = self.attempt(lambda: self.outputs(build.get("outputs")), no_words)
+        env = self.attempt(lambda: self.env(build.get("env", {})), no_env)
+        epoch = self.attempt(lambda: self.epoch(build.get("source_date_epoch")), None)
+        limits = self.attempt(lambda: self.limits(top.get("limits", {})), Limits())
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        if self.problems or image is None:
+            raise SpecProblems(self.problems)
         return Spec(
             path=self.path,
             source_dir=source_dir,
             image=image,
-            command=self.command(build.get("command")),
-            outputs=self.outputs(build.get("outputs")),
-            env=self.env(build.get("env", {})),
-            source_date_epoch=self.epoch(build.get("source_date_epoch")),
+            command=command,
+            outputs=outputs,
+            env=env,
+            source_date_epoch=epoch,
             inputs=inputs,
-            limits=self.limits(top.get("limits", {})),
+            limits=limits,
             document=document,
         )
 
@@ -276,8 +315,9 @@ class _SpecParser:
         for index, pattern in enumerate(value):
             where = f"{key}[{index}]"
             if not isinstance(pattern, str) or not pattern.strip():
-                raise self.fail(where, "must be a non-empty glob pattern")
-            self.relative_path(pattern, where)
+                self.problems.append(self.fail(where, "must be a non-empty glob pattern"))
+            else:
+                self.attempt(partial(self.relative_path, pattern, where), None)
         return tuple(value)
 
     def relative_path(self, value: str, key: str) -> PurePosixPath:
@@ -298,12 +338,15 @@ class _SpecParser:
         for name, text in sorted(table.items()):
             where = f"build.env.{name}"
             if not _ENV_NAME_RE.match(name):
-                raise self.fail(where, "not a valid environment variable name")
-            if name in _RESERVED_ENV:
-                raise self.fail(where, f"reserved; {_RESERVED_ENV[name]}")
-            if not isinstance(text, str) or "\0" in text:
-                raise self.fail(where, "value must be a string without NUL characters")
-            pairs.append((name, text))
+                self.problems.append(self.fail(where, "not a valid environment variable name"))
+            elif name in _RESERVED_ENV:
+                self.problems.append(self.fail(where, f"reserved; {_RESERVED_ENV[name]}"))
+            elif not isinstance(text, str) or "\0" in text:
+                self.problems.append(
+                    self.fail(where, "value must be a string without NUL characters")
+                )
+            else:
+                pairs.append((name, text))
         return tuple(pairs)
 
     def epoch(self, value: object) -> int | None:
@@ -326,30 +369,33 @@ class _SpecParser:
         result: list[InputSpec] = []
         seen: set[PurePosixPath] = set()
         for index, item in enumerate(value):
-            key = f"inputs[{index}]"
-            entry = self.table(item, key, ("url", "sha256", "dest"))
-            for required in ("url", "sha256", "dest"):
-                if required not in entry:
-                    raise self.fail(f"{key}.{required}", "missing")
-            url = entry["url"]
-            if not isinstance(url, str) or _scheme(url) not in _URL_SCHEMES:
-                raise self.fail(f"{key}.url", f"expected an {'/'.join(_URL_SCHEMES)} URL")
-            if not isinstance(entry["sha256"], str):
-                raise self.fail(f"{key}.sha256", "expected 64 hex characters")
-            try:
-                digest = parse_sha256(entry["sha256"])
-            except ValueError as e:
-                raise self.fail(f"{key}.sha256", str(e)) from None
-            if not isinstance(entry["dest"], str):
-                raise self.fail(f"{key}.dest", "expected a relative path")
-            dest = self.relative_path(entry["dest"], f"{key}.dest")
-            if dest in seen:
-                raise self.fail(
-                    f"{key}.dest", f"{str(dest)!r} is already the dest of another input"
-                )
-            seen.add(dest)
-            result.append(InputSpec(url=url, sha256=digest, dest=dest))
+            parsed = self.attempt(partial(self.input, index, item, seen), None)
+            if parsed is not None:
+                seen.add(parsed.dest)
+                result.append(parsed)
         return tuple(result)
+
+    def input(self, index: int, item: object, seen: set[PurePosixPath]) -> InputSpec:
+        key = f"inputs[{index}]"
+        entry = self.table(item, key, ("url", "sha256", "dest"))
+        for required in ("url", "sha256", "dest"):
+            if required not in entry:
+                raise self.fail(f"{key}.{required}", "missing")
+        url = entry["url"]
+        if not isinstance(url, str) or _scheme(url) not in _URL_SCHEMES:
+            raise self.fail(f"{key}.url", f"expected an {'/'.join(_URL_SCHEMES)} URL")
+        if not isinstance(entry["sha256"], str):
+            raise self.fail(f"{key}.sha256", "expected 64 hex characters")
+        try:
+            digest = parse_sha256(entry["sha256"])
+        except ValueError as e:
+            raise self.fail(f"{key}.sha256", str(e)) from None
+        if not isinstance(entry["dest"], str):
+            raise self.fail(f"{key}.dest", "expected a relative path")
+        dest = self.relative_path(entry["dest"], f"{key}.dest")
+        if dest in seen:
+            raise self.fail(f"{key}.dest", f"{str(dest)!r} is already the dest of another input")
+        return InputSpec(url=url, sha256=digest, dest=dest)
 
     def limits(self, value: object) -> Limits:
         table = self.table(value, "limits", ("timeout", "memory", "pids", "disk", "log"))
@@ -365,14 +411,17 @@ class _SpecParser:
                 try:
                     values[attribute] = parse(table[name])
                 except ValueError as e:
-                    raise self.fail(f"limits.{name}", str(e)) from None
+                    self.problems.append(self.fail(f"limits.{name}", str(e)))
         if "pids" in table:
             pids = table["pids"]
             if isinstance(pids, bool) or not isinstance(pids, int) or not 1 <= pids <= MAX_PIDS:
-                raise self.fail(
-                    "limits.pids", f"expected an integer from 1 to {MAX_PIDS}, got {pids!r}"
+                self.problems.append(
+                    self.fail(
+                        "limits.pids", f"expected an integer from 1 to {MAX_PIDS}, got {pids!r}"
+                    )
                 )
-            values["pids"] = pids
+            else:
+                values["pids"] = pids
         return Limits(**values)
 
 

@@ -32,11 +32,12 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from securesystemslib.signer import Key
 
@@ -461,63 +462,121 @@ def parse_policy(
         raise PolicyError(f"{path}: not UTF-8 text") from None
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise PolicyError(f"{path}: not valid TOML: {shown(str(e), 200)}") from None
-    unknown = set(document) - {"policy", "operators"}
-    if unknown:
-        raise _fail(path, sorted(unknown)[0], "unknown table; known: policy, operators")
+    found = _Problems(path)
+    for name in sorted(set(document) - {"policy", "operators"}):
+        found.add(_fail(path, name, "unknown table; known: policy, operators"))
     settings = document.get("policy", {})
     if not isinstance(settings, dict):
-        raise _fail(path, "policy", "expected a table")
-    unknown = set(settings) - _POLICY_KEYS
-    if unknown:
-        raise _fail(
-            path, f"policy.{sorted(unknown)[0]}", f"unknown key; known: {sorted(_POLICY_KEYS)}"
-        )
+        found.add(_fail(path, "policy", "expected a table"))
+        settings = {}
+    for name in sorted(set(settings) - _POLICY_KEYS):
+        found.add(_fail(path, f"policy.{name}", f"unknown key; known: {sorted(_POLICY_KEYS)}"))
     listed = document.get("operators", [])
     if not isinstance(listed, list):
-        raise _fail(path, "operators", "expected [[operators]] tables")
-    read = [_operator(path, i, e) for i, e in enumerate(listed)]
+        found.add(_fail(path, "operators", "expected [[operators]] tables"))
+        listed = []
+    read = [
+        operator
+        for i, entry in enumerate(listed)
+        if (operator := found.attempt(partial(_operator, path, i, entry), None)) is not None
+    ]
     # the file's own places first: "operators[0].keys[1] and operators[2].keys[0]"
-    check_unique_keys(
-        path,
-        [
-            (place, op.name, key)
-            for op, places in read
-            for place, key in zip(places, op.keys, strict=True)
-        ],
-    )
-    expires = _expires(path, settings.get("expires"))
-    if expires is not None and now >= expires:
-        raise _fail(
+    found.attempt(
+        partial(
+            check_unique_keys,
             path,
-            "policy.expires",
-            f"the policy expired at {format_time(expires)}; ask its owners for a current one",
+            [
+                (place, op.name, key)
+                for op, places in read
+                for place, key in zip(places, op.keys, strict=True)
+            ],
+        ),
+        None,
+    )
+    expires = found.attempt(partial(_expires, path, settings.get("expires")), None)
+    if expires is not None and now >= expires:
+        found.add(
+            _fail(
+                path,
+                "policy.expires",
+                f"the policy expired at {format_time(expires)}; ask its owners for a current one",
+            )
         )
+
+    def flag(name: str, default: bool) -> bool:
+        return found.attempt(
+            partial(_flag, path, f"policy.{name}", settings.get(name), default), default
+        )
+
+    max_age = settings.get("max_age")
+    fields: dict[str, Any] = {
+        "max_age_s": found.attempt(partial(_duration, path, max_age), None)
+        if max_age is not None
+        else None,
+        "allow_network_attempts": flag("allow_network_attempts", False),
+        "allow_loopback": flag("allow_loopback", False),
+        "allow_incomplete_trace": flag("allow_incomplete_trace", False),
+        "deny_on_disagreement": flag("deny_on_disagreement", True),
+        "require_check": flag("require_check", False),
+        "require_sbom": flag("require_sbom", False),
+        "images": found.attempt(
+            partial(_digests, path, "policy.images", settings.get("images")), None
+        ),
+        "sources": found.attempt(partial(_sources, path, settings.get("sources")), None),
+        "specs": found.attempt(
+            partial(_digests, path, "policy.specs", settings.get("specs")), None
+        ),
+        "commands": found.attempt(partial(_commands, path, settings.get("commands")), None),
+        "version": found.attempt(partial(_version, path, settings.get("version")), None),
+    }
+    found.raise_if_any()
     return Policy(
         path=path,
         threshold=settings.get("threshold"),  # type: ignore[arg-type]  # checked by Policy
         operators=tuple(op for op, _ in read),
-        max_age_s=_duration(path, settings["max_age"]) if "max_age" in settings else None,
-        allow_network_attempts=_flag(
-            path, "policy.allow_network_attempts", settings.get("allow_network_attempts"), False
-        ),
-        allow_loopback=_flag(path, "policy.allow_loopback", settings.get("allow_loopback"), False),
-        allow_incomplete_trace=_flag(
-            path, "policy.allow_incomplete_trace", settings.get("allow_incomplete_trace"), False
-        ),
-        deny_on_disagreement=_flag(
-            path, "policy.deny_on_disagreement", settings.get("deny_on_disagreement"), True
-        ),
-        require_check=_flag(path, "policy.require_check", settings.get("require_check"), False),
-        require_sbom=_flag(path, "policy.require_sbom", settings.get("require_sbom"), False),
-        images=_digests(path, "policy.images", settings.get("images")),
-        sources=_sources(path, settings.get("sources")),
-        specs=_digests(path, "policy.specs", settings.get("specs")),
-        commands=_commands(path, settings.get("commands")),
-        version=_version(path, settings.get("version")),
         expires=expires,
         sha256=hashlib.sha256(data).hexdigest(),
         signed_by=signed_by,
+        **fields,
     )
+
+
+_T = TypeVar("_T")
+
+
+class PolicyProblems(PolicyError):
+    """Every problem of one policy file, reported at once."""
+
+    def __init__(self, path: Path, errors: Sequence[PolicyError]) -> None:
+        self.problems = tuple(str(error) for error in errors)
+        super().__init__(
+            f"{path}: {len(errors)} problems:\n"
+            + "\n".join(f"  {problem}" for problem in self.problems)
+        )
+
+
+class _Problems:
+    """The errors of one policy file, collected so that a user sees them all at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors: list[PolicyError] = []
+
+    def add(self, error: PolicyError) -> None:
+        self.errors.append(error)
+
+    def attempt(self, parse: Callable[[], _T], default: _T) -> _T:
+        try:
+            return parse()
+        except PolicyError as e:
+            self.errors.append(e)
+            return default
+
+    def raise_if_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise PolicyProblems(self.path, self.errors)
 
 
 def read_policy_bytes(path: Path) -> bytes:

@@ -21,7 +21,7 @@ import shutil
 import socket
 import stat
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -48,7 +48,6 @@ from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 
 TASK = "hermetic.rebuild"
-WORKER_DIR_ENV = "HERMETIC_WORKER_DIR"
 MAX_RETURNED_BYTES = 256 * 1024**2  # outputs sent back through the result backend
 
 
@@ -56,8 +55,16 @@ class RemoteError(Error):
     """A remote worker failed (not the build): the node retries the job."""
 
 
-def celery_app(broker: str, *, visibility_timeout_s: float = 3600.0) -> Celery:
-    """The Celery app of nodes and workers (JSON only: no pickle from the network)."""
+def celery_app(
+    broker: str,
+    *,
+    visibility_timeout_s: float = 3600.0,
+    worker: WorkerPlace | None = None,
+) -> Celery:
+    """The Celery app of nodes and workers (JSON only: no pickle from the network).
+
+    A node only sends tasks; a worker (``worker``: its own directory and sandbox
+    settings) also runs them."""
     app = Celery("hermetic", broker=broker, backend=broker)
     app.conf.update(
         task_serializer="json",
@@ -70,11 +77,27 @@ def celery_app(broker: str, *, visibility_timeout_s: float = 3600.0) -> Celery:
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
     )
-    app.task(name=TASK)(_rebuild_task)
+    if worker is not None:
+
+        def rebuild(*arguments: Any) -> dict[str, Any]:
+            # looked up when it runs, so a test can stand in for the module's function
+            return _rebuild_task(worker, *arguments)
+
+        app.task(name=TASK)(rebuild)
     return app
 
 
+@dataclass(frozen=True, kw_only=True)
+class WorkerPlace:
+    """Where a worker builds: its own directory (input store, scratch, jobs), and its
+    sandbox settings, read once when the worker starts."""
+
+    directory: Path
+    config: SandboxConfig
+
+
 def _rebuild_task(
+    place: WorkerPlace,
     job_id: str,
     archive_b64: str,
     attempt: int,
@@ -84,10 +107,10 @@ def _rebuild_task(
     limits: dict[str, int],
 ) -> dict[str, Any]:
     """Runs on a worker: build in its own directory, return what the node needs."""
-    root = Path(os.environ.get(WORKER_DIR_ENV) or Path.cwd() / "hermetic-worker").resolve()
+    root = place.directory
     directory = root / "jobs" / job_id
     directory.mkdir(parents=True, exist_ok=True)
-    config = replace(SandboxConfig.from_env(), store_dir=root / "store", work_dir=root / "work")
+    config = replace(place.config, store_dir=root / "store", work_dir=root / "work")
     execution = execute(
         base64.b64decode(archive_b64),
         directory,
@@ -327,11 +350,15 @@ def check_worker_result(
                 raise refuse(f"{name} is not the one stated")
 
 
-def run_worker(broker: str, directory: Path, *, concurrency: int = 1) -> None:
-    """``hermetic node worker``: serve builds from the broker until interrupted."""
-    os.environ[WORKER_DIR_ENV] = str(directory.resolve())
-    directory.mkdir(parents=True, exist_ok=True)
-    app = celery_app(broker)
+def run_worker(
+    broker: str, directory: Path, *, concurrency: int = 1, config: SandboxConfig | None = None
+) -> None:
+    """``hermetic node worker``: serve builds from the broker until interrupted.
+
+    ``config``: the worker's sandbox settings (default: from the environment, read once)."""
+    place = WorkerPlace(directory=directory.resolve(), config=config or SandboxConfig.from_env())
+    place.directory.mkdir(parents=True, exist_ok=True)
+    app = celery_app(broker, worker=place)
     pool = (
         ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]
     )

@@ -78,7 +78,7 @@ def test_wheels_from_sdists_with_three_backends(
     project = example("python-sdists", tmp_path, toolchain_locks("python"))
     pinned = hermetic(project, "pin", "pip", "requirements.txt", "--no-binary", ":all:", "--json")
     assert pinned.returncode == 0, pinned.stderr
-    files = {f["filename"]: f for f in json.loads(pinned.stdout)}
+    files = {f["filename"]: f for f in json.loads(pinned.stdout)["files"]}
     for sdist in ("userpath-1.9.2.tar.gz", "tomli-2.0.1.tar.gz", "six-1.17.0.tar.gz"):
         assert files[sdist]["why"] == "requirement"
     backends = {
