@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,26 +356,6 @@ def _sigstore_signer(uri: str) -> Signer:
         raise
     except Exception as e:  # noqa: BLE001 - sigstore and its OIDC detection raise many kinds
         raise KeyProblem(f"sigstore: cannot sign keyless: {e}") from None
-
-
-def default_key_path() -> Path:
-    """Where ``hermetic keygen`` puts a key by default, and where builds look for one."""
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "hermetic" / "signing-key"
-
-
-def signing_references(explicit: Sequence[str]) -> list[str]:
-    """The keys to sign with: ``--sign``, else ``HERMETIC_SIGN`` (comma-separated; ``none``
-    for no signature), else the default key when ``hermetic keygen`` made one."""
-    if explicit:
-        return list(explicit)
-    configured = os.environ.get("HERMETIC_SIGN", "").strip()
-    if configured.lower() == "none":
-        return []
-    if configured:
-        return [item.strip() for item in configured.split(",") if item.strip()]
-    default = default_key_path()
-    return [str(default)] if default.exists() else []
 
 
 GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"

@@ -3,9 +3,6 @@ evidence that it was hermetic (network namespace, network attempts, limits in fo
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,14 +15,6 @@ from sandbox.result import BuildResult
 BUILD_TYPE = "https://hermetic.dev/build-types/podman-sandbox/v1"
 INPUT_PREFIX = "inputs/"
 PROVENANCE_FILE = "provenance.intoto.json"
-
-
-def default_builder_id() -> str:
-    """``HERMETIC_BUILDER_ID``, else this account on this host (a local builder)."""
-    explicit = os.environ.get("HERMETIC_BUILDER_ID")
-    if explicit:
-        return explicit
-    return f"https://hermetic.dev/builders/local#{getpass.getuser()}@{socket.getfqdn()}"
 
 
 def _bare(digest: str) -> str:

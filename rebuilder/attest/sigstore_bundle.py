@@ -4,7 +4,6 @@ message-signature bundle vouches for one artifact."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +40,19 @@ class BundleCheck:
     failures: tuple[str, ...] = ()
 
 
-def _verifier() -> Verifier:
-    """Public-good Sigstore, or staging (HERMETIC_SIGSTORE_INSTANCE=staging); with
-    HERMETIC_SIGSTORE_OFFLINE=1 the trust root shipped with sigstore-python is used as is."""
-    offline = os.environ.get("HERMETIC_SIGSTORE_OFFLINE", "") in ("1", "true", "yes")
-    if os.environ.get("HERMETIC_SIGSTORE_INSTANCE", "production") == "staging":
-        return Verifier.staging(offline=offline)
-    return Verifier.production(offline=offline)
+@dataclass(frozen=True, kw_only=True)
+class SigstoreTrust:
+    """Which Sigstore instance verifies bundles (public-good, or its staging instance), and
+    whether its trust root is refreshed through TUF (``offline``: the one shipped with
+    sigstore-python is used as is)."""
+
+    staging: bool = False
+    offline: bool = False
+
+    def verifier(self) -> Verifier:
+        if self.staging:
+            return Verifier.staging(offline=self.offline)
+        return Verifier.production(offline=self.offline)
 
 
 def _identities(keys: Sequence[Key]) -> list[tuple[str, str, Identity]]:
@@ -63,13 +68,20 @@ def _identities(keys: Sequence[Key]) -> list[tuple[str, str, Identity]]:
     ]
 
 
-def check_bundle(data: bytes, keys: Sequence[Key], artifact: bytes | None = None) -> BundleCheck:
+def check_bundle(
+    data: bytes,
+    keys: Sequence[Key],
+    artifact: bytes | None = None,
+    *,
+    trust: SigstoreTrust = SigstoreTrust(),
+) -> BundleCheck:
     """Verify a bundle against each Sigstore identity among keys (the first that holds).
 
     Args:
         data: the bundle as stored.
         keys: verification keys; only ``sigstore-oidc`` ones can verify a bundle.
         artifact: for a message-signature bundle, the signed file's bytes.
+        trust: the Sigstore instance and how its trust root is had.
 
     Raises:
         BundleError: not a parsable bundle, or a message-signature bundle without artifact.
@@ -88,7 +100,7 @@ def check_bundle(data: bytes, keys: Sequence[Key], artifact: bytes | None = None
             failures=("a Sigstore bundle needs a sigstore-oidc key (identity and issuer)",),
         )
     try:
-        verifier = _verifier()  # refreshes Sigstore's trust root (TUF) unless offline
+        verifier = trust.verifier()  # refreshes Sigstore's trust root (TUF) unless offline
     except SigstoreError as e:
         raise BundleError(
             f"cannot load Sigstore's trust root: {e}; set HERMETIC_SIGSTORE_OFFLINE=1 to use "

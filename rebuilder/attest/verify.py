@@ -14,7 +14,12 @@ from securesystemslib.signer import Key, Signature
 
 from rebuilder.attest.envelope import StoredEnvelope, read_envelope
 from rebuilder.attest.keys import SIGSTORE_KEYTYPE, KeyProblem, KeyRing
-from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
+from rebuilder.attest.sigstore_bundle import (
+    BundleError,
+    SigstoreTrust,
+    check_bundle,
+    is_bundle,
+)
 from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 
@@ -89,7 +94,12 @@ def _signed_by(key: Key, signature: Signature, pae: bytes) -> bool:
 
 
 def verify_attestation(
-    path: Path, keys: Sequence[Key], *, threshold: int | None = None, artifacts: Sequence[Path] = ()
+    path: Path,
+    keys: Sequence[Key],
+    *,
+    threshold: int | None = None,
+    artifacts: Sequence[Path] = (),
+    trust: SigstoreTrust = SigstoreTrust(),  # noqa: B008 - frozen: one value, never changed
 ) -> Verification:
     """Check an attestation file (a DSSE envelope or a Sigstore bundle) against keys and
     artifacts.
@@ -97,6 +107,7 @@ def verify_attestation(
     Args:
         keys: the verification keys; two spellings of one key are one key.
         threshold: distinct keys that must have signed (default: every distinct key).
+        trust: the Sigstore instance that verifies a bundle.
 
     Raises:
         KeyProblem: no keys, a threshold below 1 or above the number of distinct keys.
@@ -109,7 +120,7 @@ def verify_attestation(
     if needed < 1 or needed > len(ring):
         raise KeyProblem(f"threshold {needed}: expected 1 to {len(ring)} (the distinct keys given)")
     if _is_bundle_file(path):
-        return _verify_bundle(path, ring, needed, artifacts)
+        return _verify_bundle(path, ring, needed, artifacts, trust)
     envelope = read_envelope(path)
     reasons = []
     signed_by = tuple(key.keyid for key in verified_keys(envelope, ring))
@@ -131,7 +142,7 @@ def _is_bundle_file(path: Path) -> bool:
 
 
 def _verify_bundle(
-    path: Path, keys: KeyRing, needed: int, artifacts: Sequence[Path]
+    path: Path, keys: KeyRing, needed: int, artifacts: Sequence[Path], trust: SigstoreTrust
 ) -> Verification:
     data = path.read_bytes()
     message = "dsseEnvelope" not in parse_json(data, str(path))
@@ -139,7 +150,9 @@ def _verify_bundle(
         raise BundleError(
             f"{path}: a message-signature bundle vouches for one file: give exactly one --artifact"
         )
-    check = check_bundle(data, keys.keys, artifacts[0].read_bytes() if message else None)
+    check = check_bundle(
+        data, keys.keys, artifacts[0].read_bytes() if message else None, trust=trust
+    )
     signed_by = (check.signed_by,) if check.signed_by else ()
     reasons = (
         []

@@ -28,6 +28,8 @@ from sandbox.trace.levels import TraceLevel
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
+    from rebuilder.attest.sigstore_bundle import SigstoreTrust
+
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 _PACKAGES = ("sandbox", "rebuilder")
 
@@ -184,6 +186,13 @@ def signature_note(signers: Sequence[Signer], error: str) -> str:
     if not signers:
         return "unsigned: no key; run 'hermetic keygen' or pass --sign"
     return "signed by " + ", ".join(signer.public_key.keyid[:16] + "…" for signer in signers)
+
+
+def sigstore_trust(settings: Settings) -> SigstoreTrust:
+    """The Sigstore instance the settings name (imports sigstore: call it when needed)."""
+    from rebuilder.attest.sigstore_bundle import SigstoreTrust
+
+    return SigstoreTrust(staging=settings.sigstore.staging, offline=settings.sigstore.offline)
 
 
 def size_option(text: str, option: str) -> int:

@@ -16,6 +16,7 @@ from rebuilder.cli.common import (
     ask_passphrase,
     guarded,
     load_signers,
+    sigstore_trust,
 )
 from rebuilder.cli.output import Output, Report
 
@@ -121,7 +122,14 @@ def gate(
                 "no attestations to read: pass --attestations DIR|URL, or list the operators' "
                 "nodes in the policy"
             )
-        decisions, read = run_gate(artifacts, loaded, sources, credentials=credentials, now=now)
+        decisions, read = run_gate(
+            artifacts,
+            loaded,
+            sources,
+            credentials=credentials,
+            now=now,
+            trust=sigstore_trust(settings),
+        )
         vsas: dict[str, Path] = {}
         if signer is not None:
             for decision in decisions:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rebuilder.cli.common import EXIT_NEGATIVE, EXIT_OK, JsonOption, guarded
+from rebuilder.cli.common import EXIT_NEGATIVE, EXIT_OK, JsonOption, guarded, sigstore_trust
 from rebuilder.cli.output import Output, Report
 
 
@@ -92,7 +92,7 @@ def verify(
 ) -> None:
     """Check an attestation's signatures, types and subjects. Exit 0 / 1 / 2."""
     output = Output.chosen(json_output)
-    with guarded(ctx, output):
+    with guarded(ctx, output) as cli:
         from rebuilder import render
         from rebuilder.attest.keys import KeyProblem, KeyRing, load_public_key
         from rebuilder.attest.verify import verify_attestation
@@ -108,7 +108,11 @@ def verify(
             if not path.is_file():
                 raise KeyProblem(f"{path}: no such artifact file")
         outcome = verify_attestation(
-            attestation, keys, threshold=threshold, artifacts=artifact or []
+            attestation,
+            keys,
+            threshold=threshold,
+            artifacts=artifact or [],
+            trust=sigstore_trust(cli.settings()),
         )
         output.result(Report(outcome.to_json(), lambda: render.verification(outcome)))
         raise typer.Exit(EXIT_OK if outcome.ok else EXIT_NEGATIVE)

@@ -31,7 +31,12 @@ from rebuilder.attest.predicates import (
     format_time,
     subjects_of,
 )
-from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
+from rebuilder.attest.sigstore_bundle import (
+    BundleError,
+    SigstoreTrust,
+    check_bundle,
+    is_bundle,
+)
 from rebuilder.attest.statement import (
     PAYLOAD_TYPE,
     SLSA_PROVENANCE_V1,
@@ -133,8 +138,15 @@ class Decision:
         }
 
 
-def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None, str]:
-    """Check one attestation's signatures against every trusted key, then read it.
+def evidence(
+    origin: str,
+    data: bytes,
+    policy: Policy,
+    *,
+    trust: SigstoreTrust = SigstoreTrust(),  # noqa: B008 - frozen: one value, never changed
+) -> tuple[Evidence | None, str]:
+    """Check one attestation's signatures against every trusted key (and Sigstore
+    identity, verified by ``trust``'s instance), then read it.
 
     Never raises for what the bytes hold: anything wrong with them is the reason.
 
@@ -146,7 +158,7 @@ def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None,
     except UntrustedJsonError as e:
         return None, str(e)
     if is_bundle(document):
-        return _bundle_evidence(origin, data, policy)
+        return _bundle_evidence(origin, data, policy, trust)
     try:
         envelope = envelope_from_document(document, origin)
     except EnvelopeError as e:
@@ -160,10 +172,12 @@ def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None,
     return _read(origin, operators, envelope.payload)
 
 
-def _bundle_evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None, str]:
+def _bundle_evidence(
+    origin: str, data: bytes, policy: Policy, trust: SigstoreTrust
+) -> tuple[Evidence | None, str]:
     """A Sigstore bundle (DSSE) counts for the operator whose identity signed it."""
     try:
-        checked = check_bundle(data, policy.keys)
+        checked = check_bundle(data, policy.keys, trust=trust)
     except BundleError as e:
         return None, f"{origin}: {e}"
     if checked.signed_by is None:

@@ -14,6 +14,7 @@ from securesystemslib.signer import Signer
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.predicates import format_time
+from rebuilder.attest.sigstore_bundle import SigstoreTrust
 from rebuilder.attest.statement import make_statement, subject
 from rebuilder.errors import Error
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
@@ -37,8 +38,10 @@ def run_gate(
     *,
     credentials: Credentials,
     now: datetime | None = None,
+    trust: SigstoreTrust = SigstoreTrust(),  # noqa: B008 - frozen: one value, never changed
 ) -> tuple[list[Decision], list[tuple[str, bytes]]]:
-    """Decisions for every artifact, and the attestations that were read.
+    """Decisions for every artifact, and the attestations that were read (Sigstore
+    bundles verified by ``trust``'s instance).
 
     One attestation that cannot be read is a note (or, signed by a trusted key, a denial
     of what it names): every other artifact is still decided.
@@ -52,7 +55,7 @@ def run_gate(
     found: list[Evidence] = []
     notes = list(collected.notes)
     for origin, data in collected.attestations:
-        item, why = evidence(origin, data, policy)
+        item, why = evidence(origin, data, policy, trust=trust)
         if item is not None:
             found.append(item)
         elif b"payloadType" in data[:4096]:  # an envelope that does not count; others: not ours

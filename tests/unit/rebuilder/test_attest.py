@@ -18,7 +18,6 @@ from rebuilder.attest.keys import (
     generate_keypair,
     load_public_key,
     load_signer,
-    signing_references,
 )
 from rebuilder.attest.statement import (
     SLSA_PROVENANCE_V1,
@@ -309,18 +308,3 @@ def test_a_signer_file_passes_a_securesystemslib_uri_through(tmp_path: Path) -> 
     )
     with pytest.raises(KeyProblem, match=r"signer 'awskms:alias/release' cannot be used"):
         load_signer(str(signer_file))
-
-
-def test_signing_references_default_to_the_keygen_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("HERMETIC_SIGN", raising=False)
-    assert signing_references([]) == []
-    generate_keypair(tmp_path / "hermetic" / "signing-key")
-    assert signing_references([]) == [str(tmp_path / "hermetic" / "signing-key")]
-    monkeypatch.setenv("HERMETIC_SIGN", "none")
-    assert signing_references([]) == []
-    monkeypatch.setenv("HERMETIC_SIGN", "a, b")
-    assert signing_references([]) == ["a", "b"]
-    assert signing_references(["c"]) == ["c"]

@@ -28,7 +28,7 @@ from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload
 from rebuilder.attest.keys import generate_keypair, load_signer
 from rebuilder.attest.predicates import CLOCK_SKEW, BuildFacts, SourceRef
-from rebuilder.attest.sigstore_bundle import BundleCheck, BundleError, check_bundle
+from rebuilder.attest.sigstore_bundle import BundleCheck, BundleError, SigstoreTrust, check_bundle
 from rebuilder.attest.statement import StatementError, make_statement, parse_statement, subject
 from rebuilder.cli import app
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
@@ -660,10 +660,7 @@ def bundle_paths(document: Any, prefix: tuple[str | int, ...] = ()) -> list[tupl
 BUNDLE_PATHS = bundle_paths(BUNDLE)
 
 
-@pytest.fixture
-def offline_staging(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HERMETIC_SIGSTORE_OFFLINE", "1")
-    monkeypatch.setenv("HERMETIC_SIGSTORE_INSTANCE", "staging")
+OFFLINE_STAGING = SigstoreTrust(offline=True, staging=True)  # shipped roots: no network
 
 
 @CI
@@ -673,7 +670,7 @@ def offline_staging(monkeypatch: pytest.MonkeyPatch) -> None:
     ),
 )
 def test_any_mutated_bundle_is_a_check_or_a_bundle_error(
-    offline_staging: None, trusted: tuple[Policy, CryptoSigner], changes: list[Any]
+    trusted: tuple[Policy, CryptoSigner], changes: list[Any]
 ) -> None:
     document: Any = BUNDLE
     for path, value in changes:
@@ -684,12 +681,12 @@ def test_any_mutated_bundle_is_a_check_or_a_bundle_error(
     data = json.dumps(document).encode()
     policy = trusted[0]
     try:
-        checked = check_bundle(data, policy.keys)
+        checked = check_bundle(data, policy.keys, trust=OFFLINE_STAGING)
     except BundleError:
         pass
     else:
         assert isinstance(checked, BundleCheck)
-    found, why = evidence("bundle", data, policy)
+    found, why = evidence("bundle", data, policy, trust=OFFLINE_STAGING)
     assert found is not None or why
     decided(found, policy)
 

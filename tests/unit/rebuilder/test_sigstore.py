@@ -10,8 +10,9 @@ import pytest
 from securesystemslib.signer import Key
 
 from rebuilder.attest.keys import KeyProblem, load_public_key, load_signer
-from rebuilder.attest.sigstore_bundle import BundleError
+from rebuilder.attest.sigstore_bundle import BundleError, SigstoreTrust
 from rebuilder.attest.verify import verify_attestation
+from tests.unit.conftest import Hermetic
 
 FIXTURES = Path(__file__).parent.parent.parent / "fixtures" / "sigstore"
 WHEEL = FIXTURES / "bundle_v3_github.whl"
@@ -41,15 +42,14 @@ def identity(tmp_path: Path, name: str, issuer: str = GITHUB) -> Key:
     return load_public_key(path)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HERMETIC_SIGSTORE_OFFLINE", "1")
-    monkeypatch.delenv("HERMETIC_SIGSTORE_INSTANCE", raising=False)
+# sigstore-python's shipped trust roots: no TUF refresh (the tests run without network)
+OFFLINE = SigstoreTrust(offline=True)
+OFFLINE_STAGING = SigstoreTrust(offline=True, staging=True)
 
 
 def test_a_published_release_bundle_verifies_offline(tmp_path: Path) -> None:
     key = identity(tmp_path, WHEEL_SIGNER)
-    outcome = verify_attestation(WHEEL_BUNDLE, [key], artifacts=[WHEEL])
+    outcome = verify_attestation(WHEEL_BUNDLE, [key], artifacts=[WHEEL], trust=OFFLINE)
     assert outcome.ok, outcome.reasons
     assert outcome.signed_by == (key.keyid,)
 
@@ -58,41 +58,43 @@ def test_a_modified_release_file_fails(tmp_path: Path) -> None:
     changed = tmp_path / "changed.whl"
     changed.write_bytes(WHEEL.read_bytes() + b"\0")
     outcome = verify_attestation(
-        WHEEL_BUNDLE, [identity(tmp_path, WHEEL_SIGNER)], artifacts=[changed]
+        WHEEL_BUNDLE, [identity(tmp_path, WHEEL_SIGNER)], artifacts=[changed], trust=OFFLINE
     )
     assert not outcome.ok
 
 
 def test_another_identity_fails(tmp_path: Path) -> None:
     impostor = WHEEL_SIGNER.replace("trailofbits", "someone-else")
-    outcome = verify_attestation(WHEEL_BUNDLE, [identity(tmp_path, impostor)], artifacts=[WHEEL])
+    outcome = verify_attestation(
+        WHEEL_BUNDLE, [identity(tmp_path, impostor)], artifacts=[WHEEL], trust=OFFLINE
+    )
     assert not outcome.ok
     assert any(impostor in reason for reason in outcome.reasons)
 
 
 def test_a_message_bundle_needs_its_file(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="exactly one --artifact"):
-        verify_attestation(WHEEL_BUNDLE, [identity(tmp_path, WHEEL_SIGNER)])
+        verify_attestation(WHEEL_BUNDLE, [identity(tmp_path, WHEEL_SIGNER)], trust=OFFLINE)
 
 
-def test_a_dsse_bundle_yields_a_checked_in_toto_statement(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HERMETIC_SIGSTORE_INSTANCE", "staging")
+def test_a_dsse_bundle_yields_a_checked_in_toto_statement(tmp_path: Path) -> None:
     key = identity(tmp_path, BEACON)
-    outcome = verify_attestation(DSSE_BUNDLE, [key])
+    outcome = verify_attestation(DSSE_BUNDLE, [key], trust=OFFLINE_STAGING)
     assert outcome.ok, outcome.reasons
     assert outcome.statement is not None
     assert outcome.statement["predicateType"] == "https://slsa.dev/provenance/v1"
     # its subject is another a.txt: a file that is not it is refused
     refused = verify_attestation(
-        DSSE_BUNDLE, [key], artifacts=[FIXTURES / "a.dsse.staging-rekor-v2.txt"]
+        DSSE_BUNDLE,
+        [key],
+        artifacts=[FIXTURES / "a.dsse.staging-rekor-v2.txt"],
+        trust=OFFLINE_STAGING,
     )
     assert "matches no subject" in refused.reasons[0]
 
 
 def test_a_production_verifier_refuses_a_staging_bundle(tmp_path: Path) -> None:
-    outcome = verify_attestation(DSSE_BUNDLE, [identity(tmp_path, BEACON)])
+    outcome = verify_attestation(DSSE_BUNDLE, [identity(tmp_path, BEACON)], trust=OFFLINE)
     assert not outcome.ok
 
 
@@ -136,22 +138,37 @@ def test_keyless_without_ambient_credentials_says_where_they_come_from(
         load_signer("sigstore:")
 
 
-def test_the_gate_counts_a_bundle_for_the_operator_of_its_identity(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_gate_counts_a_bundle_for_the_operator_of_its_identity(tmp_path: Path) -> None:
     from rebuilder.gate.decide import evidence
     from rebuilder.gate.policy import load_policy
 
-    monkeypatch.setenv("HERMETIC_SIGSTORE_INSTANCE", "staging")
     policy = tmp_path / "policy.toml"
     policy.write_text(
         '[policy]\nthreshold = 1\n\n[[operators]]\nname = "conformance"\n'
         f'sigstore = [{{ issuer = "{GITHUB}", subject = "{BEACON}" }}]\n'
     )
-    found, why = evidence("bundle", DSSE_BUNDLE.read_bytes(), load_policy(policy))
+    found, why = evidence(
+        "bundle", DSSE_BUNDLE.read_bytes(), load_policy(policy), trust=OFFLINE_STAGING
+    )
     assert found is not None, why
     assert found.operators == {"conformance"}
     assert found.predicate_type == "https://slsa.dev/provenance/v1"
     policy.write_text(policy.read_text().replace("extremely-dangerous", "someone-else"))
-    found, why = evidence("bundle", DSSE_BUNDLE.read_bytes(), load_policy(policy))
+    found, why = evidence(
+        "bundle", DSSE_BUNDLE.read_bytes(), load_policy(policy), trust=OFFLINE_STAGING
+    )
     assert found is None and "no trusted Sigstore identity" in why
+
+
+def test_the_cli_verifies_with_the_instance_its_settings_name(
+    tmp_path: Path, hermetic: Hermetic
+) -> None:
+    """HERMETIC_SIGSTORE_INSTANCE and _OFFLINE reach the verifier through the settings."""
+    identity(tmp_path, BEACON)  # writes the identity file, as users give it to --key
+    argv = ["verify", str(DSSE_BUNDLE), "--key", str(tmp_path / "identity.json")]
+    hermetic.env["HERMETIC_SIGSTORE_OFFLINE"] = "1"
+    hermetic.env["HERMETIC_SIGSTORE_INSTANCE"] = "production"
+    assert hermetic(*argv).exit_code == 1  # control: production's roots refuse it
+    hermetic.env["HERMETIC_SIGSTORE_INSTANCE"] = "staging"
+    done = hermetic(*argv)
+    assert done.exit_code == 0, done.output
