@@ -28,10 +28,24 @@ GATE = "/.hermetic/gate"  # a FIFO made on the host: the start gate, and the sen
 # Outside TOOLS_DIR: every process of the build loads it.
 FAKETIME = "/.faketime/libfaketime.so.1"
 SETARCH = "/usr/bin/setarch"  # util-linux, in every Debian image
+# The build's first program is exec'd by this program of the image, never by hermetic's
+# busybox: a program that is a link to /proc/self/exe (or a script whose interpreter
+# is) then reaches the image's nice, not the runner's busybox. "-n 0" changes nothing.
+TRAMPOLINE = ("/usr/bin/nice", "-n", "0")  # coreutils, in every Debian image
 MONITOR_INTERVAL_S = 0.5
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
 _TOOLS_SIZE = 64 * 1024  # mount points only
+_TOOLS_INODES = 32
+_STATE_INODES = 16  # the end-of-build sentinel
+# Files and directories a build tmpfs holds at most: one per 16 KiB of the disk limit.
+# Each costs kernel memory no cgroup v1 charges, a host inode and a traced open or two
+# when it is handed back, which bytes alone do not bound (empty files cost none).
+BYTES_PER_INODE = 16 * 1024
+_MIN_INODES = 4096
+# SysV shared memory nobody has attached is freed at once: a detached segment would
+# hold memory outside every process's RSS and every tmpfs the watchdog measures.
+SYSCTLS = {"kernel.shm_rmid_forced": "1"}
 # What the runner (the container's root) needs, and nothing more: to hand the build
 # dir and home to the build user, to become that user, and to stop the build. All of
 # them are lost at the change of uid (no_new_privileges keeps them from coming back).
@@ -123,6 +137,12 @@ class BuildPlan:
     environment: BuildEnvironment = NORMALIZED
 
     @property
+    def memfd_allowed(self) -> bool:
+        """Whether the build may create memfds: only where a memory cgroup charges their
+        pages (the host watchdog cannot see a memfd nobody maps)."""
+        return Enforcement.CGROUP in self.limit("memory").enforced_by
+
+    @property
     def personalities(self) -> tuple[int, ...]:
         """Personalities the seccomp profile must allow beyond podman's defaults."""
         value = self.environment.personality
@@ -191,8 +211,9 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
                 enforced_by=(Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
                 detail=f"RLIMIT_DATA={format_size(limits.memory_bytes)} per process, and the build "
                 f"is killed when its processes' total RSS plus what its tmpfs mounts hold (build "
-                f"dir, /tmp, home, hermetic's state), sampled every {MONITOR_INTERVAL_S}s on the "
-                f"host, exceeds the limit; no cgroup memory controller here ({missing})",
+                f"dir, /tmp, home, /dev/shm, hermetic's state, and the kernel's share of their "
+                f"files), sampled every {MONITOR_INTERVAL_S}s on the host, exceeds the limit; "
+                f"memfd_create is refused; no cgroup memory controller here ({missing})",
             )
         )
     plans.append(
@@ -201,7 +222,8 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             value=limits.disk_bytes,
             unit="bytes",
             enforced_by=(Enforcement.TMPFS_SIZE, Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
-            detail="the build dir, /tmp and the home dir are each a tmpfs of this size; "
+            detail="the build dir, /tmp and the home dir are each a tmpfs of this size, "
+            f"holding at most {inodes(limits.disk_bytes)} files and directories; "
             "RLIMIT_FSIZE caps a single file; the host kills the build when the hand-back "
             "directory grows past the limit",
         )
@@ -209,7 +231,12 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
     return tuple(plans)
 
 
-def _tmpfs(target: str, size: int, mode: str, *, exec_: bool = True) -> dict[str, Any]:
+def inodes(disk_bytes: int) -> int:
+    """Files and directories each build tmpfs may hold, for a disk limit."""
+    return max(disk_bytes // BYTES_PER_INODE, _MIN_INODES)
+
+
+def _tmpfs(target: str, size: int, mode: str, *, files: int, exec_: bool = True) -> dict[str, Any]:
     # Owned by the container's root; the runner hands the build's own ones to the
     # build user. exec: builds run what they compile (configure tests, test suites).
     return {
@@ -218,6 +245,7 @@ def _tmpfs(target: str, size: int, mode: str, *, exec_: bool = True) -> dict[str
         "source": "tmpfs",
         "options": [
             f"size={size}",
+            f"nr_inodes={files}",
             f"mode={mode}",
             "exec" if exec_ else "noexec",
             "nosuid",
@@ -243,7 +271,7 @@ def _runner_command(
 ) -> list[str]:
     # Everything here is visible to the build (/proc/PID/cmdline): never the token.
     env_args = [f"{key}={value}" for key, value in env]
-    wrappers: list[str] = []
+    wrappers: list[str] = list(TRAMPOLINE)
     if environment.personality is not None:
         wrappers += [SETARCH, "linux64"]
         wrappers += [] if environment.aslr else ["--addr-no-randomize"]
@@ -350,11 +378,12 @@ def plan_build(
         # Always hermetic's profile: podman's default, less nested namespaces, mounts,
         # io_uring and other architectures' system calls (sandbox/trace/profile.py).
         "seccomp_profile_path": str(workspace.seccomp_profile),
+        "sysctl": dict(SYSCTLS),
         "mounts": [
-            _tmpfs(environment.build_dir, disk, "0755"),
-            _tmpfs("/tmp", disk, "1777"),  # noqa: S108 - the container's own /tmp
-            _tmpfs(environment.home, disk, "0700"),
-            _tmpfs(TOOLS_DIR, _TOOLS_SIZE, TOOLS_MODE, exec_=False),
+            _tmpfs(environment.build_dir, disk, "0755", files=inodes(disk)),
+            _tmpfs("/tmp", disk, "1777", files=inodes(disk)),  # noqa: S108 - the container's own
+            _tmpfs(environment.home, disk, "0700", files=inodes(disk)),
+            _tmpfs(TOOLS_DIR, _TOOLS_SIZE, TOOLS_MODE, files=_TOOLS_INODES, exec_=False),
             _bind(workspace.source_archive, f"{TOOLS_DIR}/src.tar", read_only=True),
             _bind(workspace.out, f"{TOOLS_DIR}/out", read_only=False),
             _bind(workspace.runner, f"{TOOLS_DIR}/runner.sh", read_only=True),
@@ -374,7 +403,9 @@ def plan_build(
     if environment.clock_offset is not None:
         container["mounts"].append(_bind(workspace.faketime, FAKETIME, read_only=True))
     if trace is not None:
-        container["mounts"].append(_tmpfs(STATE_DIR, STATE_SIZE, STATE_MODE, exec_=False))
+        container["mounts"].append(
+            _tmpfs(STATE_DIR, STATE_SIZE, STATE_MODE, files=_STATE_INODES, exec_=False)
+        )
         container["mounts"].append(_bind(workspace.gate, GATE, read_only=True))
     if host.rootless:
         # The build user is the invoking user outside, so the hand-back directory

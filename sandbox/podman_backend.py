@@ -87,6 +87,7 @@ class PodmanBackend(SandboxBackend):
                     load_base_profile(self.seccomp_base),
                     level=TraceLevel.OFF,
                     personalities=plan.personalities,
+                    memfd=plan.memfd_allowed,
                 )
                 workspace.seccomp_profile.write_text(json.dumps(profile))
             container = self._session().create(plan.container)
@@ -124,6 +125,7 @@ class PodmanBackend(SandboxBackend):
             initial_paths=_staged_paths(workspace.source, plan.environment.build_dir),
             personalities=plan.personalities,
             limits=plan.trace.limits,
+            memfd=plan.memfd_allowed,
         )
         try:
             yield session
@@ -140,16 +142,24 @@ def _open_to_the_runner(workspace: Workspace) -> None:
     workspace.out.chmod(0o755)
 
 
+# podman's own tmpfs where POSIX shared memory lives (shm_open), writable by the build.
+_SHM = "/dev/shm"  # noqa: S108 - the container's own, measured from the host
+# Kernel memory a file or directory of a tmpfs costs (its inode and dentry), which no
+# memory cgroup v1 charges here: counted per entry, so that a million empty files are
+# not free.
+_INODE_BYTES = 1024
+
+
 @dataclass(frozen=True)
 class _Tmpfs:
     """The container's tmpfs mounts: what they hold is memory, but no process's RSS."""
 
-    measured: tuple[str, ...]  # the build's own: build dir, /tmp, home
+    measured: tuple[str, ...]  # the build's own: build dir, /tmp, home, /dev/shm
     fixed: int  # hermetic's own (state), which this user cannot reach: their full size
 
     @classmethod
     def of(cls, plan: BuildPlan) -> _Tmpfs:
-        measured, fixed = [], 0
+        measured, fixed = [_SHM], 0
         for mount in plan.container["mounts"]:
             if mount["type"] != "tmpfs":
                 continue
@@ -170,6 +180,7 @@ class _Tmpfs:
             except OSError:
                 continue
             used += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+            used += (stats.f_files - stats.f_ffree) * _INODE_BYTES
         return used
 
 
