@@ -45,7 +45,9 @@ BYTES_PER_INODE = 16 * 1024
 _MIN_INODES = 4096
 # SysV shared memory nobody has attached is freed at once: a detached segment would
 # hold memory outside every process's RSS and every tmpfs the watchdog measures.
-SYSCTLS = {"kernel.shm_rmid_forced": "1"}
+# Every port may be bound, as in Docker: the trace supervisor makes the build's binds
+# itself (with its own privileges there), so no port may need a privilege to bind.
+SYSCTLS = {"kernel.shm_rmid_forced": "1", "net.ipv4.ip_unprivileged_port_start": "0"}
 # What the runner (the container's root) needs, and nothing more: to hand the build
 # dir and home to the build user, to become that user, and to stop the build. All of
 # them are lost at the change of uid (no_new_privileges keeps them from coming back).

@@ -153,6 +153,7 @@ class Recorder:
         self.ended = False  # the runner created the sentinel: the build is over
         self.notify_fd = notify_fd
         self.current = 0  # the notification being handled (its id)
+        self.answering: list[threading.Thread] = []  # connects answered by a thread
         self._known: set[int] = set()
         self._group: dict[int, int] = {}  # host tid -> thread group
         self._members: dict[int, set[int]] = {}  # thread group -> its known tids
@@ -578,6 +579,7 @@ class Recorder:
             )
             thread.daemon = True
             thread.start()
+            self.answering = [t for t in self.answering if t.is_alive()] + [thread]
             return DEFERRED
         return self._make(duplicate, call, raw, event)
 

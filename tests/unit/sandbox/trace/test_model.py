@@ -17,7 +17,7 @@ def trace(files: int) -> BuildTrace:
         level="standard",
         executions=tuple(
             Execution(seq=i + 1, pid=10 + i, ppid=1, path="/usr/bin/cc", argv=("cc", f"f{i}.c"))
-            for i in range(files // 10)
+            for i in range(files // 20)
         ),
         processes=(),
         exec_failures=0,
