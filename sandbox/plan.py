@@ -36,11 +36,10 @@ MONITOR_INTERVAL_S = 0.5
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
 _TOOLS_SIZE = 64 * 1024  # mount points only
-_TOOLS_INODES = 32
-_STATE_INODES = 16  # the end-of-build sentinel
-# Files and directories a build tmpfs holds at most: one per 16 KiB of the disk limit.
-# Each costs kernel memory no cgroup v1 charges, a host inode and a traced open or two
-# when it is handed back, which bytes alone do not bound (empty files cost none).
+# Files and directories a build tmpfs may hold: one per 16 KiB of the disk limit. Each
+# costs kernel memory no cgroup v1 charges, a host inode and a traced open or two when
+# it is handed back, which bytes alone do not bound (empty files cost none). podman
+# takes no nr_inodes= for a tmpfs: the host watchdog counts them.
 BYTES_PER_INODE = 16 * 1024
 _MIN_INODES = 4096
 # SysV shared memory nobody has attached is freed at once: a detached segment would
@@ -224,10 +223,10 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             value=limits.disk_bytes,
             unit="bytes",
             enforced_by=(Enforcement.TMPFS_SIZE, Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
-            detail="the build dir, /tmp and the home dir are each a tmpfs of this size, "
-            f"holding at most {inodes(limits.disk_bytes)} files and directories; "
-            "RLIMIT_FSIZE caps a single file; the host kills the build when the hand-back "
-            "directory grows past the limit",
+            detail="the build dir, /tmp and the home dir are each a tmpfs of this size; "
+            "RLIMIT_FSIZE caps a single file; the host kills the build when one of them holds "
+            f"more than {inodes(limits.disk_bytes)} files and directories (sampled every "
+            f"{MONITOR_INTERVAL_S}s), or when the hand-back directory grows past the limit",
         )
     )
     return tuple(plans)
@@ -238,7 +237,7 @@ def inodes(disk_bytes: int) -> int:
     return max(disk_bytes // BYTES_PER_INODE, _MIN_INODES)
 
 
-def _tmpfs(target: str, size: int, mode: str, *, files: int, exec_: bool = True) -> dict[str, Any]:
+def _tmpfs(target: str, size: int, mode: str, *, exec_: bool = True) -> dict[str, Any]:
     # Owned by the container's root; the runner hands the build's own ones to the
     # build user. exec: builds run what they compile (configure tests, test suites).
     return {
@@ -247,7 +246,6 @@ def _tmpfs(target: str, size: int, mode: str, *, files: int, exec_: bool = True)
         "source": "tmpfs",
         "options": [
             f"size={size}",
-            f"nr_inodes={files}",
             f"mode={mode}",
             "exec" if exec_ else "noexec",
             "nosuid",
@@ -382,10 +380,10 @@ def plan_build(
         "seccomp_profile_path": str(workspace.seccomp_profile),
         "sysctl": dict(SYSCTLS),
         "mounts": [
-            _tmpfs(environment.build_dir, disk, "0755", files=inodes(disk)),
-            _tmpfs("/tmp", disk, "1777", files=inodes(disk)),  # noqa: S108 - the container's own
-            _tmpfs(environment.home, disk, "0700", files=inodes(disk)),
-            _tmpfs(TOOLS_DIR, _TOOLS_SIZE, TOOLS_MODE, files=_TOOLS_INODES, exec_=False),
+            _tmpfs(environment.build_dir, disk, "0755"),
+            _tmpfs("/tmp", disk, "1777"),  # noqa: S108 - the container's own /tmp
+            _tmpfs(environment.home, disk, "0700"),
+            _tmpfs(TOOLS_DIR, _TOOLS_SIZE, TOOLS_MODE, exec_=False),
             _bind(workspace.source_archive, f"{TOOLS_DIR}/src.tar", read_only=True),
             _bind(workspace.out, f"{TOOLS_DIR}/out", read_only=False),
             _bind(workspace.runner, f"{TOOLS_DIR}/runner.sh", read_only=True),
@@ -405,9 +403,7 @@ def plan_build(
     if environment.clock_offset is not None:
         container["mounts"].append(_bind(workspace.faketime, FAKETIME, read_only=True))
     if trace is not None:
-        container["mounts"].append(
-            _tmpfs(STATE_DIR, STATE_SIZE, STATE_MODE, files=_STATE_INODES, exec_=False)
-        )
+        container["mounts"].append(_tmpfs(STATE_DIR, STATE_SIZE, STATE_MODE, exec_=False))
         container["mounts"].append(_bind(workspace.gate, GATE, read_only=True))
     if host.rootless:
         # The build user is the invoking user outside, so the hand-back directory

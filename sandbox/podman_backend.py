@@ -28,6 +28,7 @@ from sandbox.plan import (
     Enforcement,
     HostCapabilities,
     Workspace,
+    inodes,
 )
 from sandbox.podman_api import BuildContainer, PodmanService, PodmanSession
 from sandbox.trace.levels import TraceLevel
@@ -156,6 +157,7 @@ class _Tmpfs:
 
     measured: tuple[str, ...]  # the build's own: build dir, /tmp, home, /dev/shm
     fixed: int  # hermetic's own (state), which this user cannot reach: their full size
+    max_files: int  # files and directories one of them may hold
 
     @classmethod
     def of(cls, plan: BuildPlan) -> _Tmpfs:
@@ -169,19 +171,21 @@ class _Tmpfs:
                 fixed += int(size.removeprefix("size="))
             else:
                 measured.append(target)
-        return cls(tuple(measured), fixed)
+        return cls(tuple(measured), fixed, inodes(plan.limit("disk").value))
 
-    def usage(self, init_pid: int) -> int:
-        """Bytes the mounts hold now (a mount not yet the build user's counts nothing)."""
-        used = self.fixed
+    def usage(self, init_pid: int) -> tuple[int, int]:
+        """Bytes the mounts hold now (each file also counted at what the kernel keeps of
+        it), and the most files and directories one of them holds."""
+        used, most_files = self.fixed, 0
         for target in self.measured:
             try:
                 stats = os.statvfs(f"/proc/{init_pid}/root{target}")
             except OSError:
                 continue
-            used += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
-            used += (stats.f_files - stats.f_ffree) * _INODE_BYTES
-        return used
+            files = stats.f_files - stats.f_ffree
+            used += (stats.f_blocks - stats.f_bfree) * stats.f_frsize + files * _INODE_BYTES
+            most_files = max(most_files, files)
+        return used, most_files
 
 
 def _staged_paths(source: Path, build_dir: str) -> set[str]:
@@ -252,16 +256,16 @@ class _Watch:
                     break
                 elapsed = time.monotonic() - started
                 self.observer.tick(elapsed)
+                in_tmpfs, files = tmpfs.usage(init_pid) if init_pid is not None else (0, 0)
                 if elapsed > timeout:
                     status = RunStatus.TIMEOUT
-                elif (
-                    watch_memory
-                    and init_pid is not None
-                    and (self.monitor.current_memory_bytes + tmpfs.usage(init_pid) > memory.value)
-                ):
+                elif watch_memory and self.monitor.current_memory_bytes + in_tmpfs > memory.value:
                     # Without a memory cgroup, files in tmpfs are charged to no one:
                     # count them here, as a cgroup would.
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "memory"
+                elif files > tmpfs.max_files:
+                    log.info("a build tmpfs holds %d files (at most %d)", files, tmpfs.max_files)
+                    status, exceeded = RunStatus.LIMIT_EXCEEDED, "disk"
                 elif tree_size(self.workspace.out, disk) > disk:
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "disk"
                 if status is not RunStatus.EXITED:
