@@ -62,6 +62,8 @@ for arg in "$@"; do
 done
 eval "wrappers=\${$((count + 1))}"
 first=$((count + wrappers + 2))
+trampoline=-
+[ "$wrappers" -gt 0 ] && eval "trampoline=\${$((count + 2))}"
 if [ "$#" -lt "$first" ]; then
     echo "hermetic-runner: no program to run" >&2
     exit 125
@@ -128,7 +130,6 @@ for arg in "$@"; do
 done
 
 umask "$planned"
-eval "trampoline=\${$((count + 2))}"
 if [ -z "$resolved" ]; then
     echo "hermetic-runner: $program: not found in PATH=$search" >&2
     status=127

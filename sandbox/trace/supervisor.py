@@ -67,8 +67,6 @@ SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 _NOTIF = struct.Struct("<QIIi4x8x6Q")  # id, pid, flags, nr, (arch), (ip), args[6]
 _RESP = struct.Struct("<QqiI")  # id, val, error, flags
 _U64 = struct.Struct("<Q")
-_AUXV = struct.Struct("<QQ")
-_AT_RANDOM = 25  # auxv: 16 random bytes the kernel puts on every new image's stack
 _SYS_PIDFD_GETFD = 438
 _SYS_OPENAT2 = 437
 _READ_MAX = 1 << 16
@@ -367,21 +365,24 @@ class Recorder:
     # --- execs: which ran --------------------------------------------------------------
 
     def _image(self, pid: int) -> bytes | None:
-        """The 16 random bytes the kernel gave the process's current program (AT_RANDOM):
-        a new program, a new value; the same program, the same value."""
+        """What identifies the process's current program: its name and where the kernel
+        put its code, stack, arguments and environment (/proc/PID/stat, readable even
+        after a change of uid). A successful exec makes a new memory map, and with it
+        new values (the stack's place is random); a failed one leaves them as they were.
+        """
         try:
-            fd = os.open(b"/proc/%d/auxv" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(b"/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                vector = os.read(fd, 1024)
+                text = os.read(fd, 4096)
             finally:
                 os.close(fd)
-            for kind, value in _AUXV.iter_unpack(vector[: len(vector) // 16 * 16]):
-                if kind == _AT_RANDOM:
-                    found = self._read(pid, value, 16)
-                    return found if len(found) == 16 else None
         except OSError:
-            pass
-        return None
+            return None
+        name, _, rest = text.rpartition(b")")
+        fields = rest.split()
+        if len(fields) < 49 or fields[23] == b"0":  # the values are hidden from us
+            return None
+        return b" ".join([name, *fields[23:26], *fields[45:49]])
 
     def settle(self, pid: int) -> None:
         """``pid`` makes its next traced call after an exec: did the exec replace its
