@@ -81,8 +81,11 @@ class _TraceIndex:
         self.last_writer: Mapping[str, Any] = trace.get("writers", {})
         self.parent = {p["pid"]: p["ppid"] for p in trace.get("processes", [])}
         self.program: dict[int, str] = {}
+        self.argv: dict[int, list[str]] = {}
         for execution in trace.get("executions", []):  # the last exec of a pid names it
             self.program[execution["pid"]] = _command(execution["argv"])
+            if "seq" in execution:
+                self.argv[execution["seq"]] = execution["argv"]
         self.touched: dict[int | None, list[Mapping[str, Any]]] = {}
         for item in trace.get("nondeterminism", []):
             if item["source"] != "heap_key":  # glibc's own, every process has it
@@ -94,6 +97,15 @@ class _TraceIndex:
             self.writers[record["path"]] = list(dict.fromkeys(pids))
             for pid in record.get("read_by", []):
                 self.reads.setdefault(pid, []).append(record["path"])
+
+    def writer_of(self, path: str) -> dict[str, Any] | None:
+        """The last writer of ``path``: pid, program and argv (trace.json names the
+        writer's exec by its seq; older ones repeated the argv)."""
+        last = self.last_writer.get(path)
+        if last is None:
+            return None
+        argv = last["argv"] if "argv" in last else self.argv.get(last.get("exec"), [])
+        return {"pid": last["pid"], "program": last.get("program", ""), "argv": argv}
 
     def relative(self, path: str) -> str:
         return path.removeprefix(self.build_dir + "/")
@@ -187,7 +199,7 @@ def hints_for(
         unattributed: tuple[Source, ...] = ()
         if index is not None:
             absolute = f"{index.build_dir}/{difference.path}"
-            writer = index.last_writer.get(absolute)
+            writer = index.writer_of(absolute)
             sources = index.sources_of(absolute)
             unattributed = index.unattributed()
         modes = None

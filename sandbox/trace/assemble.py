@@ -405,6 +405,7 @@ class _Assembler:
                 pid=pid,
                 path=execution.path if execution else "",
                 argv=execution.argv if execution else (),
+                seq=execution.seq if execution else None,
             )
         return found
 

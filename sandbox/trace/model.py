@@ -211,6 +211,12 @@ class OutputWriter:
     pid: int
     path: str  # the program the writing process ran (its last exec)
     argv: tuple[str, ...]
+    seq: int | None = None  # that exec's seq in ``executions``
+
+    def to_json(self) -> dict[str, Any]:
+        # The command line is the execution's, named by its seq: one process that writes
+        # N files with a long command line would otherwise repeat it N times.
+        return {"pid": self.pid, "program": self.path, "exec": self.seq}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,10 +256,7 @@ class BuildTrace:
             "network": [n.to_json() for n in self.network],
             "hermetic_path_attempts": [a.to_json() for a in self.hermetic_path_attempts],
             "nondeterminism": [n.to_json() for n in self.nondeterminism],
-            "writers": [
-                [path, {"pid": w.pid, "program": w.path, "argv": list(w.argv)}]
-                for path, w in sorted(self.writers.items())
-            ],
+            "writers": [[path, w.to_json()] for path, w in sorted(self.writers.items())],
         }
 
     def to_json(self) -> dict[str, Any]:
