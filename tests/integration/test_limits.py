@@ -237,7 +237,7 @@ def test_a_build_tmpfs_holds_a_bounded_number_of_files(
 ) -> None:
     # Empty files cost no bytes: on main a million of them passed every limit (and took
     # 460 s to hand back). One file per 16 KiB of the disk limit: 4,096 at 64 MiB.
-    script = "mkdir many && cd many && touch $(seq -f 'f%.0f' 10000) && sleep 5"
+    script = "mkdir many && (cd many && touch $(seq -f 'f%.0f' 10000)) && sleep 5"
     limited = sandbox_.build(script, name="limited", spec_limits='disk = "64MiB"')
     assert limited.status is BuildStatus.LIMIT_EXCEEDED, log_of(limited)
     assert "disk limit exceeded" in limited.reason
