@@ -75,23 +75,14 @@ Place = tuple[Handle | None, str]
 _MAX_DEPTH = 4096
 _NAME_OVERHEAD = 96  # bytes a kept name or path costs besides its characters
 _PATH_CACHE_BYTES = 16 * 1024**2  # paths of directories worked out, kept for reuse
-# What a build may hold of the user's kernel objects that count per user across every
-# namespace (ucounts): set in the build's own user namespace, so that one build cannot
-# use up the host user's inotify or fanotify quota (128 instances by default), nor
-# make namespaces (its seccomp profile refuses that already).
+# What a traced build may hold of the kernel objects counted per user across every
+# user namespace (ucounts): set in the build's own user namespace, so that one build
+# cannot use up the host user's inotify or fanotify quota (128 instances by default).
 USER_LIMITS = {
     "max_inotify_instances": 32,
     "max_inotify_watches": 65536,
     "max_fanotify_groups": 4,  # hermetic's own group counts among them
     "max_fanotify_marks": 1024,
-    "max_user_namespaces": 0,
-    "max_mnt_namespaces": 0,
-    "max_net_namespaces": 0,
-    "max_pid_namespaces": 0,
-    "max_ipc_namespaces": 0,
-    "max_uts_namespaces": 0,
-    "max_cgroup_namespaces": 0,
-    "max_time_namespaces": 0,
 }
 
 
