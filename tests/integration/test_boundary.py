@@ -344,51 +344,46 @@ def test_trace_json_is_cut_at_its_cap_and_says_so(sandbox_: Sandbox, minimal_ima
 
 # --- the review's attacks on the boundary (reviews/sandbox-1) -----------------------
 
-SELF_EXE = """
-ln -s /proc/self/exe sh
-./sh -c 'echo I am: $(readlink /proc/$$/exe)' 2>&1 | head -3
-./sh nc -w 1 192.0.2.11 80 </dev/null 2>&1 | head -3
-printf '#!/build/sh\\necho interpreter: $(readlink /proc/$$/exe)\\n' > run && chmod +x run
-timeout 3 ./run; echo run-status:$?
-"""
 
-
-def test_a_link_to_proc_self_exe_does_not_reach_hermetics_busybox(
-    sandbox_: Sandbox, minimal_image: str
-) -> None:
-    # The build's first program is the image's nice, which starts bash: /proc/self/exe
-    # is never the runner's busybox for anything the build runs. On main, "./sh" as
-    # the build's command was busybox ("I am: /.hermetic/busybox") with nc and wget;
-    # here the link's first exec is by bash: the same holds for the command itself
-    # (test below).
-    result = sandbox_.build(SELF_EXE)
-    assert result.status is BuildStatus.BUILT, log_of(result)
-    log = log_of(result)
-    assert "/.hermetic/busybox" not in log and "BusyBox" not in log, log
-    assert "run-status:" in log
-
-
-def test_the_builds_own_command_as_a_link_to_proc_self_exe(
-    tmp_path: Path, sandbox_config: SandboxConfig, backend: PodmanBackend, minimal_image: str
+@pytest.mark.parametrize(
+    ("command", "script"),
+    [
+        ('["./sh", "-c", "echo I am: $(readlink /proc/$$/exe); nc -w 1 192.0.2.11 80"]', None),
+        ('["./run"]', "#!/build/sh\necho interpreter: $(readlink /proc/$$/exe)\n"),
+    ],
+    ids=["link", "shebang"],
+)
+def test_the_builds_command_as_a_link_to_proc_self_exe_does_not_reach_hermetics_busybox(
+    tmp_path: Path,
+    sandbox_config: SandboxConfig,
+    backend: PodmanBackend,
+    minimal_image: str,
+    command: str,
+    script: str | None,
 ) -> None:
     source = tmp_path / "src"
     spec = Spec.from_toml(
         write_spec(
             source,
             '[build]\nimage = "hermetic-minimal"\nsource_date_epoch = 1\n'
-            'command = ["./sh", "-c", "echo I am: $(readlink /proc/$$/exe)"]\n'
-            'outputs = ["hermetic.toml"]\n',
+            f'command = {command}\noutputs = ["hermetic.toml"]\n[limits]\ntimeout = "10s"\n',
         )
     )
     (source / "sh").symlink_to("/proc/self/exe")
+    if script is not None:
+        (source / "run").write_text(script)
+        (source / "run").chmod(0o755)
     request = BuildRequest(spec=spec, out_dir=tmp_path / "out")
     result = run_build(request, config=sandbox_config, backend=backend)
-    # On main: "I am: /.hermetic/busybox" and a built result. Here ./sh is the image's
-    # nice (it takes no -c): the build fails, having run nothing of hermetic's.
+    # On main the first program was exec'd by the runner's busybox: ./sh (or the
+    # script's interpreter) was busybox, "I am: /.hermetic/busybox", with nc and wget.
+    # Now the image's nice execs it: ./sh is nice, which takes no -c (the build fails);
+    # as an interpreter it is nice again, which runs the script again (until the
+    # timeout: the build only spends its own time).
     assert "/.hermetic/busybox" not in log_of(result), log_of(result)
-    assert result.status is BuildStatus.FAILED
-    executions = trace_of(result)["executions"]
-    assert [e["path"] for e in executions][:2] == ["/usr/bin/nice", "/build/sh"]
+    assert "BusyBox" not in log_of(result)
+    assert result.status is not BuildStatus.BUILT
+    assert trace_of(result)["executions"][0]["path"] == "/usr/bin/nice"
 
 
 FAMILIES = "\n".join(f"./probe family {n}" for n in (1, 2, 10, 16, 40, 38, 17))
