@@ -245,3 +245,18 @@ def test_the_byte_budget_counts_whole_paths(memory: Memory, tmp_path: Path) -> N
         os.close(fd)
     # The directory the short name was relative to counts, not only the name.
     assert recorder.kept_bytes >= len(str(deep)) + 2
+
+
+def test_a_pid_is_placed_again_once_its_process_has_exited() -> None:
+    recorder = Recorder()
+    recorder.know(ME)
+    placed = [e for e in recorder.events if e[0] == "pid"]
+    assert placed == [] or placed[0][1] == ME  # the test runs in no container: no NSpid
+    recorder.events.append(["pid", ME, 5, 1, ME])  # as if it were in one
+    recorder._known.add(ME)
+    recorder._group[ME] = ME
+    recorder._members[ME] = {ME}
+    recorder.know(ME)
+    assert sum(1 for e in recorder.events if e[0] == "pid") == 1  # known: not read again
+    recorder.forget(ME)  # its exit_group: the host pid may come back as another process
+    assert ME not in recorder._known and ME not in recorder._group
