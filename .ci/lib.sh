@@ -27,6 +27,29 @@ fi
 
 log() { printf 'hermetic-setup: %s\n' "$*" >&2; }
 
+# Fails when the build user still runs anything the tests started (processes, build
+# containers, hermetic's podman service). Podman's own rootless pause process (catatonit
+# -P, which holds the user namespace for every podman command) and zombies are not ours.
+check_leftovers() {
+    local left="" containers="" attempt
+    for attempt in $(seq 1 20); do  # processes being stopped may need a moment to exit
+        if [ "$(id -u)" -eq 0 ]; then
+            left=$(ps -u "$BUILD_USER" -o pid=,stat=,args= \
+                | awk '$2 !~ /^Z/ && !($3 == "catatonit" && $4 == "-P")')
+        else  # a developer's own account runs other things: look for ours only
+            left=$(ps -u "$BUILD_USER" -o pid=,stat=,args= \
+                | awk '$2 !~ /^Z/ && /hermetic|redis-server|system service/ && !/awk/')
+        fi
+        containers=$(as_user podman ps -a --filter label=dev.hermetic.build --format '{{.Names}}')
+        if [ -z "$left$containers" ]; then return 0; fi
+        sleep 0.5
+    done
+    log "the tests left these behind (attempt $attempt):"
+    [ -n "$left" ] && printf '  process %s\n' "$left" >&2
+    [ -n "$containers" ] && printf '  container %s\n' "$containers" >&2
+    return 1
+}
+
 user_home() { getent passwd "$BUILD_USER" | cut -d: -f6; }
 
 # Run a command as the unprivileged build user with a clean environment.

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: the hello fixture, a spec for it, a podman service, timing."""
+"""Shared by the benchmarks: the hello fixture, a spec for it, a user's environment, timing."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,31 +44,20 @@ dest = "hello-2.10.tar.gz"
     return directory
 
 
-@contextmanager
-def podman_service(scratch: Path) -> Iterator[dict[str, str]]:
-    """An environment whose HERMETIC_PODMAN_URL points at a running podman service.
-
-    A user normally has podman's socket running (podman.socket); one service for the
-    whole run makes each build measure the build, not the service's start.
-    """
+def user_env() -> dict[str, str]:
+    """The environment of a user's fresh command: no pre-started service of the benchmark's
+    own, so each command finds (or starts) hermetic's shared podman service as a user's
+    commands do."""
     env = dict(os.environ)
-    if env.get("HERMETIC_PODMAN_URL"):
-        yield env
-        return
-    socket_path = scratch / "podman.sock"
-    service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{socket_path}"],
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        while not socket_path.exists():
-            time.sleep(0.05)
-        env["HERMETIC_PODMAN_URL"] = f"unix://{socket_path}"
-        yield env
-    finally:
-        os.killpg(service.pid, 15)
-        service.wait()
+    env.pop("HERMETIC_PODMAN_URL", None)
+    return env
+
+
+def stop_shared_service() -> bool:
+    """Stop hermetic's shared podman service, so that the next command starts it (cold)."""
+    from sandbox.podman_api import shared_service
+
+    return shared_service().stop()
 
 
 def hermetic_build(

@@ -15,7 +15,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rebuilder.attest.keys import generate_keypair, load_signer
@@ -64,7 +63,7 @@ def main() -> None:
             store=session,
             work_dir=base.work_dir,
         )
-        config = replace(base, podman_url=session.url)
+        config = base  # the default path: hermetic's shared podman service, as a node uses it
         generate_keypair(root / "key")
         signer = load_signer(str(root / "key"))
         trivial = write(root / "trivial", TRIVIAL)

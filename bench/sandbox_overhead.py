@@ -2,7 +2,10 @@
 ``./configure && make`` run directly on the host with the host's toolchain.
 
 Runs N pairs side by side (alternating which goes first) and prints each pair's ratio
-and the median. Both gcc versions are printed, so "the same toolchain" can be checked.
+and the median. Each hermetic build is a fresh command with a user's defaults: it finds
+hermetic's shared podman service (the warm-up command starts it, as a user's first command
+does) and pays everything else a user's command pays. Both gcc versions are printed, so
+"the same toolchain" can be checked.
 
 Usage: python -m bench.sandbox_overhead [--pairs 5] [--tarball PATH]
 """
@@ -23,7 +26,7 @@ from bench.common import (
     REPO,
     find_tarball,
     hermetic_build,
-    podman_service,
+    user_env,
     write_hello_spec,
 )
 
@@ -67,31 +70,31 @@ def main() -> None:
     print(f"image gcc: gcc-12 {lock['packages']['gcc-12']} (debian-bookworm lock)")
     untraced = ["--trace=off"]
     try:
-        with podman_service(scratch) as env:
-            hermetic_build(spec_dir, scratch, env, untraced)  # warm-up: store the input
-            host_build(tarball, scratch)
-            ratios, hosts, boxed = [], [], []
-            for pair in range(args.pairs):
-                if pair % 2 == 0:
-                    host = host_build(tarball, scratch)
-                    sandboxed, result = hermetic_build(spec_dir, scratch, env, untraced)
-                else:
-                    sandboxed, result = hermetic_build(spec_dir, scratch, env, untraced)
-                    host = host_build(tarball, scratch)
-                hosts.append(host)
-                boxed.append(sandboxed)
-                ratios.append(sandboxed / host)
-                print(
-                    f"pair {pair + 1}: host {host:6.2f}s  hermetic build {sandboxed:6.2f}s  "
-                    f"ratio {sandboxed / host:.3f}  ({str(result['digest'])[:19]}…)",
-                    flush=True,
-                )
+        env = user_env()
+        hermetic_build(spec_dir, scratch, env, untraced)  # warm-up: store the input
+        host_build(tarball, scratch)
+        ratios, hosts, boxed = [], [], []
+        for pair in range(args.pairs):
+            if pair % 2 == 0:
+                host = host_build(tarball, scratch)
+                sandboxed, result = hermetic_build(spec_dir, scratch, env, untraced)
+            else:
+                sandboxed, result = hermetic_build(spec_dir, scratch, env, untraced)
+                host = host_build(tarball, scratch)
+            hosts.append(host)
+            boxed.append(sandboxed)
+            ratios.append(sandboxed / host)
+            print(
+                f"pair {pair + 1}: host {host:6.2f}s  hermetic build {sandboxed:6.2f}s  "
+                f"ratio {sandboxed / host:.3f}  ({str(result['digest'])[:19]}…)",
+                flush=True,
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(
         f"median: host {statistics.median(hosts):.2f}s, hermetic {statistics.median(boxed):.2f}s, "
         f"ratio {statistics.median(ratios):.3f} "
-        f"(median of {args.pairs} pair ratios; target <= 1.05)"
+        f"(median of {args.pairs} pair ratios, a fresh command per build; target <= 1.05)"
     )
 
 

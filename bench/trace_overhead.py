@@ -1,7 +1,8 @@
 """Tracing overhead: ``hermetic build`` of GNU hello traced (standard) vs untraced.
 
 Runs N pairs side by side (alternating which goes first) and prints each pair's ratio,
-the median, and one deep-traced build for scale. The digests must not change.
+the median, and one deep-traced build for scale. The digests must not change. Every build
+is a fresh command with a user's defaults (hermetic's shared podman service).
 
 Usage: python -m bench.trace_overhead [--pairs 5] [--tarball PATH] [--no-deep]
 """
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import find_tarball, hermetic_build, podman_service, write_hello_spec
+from bench.common import find_tarball, hermetic_build, user_env, write_hello_spec
 
 
 def main() -> None:
@@ -30,37 +31,35 @@ def main() -> None:
     ratios: list[float] = []
     digests: set[object] = set()
     try:
-        with podman_service(scratch) as env:
-            hermetic_build(spec_dir, scratch, env, ["--trace=off"])  # warm-up
-            for pair in range(args.pairs):
-                order = ["off", "standard"] if pair % 2 == 0 else ["standard", "off"]
-                times: dict[str, float] = {}
-                traced: dict[str, Any] = {}
-                for level in order:
-                    times[level], result = hermetic_build(
-                        spec_dir, scratch, env, [f"--trace={level}"]
-                    )
-                    digests.add(result["digest"])
-                    if level == "standard":
-                        traced = dict(result["trace"])  # type: ignore[call-overload]
-                ratio = times["standard"] / times["off"]
-                ratios.append(ratio)
-                print(
-                    f"pair {pair + 1}: untraced {times['off']:6.2f}s  "
-                    f"traced {times['standard']:6.2f}s  ratio {ratio:.3f}  "
-                    f"({traced.get('executions')} programs, "
-                    f"{traced.get('notifications', '?')} notifications)",
-                    flush=True,
-                )
-            if not args.no_deep:
-                deep, result = hermetic_build(spec_dir, scratch, env, ["--trace=deep"])
+        env = user_env()
+        hermetic_build(spec_dir, scratch, env, ["--trace=off"])  # warm-up
+        for pair in range(args.pairs):
+            order = ["off", "standard"] if pair % 2 == 0 else ["standard", "off"]
+            times: dict[str, float] = {}
+            traced: dict[str, Any] = {}
+            for level in order:
+                times[level], result = hermetic_build(spec_dir, scratch, env, [f"--trace={level}"])
                 digests.add(result["digest"])
-                print(f"deep: {deep:6.2f}s (one build, for scale)")
+                if level == "standard":
+                    traced = dict(result["trace"])  # type: ignore[call-overload]
+            ratio = times["standard"] / times["off"]
+            ratios.append(ratio)
+            print(
+                f"pair {pair + 1}: untraced {times['off']:6.2f}s  "
+                f"traced {times['standard']:6.2f}s  ratio {ratio:.3f}  "
+                f"({traced.get('executions')} programs, "
+                f"{traced.get('notifications', '?')} notifications)",
+                flush=True,
+            )
+        if not args.no_deep:
+            deep, result = hermetic_build(spec_dir, scratch, env, ["--trace=deep"])
+            digests.add(result["digest"])
+            print(f"deep: {deep:6.2f}s (one build, for scale)")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(
         f"median ratio traced/untraced: {statistics.median(ratios):.3f} "
-        f"(median of {args.pairs} pairs; target <= 1.15); "
+        f"(median of {args.pairs} pairs, fresh commands; target <= 1.15); "
         f"output digests {'identical' if len(digests) == 1 else 'DIFFER: ' + str(digests)}"
     )
 

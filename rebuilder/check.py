@@ -27,10 +27,11 @@ from rebuilder.errors import Error
 from rebuilder.evidence import Embedded, embedded_in, marks, suspects
 from rebuilder.hints import Hint, hints_for
 from rebuilder.variations import NAMES, VariationContext, unavailable, vary
-from sandbox.backend import SandboxBackend
+from sandbox.backend import Cancel, SandboxBackend
 from sandbox.build import ARTIFACTS_DIR, TRACE_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.environment import NORMALIZED
+from sandbox.errors import BuildCancelled
 from sandbox.images import ImageCatalog
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.result import BuildResult
@@ -209,34 +210,69 @@ class _Check:
         self.observer = observer
         self.context = context
         self.builds: list[CheckBuild] = []
+        # Set when the check can no longer decide (the control failed, a build could not
+        # run): the builds in flight are stopped at once instead of running to the end.
+        self.cancel = Cancel()
 
     def run(self, batch: Sequence[tuple[str, tuple[str, ...], int]]) -> list[CheckBuild]:
-        """Build each (role, variations, seed) side by side, up to --jobs at once."""
+        """Build each (role, variations, seed) side by side, up to --jobs at once.
+
+        Raises:
+            CheckError: the control build failed (the others were stopped).
+            Error: a build could not run (the others were stopped).
+        """
         named: list[tuple[str, str, tuple[str, ...], int]] = []
         for role, variations, seed in batch:
             name = f"{len(self.builds) + len(named) + 1:02d}-{role}"
             named.append((name, role, variations, seed))
         with ThreadPoolExecutor(max_workers=self.request.jobs) as pool:
             done = list(pool.map(lambda item: self._one(*item), named))
-        self.builds.extend(done)
-        return done
+        finished = [build for build in done if build is not None]
+        self.builds.extend(finished)
+        for build in finished:
+            if build.role == "control" and not build.result.built:
+                raise control_failed(build)
+        if len(finished) != len(done):
+            raise CheckError("the check's builds were stopped")  # not reached: see _one
+        return finished
 
-    def _one(self, name: str, role: str, variations: tuple[str, ...], seed: int) -> CheckBuild:
+    def _one(
+        self, name: str, role: str, variations: tuple[str, ...], seed: int
+    ) -> CheckBuild | None:
+        if self.cancel.is_set():
+            return None
         environment = vary(variations, seed=seed, context=self.context, base=NORMALIZED)
         self.observer.build_started(name, role, variations)
-        result = run_build(
-            BuildRequest(
-                spec=self.request.spec,
-                out_dir=self.request.report_dir / "builds" / name,
-                trace=self.request.trace,
-                environment=environment,
-            ),
-            config=self.config,
-            backend=self.backend,
-            observer=self.observer.build_observer(name),
-        )
+        try:
+            result = run_build(
+                BuildRequest(
+                    spec=self.request.spec,
+                    out_dir=self.request.report_dir / "builds" / name,
+                    trace=self.request.trace,
+                    environment=environment,
+                    cancel=self.cancel,
+                ),
+                config=self.config,
+                backend=self.backend,
+                observer=self.observer.build_observer(name),
+            )
+        except BuildCancelled:
+            return None
+        except BaseException:
+            self.cancel.set()  # this check cannot finish: stop the others now
+            raise
+        if role == "control" and not result.built:
+            self.cancel.set()  # nothing can be compared with a failed control
         self.observer.build_finished(name, result)
         return CheckBuild(name=name, role=role, variations=variations, seed=seed, result=result)
+
+
+def control_failed(control: CheckBuild) -> CheckError:
+    """The error a check ends with when its control build failed."""
+    return CheckError(
+        f"the control build failed ({control.result.reason}); nothing can be compared. "
+        f"Log: {control.result.log.path}"
+    )
 
 
 def run_check(
@@ -264,11 +300,6 @@ def run_check(
         + [("experiment", varied, request.seed + index) for index in range(request.builds - 1)]
     )
     control, experiments = first[0], first[1:]
-    if not control.result.built:
-        raise CheckError(
-            f"the control build failed ({control.result.reason}); nothing can be compared. "
-            f"Log: {control.result.log.path}"
-        )
     differing = [e for e in experiments if not same(control.result, e.result)]
     if not differing:
         return _result(request, check, varied, skipped, started, reproducible=True)

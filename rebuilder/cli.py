@@ -213,6 +213,7 @@ def build(
             spec=parsed, out_dir=out_dir, trace=trace or config.trace, attest=attestor
         )
         with connect_backend(config) as backend, _progress() as progress:
+            backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
             result = run_build(
                 request, config=config, backend=backend, observer=progress, build_id=build_id
             )
@@ -288,6 +289,7 @@ def check(
             trace=trace or config.trace,
         )
         with connect_backend(config) as backend, _check_progress() as progress:
+            backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
             result = run_check(request, config=config, backend=backend, observer=progress)
         payload = check_statement(result, builder_id=default_builder_id())
         envelope, error = signed_envelope(payload, signers)

@@ -4,12 +4,16 @@ output itself, varied values it contains and a changed mode. What no peer tool s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rebuilder.compare import Difference
+from rebuilder.errors import Error
 from rebuilder.evidence import Embedded
+
+log = logging.getLogger(__name__)
 
 # Trace sources a variation acts on: those matching a culprit are named first.
 SOURCES_OF = {
@@ -73,39 +77,108 @@ INPUT_HOPS = 3  # how far back through intermediate files (x.c → x.o → a.out
 _MAX_PROCESSES = 5000  # of a provenance walk; huge builds get a partial answer
 
 
-class _TraceIndex:
-    """The parts of a trace.json that hints need, indexed by pid and path."""
+class TraceFormatError(Error):
+    """A trace.json that is not what hermetic writes (damaged, truncated, edited)."""
 
-    def __init__(self, trace: Mapping[str, Any], build_dir: str) -> None:
+
+def _objects(trace: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = trace.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise TraceFormatError(f"trace.json: {key}: expected a list of objects")
+    return value
+
+
+def _pid(record: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> Any:
+    value = record.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TraceFormatError(f"trace.json: {where}.{key}: expected a pid, got {value!r:.40}")
+    return value
+
+
+def _pids(record: Mapping[str, Any], key: str, where: str) -> list[int]:
+    value = record.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(pid, int) and not isinstance(pid, bool) for pid in value
+    ):
+        raise TraceFormatError(f"trace.json: {where}.{key}: expected a list of pids")
+    return value
+
+
+def _text(record: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = record.get(key, default)
+    if not isinstance(value, str):
+        raise TraceFormatError(f"trace.json: {where}.{key}: expected a string")
+    return value
+
+
+class _TraceIndex:
+    """The parts of a trace.json that hints need, indexed by pid and path.
+
+    Raises:
+        TraceFormatError: the document is not a trace hermetic wrote.
+    """
+
+    def __init__(self, trace: Any, build_dir: str) -> None:
+        if not isinstance(trace, Mapping):
+            raise TraceFormatError("trace.json: expected an object")
         self.build_dir = build_dir.rstrip("/")
-        self.last_writer: Mapping[str, Any] = trace.get("writers", {})
-        self.parent = {p["pid"]: p["ppid"] for p in trace.get("processes", [])}
+        writers = trace.get("writers", {})
+        if not isinstance(writers, Mapping) or not all(
+            isinstance(path, str) and isinstance(writer, Mapping)
+            for path, writer in writers.items()
+        ):
+            raise TraceFormatError("trace.json: writers: expected an object of objects")
+        for path, writer in writers.items():
+            _pid(writer, "pid", f"writers[{path!r:.40}]")
+        self.last_writer: Mapping[str, Mapping[str, Any]] = writers
+        self.parent = {
+            _pid(p, "pid", "processes"): _pid(p, "ppid", "processes")
+            for p in _objects(trace, "processes")
+        }
         self.program: dict[int, str] = {}
-        self.argv: dict[int, list[str]] = {}
-        for execution in trace.get("executions", []):  # the last exec of a pid names it
-            self.program[execution["pid"]] = _command(execution["argv"])
-            if "seq" in execution:
-                self.argv[execution["seq"]] = execution["argv"]
+        self.argv: dict[int, list[str]] = {}  # by the execution's seq
+        for execution in _objects(trace, "executions"):  # the last exec of a pid names it
+            argv = execution.get("argv")
+            if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+                raise TraceFormatError("trace.json: executions.argv: expected a list of strings")
+            self.program[_pid(execution, "pid", "executions")] = _command(argv)
+            seq = execution.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                self.argv[seq] = argv
         self.touched: dict[int | None, list[Mapping[str, Any]]] = {}
-        for item in trace.get("nondeterminism", []):
-            if item["source"] != "heap_key":  # glibc's own, every process has it
-                self.touched.setdefault(item.get("pid"), []).append(item)
+        for item in _objects(trace, "nondeterminism"):
+            source = _text(item, "source", "nondeterminism")
+            _text(item, "detail", "nondeterminism", default="")
+            if source != "heap_key":  # glibc's own, every process has it
+                pid = _pid(item, "pid", "nondeterminism", optional=True)
+                self.touched.setdefault(pid, []).append(item)
         self.writers: dict[str, list[int]] = {}
         self.reads: dict[int, list[str]] = {}
-        for record in trace.get("files", []):
-            pids = [*record.get("created_by", []), *record.get("written_by", [])]
-            self.writers[record["path"]] = list(dict.fromkeys(pids))
-            for pid in record.get("read_by", []):
-                self.reads.setdefault(pid, []).append(record["path"])
+        for record in _objects(trace, "files"):
+            path = _text(record, "path", "files")
+            pids = [*_pids(record, "created_by", "files"), *_pids(record, "written_by", "files")]
+            self.writers[path] = list(dict.fromkeys(pids))
+            for pid in _pids(record, "read_by", "files"):
+                self.reads.setdefault(pid, []).append(path)
 
     def writer_of(self, path: str) -> dict[str, Any] | None:
         """The last writer of ``path``: pid, program and argv (trace.json names the
-        writer's exec by its seq; older ones repeated the argv)."""
+        writer's execution by its seq; older ones repeated its argv)."""
         last = self.last_writer.get(path)
         if last is None:
             return None
-        argv = last["argv"] if "argv" in last else self.argv.get(last.get("exec"), [])
-        return {"pid": last["pid"], "program": last.get("program", ""), "argv": argv}
+        argv = last.get("argv")
+        if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+            seq = last.get("exec")
+            argv = self.argv.get(seq, []) if isinstance(seq, int) else []
+        program = last.get("program")
+        return {
+            "pid": last["pid"],
+            "program": program if isinstance(program, str) else "",
+            "argv": argv,
+        }
 
     def relative(self, path: str) -> str:
         return path.removeprefix(self.build_dir + "/")
@@ -191,7 +264,12 @@ def hints_for(
         for part in culprit.split("+")
         for source in SOURCES_OF.get(part, ())
     }
-    index = _TraceIndex(trace, build_dir) if trace is not None else None
+    index = None
+    if trace is not None:
+        try:
+            index = _TraceIndex(trace, build_dir)
+        except TraceFormatError as e:  # unparsable evidence is no evidence
+            log.warning("%s; hints without the trace", e)
     hints = []
     for difference in found:
         writer = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError
+from sandbox.lifecycle import reap_directories
 from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
 from sandbox.observer import BuildObserver
@@ -21,6 +23,10 @@ from sandbox.trace.model import BuildTrace
 STATUS_FILE = "status"
 TASKS_FILE = "tasks"
 HANDBACK_DIR = "build"
+SCRATCH_KIND = "build"  # scratch directories are named build-<owner stamp>-<random>
+
+Cancel = threading.Event
+"""Set to stop a build in flight (its container is killed, the build raises BuildCancelled)."""
 
 
 class RunStatus(StrEnum):
@@ -29,6 +35,7 @@ class RunStatus(StrEnum):
     EXITED = "exited"  # the build command finished (with any exit code)
     TIMEOUT = "timeout"
     LIMIT_EXCEEDED = "limit_exceeded"
+    CANCELLED = "cancelled"  # stopped on request; never reported as a build's result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,13 +65,40 @@ class SandboxBackend(ABC):
 
     @abstractmethod
     def run(
-        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        log_path: Path,
+        observer: BuildObserver,
+        cancel: Cancel | None = None,
     ) -> RunOutcome:
-        """Run the plan to completion, timeout or limit.
+        """Run the plan to completion, timeout or limit, or until ``cancel`` is set.
 
         Raises:
             SandboxError: the sandbox itself failed (not the build).
+            BuildCancelled: ``cancel`` was set; nothing of the build is left.
         """
+
+    def reap_orphans(self, work_dir: Path) -> list[str]:
+        """Remove what hermetic processes that no longer run left behind: their build
+        containers and their scratch directories under ``work_dir``.
+
+        Only what carries an owner stamp of a dead process is touched, so this is safe
+        while other hermetic commands of the same user build.
+
+        Returns:
+            The names of what was removed.
+
+        Raises:
+            SandboxError: the backend could not list its containers.
+        """
+        reaped = self._reap_containers()
+        reaped += [str(path) for path in reap_directories(work_dir, SCRATCH_KIND)]
+        return reaped
+
+    def _reap_containers(self) -> list[str]:
+        """Remove containers of dead owners (backends with containers override this)."""
+        return []
 
     @staticmethod
     def read_handback(workspace: Workspace) -> tuple[int | None, int, Path | None]:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sandbox.backend import RunOutcome, RunStatus, SandboxBackend
+from sandbox.backend import Cancel, RunOutcome, RunStatus, SandboxBackend
 from sandbox.config import SandboxConfig
 from sandbox.digests import prefixed, sha256_bytes
 from sandbox.environment import NORMALIZED, BuildEnvironment
-from sandbox.errors import Error, OutputError, RootRefused
+from sandbox.errors import Error, OutputError, RootRefused, SandboxError
 from sandbox.fetch import fetch_input
 from sandbox.git_checkout import repository_top, run_git
 from sandbox.images import ImageCatalog
@@ -56,6 +59,8 @@ class BuildRequest:
     environment: BuildEnvironment = NORMALIZED
     # Adds files about the result (the provenance) before the results are published.
     attest: Callable[[BuildResult, Path], None] | None = None
+    # Set by the caller to stop the build in flight (run_build then raises BuildCancelled).
+    cancel: Cancel | None = None
     # A node's rules for fetching a client's inputs; None: the local user's own inputs.
     input_policy: InputPolicy | None = None
 
@@ -123,6 +128,43 @@ def _now() -> str:
     return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NEARLY_FULL = 4 * 1024**2
+
+
+@contextmanager
+def _storage(places: dict[str, tuple[Path, str]]) -> Iterator[None]:
+    """A full disk (or quota) where hermetic writes is the host's problem, said plainly.
+
+    Args:
+        places: what each place is called -> (its path, the setting that moves it).
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        full = [
+            f"{name} {path} ({free} bytes free; {setting} moves it)"
+            for name, (path, setting) in places.items()
+            if (free := _free_bytes(path)) is not None and free < _NEARLY_FULL
+        ]
+        where = "; ".join(full) or f"{e.filename or 'a file hermetic writes'}"
+        raise SandboxError(
+            f"out of disk space ({e.strerror}): {where}. Nothing was published and no "
+            "partial result was kept; free some space and build again."
+        ) from e
+
+
+def _free_bytes(path: Path) -> int | None:
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
 def _verdict(outcome: RunOutcome, spec: Spec) -> tuple[BuildStatus, str]:
     if outcome.status is RunStatus.TIMEOUT:
         return (
@@ -185,14 +227,21 @@ def run_build(
     epoch, epoch_from = resolve_source_date_epoch(spec)
     host = backend.host_capabilities(image.reference)
 
+    places = {
+        "the input store": (config.store_dir, "HERMETIC_STORE"),
+        "the scratch space": (config.work_dir, "HERMETIC_WORK_DIR"),
+        "the output directory": (request.out_dir.parent, "--out"),
+    }
     store = ContentStore(config.store_dir)
     observer.stage("fetch", f"{len(spec.inputs)} input(s)")
-    fetched = [
-        fetch_input(item, store, observer.fetch_progress, policy=request.input_policy)
-        for item in spec.inputs
-    ]
+    with _storage(places):
+        fetched = [
+            fetch_input(item, store, observer.fetch_progress, policy=request.input_policy)
+            for item in spec.inputs
+        ]
 
     with (
+        _storage(places),
         build_workspace(config.work_dir, config.busybox, config.faketime) as workspace,
         publishing(request.out_dir) as publish,
     ):
@@ -217,7 +266,7 @@ def run_build(
             environment=environment,
         )
         observer.stage("build", f"{image.reference.split('@')[0]}@sha256:{image.digest[:12]}…")
-        outcome = backend.run(plan, workspace, publish / LOG_FILE, observer)
+        outcome = backend.run(plan, workspace, publish / LOG_FILE, observer, request.cancel)
         log_summary = replace(outcome.log, path=request.out_dir / LOG_FILE)
         status, reason = _verdict(outcome, spec)
         failed_copy = _handback_failure(workspace.out) if outcome.build_dir is not None else None

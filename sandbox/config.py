@@ -35,6 +35,19 @@ def _trace_level(value: str | None) -> TraceLevel:
         ) from None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 86400:
+        raise Error(f"{name}={value!r}: expected a number of seconds from 1 to 86400")
+    return seconds
+
+
 _TRACE_LIMIT_KEYS: dict[str, tuple[str, Callable[[str], int]]] = {
     "max_events": ("HERMETIC_TRACE_MAX_EVENTS", int),
     "max_event_bytes": ("HERMETIC_TRACE_MAX_BYTES", parse_size),
@@ -86,6 +99,10 @@ class SandboxConfig:
         trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
         faketime: libfaketime, which ``hermetic check`` mounts to shift a build's clock
             (HERMETIC_FAKETIME).
+        podman_idle_s: seconds the shared podman service hermetic starts stays up with
+            nothing to do (HERMETIC_PODMAN_IDLE; podman's ``--time``).
+        podman_timeout_s: seconds an API request may take; waiting for a build is not
+            bounded by it, only by the build's own timeout (HERMETIC_PODMAN_TIMEOUT).
         trace_limits: caps on what a traced build can make the tracer hold
             (HERMETIC_TRACE_MAX_EVENTS, HERMETIC_TRACE_MAX_BYTES, HERMETIC_TRACE_MAX_FILE).
     """
@@ -101,6 +118,8 @@ class SandboxConfig:
     seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
     trace: TraceLevel = TraceLevel.STANDARD
     faketime: Path = Path(_FAKETIME)
+    podman_idle_s: int = 300
+    podman_timeout_s: float = 600.0
     trace_limits: TraceLimits = DEFAULT_TRACE_LIMITS
 
     @classmethod
@@ -122,5 +141,7 @@ class SandboxConfig:
             seccomp_base=Path(
                 env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
             ),
+            podman_idle_s=int(_seconds(env, "HERMETIC_PODMAN_IDLE", 300)),
+            podman_timeout_s=_seconds(env, "HERMETIC_PODMAN_TIMEOUT", 600.0),
             trace_limits=_trace_limits(env),
         )

@@ -8,7 +8,6 @@ when conmon cut its own copy at its size limit.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +64,7 @@ class CriLogFollower:
         while not self.path.exists():
             if self.finished.is_set() and not self.path.exists():
                 return
-            time.sleep(_POLL_S)
+            self.finished.wait(_POLL_S)
         pending = b""
         offset = 0
         with self.path.open("rb") as stream:
@@ -85,7 +84,7 @@ class CriLogFollower:
                     stream.seek(0)
                     offset, pending = 0, b""
                     self.restarts += 1
-                time.sleep(_POLL_S)
+                self.finished.wait(_POLL_S)  # wakes at once when the container exits
         if pending:
             self._take(pending)
         for text in self._joiner.flush():

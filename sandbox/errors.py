@@ -110,5 +110,9 @@ class SandboxError(Error):
     """The sandbox (podman, the runner) failed; not the build's fault."""
 
 
+class BuildCancelled(Error):
+    """A build was stopped on request (a check whose control build failed)."""
+
+
 class OutputError(Error):
     """The build's outputs are missing or unsafe to hand out."""

@@ -16,11 +16,13 @@ from sandbox.backend import (
     HANDBACK_DIR,
     STATUS_FILE,
     TASKS_FILE,
+    Cancel,
     RunOutcome,
     RunStatus,
     SandboxBackend,
 )
 from sandbox.config import SandboxConfig
+from sandbox.errors import BuildCancelled
 from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceUsage
 from sandbox.observer import BuildObserver
@@ -43,6 +45,8 @@ class FakeRun:
     exit_code: int = 0
     status: RunStatus = RunStatus.EXITED
     exceeded: str | None = None
+    # Runs until cancelled, like a long build (at most this many seconds, then it ends).
+    hold_s: float = 0.0
 
 
 Script = Callable[[Path, BuildPlan], FakeRun]
@@ -60,6 +64,7 @@ class FakeBackend(SandboxBackend):
     capabilities: HostCapabilities = CGROUP_V1_ROOTLESS
     plans: list[BuildPlan] = field(default_factory=list)
     images_asked: list[str] = field(default_factory=list)
+    cancelled: list[BuildPlan] = field(default_factory=list)
 
     @classmethod
     @contextmanager
@@ -71,12 +76,20 @@ class FakeBackend(SandboxBackend):
         return self.capabilities
 
     def run(
-        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        log_path: Path,
+        observer: BuildObserver,
+        cancel: Cancel | None = None,
     ) -> RunOutcome:
         self.plans.append(plan)
         build_dir = workspace.out / HANDBACK_DIR
         shutil.copytree(workspace.source, build_dir, symlinks=True)
         scripted = self.script(build_dir, plan)
+        if cancel is not None and cancel.wait(scripted.hold_s):
+            self.cancelled.append(plan)
+            raise BuildCancelled("the build was cancelled")
         log = CappedLog(log_path, plan.limit("log").value)
         log.write(scripted.log)
         for line in scripted.log.splitlines(keepends=True):

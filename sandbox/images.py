@@ -93,6 +93,9 @@ class ImageRecipe:
         for key in ("description", "suite", "mirror"):
             if not isinstance(data.get(key, ""), str):
                 raise fail(key, "must be a string")
+        for key in ("suite", "mirror"):
+            if not data[key].strip():
+                raise fail(key, "must not be empty")
         return cls(
             name=directory.name,
             description=data.get("description", ""),

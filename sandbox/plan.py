@@ -33,6 +33,9 @@ SETARCH = "/usr/bin/setarch"  # util-linux, in every Debian image
 # is) then reaches the image's nice, not the runner's busybox. "-n 0" changes nothing.
 TRAMPOLINE = ("/usr/bin/nice", "-n", "0")  # coreutils, in every Debian image
 MONITOR_INTERVAL_S = 0.5
+# The container's own deadline (conmon kills it) trails hermetic's timer by this much, so
+# it strikes only when hermetic is gone (killed, or its host lost).
+CONTAINER_DEADLINE_MARGIN_S = 15
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
 _TOOLS_SIZE = 64 * 1024  # mount points only
@@ -57,6 +60,7 @@ class Enforcement(StrEnum):
     """How a limit is made to hold."""
 
     HOST_TIMER = "host-timer"
+    CONTAINER_DEADLINE = "container-deadline"
     LOG_CAP = "log-cap"
     CGROUP = "cgroup"
     RLIMIT = "rlimit"
@@ -171,8 +175,10 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             name="timeout",
             value=limits.timeout_s,
             unit="s",
-            enforced_by=(Enforcement.HOST_TIMER,),
-            detail="the container is killed (SIGKILL to its whole pid namespace) when it runs out",
+            enforced_by=(Enforcement.HOST_TIMER, Enforcement.CONTAINER_DEADLINE),
+            detail="the container is killed (SIGKILL to its whole pid namespace) when it runs "
+            f"out; conmon kills it {CONTAINER_DEADLINE_MARGIN_S}s later by itself if hermetic "
+            "is gone",
         ),
         LimitPlan(
             name="log",
@@ -399,6 +405,8 @@ def plan_build(
             "size": max(2 * by_name["log"].value, _LOG_STORAGE_FLOOR),
         },
         "labels": {"dev.hermetic.build": name},
+        # conmon's own deadline: it holds even when hermetic is killed
+        "timeout": by_name["timeout"].value + CONTAINER_DEADLINE_MARGIN_S,
     }
     if environment.clock_offset is not None:
         container["mounts"].append(_bind(workspace.faketime, FAKETIME, read_only=True))

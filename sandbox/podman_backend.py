@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shutil
 import tempfile
 import threading
@@ -14,10 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sandbox.backend import RunOutcome, RunStatus, SandboxBackend, tree_size
+from sandbox.backend import Cancel, RunOutcome, RunStatus, SandboxBackend, tree_size
 from sandbox.config import SandboxConfig
 from sandbox.cri_log import CriLogFollower
-from sandbox.errors import SandboxError
+from sandbox.errors import BuildCancelled, SandboxError
+from sandbox.lifecycle import reap_directories, stamped_prefix
 from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceMonitor
 from sandbox.observer import BuildObserver
@@ -30,7 +32,12 @@ from sandbox.plan import (
     Workspace,
     inodes,
 )
-from sandbox.podman_api import BuildContainer, PodmanService, PodmanSession
+from sandbox.podman_api import (
+    BuildContainer,
+    PodmanService,
+    PodmanSession,
+    kill_stuck_creations,
+)
 from sandbox.trace.levels import TraceLevel
 from sandbox.trace.profile import build_profile
 from sandbox.trace.session import TraceFiles, TraceSession, load_base_profile
@@ -39,6 +46,14 @@ log = logging.getLogger(__name__)
 
 # The runner's copy of a full build dir may sit a little above the limit (status files).
 _HANDBACK_SLACK = 16 * 1024**2
+_PING_INTERVAL_S = 5.0
+_SERVICE_GONE = (
+    "podman could not wait for the build container: the podman service stopped answering "
+    "while the build ran; the next hermetic command starts a new one"
+)
+TRACE_KIND = "hermetic-trace"  # the tracer's socket directories, in the temp dir
+# Below this, a scratch file system is as good as full when a build could not hand back.
+_SCRATCH_NEARLY_FULL = 4 * 1024**2
 
 
 class PodmanBackend(SandboxBackend):
@@ -48,6 +63,8 @@ class PodmanBackend(SandboxBackend):
         self.session = session
         self.seccomp_base = seccomp_base
         self._local = threading.local()
+        self._present: set[str] = set()  # images found present by this command
+        self._profiles: dict[tuple[tuple[int, ...], bool], str] = {}  # untraced profiles, rendered
 
     def _session(self) -> PodmanSession:
         """A session of this thread's own: builds of a check run side by side."""
@@ -63,37 +80,69 @@ class PodmanBackend(SandboxBackend):
     @contextmanager
     def connect(cls, config: SandboxConfig) -> Iterator[PodmanBackend]:
         """Connect to podman (starting a private service if none answers) for a while."""
-        with PodmanService(url=config.podman_url, podman_bin=config.podman_bin) as session:
+        service = PodmanService(
+            url=config.podman_url,
+            podman_bin=config.podman_bin,
+            idle_s=config.podman_idle_s,
+            request_timeout_s=config.podman_timeout_s,
+        )
+        with service as session:
             yield cls(session, seccomp_base=config.seccomp_base)
 
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
         session = self._session()
-        if not session.image_exists(image_reference):
-            raise SandboxError(
-                f"image {image_reference} is not loaded in this user's podman storage; "
-                "build it with 'hermetic image build NAME' (for images under images/) "
-                "or load it by digest"
-            )
+        if image_reference not in self._present:
+            if not session.image_exists(image_reference):
+                raise SandboxError(
+                    f"image {image_reference} is not loaded in this user's podman storage; "
+                    "build it with 'hermetic image build NAME' (for images under images/) "
+                    "or load it by digest"
+                )
+            self._present.add(image_reference)  # images are addressed by digest: it stays
         return session.host_capabilities()
 
+    def _reap_containers(self) -> list[str]:
+        reaped = kill_stuck_creations()  # first: a stuck creation holds podman's lock
+        for container_id, name in self._session().orphans():
+            log.info("removing build container %s, left by a hermetic that no longer runs", name)
+            self._session().remove_container(container_id)
+            reaped.append(name)
+        sockets = reap_directories(Path(tempfile.gettempdir()), TRACE_KIND)
+        return reaped + [str(path) for path in sockets]
+
+    def _untraced_profile(self, personalities: tuple[int, ...], *, memfd: bool) -> str:
+        text = self._profiles.get((personalities, memfd))
+        if text is None:
+            profile = build_profile(
+                load_base_profile(self.seccomp_base),
+                level=TraceLevel.OFF,
+                personalities=personalities,
+                memfd=memfd,
+            )
+            text = self._profiles[(personalities, memfd)] = json.dumps(profile)
+        return text
+
     def run(
-        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        log_path: Path,
+        observer: BuildObserver,
+        cancel: Cancel | None = None,
     ) -> RunOutcome:
+        if cancel is not None and cancel.is_set():
+            raise BuildCancelled("the build was cancelled before it started")
         _open_to_the_runner(workspace)
         with self._tracing(plan, workspace) as tracing:
             if tracing is not None:
                 tracing.before_create()
             else:
-                profile = build_profile(
-                    load_base_profile(self.seccomp_base),
-                    level=TraceLevel.OFF,
-                    personalities=plan.personalities,
-                    memfd=plan.memfd_allowed,
-                )
-                workspace.seccomp_profile.write_text(json.dumps(profile))
+                profile = self._untraced_profile(plan.personalities, memfd=plan.memfd_allowed)
+                workspace.seccomp_profile.write_text(profile)
             container = self._session().create(plan.container)
             try:
-                outcome = _Watch(plan, workspace, container, log_path, observer, tracing).run()
+                watch = _Watch(plan, workspace, container, log_path, observer, tracing, cancel)
+                outcome = watch.run()
             except SandboxError as e:
                 reason = tracing.failure() if tracing is not None else None
                 if reason is None:
@@ -110,8 +159,9 @@ class PodmanBackend(SandboxBackend):
         if plan.trace is None:
             yield None
             return
-        # A short directory: unix socket paths are limited to 108 bytes.
-        sockets = Path(tempfile.mkdtemp(prefix="hermetic-trace-"))
+        # A short directory (unix socket paths are limited to 108 bytes), stamped with
+        # its owner so that a later command removes it if this process is killed.
+        sockets = Path(tempfile.mkdtemp(prefix=stamped_prefix(TRACE_KIND)))
         session = TraceSession(
             level=plan.trace.level,
             token=plan.trace.token,
@@ -209,9 +259,11 @@ class _Watch:
         log_path: Path,
         observer: BuildObserver,
         tracing: TraceSession | None,
+        cancel: Cancel | None,
     ) -> None:
         self.plan = plan
         self.tracing = tracing
+        self.cancel = cancel
         self.workspace = workspace
         self.container = container
         self.observer = observer
@@ -224,11 +276,18 @@ class _Watch:
         self.log.write(text)
         self.observer.log_line(text)
 
-    def _wait(self) -> None:
+    def _wait(self, exited: int | None) -> None:
+        """Wait for the container to end: on its init's pidfd when there is one (no
+        polling while the build runs), then ask podman for the exit status."""
         try:
-            self.exit_code.append(self.container.wait())
+            if exited is not None:
+                select.select([exited], [], [])  # readable once the process has ended
+            self.exit_code.append(self.container.wait(promptly=exited is not None))
         except SandboxError as e:
             self.failure.append(e)
+        finally:
+            if exited is not None:
+                os.close(exited)
 
     def run(self) -> RunOutcome:
         timeout = self.plan.limit("timeout").value
@@ -242,12 +301,15 @@ class _Watch:
             self.container.start()
             follower = CriLogFollower(self.workspace.container_log, self._emit)
             pump = threading.Thread(target=follower.run, name="hermetic-log", daemon=True)
-            waiter = threading.Thread(target=self._wait, name="hermetic-wait", daemon=True)
             pump.start()
+            init_pid, exited = self.container.init_process()
+            waiter = threading.Thread(
+                target=self._wait, args=(exited,), name="hermetic-wait", daemon=True
+            )
             waiter.start()
-            init_pid = self.container.init_pid()
             if self.tracing is not None and init_pid is not None:
                 self.tracing.after_start(init_pid, timeout_s=self.plan.limit("timeout").value)
+            pinged = time.monotonic()
             while True:
                 if init_pid is not None:
                     self.monitor.sample(init_pid)
@@ -256,8 +318,16 @@ class _Watch:
                     break
                 elapsed = time.monotonic() - started
                 self.observer.tick(elapsed)
+                if time.monotonic() - pinged > _PING_INTERVAL_S:
+                    # Nothing asks podman while the build runs: notice a service that died.
+                    pinged = time.monotonic()
+                    if self.container.service_gone():
+                        self.failure.append(SandboxError(_SERVICE_GONE))
+                        break
                 in_tmpfs, files = tmpfs.usage(init_pid) if init_pid is not None else (0, 0)
-                if elapsed > timeout:
+                if self.cancel is not None and self.cancel.is_set():
+                    status = RunStatus.CANCELLED
+                elif elapsed > timeout:
                     status = RunStatus.TIMEOUT
                 elif watch_memory and self.monitor.current_memory_bytes + in_tmpfs > memory.value:
                     # Without a memory cgroup, files in tmpfs are charged to no one:
@@ -278,16 +348,17 @@ class _Watch:
         finally:
             summary = self.log.close()
         duration = time.monotonic() - started
+        if status is RunStatus.CANCELLED:
+            raise BuildCancelled("the build was cancelled; its container was killed")
         if self.failure and status is RunStatus.EXITED:
             raise SandboxError(str(self.failure[0])) from self.failure[0]
         build_exit, tasks, build_dir = SandboxBackend.read_handback(self.workspace)
         if status is RunStatus.EXITED and build_exit is None:
-            tail = summary.path.read_bytes()[-3000:].decode("utf-8", "replace")
-            code = self.exit_code[0] if self.exit_code else "unknown"
-            raise SandboxError(
-                f"the build container ended (status {code}) without the runner handing the "
-                f"build back; last lines of {summary.path}:\n{tail}"
-            )
+            if duration >= timeout:
+                # The container's own deadline (conmon) struck before the host timer saw it.
+                status = RunStatus.TIMEOUT
+            else:
+                raise SandboxError(self._no_handback(summary.path))
         return RunOutcome(
             status=status,
             exit_code=build_exit if status is RunStatus.EXITED else None,
@@ -297,3 +368,22 @@ class _Watch:
             log=summary,
             resources=self.monitor.usage(tasks_started=tasks),
         )
+
+    def _no_handback(self, log_path: Path) -> str:
+        tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace")
+        code = self.exit_code[0] if self.exit_code else "unknown"
+        text = (
+            f"the build container ended (status {code}) without the runner handing the "
+            f"build back; last lines of {log_path}:\n{tail}"
+        )
+        scratch = self.workspace.out.parent.parent
+        try:
+            free = shutil.disk_usage(self.workspace.out).free
+        except OSError:
+            return text
+        if free < _SCRATCH_NEARLY_FULL:
+            text += (
+                f"\nThe scratch space {scratch} is full ({free} bytes free): free some space "
+                "there or point HERMETIC_WORK_DIR at a larger file system."
+            )
+        return text

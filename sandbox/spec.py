@@ -7,6 +7,7 @@ file, the key and the reason.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -23,8 +24,11 @@ DEFAULT_IMAGE = "debian-bookworm"
 SPEC_FILENAME = "hermetic.toml"
 _IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _PINNED_IMAGE_RE = re.compile(r"^(?P<repository>[^@\s]+)@sha256:(?P<digest>[0-9a-f]{64})$")
+_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL_SCHEMES = ("https", "http", "file")
+MAX_SOURCE_DATE_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: what file times and dates hold
+MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
 _RESERVED_ENV = {
     "SOURCE_DATE_EPOCH": "set build.source_date_epoch instead",
 }
@@ -135,7 +139,8 @@ class _SpecParser:
             raise self.fail(key, f"expected a table, got {type(value).__name__}")
         for name in value:
             if name not in allowed:
-                where = f"{key}.{name}" if key else name
+                shown = name if _BARE_KEY_RE.match(name) else json.dumps(name)  # as TOML does
+                where = f"{key}.{shown}" if key else shown
                 raise self.fail(where, f"unknown key; allowed here: {', '.join(allowed)}")
         return value
 
@@ -235,8 +240,15 @@ class _SpecParser:
     def epoch(self, value: object) -> int | None:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.fail("build.source_date_epoch", "must be a non-negative integer (seconds)")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= MAX_SOURCE_DATE_EPOCH
+        ):
+            raise self.fail(
+                "build.source_date_epoch",
+                f"must be an integer from 0 to {MAX_SOURCE_DATE_EPOCH} (seconds since 1970)",
+            )
         return value
 
     def inputs(self, value: object) -> tuple[InputSpec, ...]:
@@ -251,7 +263,7 @@ class _SpecParser:
                 if required not in entry:
                     raise self.fail(f"{key}.{required}", "missing")
             url = entry["url"]
-            if not isinstance(url, str) or urlsplit(url).scheme not in _URL_SCHEMES:
+            if not isinstance(url, str) or _scheme(url) not in _URL_SCHEMES:
                 raise self.fail(f"{key}.url", f"expected an {'/'.join(_URL_SCHEMES)} URL")
             if not isinstance(entry["sha256"], str):
                 raise self.fail(f"{key}.sha256", "expected 64 hex characters")
@@ -287,7 +299,17 @@ class _SpecParser:
                     raise self.fail(f"limits.{name}", str(e)) from None
         if "pids" in table:
             pids = table["pids"]
-            if isinstance(pids, bool) or not isinstance(pids, int) or pids < 1:
-                raise self.fail("limits.pids", f"expected a positive integer, got {pids!r}")
+            if isinstance(pids, bool) or not isinstance(pids, int) or not 1 <= pids <= MAX_PIDS:
+                raise self.fail(
+                    "limits.pids", f"expected an integer from 1 to {MAX_PIDS}, got {pids!r}"
+                )
             values["pids"] = pids
         return Limits(**values)
+
+
+def _scheme(url: str) -> str | None:
+    """The URL's scheme, or None when it is no URL at all (e.g. 'http://[::1')."""
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return None

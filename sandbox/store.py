@@ -8,11 +8,29 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from sandbox.digests import Sha256, sha256_file
-from sandbox.errors import DigestMismatch, InputError
+from sandbox.errors import DigestMismatch, SandboxError
 
 log = logging.getLogger(__name__)
+
+
+class StoreError(SandboxError):
+    """The store cannot be written (a full disk, permissions): the host's fault."""
+
+
+def _write(sink: BinaryIO, chunk: bytes, root: Path, *, flush: bool = False) -> None:
+    try:
+        sink.write(chunk)
+        if flush:
+            sink.flush()
+            os.fsync(sink.fileno())
+    except OSError as e:
+        raise StoreError(
+            f"cannot write the input store {root}: {e.strerror}; nothing was stored. Free "
+            "space there or point HERMETIC_STORE at a larger file system."
+        ) from e
 
 
 class ContentStore:
@@ -62,13 +80,13 @@ class ContentStore:
 
         Raises:
             DigestMismatch: the content has another digest; nothing is kept.
-            InputError: the store cannot be written.
+            StoreError: the store cannot be written.
         """
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
             fd, temp_name = tempfile.mkstemp(dir=self._dir, prefix=".incoming-")
         except OSError as e:
-            raise InputError(f"cannot write the input store {self.root}: {e}") from e
+            raise StoreError(f"cannot write the input store {self.root}: {e}") from e
         temp = Path(temp_name)
         try:
             digest = hashlib.sha256()
@@ -76,10 +94,11 @@ class ContentStore:
             with os.fdopen(fd, "wb") as sink:
                 for chunk in chunks:
                     digest.update(chunk)
-                    sink.write(chunk)
+                    _write(sink, chunk, self.root)
                     written += len(chunk)
                     if on_bytes is not None:
                         on_bytes(written)
+                _write(sink, b"", self.root, flush=True)
             actual = Sha256(digest.hexdigest())
             if actual != expected:
                 raise DigestMismatch(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.errors import Error, HostToolMissing
+from sandbox.lifecycle import reap_directories, stamped_prefix
 from sandbox.plan import Workspace
 from sandbox.source_tree import OUT_MARKER
 
@@ -68,7 +69,8 @@ def build_workspace(work_dir: Path, busybox: Path, faketime: Path) -> Iterator[W
     """A fresh scratch directory with the staged source, the hand-back dir and the runner."""
     require_static(busybox)
     work_dir.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(dir=work_dir, prefix="build-"))
+    # Stamped with this process: a later command removes it if this process is killed.
+    root = Path(tempfile.mkdtemp(dir=work_dir, prefix=stamped_prefix("build")))
     try:
         (root / "src").mkdir()
         (root / "out").mkdir()
@@ -144,7 +146,10 @@ def publishing(out_dir: Path) -> Iterator[Path]:
             "choose another --out or remove it"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    reap_directories(out_dir.parent, "partial")  # what a killed hermetic left half-written
+    partial = Path(
+        tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{stamped_prefix('partial')}")
+    )
     try:
         (partial / OUT_MARKER).write_text("made by hermetic build; safe to replace\n")
         yield partial

@@ -3,6 +3,12 @@
 A worker claims a job by taking a lease and renews it while the build runs. A worker that
 dies stops renewing; once the lease lapses the job is claimed again, until its attempts are
 used up or its deadline passes. A job finishes once: only the lease holder can finish it.
+
+Leases, deadlines and back-offs are kept on the monotonic clock, which every process of one
+boot shares and no clock step (NTP, an operator, a VM resumed) moves: a step of the wall
+clock neither expires every job nor keeps a dead worker's lease for hours. After a reboot
+the monotonic clock starts again: leases of the old boot have lapsed (their workers are
+gone), and what was left of each deadline is taken from the wall clock once.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from sandbox.lifecycle import boot_id
 
 
 def new_job_id() -> str:
@@ -53,6 +62,7 @@ class Job:
     digest: str | None  # the output-set digest when built
     lease_owner: str | None
     executor: str = ""  # which worker built it
+    remaining_s: float = 0.0  # until the deadline, on the monotonic clock, when read
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -74,6 +84,30 @@ class Job:
         }
 
 
+class Clock(Protocol):
+    """The clocks the queue reads (a test steps them)."""
+
+    def wall(self) -> float:
+        """Seconds since the epoch (shown to users; moves with clock steps)."""
+
+    def monotonic(self) -> float:
+        """Seconds on this boot's monotonic clock (leases and deadlines)."""
+
+    def boot(self) -> str:
+        """This boot's id: monotonic readings of another boot mean nothing."""
+
+
+class SystemClock:
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()  # CLOCK_MONOTONIC: shared by every process of this boot
+
+    def boot(self) -> str:
+        return boot_id()
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -92,7 +126,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     digest TEXT,
     executor TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, next_try);
 CREATE TABLE IF NOT EXISTS subjects (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     name TEXT NOT NULL,
@@ -100,18 +133,43 @@ CREATE TABLE IF NOT EXISTS subjects (
 );
 CREATE INDEX IF NOT EXISTS subjects_digest ON subjects (sha256);
 """
+# Added later (a queue of an older node gains them, then rebased from the wall clock):
+# the boot whose monotonic clock the three readings below are on.
+_MONOTONIC_COLUMNS = {
+    "clock_boot": "TEXT NOT NULL DEFAULT ''",
+    "deadline_mono": "REAL NOT NULL DEFAULT 0",
+    "next_try_mono": "REAL NOT NULL DEFAULT 0",
+    "lease_mono": "REAL",
+}
 
 
 class JobStore:
     """Jobs in one SQLite file; safe for the node's threads (one connection, one lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock or SystemClock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a finished job survives a power cut
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, declaration in _MONOTONIC_COLUMNS.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_try_mono)")
         self._lock = threading.Lock()
+        self._rebase()
+
+    def _rebase(self) -> None:
+        """Carry jobs of another boot onto this boot's monotonic clock (see the module)."""
+        boot, now, wall = self.clock.boot(), self.clock.monotonic(), self.clock.wall()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET clock_boot = ?, deadline_mono = ? + MAX(deadline - ?, 0),"
+                " next_try_mono = ?, lease_mono = NULL WHERE clock_boot != ? AND state != ?",
+                (boot, now, wall, now, boot, JobState.FINISHED),
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -134,19 +192,23 @@ class JobStore:
         job_id: str | None = None,
     ) -> str:
         job_id = job_id or new_job_id()
-        now = time.time()
+        wall, now = self.clock.wall(), self.clock.monotonic()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, state, spec_sha256, submitted_by, created, deadline,"
-                " max_attempts, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " max_attempts, next_try, clock_boot, deadline_mono, next_try_mono)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     JobState.QUEUED,
                     spec_sha256,
                     submitted_by,
-                    now,
-                    now + deadline_s,
+                    wall,
+                    wall + deadline_s,  # shown to users; the queue goes by deadline_mono
                     max_attempts,
+                    wall,
+                    self.clock.boot(),
+                    now + deadline_s,
                     now,
                 ),
             )
@@ -165,27 +227,27 @@ class JobStore:
 
         Jobs past their deadline, or whose attempts are used up, are finished instead.
         """
-        now = time.time()
+        now = self.clock.monotonic()
         with self._transaction() as db:
             self._expire(db, now)
             row = db.execute(
-                "SELECT id FROM jobs WHERE (state = ? AND next_try <= ?)"
-                " OR (state = ? AND lease_until < ?) ORDER BY created LIMIT 1",
+                "SELECT id FROM jobs WHERE (state = ? AND next_try_mono <= ?)"
+                " OR (state = ? AND COALESCE(lease_mono, 0) < ?) ORDER BY rowid LIMIT 1",
                 (JobState.QUEUED, now, JobState.RUNNING, now),
             ).fetchone()
             if row is None:
                 return None
             db.execute(
-                "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?,"
+                "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?, lease_mono = ?,"
                 " attempts = attempts + 1 WHERE id = ?",
-                (JobState.RUNNING, owner, now + lease_s, row[0]),
+                (JobState.RUNNING, owner, self.clock.wall() + lease_s, now + lease_s, row[0]),
             )
         return self.get(row[0])
 
     def _expire(self, db: sqlite3.Connection, now: float) -> None:
         db.execute(
             "UPDATE jobs SET state = ?, outcome = ?, reason = ?, lease_owner = NULL"
-            " WHERE state != ? AND deadline < ?",
+            " WHERE state != ? AND deadline_mono < ?",
             (
                 JobState.FINISHED,
                 Outcome.DEADLINE_EXCEEDED,
@@ -197,7 +259,7 @@ class JobStore:
         db.execute(
             "UPDATE jobs SET state = ?, outcome = ?, lease_owner = NULL,"
             " reason = 'a worker was lost ' || attempts || ' time(s); attempts used up'"
-            " WHERE state = ? AND lease_until < ? AND attempts >= max_attempts",
+            " WHERE state = ? AND COALESCE(lease_mono, 0) < ? AND attempts >= max_attempts",
             (JobState.FINISHED, Outcome.INFRASTRUCTURE_FAILED, JobState.RUNNING, now),
         )
 
@@ -205,8 +267,15 @@ class JobStore:
         """Extend a lease; False when the job is no longer this worker's."""
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = ?",
-                (time.time() + lease_s, job_id, owner, JobState.RUNNING),
+                "UPDATE jobs SET lease_until = ?, lease_mono = ?"
+                " WHERE id = ? AND lease_owner = ? AND state = ?",
+                (
+                    self.clock.wall() + lease_s,
+                    self.clock.monotonic() + lease_s,
+                    job_id,
+                    owner,
+                    JobState.RUNNING,
+                ),
             )
         return cursor.rowcount == 1
 
@@ -251,14 +320,15 @@ class JobStore:
             db.execute(
                 "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN ? ELSE ? END,"
                 " outcome = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,"
-                " reason = ?, next_try = ?, lease_owner = NULL"
+                " reason = ?, next_try = ?, next_try_mono = ?, lease_owner = NULL"
                 " WHERE id = ? AND lease_owner = ? AND state = ?",
                 (
                     JobState.FINISHED,
                     JobState.QUEUED,
                     Outcome.INFRASTRUCTURE_FAILED,
                     reason,
-                    time.time() + backoff_s,
+                    self.clock.wall() + backoff_s,
+                    self.clock.monotonic() + backoff_s,
                     job_id,
                     owner,
                     JobState.RUNNING,
@@ -288,8 +358,8 @@ class JobStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT id, state, spec_sha256, submitted_by, created, deadline, attempts,"
-                " max_attempts, outcome, reason, digest, lease_owner, executor FROM jobs"
-                " WHERE id = ?",
+                " max_attempts, outcome, reason, digest, lease_owner, executor, deadline_mono"
+                " FROM jobs WHERE id = ?",
                 (job_id,),
             ).fetchone()
         if row is None:
@@ -308,6 +378,7 @@ class JobStore:
             digest=row[10],
             lease_owner=row[11],
             executor=row[12],
+            remaining_s=row[13] - self.clock.monotonic(),
         )
 
     def by_subject(self, sha256: str, *, submitted_by: str | None = None) -> list[str]:

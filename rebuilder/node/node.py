@@ -4,7 +4,6 @@ own workers, sign what it found, and co-sign agreements that match its own resul
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -46,7 +45,6 @@ from sandbox.digests import sha256_bytes
 from sandbox.errors import Error as SandboxRootError
 from sandbox.errors import InputRefused, SpecError
 from sandbox.input_policy import InputPolicy
-from sandbox.proc import run as run_program
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 from sandbox.workspace import write_atomically
@@ -245,14 +243,13 @@ class Node:
             self._threads.append(thread)
 
     def reap_orphans(self) -> None:
-        """Remove what builds of a killed node left: containers built from this node's
-        scratch space, and the scratch directories (no build of ours runs yet)."""
-        if self.config.backend == "podman":
-            self._remove_containers_under(self.config.work_dir)
-        if self.config.work_dir.is_dir():
-            for leftover in self.config.work_dir.iterdir():
-                if leftover.name.startswith("build-"):
-                    shutil.rmtree(leftover, ignore_errors=True)
+        """Remove what builds of a killed node left: its build containers and scratch
+        directories (each stamped with the process that made it; see sandbox.lifecycle)."""
+        try:
+            with self.connect(self.config) as backend:
+                backend.reap_orphans(self.config.work_dir)
+        except SandboxRootError as e:
+            log.warning("could not look for orphaned build containers: %s", e)
 
     def clean_scratch(self, job_id: str | None = None) -> None:
         """Remove what a finished job (or, with no id, any job of a restarted node) no
@@ -280,27 +277,6 @@ class Node:
                     "no attempt is used)"
                 )
         return None
-
-    def _remove_containers_under(self, root: Path) -> None:
-        podman = [self.config.podman_bin]
-        try:
-            listed = run_program(
-                [*podman, "ps", "-a", "-q", "--filter", "label=dev.hermetic.build"], timeout=60
-            )
-            ids = listed.stdout.decode().split()
-            if not ids:
-                return
-            inspected = json.loads(run_program([*podman, "inspect", *ids], timeout=60).stdout)
-        except (SandboxRootError, ValueError) as e:
-            log.warning("could not look for orphaned build containers: %s", e)
-            return
-        for container in inspected:
-            sources = [Path(m.get("Source", "/")) for m in container.get("Mounts", [])]
-            if any(source.is_relative_to(root) for source in sources):
-                log.info("removing orphaned build container %s", container.get("Name"))
-                run_program(
-                    [*podman, "rm", "-f", "-t", "0", container["Id"]], timeout=60, check=False
-                )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

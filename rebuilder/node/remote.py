@@ -21,7 +21,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -171,9 +170,7 @@ class CeleryDispatch:
             ],
         )
         try:
-            answer: dict[str, Any] = pending.get(
-                timeout=max(job.deadline - time.time(), 1), propagate=True
-            )
+            answer: dict[str, Any] = pending.get(timeout=max(job.remaining_s, 1), propagate=True)
         except Exception as e:  # noqa: BLE001 - Celery, kombu and redis raise many kinds
             raise RemoteError(f"remote worker: {e}") from None
         try:

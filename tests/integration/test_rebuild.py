@@ -27,7 +27,7 @@ from rebuilder.attest.verify import verify_attestation
 from rebuilder.node.client import Credentials
 from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeTarget, RebuildResult, rebuild
-from sandbox.backend import RunOutcome, SandboxBackend, connect_backend
+from sandbox.backend import Cancel, RunOutcome, SandboxBackend, connect_backend
 from sandbox.config import SandboxConfig
 from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver
@@ -63,9 +63,14 @@ class Tampering(SandboxBackend):
         return self.real.host_capabilities(image_reference)
 
     def run(
-        self, plan: BuildPlan, workspace: Workspace, log_path: Path, observer: BuildObserver
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        log_path: Path,
+        observer: BuildObserver,
+        cancel: Cancel | None = None,
     ) -> RunOutcome:
-        outcome = self.real.run(plan, workspace, log_path, observer)
+        outcome = self.real.run(plan, workspace, log_path, observer, cancel)
         assert outcome.build_dir is not None
         with (outcome.build_dir / "out.txt").open("a") as out:
             out.write("a backdoor\n")

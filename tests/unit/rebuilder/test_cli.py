@@ -65,7 +65,8 @@ def test_build_text_summary(tmp_path: Path, env: dict[str, str]) -> None:
     assert result.exit_code == 0
     assert result.stdout.startswith("built sha256:")
     assert (
-        "hermetic.toml" in result.stdout and "limits  timeout 3600s [host-timer]" in result.stdout
+        "hermetic.toml" in result.stdout
+        and "limits  timeout 3600s [host-timer+container-deadline]" in result.stdout
     )
 
 

@@ -396,6 +396,72 @@ def test_nodes_share_no_directory(tmp_path: Path, node: Node) -> None:
     assert node.jobs_dir.is_relative_to(tmp_path / "node")
 
 
+class SteppedClock:
+    """A host clock a test moves: the wall clock steps, the monotonic one only runs."""
+
+    def __init__(self) -> None:
+        self.wall_s = 2_000_000_000.0
+        self.monotonic_s = 1000.0
+        self.boot_id = "a" * 32
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def monotonic(self) -> float:
+        return self.monotonic_s
+
+    def boot(self) -> str:
+        return self.boot_id
+
+    def run(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.monotonic_s += seconds
+
+
+def test_a_wall_clock_step_forward_expires_nothing(tmp_path: Path) -> None:
+    clock = SteppedClock()
+    jobs = JobStore(tmp_path / "q.sqlite", clock=clock)
+    first, second = submit(jobs, deadline_s=60), submit(jobs, deadline_s=60)
+    assert jobs.claim("w", lease_s=30) is not None  # the first is leased
+    clock.wall_s += 86400  # a day ahead: NTP, an operator, a VM resumed
+    waiting = jobs.get(second)
+    assert waiting is not None and waiting.remaining_s == 60
+    assert jobs.claim("other", lease_s=30) is not None  # the second, still in time
+    running = jobs.get(first)
+    assert running is not None and running.state is JobState.RUNNING and running.attempts == 1
+    assert jobs.renew(first, "w", 30)  # the lease holds: not taken from its worker
+    clock.run(61)  # control: the deadline itself still passes on the monotonic clock
+    assert jobs.claim("late", lease_s=30) is None
+    expired = jobs.get(first)
+    assert expired is not None and expired.outcome is Outcome.DEADLINE_EXCEEDED
+
+
+def test_a_wall_clock_step_back_keeps_no_dead_worker_s_lease(tmp_path: Path) -> None:
+    clock = SteppedClock()
+    jobs = JobStore(tmp_path / "q.sqlite", clock=clock)
+    job_id = submit(jobs, deadline_s=3600)
+    assert jobs.claim("dead", lease_s=30) is not None
+    clock.wall_s -= 86400  # a day back
+    assert jobs.claim("alive", lease_s=30) is None  # the lease still runs
+    clock.run(31)  # it lapses after its 30 seconds, not after a day
+    again = jobs.claim("alive", lease_s=30)
+    assert again is not None and again.id == job_id and again.attempts == 2
+
+
+def test_after_a_reboot_leases_have_lapsed_and_deadlines_go_on(tmp_path: Path) -> None:
+    clock = SteppedClock()
+    jobs = JobStore(tmp_path / "q.sqlite", clock=clock)
+    job_id = submit(jobs, deadline_s=3600)
+    assert jobs.claim("before-reboot", lease_s=600) is not None
+    jobs.close()
+    clock.boot_id, clock.monotonic_s = "b" * 32, 5.0  # a new boot: its clock starts again
+    clock.wall_s += 600  # ten minutes of downtime
+    reopened = JobStore(tmp_path / "q.sqlite", clock=clock)
+    job = reopened.claim("after-reboot", lease_s=600)  # at once, not after 600 s
+    assert job is not None and job.id == job_id and job.attempts == 2
+    assert job.remaining_s == 3000  # what was left of the hour, by the wall clock
+
+
 # --- tenants, serving, reasons and disk (issue 11) -----------------------------------------
 
 

@@ -175,7 +175,10 @@ def test_cgroup_v1_falls_back_and_says_so() -> None:
     assert limits["pids"].enforced_by == (Enforcement.RLIMIT,)
     assert "RLIMIT_NPROC=500" in limits["pids"].detail
     assert limits["disk"].enforced_by[0] is Enforcement.TMPFS_SIZE
-    assert limits["timeout"].enforced_by == (Enforcement.HOST_TIMER,)
+    assert limits["timeout"].enforced_by == (
+        Enforcement.HOST_TIMER,
+        Enforcement.CONTAINER_DEADLINE,
+    )
 
 
 def test_a_limit_above_the_host_hard_limit_is_lowered_and_reported() -> None:

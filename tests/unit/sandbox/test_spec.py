@@ -149,7 +149,7 @@ BAD_SPECS = [
         "negative epoch",
         _with_build("source_date_epoch = -1"),
         "build.source_date_epoch",
-        "non-negative",
+        "integer from 0",
     ),
     ("absolute dest", _with_input(dest='"/etc/x"'), "inputs[0].dest", "absolute"),
     ("dest with ..", _with_input(dest='"a/../../x"'), "inputs[0].dest", "'..'"),
@@ -162,7 +162,7 @@ BAD_SPECS = [
     ("bad unit", MINIMAL + '\n[limits]\ndisk = "10XB"\n', "limits.disk", "unit"),
     ("bad duration", MINIMAL + '\n[limits]\ntimeout = "1 day"\n', "limits.timeout", "duration"),
     ("zero timeout", MINIMAL + "\n[limits]\ntimeout = 0\n", "limits.timeout", "at least"),
-    ("zero pids", MINIMAL + "\n[limits]\npids = 0\n", "limits.pids", "positive"),
+    ("zero pids", MINIMAL + "\n[limits]\npids = 0\n", "limits.pids", "integer from 1"),
     ("bad log size", MINIMAL + '\n[limits]\nlog = "-1MiB"\n', "limits.log", "size"),
     ("syntax error", "[build\ncommand=", "(syntax)", ""),
 ]
