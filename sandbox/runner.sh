@@ -181,14 +181,18 @@ cd "$OUT" || exit 125
 "$BB" nsenter -S "$uid" -G "$gid" sh -c '
     find "$1" -type d ! -perm -u=rx -exec chmod u+rx {} \; 2>/dev/null
     find "$1" -type f ! -perm -u=r -exec chmod u+r {} + 2>/dev/null
-    if ! mkdir build || ! cp -a "$1/." build/ 2> copy-errors; then
-        if grep -q -e "No space left" -e "Disk quota exceeded" copy-errors; then
-            cat copy-errors >&2
-            exit 1
-        fi
-        rm -rf build && mkdir build && head -c 2000 copy-errors > handback-failed
+    # The errors are kept in memory: the hand-back disk may be the one that is full.
+    errors=$( { mkdir build && cp -a "$1/." build/ || echo "(status $?)" >&2; } 2>&1 >/dev/null |
+        head -c 2000 )
+    if [ -n "$errors" ]; then
+        case $errors in
+            *"No space left"* | *"Disk quota exceeded"*)
+                echo "$errors" >&2
+                exit 1
+                ;;
+        esac
+        rm -rf build && mkdir build && echo "$errors" > handback-failed
     fi
-    rm -f copy-errors
     echo "$2" > tasks && echo "$3" > status' \
     hermetic-handback "$build" "${tasks:-0}" "$status"
 copied=$?

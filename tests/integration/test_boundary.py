@@ -258,8 +258,12 @@ def test_every_sendmmsg_message_is_inspected_and_loopback_counts_apart(
         ("127.0.0.1", 9, True),
         ("192.0.2.1", 53, False),  # the second message of the first call
         ("127.0.0.1", 9, True),
-        ("127.0.0.2", 53, True),  # negative control: a second message that stays inside
+        ("127.0.0.2", 53, True),  # classification: a second message that stays inside
     ]
+    # The control, independent of the trace: the kernel refused exactly one packet for
+    # want of a route (the second message of the first call). A supervisor that looked at
+    # the first message only would be one short of it, and the trace would say so.
+    assert trace_of(result)["kernel"] == {"no_route": 1, "unseen_network_attempts": 0}
     local = [n for n in network if n["address"] == "127.0.0.1" and n["port"] == 4321]
     assert {n["call"] for n in local} == {"bind", "connect"}
     assert "connected" in {n["outcome"] for n in local}
