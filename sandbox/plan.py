@@ -28,10 +28,6 @@ GATE = "/.hermetic/gate"  # a FIFO made on the host: the start gate, and the sen
 # Outside TOOLS_DIR: every process of the build loads it.
 FAKETIME = "/.faketime/libfaketime.so.1"
 SETARCH = "/usr/bin/setarch"  # util-linux, in every Debian image
-# The build's first program is exec'd by this program of the image, never by hermetic's
-# busybox: a program that is a link to /proc/self/exe (or a script whose interpreter
-# is) then reaches the image's nice, not the runner's busybox. "-n 0" changes nothing.
-TRAMPOLINE = ("/usr/bin/nice", "-n", "0")  # coreutils, in every Debian image
 MONITOR_INTERVAL_S = 0.5
 # The container's own deadline (conmon kills it) trails hermetic's timer by this much, so
 # it strikes only when hermetic is gone (killed, or its host lost).
@@ -277,7 +273,7 @@ def _runner_command(
 ) -> list[str]:
     # Everything here is visible to the build (/proc/PID/cmdline): never the token.
     env_args = [f"{key}={value}" for key, value in env]
-    wrappers: list[str] = list(TRAMPOLINE)
+    wrappers: list[str] = []
     if environment.personality is not None:
         wrappers += [SETARCH, "linux64"]
         wrappers += [] if environment.aslr else ["--addr-no-randomize"]

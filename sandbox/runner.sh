@@ -9,10 +9,12 @@
 # The build runs as "busybox env -i NAME=VALUE... busybox nsenter -S UID -G GID WRAPPER...
 # /abs/PROGRAM ARG...": nsenter drops every supplementary group, becomes UID:GID (which
 # empties the capability sets; no_new_privileges keeps them empty across exec) and
-# execs the first WRAPPER, a program of the image (nice -n 0), which execs the rest and
-# finally the program, which so gets exactly the planned environment. busybox never
-# execs the build's program itself: a program that is a link to /proc/self/exe, or a
-# script whose interpreter is one, would run busybox (nc, wget...) as the build.
+# execs a program of the image, the trampoline ("/usr/bin/nice -n 0", or in an image
+# without coreutils "/bin/busybox nice -n 0": the image's own), which execs the
+# WRAPPERs and finally the program, which so gets exactly the planned environment.
+# Hermetic's busybox never execs the build's program itself: a program that is a link
+# to /proc/self/exe (or whose interpreter, by #! or by its ELF header, is one) would
+# otherwise run hermetic's busybox (nc, wget...) as the build.
 # Everything of hermetic's is under /.hermetic, a directory only root may enter: the
 # build cannot run busybox, read the source archive or the gate, or write the hand-back
 # or state directories. Staging and hand-back run as UID too, from a working directory
@@ -62,8 +64,6 @@ for arg in "$@"; do
 done
 eval "wrappers=\${$((count + 1))}"
 first=$((count + wrappers + 2))
-trampoline=-
-[ "$wrappers" -gt 0 ] && eval "trampoline=\${$((count + 2))}"
 if [ "$#" -lt "$first" ]; then
     echo "hermetic-runner: no program to run" >&2
     exit 125
@@ -117,13 +117,23 @@ case $resolved in
         ;;
 esac
 
-# Replace the wrapper count by the change of user, and PROGRAM by its resolved path.
+if [ -f /usr/bin/nice ] && [ -x /usr/bin/nice ]; then
+    trampoline=/usr/bin/nice
+elif [ -f /bin/busybox ] && [ -x /bin/busybox ]; then
+    trampoline="/bin/busybox nice"
+else
+    trampoline=
+fi
+
+# Replace the wrapper count by the change of user and the trampoline, and PROGRAM by
+# its resolved path.
 i=0
 for arg in "$@"; do
     shift
     i=$((i + 1))
     if [ "$i" -eq "$((count + 1))" ]; then
-        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" --
+        # shellcheck disable=SC2086 # the trampoline's words
+        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" -- $trampoline -n 0
         continue
     fi
     if [ "$i" -eq "$first" ]; then set -- "$@" "$resolved"; else set -- "$@" "$arg"; fi
@@ -133,9 +143,10 @@ umask "$planned"
 if [ -z "$resolved" ]; then
     echo "hermetic-runner: $program: not found in PATH=$search" >&2
     status=127
-elif [ ! -f "$trampoline" ] || [ ! -x "$trampoline" ]; then
-    echo "hermetic-runner: the image has no $trampoline (coreutils): hermetic starts the" \
-        "build through it, so that the build cannot run hermetic's own tools" >&2
+elif [ -z "$trampoline" ]; then
+    echo "hermetic-runner: the image has neither /usr/bin/nice (coreutils) nor /bin/busybox:" \
+        "hermetic starts the build through one of them, so that the build cannot run" \
+        "hermetic's own tools" >&2
     status=127
 elif [ "$cpus" != "-" ]; then
     "$BB" taskset -c "$cpus" "$BB" env -i "$@"

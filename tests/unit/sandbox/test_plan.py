@@ -212,9 +212,7 @@ def test_environment_is_normalized_and_extended() -> None:
     assert command[:3] == ["/.hermetic/busybox", "sh", "/.hermetic/runner.sh"]
     # build dir, home, uid, gid, untraced, every CPU, 8 variables
     assert command[3:10] == ["/build", "/home/builder", "1000", "1000", "-", "-", "8"]
-    # The image's nice execs the program: never hermetic's busybox (it is the build's
-    # trampoline, with no other wrapper).
-    assert command[18:] == ["3", "/usr/bin/nice", "-n", "0", "sh", "-c", "./configure && make"]
+    assert command[18:] == ["0", "sh", "-c", "./configure && make"]  # no wrappers
 
 
 def test_a_varied_environment_changes_only_what_it_varies() -> None:
@@ -267,19 +265,10 @@ def test_a_varied_environment_changes_only_what_it_varies() -> None:
     assert env["HOME"] == "/home/u2" and env["USER"] == "u2"
     command = c["command"]
     assert command[3:9] == ["/elsewhere/b", "/home/u2", "2000", "2000", "-", "0"]
-    wrappers = command[9 + 1 + len(plan.env) :][:8]
-    assert wrappers == [
-        "7",
-        "/usr/bin/nice",
-        "-n",
-        "0",
-        "/usr/bin/setarch",
-        "linux64",
-        "--addr-no-randomize",
-        "--uname-2.6",
-    ]
+    wrappers = command[9 + 1 + len(plan.env) :][:5]
+    assert wrappers == ["4", "/usr/bin/setarch", "linux64", "--addr-no-randomize", "--uname-2.6"]
     assert plan.personalities == (0x40000 | 0x20000,)
-    # the normalized plan has no personality; both have hermetic's own seccomp profile
+    # the normalized plan has no wrappers; both have hermetic's own seccomp profile
     assert base.personalities == ()
     assert "seccomp_profile_path" in base.container and "seccomp_profile_path" in c
 
