@@ -32,7 +32,7 @@ _DIGEST_VERSION = b"hermetic-tree-v1\0"
 # (``${NPM_TOKEN}``) is not a credential: the build's environment has no such variable.
 _MAX_CREDENTIAL_FILE = 1 << 20
 _NPM_SECRET_RE = re.compile(
-    r"^\s*[^#;\s][^=]*?(?:_authToken|_auth|_password)\s*=\s*(?P<value>.*?)\s*$",
+    r"^\s*(?:[^#;\s=][^=\s]*)?(?:_authToken|_auth|_password)\s*=\s*(?P<value>.*?)\s*$",
     re.MULTILINE,
 )
 _YARN_SECRET_RE = re.compile(
