@@ -517,6 +517,11 @@ def _platforms(platform: str) -> list[str]:
     return [*found, f"linux_{arch}"]
 
 
+@dataclass(frozen=True)
+class _Secret:
+    value: str = field(repr=False)
+
+
 class PackageIndex:
     """A PEP 691 (JSON) simple index. Credentials in its URL (or given for its host) go
     to that scheme, host and port only, as pip sends them; never into a record."""
@@ -528,7 +533,7 @@ class PackageIndex:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PinError(f"index {clean}: not an http(s) URL of a package index")
         self.url = clean  # without credentials
-        self._pip_url = url  # with them: handed to pip's resolver in its environment only
+        self._pip_url = _Secret(url)  # with them: for pip's resolver, in its environment
         origin = Scope.of_url(f"{parts.scheme}://{parts.netloc}/")
         own_credentials = (
             ()
@@ -674,6 +679,7 @@ class PipPinner:
         published = str(choice.get("hashes", {}).get("sha256", "")).lower()
         if not published:
             raise PinError(f"{strip_credentials(url)}: the index gives no sha256 for it")
+        index.check_download(url, item.where)
         if item.urls:
             published = self._published(item, index, filename) or published
         if item.sha256 and published not in item.sha256:
@@ -682,7 +688,6 @@ class PipPinner:
                 f"which is not a hash the lockfile allows ({', '.join(sorted(item.sha256))}); "
                 "nothing was downloaded"
             )
-        index.check_download(url, item.where)
         return url, parse_sha256(published), filename
 
     def _published(self, item: Wanted, index: PackageIndex, filename: str) -> str | None:
@@ -798,7 +803,7 @@ def _pip_environment(index: PackageIndex, *, home: Path) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "PIP_CONFIG_FILE": os.devnull,  # no /etc/pip.conf, no ~/.config/pip/pip.conf
-        "PIP_INDEX_URL": index._pip_url,
+        "PIP_INDEX_URL": index._pip_url.value,  # credentials: the environment, not argv
         "PIP_NO_INPUT": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_KEYRING_PROVIDER": "disabled",

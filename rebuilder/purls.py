@@ -12,7 +12,7 @@ from packageurl import PackageURL
 # (matched whole: fullmatch, \Z; a '$' would let a trailing newline through)
 _WHEEL_RE = re.compile(r"(?P<name>[^-\s]+)-(?P<version>[^-\s]+)(-\d[^-\s]*)?(-[^-\s]+){3}\.whl")
 _SDIST_RE = re.compile(r"(?P<name>\S+)-(?P<version>[0-9][^-\s]*)\.(tar\.gz|zip|tar\.bz2)")
-_DEB_POOL_RE = re.compile(r"/pool/[^/]+/[^/]+/(?P<source>[^/]+)/(?P<file>[^/]+)\Z")
+_DEB_POOL_RE = re.compile(r"/pool/(?:updates/)?[^/]+/[^/]+/(?P<source>[^/]+)/(?P<file>[^/]+)\Z")
 _DEB_FILE_RE = re.compile(
     r"(?P<name>[^_\s]+)_(?P<version>[^_\s]+?)(\.orig(-[A-Za-z0-9-]+)?\.tar\.\w+"
     r"|\.debian\.tar\.\w+|\.dsc|_(?P<arch>[a-z0-9-]+)\.u?deb)"
