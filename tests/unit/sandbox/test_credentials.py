@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from sandbox.credentials import Scope, ScopedCredential, ScopedSession, strip_credentials
-from tests.http_servers import Server, serving
+from tests.http_servers import Answer, Server, serving
 
-OK = (200, {}, b"ok")
+OK: Answer = (200, {}, b"ok")
 
 
 @pytest.mark.parametrize(
