@@ -145,9 +145,20 @@ def test_a_credential_in_the_source_is_refused(tmp_path: Path, name: str, text: 
     source = tmp_path / "src"
     (source / name).parent.mkdir(parents=True, exist_ok=True)
     (source / name).write_text(text)
-    with pytest.raises(InputError, match=f"{re.escape(name)}: holds a credential"):
+    with pytest.raises(InputError, match=f"{re.escape(name)}: holds a credential") as caught:
         stage_source(source, tmp_path / "staged")
     assert credential_in(PurePath(name), text.encode()) is not None
+    for secret in (
+        "LITERAL",
+        "dXNlcjpw",
+        "aHVudGVy",
+        "npm_abc",
+        "AgEIcHl",
+        "s3cret",
+        "ghp_",
+        "YWxp",
+    ):
+        assert secret not in str(caught.value), "the error shows none of the secret"
 
 
 @pytest.mark.parametrize(
