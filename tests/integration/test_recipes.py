@@ -92,7 +92,8 @@ def test_inline_and_directory_recipes(
         assert f"libc6: 9.99-fake -> {real_libc}" in refused.stderr
         assert f"make: (absent) -> {real_make}" in refused.stderr
     rebuilt = hermetic(project, "image", "build", ".", "--rebuild")
-    assert rebuilt.returncode == 1 and "lists other packages than it holds" in rebuilt.stderr
+    assert rebuilt.returncode == 1, rebuilt.stdout + rebuilt.stderr
+    assert "lists other packages than it holds" in rebuilt.stdout + rebuilt.stderr
     assert not (tmp_path / "edited").exists()
     lock.write_text(json.dumps(locked))  # control: the true list builds
     again = hermetic(project, "build", ".", "--out", str(tmp_path / "again"))
