@@ -464,7 +464,9 @@ def pin_pip(
     with _guarded(ctx):
         spec_path = spec / "hermetic.toml" if spec.is_dir() else spec
         Spec.from_toml(spec_path)  # a spec that is valid before, and after
-        wanted = [w for path in requirements for w in read_python_lock(path, python)]
+        wanted = [
+            w for path in requirements for w in read_python_lock(path, python, platform=platform)
+        ]
         pinner = PipPinner(
             index=PackageIndex(pip_index_url()),
             store=ContentStore(SandboxConfig.from_env().store_dir),
