@@ -138,11 +138,15 @@ class _TraceIndex:
             for p in _objects(trace, "processes")
         }
         self.program: dict[int, str] = {}
+        self.argv: dict[int, list[str]] = {}  # by the execution's seq
         for execution in _objects(trace, "executions"):  # the last exec of a pid names it
             argv = execution.get("argv")
             if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
                 raise TraceFormatError("trace.json: executions.argv: expected a list of strings")
             self.program[_pid(execution, "pid", "executions")] = _command(argv)
+            seq = execution.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                self.argv[seq] = argv
         self.touched: dict[int | None, list[Mapping[str, Any]]] = {}
         for item in _objects(trace, "nondeterminism"):
             source = _text(item, "source", "nondeterminism")
@@ -158,6 +162,23 @@ class _TraceIndex:
             self.writers[path] = list(dict.fromkeys(pids))
             for pid in _pids(record, "read_by", "files"):
                 self.reads.setdefault(pid, []).append(path)
+
+    def writer_of(self, path: str) -> dict[str, Any] | None:
+        """The last writer of ``path``: pid, program and argv (trace.json names the
+        writer's execution by its seq; older ones repeated its argv)."""
+        last = self.last_writer.get(path)
+        if last is None:
+            return None
+        argv = last.get("argv")
+        if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+            seq = last.get("exec")
+            argv = self.argv.get(seq, []) if isinstance(seq, int) else []
+        program = last.get("program")
+        return {
+            "pid": last["pid"],
+            "program": program if isinstance(program, str) else "",
+            "argv": argv,
+        }
 
     def relative(self, path: str) -> str:
         return path.removeprefix(self.build_dir + "/")
@@ -256,8 +277,7 @@ def hints_for(
         unattributed: tuple[Source, ...] = ()
         if index is not None:
             absolute = f"{index.build_dir}/{difference.path}"
-            found_writer = index.last_writer.get(absolute)
-            writer = dict(found_writer) if found_writer is not None else None
+            writer = index.writer_of(absolute)
             sources = index.sources_of(absolute)
             unattributed = index.unattributed()
         modes = None

@@ -1,7 +1,14 @@
-"""Formatters: results as terminal text. Each returns a string; the CLI prints it."""
+"""Formatters: results as terminal text. Each returns a string; the CLI prints it.
+
+Every text that came from a build, a node or an attestation (output names, link
+targets, reasons, command lines, log lines) goes through :func:`shown`: a name with a
+newline, a carriage return or a terminal escape in it cannot forge a line of the
+summary or rewrite the terminal.
+"""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +26,28 @@ if TYPE_CHECKING:  # a formatter loads only what its command already loaded
     from sandbox.images import ImageDefinition
     from sandbox.result import BuildResult
 
+# Control characters (C0, DEL, C1), line and paragraph separators, bidirectional
+# overrides and isolates, and lone surrogates (undecodable bytes of a name).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_UNSAFE_IN_LOG = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "\x00-\x08\x0a-\x1f"))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(value: object) -> str:
+    """``value`` as one line of plain text: every character that could break the line
+    or drive the terminal is written as an escape (``\\n`` as ``\\x0a``)."""
+    return _UNSAFE.sub(_escaped, str(value))
+
+
+def _log_line(line: str) -> str:
+    return _UNSAFE_IN_LOG.sub(_escaped, line)
+
 
 def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
     """What a person reads after ``hermetic build``."""
@@ -26,15 +55,17 @@ def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
     if result.built:
         lines.append(f"built {result.digest and 'sha256:' + result.digest}")
     else:
-        lines.append(f"NOT BUILT ({result.status.value}): {result.reason}")
+        lines.append(f"NOT BUILT ({result.status.value}): {shown(result.reason)}")
     for item in result.outputs:
-        link = f" -> {item.target}" if item.target is not None else ""
-        lines.append(f"  {item.sha256[:16]}  {item.size:>10}  {item.mode:04o}  {item.path}{link}")
+        link = f" -> {shown(item.target)}" if item.target is not None else ""
+        lines.append(
+            f"  {item.sha256[:16]}  {item.size:>10}  {item.mode:04o}  {shown(item.path)}{link}"
+        )
     lines.append(f"image   {result.image}")
     lines.append(f"source  sha256:{result.source_digest}")
     for record in result.inputs:
         how = "fetched" if record.fetched else "from store"
-        lines.append(f"input   {record.dest} sha256:{record.sha256[:16]}… ({how})")
+        lines.append(f"input   {shown(record.dest)} sha256:{record.sha256[:16]}… ({how})")
     limits = ", ".join(
         f"{limit.name} {_limit_value(limit.value, limit.unit)} "
         f"[{'+'.join(e.value for e in limit.enforced_by)}]"
@@ -52,7 +83,7 @@ def build_summary(result: BuildResult, *, log_tail: str = "") -> str:
     lines.append(f"results {result.out_dir}")
     if log_tail and not result.built:
         lines.append("last lines of the build log:")
-        lines.extend(f"  | {line}" for line in log_tail.splitlines())
+        lines.extend(f"  | {_log_line(line)}" for line in log_tail.splitlines())
     return "\n".join(lines)
 
 
@@ -146,13 +177,13 @@ def _difference(difference: Difference) -> str:
         missing = "control" if control is None else "experiment"
         present = other or control
         digest = f"sha256:{present.sha256[:16]}…" if present else ""
-        return f"{difference.path}: missing in the {missing} build; the other has {digest}"
+        return f"{shown(difference.path)}: missing in the {missing} build; the other has {digest}"
     mode = f"mode {control.mode:04o} → {other.mode:04o}"
     if difference.kind == "mode":
-        return f"{difference.path}: {mode}, same content (the executable bit counts)"
+        return f"{shown(difference.path)}: {mode}, same content (the executable bit counts)"
     changed = f", {mode}" if difference.mode_changed else ""
     return (
-        f"{difference.path}: sha256:{control.sha256[:16]}… → sha256:{other.sha256[:16]}…"
+        f"{shown(difference.path)}: sha256:{control.sha256[:16]}… → sha256:{other.sha256[:16]}…"
         f" ({control.size} → {other.size} bytes){changed}"
     )
 
@@ -162,36 +193,38 @@ _SHOWN_SOURCES = 5
 
 def _oneline(text: str, width: int) -> str:
     """A command line for one terminal line: whitespace runs (newlines too) as one space."""
-    flat = " ".join(text.split())
+    flat = shown(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _hint(hint: Hint) -> list[str]:
     from rebuilder.evidence import MARK_NOUNS
 
-    lines = [f"  {hint.path}"]
+    lines = [f"  {shown(hint.path)}"]
     for item in hint.embedded:
         times = f" ({item.count} times)" if item.count > 1 else ""
         lines.append(
             f"    contains {MARK_NOUNS.get(item.variation, item.variation)} "
-            f"{item.value!r}{times} [{item.variation}]"
+            f"{shown(repr(item.value))}{times} [{shown(item.variation)}]"
         )
     if hint.modes:
         lines.append(f"    mode {hint.modes[0]} → {hint.modes[1]}: executable in one build only")
     if hint.writer:
         argv = _oneline(" ".join(hint.writer["argv"]), 120)
-        lines.append(f"    written by `{argv}` (pid {hint.writer['pid']})")
+        lines.append(f"    written by `{argv}` (pid {shown(hint.writer['pid'])})")
     # One line per process and kind of source: make listing 40 directories is one fact.
     grouped: dict[tuple[str, int | None, str, str], list[str]] = {}
     for source in hint.sources:
         key = (source.source, source.pid, source.program, source.relation)
         grouped.setdefault(key, []).append(source.detail)
     for (kind, pid, program, relation), details in list(grouped.items())[:_SHOWN_SOURCES]:
-        shown = [d for d in details if d]
-        detail = f" {shown[0]}" if shown else ""
-        if len(shown) > 1:
-            detail += f" and {len(shown) - 1} more"
-        lines.append(f"    {kind}{detail}: `{_oneline(program, 80)}` (pid {pid}, {relation})")
+        named = [d for d in details if d]
+        detail = f" {shown(named[0])}" if named else ""
+        if len(named) > 1:
+            detail += f" and {len(named) - 1} more"
+        lines.append(
+            f"    {shown(kind)}{detail}: `{_oneline(program, 80)}` (pid {pid}, {shown(relation)})"
+        )
     if len(grouped) > _SHOWN_SOURCES:
         lines.append(f"    … {len(grouped) - _SHOWN_SOURCES} more in check.json")
     if hint.writer and not hint.sources:
@@ -225,11 +258,11 @@ def check_summary(result: CheckResult) -> str:
         lines.append("differences:")
         lines.extend(f"  {_difference(d)}" for d in result.differences)
     for note in result.notes:
-        lines.append(f"note: {note}")
+        lines.append(f"note: {shown(note)}")
     varied = ", ".join(result.variations)
     lines.append(f"varied  {varied}")
     for name, reason in result.skipped.items():
-        lines.append(f"skipped {name}: {reason}")
+        lines.append(f"skipped {name}: {shown(reason)}")
     roles = Counter(build.role for build in result.builds)
     lines.append(
         f"builds  {len(result.builds)} ({', '.join(f'{n} {role}' for role, n in roles.items())}), "
@@ -253,12 +286,12 @@ def verification(outcome: Verification) -> str:
             f"VERIFIED: {outcome.path}",
             f"  signed by {len(outcome.signed_by)} key(s) (threshold {outcome.threshold}): "
             f"{signed}",
-            f"  predicate {statement.get('predicateType')}, {len(subjects)} subject(s)",
+            f"  predicate {shown(statement.get('predicateType'))}, {len(subjects)} subject(s)",
         ]
-        lines.extend(f"  {path} = subject {name}" for path, name in outcome.matched)
+        lines.extend(f"  {shown(path)} = subject {shown(name)}" for path, name in outcome.matched)
         return "\n".join(lines)
     lines = [f"NOT VERIFIED: {outcome.path}"]
-    lines.extend(f"  {reason}" for reason in outcome.reasons)
+    lines.extend(f"  {shown(reason)}" for reason in outcome.reasons)
     return "\n".join(lines)
 
 
@@ -276,18 +309,21 @@ def rebuild_summary(result: RebuildResult) -> str:
             f"NOT AGREED: {agreeing} of {len(result.nodes)} nodes agree; {result.threshold} needed"
         ]
     for name, digest in result.outputs:
-        lines.append(f"  {digest[:16]}  {name}")
+        lines.append(f"  {shown(digest[:16])}  {shown(name)}")
     for node in result.nodes:
-        why = f": {node.reason}" if node.reason else ""
-        lines.append(f"node {node.name}  {node.verdict:<9} {node.url}  {node.keyid[:16]}{why}")
+        why = f": {shown(node.reason)}" if node.reason else ""
+        lines.append(
+            f"node {shown(node.name)}  {node.verdict:<9} {shown(node.url)}  "
+            f"{shown(node.keyid[:16])}{why}"
+        )
         if node.verdict == "disagree":
             for name, digest in node.outputs:
                 if (name, digest) not in result.outputs:
-                    lines.append(f"    {digest[:16]}  {name}")
+                    lines.append(f"    {shown(digest[:16])}  {shown(name)}")
             if node.report and node.report.html:
                 lines.append(f"    report {node.report.html}")
     for note in result.notes:
-        lines.append(f"note: {note}")
+        lines.append(f"note: {shown(note)}")
     if result.attestation:
         lines.append(f"attest  {result.attestation}")
     lines.append(f"results {result.out_dir}")
@@ -298,13 +334,14 @@ def gate_decisions(decisions: list[Decision], vsas: dict[str, Path]) -> str:
     """What ``hermetic gate`` says: one verdict per artifact, then why."""
     lines = []
     for decision in decisions:
-        who = ", ".join(decision.agreeing) or "no trusted operator"
+        who = shown(", ".join(decision.agreeing) or "no trusted operator")
+        artifact = shown(decision.artifact)
         if decision.admitted:
-            lines.append(f"ADMIT {decision.artifact}  sha256:{decision.sha256[:16]}…  ({who})")
+            lines.append(f"ADMIT {artifact}  sha256:{decision.sha256[:16]}…  ({who})")
             if decision.artifact in vsas:
-                lines.append(f"  vsa {vsas[decision.artifact]}")
+                lines.append(f"  vsa {shown(vsas[decision.artifact])}")
         else:
-            lines.append(f"DENY  {decision.artifact}  sha256:{decision.sha256[:16]}…")
-            lines.extend(f"  - {reason}" for reason in decision.reasons)
-        lines.extend(f"  note: {note}" for note in decision.notes)
+            lines.append(f"DENY  {artifact}  sha256:{decision.sha256[:16]}…")
+            lines.extend(f"  - {shown(reason)}" for reason in decision.reasons)
+        lines.extend(f"  note: {shown(note)}" for note in decision.notes)
     return "\n".join(lines)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from securesystemslib.signer import Signer
 
@@ -52,6 +54,16 @@ class ImageContents:
     packages: tuple[tuple[str, str], ...]  # (name, version), from the lock
     suite: str | None = None
     known: bool = False  # False: an image hermetic did not build (its packages are unknown)
+    # the archive the packages come from, when it is not Debian's own (None: Debian's)
+    repository_url: str | None = None
+
+    def purl(self, name: str, version: str) -> str:
+        """A package's purl: Debian's, or qualified by the archive it came from."""
+        return purls.deb(name, version, distro=self.suite, repository_url=self.repository_url)
+
+    @property
+    def supplier(self) -> str:
+        return "NOASSERTION" if self.repository_url else "Organization: Debian"
 
 
 def image_contents(spec: Spec, image_reference: str, config: SandboxConfig) -> ImageContents:
@@ -69,12 +81,35 @@ def image_contents(spec: Spec, image_reference: str, config: SandboxConfig) -> I
         return ImageContents(reference=image_reference, packages=())
     if definition is None or lock is None or lock.reference != image_reference:
         return ImageContents(reference=image_reference, packages=())
+    recipe = definition.recipe
+    archives = [recipe.mirror, *([recipe.security_mirror] if "security" in recipe.archives else [])]
     return ImageContents(
         reference=image_reference,
         packages=tuple(sorted(lock.packages.items())),
-        suite=definition.recipe.suite,
+        suite=recipe.suite,
         known=True,
+        repository_url=None if all(purls.debian_archive(a) for a in archives) else recipe.mirror,
     )
+
+
+def download_location(url: str) -> str:
+    """The URL as SPDX's downloadLocation, or NOASSERTION when SPDX's validators would not
+    take it as a URL (a file:// path, an IP address, localhost: a host without a
+    top-level domain); the URL is then kept in the package's comment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "NOASSERTION"
+    labels = host.split(".")
+    named = (
+        len(labels) >= 2
+        and all(re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", label) for label in labels)
+        and re.fullmatch(r"[a-z]{2,63}", labels[-1]) is not None
+    )
+    if parts.scheme in ("http", "https") and named and not parts.username:
+        return url
+    return "NOASSERTION"
 
 
 def _digests(path: Path) -> tuple[str, str]:
@@ -130,21 +165,24 @@ def spdx_document(
                 "versionInfo": version_info,
                 "downloadLocation": "NOASSERTION",
                 "filesAnalyzed": False,
-                "supplier": "Organization: Debian",
-                "externalRefs": [_purl_ref(purls.deb(name, version_info, distro=image.suite))],
+                "supplier": image.supplier,
+                "externalRefs": [_purl_ref(image.purl(name, version_info))],
             }
         )
         relationships.append(_relation("SPDXRef-Image", "CONTAINS", element))
     inputs = []
     for index, item in enumerate(result.inputs, 1):
         element = f"SPDXRef-Input-{index}"
+        location = download_location(item.url)
         entry: dict[str, Any] = {
             "SPDXID": element,
             "name": item.dest,
-            "downloadLocation": item.url,
+            "downloadLocation": location,
             "filesAnalyzed": False,
             "checksums": [{"algorithm": "SHA256", "checksumValue": item.sha256}],
         }
+        if location != item.url:
+            entry["comment"] = f"fetched from {item.url}"
         if purl := purls.for_url(item.url):
             entry["externalRefs"] = [_purl_ref(purl)]
         packages.append(entry)
@@ -192,7 +230,7 @@ def cyclonedx_document(result: BuildResult, image: ImageContents, version: str) 
             "bom-ref": f"deb:{name}",
             "name": name.partition(":")[0],
             "version": version_info,
-            "purl": purls.deb(name, version_info, distro=image.suite),
+            "purl": image.purl(name, version_info),
         }
         for name, version_info in image.packages
     ]

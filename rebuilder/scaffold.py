@@ -14,8 +14,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from rebuilder.errors import Error
-from sandbox.spec import SPEC_FILENAME
+from sandbox.errors import SpecError
+from sandbox.spec import SPEC_FILENAME, Spec
+from sandbox.workspace import UnsafeWrite, create_file
 
 ARCHIVES = ["updates", "security"]
 _SKIP_DIRS = {".git", "vendor", "node_modules", "testdata", "target", "hermetic-out"}
@@ -111,46 +115,68 @@ class Detection:
     checks: tuple[str, ...] = field(default=())  # things to look at before trusting it
 
     def spec_text(self) -> str:
-        """The commented ``hermetic.toml``."""
-        image = self.image
-        lines = [
-            f"# Written by 'hermetic init': a {self.system.value} project (found {self.evidence}).",
-            "# Check the command and the outputs, then:",
-            "#   hermetic image build .   (builds the [image] below and writes hermetic.lock)",
-            "#   hermetic build .",
-            "# Builds have no network: every dependency must be in the source or an [[inputs]].",
-            "",
-            "[build]",
-            "# argv, run in the build directory (a copy of this directory)",
-            f"command = {_toml(list(self.command))}",
-            "# globs relative to the build directory; a directory takes every file under it",
-            f"outputs = {_toml(list(self.outputs))}",
-            "# source_date_epoch = 1700000000  # default: the last git commit's time",
-            "",
-            "# The build image: Debian packages from the suite and its updates and security",
-            "# archives, locked by 'hermetic image build' in hermetic.lock (commit it).",
-            "[image]",
-            'suite = "bookworm"',
-            f"archives = {_toml(ARCHIVES)}",
-            f"packages = {_toml(image['packages'])}",
-            "",
-            "# What every build in this image sees: the toolchain's reproducibility settings",
-            "# (${BUILD_DIR} is the build directory). The spec's build.env overrides them.",
-            "[image.env]",
-        ]
-        lines.extend(f"{name} = {_toml(value)}" for name, value in image["env"].items())
-        lines += ["", "[limits]", 'timeout = "30m"', 'disk = "4GiB"']
+        """The commented ``hermetic.toml``, rendered by a TOML library (every value is
+        quoted by it, whatever a project's files hold)."""
+        doc = tomlkit.document()
+        for line in (
+            f"Written by 'hermetic init': a {self.system.value} project (found {self.evidence}).",
+            "Check the command and the outputs, then:",
+            "  hermetic image build .   (builds the [image] below and writes hermetic.lock)",
+            "  hermetic build .",
+            "Builds have no network: every dependency must be in the source or an [[inputs]].",
+        ):
+            doc.add(tomlkit.comment(line))
+        doc.add(tomlkit.nl())
+        build = tomlkit.table()
+        build.add(tomlkit.comment("argv, run in the build directory (a copy of this directory)"))
+        build.add("command", list(self.command))
+        build.add(tomlkit.comment("globs relative to the build directory; a directory takes"))
+        build.add(tomlkit.comment("every file under it"))
+        build.add("outputs", list(self.outputs))
+        build.add(
+            tomlkit.comment("source_date_epoch = 1700000000  # default: the last commit's time")
+        )
+        doc.add("build", build)
+        image = tomlkit.table()
+        image.add(tomlkit.comment("The build image: Debian packages from the suite and its"))
+        image.add(tomlkit.comment("updates and security archives, locked by 'hermetic image"))
+        image.add(tomlkit.comment("build' in hermetic.lock (commit it)."))
+        image.add("suite", "bookworm")
+        image.add("archives", list(ARCHIVES))
+        image.add("packages", list(self.image["packages"]))
+        env = tomlkit.table()
+        env.add(tomlkit.comment("What every build in this image sees: the toolchain's"))
+        env.add(tomlkit.comment("reproducibility settings (${BUILD_DIR} is the build"))
+        env.add(tomlkit.comment("directory). The spec's build.env overrides them."))
+        for name, value in self.image["env"].items():
+            env.add(name, value)
+        image.add("env", env)
+        doc.add("image", image)
+        limits = tomlkit.table()
+        limits.add("timeout", "30m")
+        limits.add("disk", "4GiB")
         if self.system is BuildSystem.NPM:
             # V8 reserves address space, which the per-process RLIMIT_DATA fallback of the
             # memory limit (no cgroup memory controller) counts; real use is still watched
-            lines.append('memory = "16GiB"')
-        lines.append("")
-        return "\n".join(lines)
+            limits.add("memory", "16GiB")
+        doc.add("limits", limits)
+        return tomlkit.dumps(doc)
 
 
-def _toml(value: object) -> str:
-    """A TOML value for strings and lists of strings (JSON's syntax is TOML's here)."""
-    return json.dumps(value, ensure_ascii=False)
+# What a name from a project's files may be before it becomes part of a command or a
+# path: the ecosystem's own rules (npm's package names, crate names, versions).
+_NPM_NAME_RE = re.compile(r"(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*")
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")
+_CRATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_PATH_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _checked(value: object, pattern: re.Pattern[str], where: str, what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InitError(
+            f"{where}: {value!r} is not a valid {what}; fix it, or write the spec by hand"
+        )
+    return value
 
 
 def detect(directory: Path) -> Detection:
@@ -206,11 +232,22 @@ def _shell(*steps: str) -> tuple[str, ...]:
 
 def _cargo(directory: Path, marker: str) -> Guess:
     manifest = _read_toml(directory / marker)
-    name = str(manifest.get("package", {}).get("name", directory.name))
+    package = manifest.get("package", {})
+    where = str(directory / marker)
+    name = _checked(
+        package.get("name", directory.name) if isinstance(package, dict) else None,
+        _CRATE_NAME_RE,
+        where,
+        "crate name",
+    )
     locked = (directory / "Cargo.lock").is_file()
     command = ("cargo", "build", "--release", *(("--locked",) if locked else ()))
     outputs: list[str] = []
-    bins = [str(b.get("name", name)) for b in manifest.get("bin", []) if isinstance(b, dict)]
+    bins = [
+        _checked(b.get("name", name), _CRATE_NAME_RE, where, "binary name")
+        for b in manifest.get("bin", [])
+        if isinstance(b, dict)
+    ]
     if (directory / "src" / "main.rs").is_file() and name not in bins:
         bins.append(name)
     outputs += [f"target/release/{b}" for b in bins]
@@ -241,6 +278,7 @@ def _go(directory: Path, marker: str) -> Guess:
     text = (directory / marker).read_text("utf-8", "replace")
     module = re.search(r"^module\s+(\S+)", text, re.MULTILINE)
     last = (module.group(1) if module else directory.name).rstrip("/").rsplit("/", 1)[-1]
+    last = _checked(last, _PATH_NAME_RE, str(directory / marker), "module name")
     mains = [
         path
         for path in _go_files(directory)
@@ -264,8 +302,11 @@ def _npm(directory: Path, marker: str) -> Guess:
         package = json.loads((directory / marker).read_text("utf-8"))
     except (OSError, ValueError) as e:
         raise InitError(f"{directory / marker}: cannot read it: {e}") from None
-    name = str(package.get("name", directory.name))
-    version = str(package.get("version", "0.0.0"))
+    if not isinstance(package, dict):
+        raise InitError(f"{directory / marker}: not a JSON object")
+    where = str(directory / marker)
+    name = _checked(package.get("name", directory.name), _NPM_NAME_RE, where, "npm package name")
+    version = _checked(package.get("version", "0.0.0"), _VERSION_RE, where, "version")
     tarball = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     steps = []
     checks = []
@@ -383,8 +424,16 @@ def init_project(directory: Path) -> InitResult:
         raise InitError(f"{path} exists; init never overwrites a spec (remove it to start over)")
     detection = detect(directory)
     try:
-        with path.open("x", encoding="utf-8") as stream:  # "x": never a file made meanwhile
-            stream.write(detection.spec_text())
-    except FileExistsError:
+        text = detection.spec_text()
+        data = text.encode("utf-8")
+        Spec.from_document(tomllib.loads(text), path=path, source_dir=directory)
+    except (UnicodeEncodeError, tomllib.TOMLDecodeError, SpecError) as e:
+        raise InitError(
+            f"{directory}: the guessed spec would not be valid ({e}); write it by hand "
+            "(see docs/init.md)"
+        ) from None
+    try:
+        create_file(path, data)  # whole or not at all; never over a file made meanwhile
+    except UnsafeWrite:
         raise InitError(f"{path} exists; init never overwrites a spec") from None
     return InitResult(path=path, detection=detection)

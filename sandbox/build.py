@@ -44,6 +44,10 @@ RESULT_FILE = "result.json"
 TRACE_FILE = "trace.json"
 LOG_FILE = "build.log"
 ARTIFACTS_DIR = "artifacts"
+# Written by the runner beside its status when the build's own files made the copy of
+# the build directory fail (see runner.sh): a build failure, never hermetic's.
+HANDBACK_FAILED = "handback-failed"
+_HANDBACK_REASON_BYTES = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,6 +187,19 @@ def _verdict(outcome: RunOutcome, spec: Spec) -> tuple[BuildStatus, str]:
     return BuildStatus.BUILT, "built"
 
 
+def _handback_failure(out: Path) -> str | None:
+    """Why the runner could not copy the build directory back, if it could not."""
+    try:
+        fd = os.open(out / HANDBACK_FAILED, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # a link or worse where the runner writes: not a hand-back
+        return f"unreadable ({e.strerror})"
+    with os.fdopen(fd, "rb") as stream:
+        text = stream.read(_HANDBACK_REASON_BYTES).decode("utf-8", "replace").strip()
+    return " ".join(text.split()) or "the copy failed"
+
+
 def run_build(
     request: BuildRequest,
     *,
@@ -276,6 +293,10 @@ def run_build(
         outcome = backend.run(plan, workspace, publish / LOG_FILE, observer, request.cancel)
         log_summary = replace(outcome.log, path=request.out_dir / LOG_FILE)
         status, reason = _verdict(outcome, spec)
+        failed_copy = _handback_failure(workspace.out) if outcome.build_dir is not None else None
+        if status is BuildStatus.BUILT and failed_copy is not None:
+            status = BuildStatus.FAILED
+            reason = f"the build directory could not be handed back: {failed_copy}"
         manifest = OutputManifest.of([])
         if status is BuildStatus.BUILT and outcome.build_dir is not None:
             observer.stage("hash", ", ".join(spec.outputs))

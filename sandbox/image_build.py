@@ -7,10 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -23,14 +22,13 @@ from sandbox.errors import ImageError, SandboxError
 from sandbox.images import ImageCatalog, ImageDefinition, ImageLock, ResolvedImage
 from sandbox.oci import describe_image, write_archive
 from sandbox.proc import run as run_program
-from sandbox.recipe import ImageRecipe
+from sandbox.recipe import LOCALE_RE, ImageRecipe, checked_text
 from sandbox.registry import registry_credentials, registry_of, tls_verify_for
 from sandbox.spec import Spec
-from sandbox.workspace import remove_tree
+from sandbox.workspace import remove_tree, write_atomically
 
 log = logging.getLogger(__name__)
 
-_LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]+ [A-Za-z0-9_-]+$")
 _ARCHITECTURES = {
     "x86_64": "amd64",
     "aarch64": "arm64",
@@ -40,6 +38,18 @@ _ARCHITECTURES = {
     "riscv64": "riscv64",
 }
 _MMDEBSTRAP_TIMEOUT_S = 3600
+# What mmdebstrap may inherit: where programs are, where scratch space is, how to reach
+# the mirror. Everything else of the user's environment (tokens, keys, APT_CONFIG) stays.
+_MMDEBSTRAP_PASSED = (
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    *(
+        name
+        for proxy in ("http_proxy", "https_proxy", "no_proxy")
+        for name in (proxy, proxy.upper())
+    ),
+)
 
 
 class ImageStore(Protocol):
@@ -52,6 +62,8 @@ class ImageStore(Protocol):
     def load_archive(self, archive: Path) -> list[str]: ...
 
     def pull(self, reference: str, *, tls_verify: bool, auth_header: str | None) -> str: ...
+
+    def image_file(self, reference: str, path: str) -> bytes: ...
 
 
 class ImageBuildStatus(StrEnum):
@@ -73,13 +85,7 @@ class ImageBuildOutcome:
 
     def package_changes(self) -> list[str]:
         """Human lines naming each package whose version differs from the lock."""
-        old = self.recorded.packages if self.recorded else {}
-        new = self.built.packages
-        lines = []
-        for name in sorted(set(old) | set(new)):
-            if old.get(name) != new.get(name):
-                lines.append(f"{name}: {old.get(name, '(absent)')} -> {new.get(name, '(absent)')}")
-        return lines
+        return package_changes(self.recorded.packages if self.recorded else {}, self.built.packages)
 
 
 def host_architecture() -> str:
@@ -98,7 +104,7 @@ def customize_hooks(recipe: ImageRecipe) -> list[str]:
     hooks = []
     if recipe.locales:
         for line in recipe.locales:
-            if not _LOCALE_RE.match(line):
+            if checked_text(line, LOCALE_RE) is None:
                 raise ImageError(f"image {recipe.name}: locales: {line!r} is not 'NAME CHARSET'")
         lines = " ".join(f"'{line}'" for line in recipe.locales)
         hooks.append(f'printf \'%s\\n\' {lines} > "$1/etc/locale.gen" && chroot "$1" locale-gen')
@@ -132,19 +138,42 @@ def mmdebstrap_argv(recipe: ImageRecipe, rootfs: Path) -> list[str]:
     return argv
 
 
+def mmdebstrap_env(recipe: ImageRecipe, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment mmdebstrap runs with (pure): the program path, the temporary
+    directory and the proxies apt needs, and nothing else of the user's.
+
+    Package scripts run in mmdebstrap's namespaces with the host's network and see the
+    environment they inherit: the user's tokens and keys must not be in it.
+    """
+    env = {name: environ[name] for name in _MMDEBSTRAP_PASSED if environ.get(name)}
+    env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    env["SOURCE_DATE_EPOCH"] = str(recipe.source_date_epoch)
+    env["LC_ALL"] = "C.UTF-8"
+    return env
+
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+
+
 def read_packages(rootfs: Path) -> dict[str, str]:
     """Installed package versions, read from the tarball's dpkg status file."""
     with tarfile.open(rootfs) as tar:
         member = next(
-            (m for m in tar if m.name.lstrip("./") == "var/lib/dpkg/status" and m.isfile()), None
+            (m for m in tar if m.name.lstrip("./") == DPKG_STATUS.lstrip("/") and m.isfile()),
+            None,
         )
         if member is None:
-            raise ImageError(f"{rootfs}: no var/lib/dpkg/status; not a Debian root filesystem")
+            raise ImageError(f"{rootfs}: no {DPKG_STATUS}; not a Debian root filesystem")
         stream = tar.extractfile(member)
         assert stream is not None
-        text = stream.read().decode("utf-8", "replace")
+        return parse_dpkg_status(stream.read())
+
+
+def parse_dpkg_status(data: bytes) -> dict[str, str]:
+    """``{name: version}`` of the installed packages of a dpkg status file (``name:arch``
+    for a foreign architecture's)."""
     packages = {}
-    for stanza in text.split("\n\n"):
+    for stanza in data.decode("utf-8", "replace").split("\n\n"):
         fields = dict(
             line.split(": ", 1)
             for line in stanza.splitlines()
@@ -159,6 +188,39 @@ def read_packages(rootfs: Path) -> dict[str, str]:
             )
             packages[name] = fields.get("Version", "")
     return packages
+
+
+def check_lock_packages(lock: ImageLock, store: ImageStore, *, where: Path) -> None:
+    """Compare the lock's package list with the dpkg status of the image it names.
+
+    The image digest pins the image, but the package list beside it (what the SBOM
+    lists) is plain text in the project: it is read back from the image itself.
+
+    Raises:
+        ImageError: the lists differ (naming each difference), or the image's status
+            file cannot be read.
+    """
+    try:
+        held = parse_dpkg_status(store.image_file(lock.reference, DPKG_STATUS))
+    except SandboxError as e:
+        raise ImageError(f"cannot read the package list of {lock.reference}: {e}") from e
+    changes = package_changes(lock.packages, held)
+    if changes:
+        shown = "\n".join(f"  {line}" for line in changes[:20])
+        raise ImageError(
+            f"{where}: the package list is not what image sha256:{lock.image_digest} holds "
+            f"(lock -> image):\n{shown}\nrestore the lock from version control, or rebuild "
+            "the image and write the lock again with --update-lock"
+        )
+
+
+def package_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """Human lines naming each package whose version differs between two lists."""
+    return [
+        f"{name}: {old.get(name, '(absent)')} -> {new.get(name, '(absent)')}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
 
 
 def build_image(
@@ -187,6 +249,7 @@ def build_image(
     recipe, recorded = definition.recipe, definition.lock
     current = definition.current_lock is not None
     if recorded is not None and current and not rebuild and store.image_exists(recorded.reference):
+        check_lock_packages(recorded, store, where=definition.lock_path)
         return ImageBuildOutcome(
             status=ImageBuildStatus.ALREADY_LOADED, built=recorded, recorded=recorded
         )
@@ -194,9 +257,11 @@ def build_image(
     scratch = Path(tempfile.mkdtemp(dir=work_dir, prefix=f"image-{definition.name}-"))
     try:
         rootfs = scratch / "rootfs.tar"
-        env = dict(os.environ, SOURCE_DATE_EPOCH=str(recipe.source_date_epoch), LC_ALL="C.UTF-8")
         run_program(
-            mmdebstrap_argv(recipe, rootfs), timeout=_MMDEBSTRAP_TIMEOUT_S, env=env, cwd=scratch
+            mmdebstrap_argv(recipe, rootfs),
+            timeout=_MMDEBSTRAP_TIMEOUT_S,
+            env=mmdebstrap_env(recipe, os.environ),
+            cwd=scratch,
         )
         layer_digest, layer_size = sha256_file(rootfs)
         image = describe_image(
@@ -219,7 +284,11 @@ def build_image(
         if (
             recorded is not None
             and not update_lock
-            and (built.image_digest != recorded.image_digest or not current)
+            and (
+                built.image_digest != recorded.image_digest
+                or built.packages != recorded.packages  # the same image, an edited list
+                or not current
+            )
         ):
             return ImageBuildOutcome(
                 status=ImageBuildStatus.MISMATCH, built=built, recorded=recorded
@@ -244,9 +313,7 @@ def build_image(
 
 
 def _write_lock(path: Path, lock: ImageLock) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(lock.to_json())
-    os.replace(temp, path)
+    write_atomically(path, lock.to_json().encode())  # never through a link the project planted
 
 
 def mismatch_message(outcome: ImageBuildOutcome, definition: ImageDefinition) -> str:
@@ -258,6 +325,12 @@ def mismatch_message(outcome: ImageBuildOutcome, definition: ImageDefinition) ->
         f"sha256:{recorded.image_digest if recorded else '(none)'}; nothing was loaded"
     ]
     changes = outcome.package_changes()
+    if recorded is not None and recorded.image_digest == outcome.built.image_digest:
+        lines[0] = (
+            f"image {definition.source or definition.name} was built as the image "
+            f"{definition.lock_path} names, but the lock lists other packages than it holds "
+            "(an edited lock); nothing was loaded"
+        )
     if changes:
         lines.append("package versions that differ from the lock:")
         lines.extend(f"  {change}" for change in changes)
@@ -306,6 +379,7 @@ def prepare_image(
         return resolved
     lock = definition.current_lock
     if lock is not None and store.image_exists(lock.reference):
+        check_lock_packages(lock, store, where=definition.lock_path)
         return ResolvedImage(
             reference=lock.reference,
             digest=lock.image_digest,

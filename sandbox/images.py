@@ -72,6 +72,12 @@ class ImageLock:
         """
         if path.is_dir():
             path = path / LOCK_FILENAME
+        if path.is_symlink():
+            # a project's link could make hermetic read (and, updating it, write) a file
+            # elsewhere on this machine
+            raise ImageError(
+                f"{path} is a symbolic link; a lock must be a plain file beside its recipe"
+            )
         if not path.exists():
             return None
         try:

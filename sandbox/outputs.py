@@ -102,6 +102,15 @@ def _is_directory(path: Path) -> bool:
 
 
 def _describe(root: Path, relative: str) -> OutputFile:
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        # Its bytes are not UTF-8 (kept as surrogates): no digest, manifest or
+        # attestation can name it faithfully.
+        shown = relative.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise OutputError(
+            f"output {shown} has a name that is not valid UTF-8; rename it in the build"
+        ) from None
     path = root / relative
     st = path.lstat()
     mode = stat.S_IMODE(st.st_mode)
@@ -113,6 +122,12 @@ def _describe(root: Path, relative: str) -> OutputFile:
                 f"on its way are followed ({target}); refused"
             )
         encoded = os.fsencode(target)
+        try:
+            encoded.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OutputError(
+                f"output {relative} is a symlink whose target is not valid UTF-8; refused"
+            ) from None
         return OutputFile(
             path=relative,
             sha256=sha256_bytes(encoded),

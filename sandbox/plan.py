@@ -35,6 +35,17 @@ CONTAINER_DEADLINE_MARGIN_S = 15
 _LOG_STORAGE_FLOOR = 16 * 1024**2
 _NOFILE = 65536
 _TOOLS_SIZE = 64 * 1024  # mount points only
+# Files and directories a build tmpfs may hold: one per 16 KiB of the disk limit. Each
+# costs kernel memory no cgroup v1 charges, a host inode and a traced open or two when
+# it is handed back, which bytes alone do not bound (empty files cost none). podman
+# takes no nr_inodes= for a tmpfs: the host watchdog counts them.
+BYTES_PER_INODE = 16 * 1024
+_MIN_INODES = 4096
+# SysV shared memory nobody has attached is freed at once: a detached segment would
+# hold memory outside every process's RSS and every tmpfs the watchdog measures.
+# Every port may be bound, as in Docker: the trace supervisor makes the build's binds
+# itself (with its own privileges there), so no port may need a privilege to bind.
+SYSCTLS = {"kernel.shm_rmid_forced": "1", "net.ipv4.ip_unprivileged_port_start": "0"}
 # What the runner (the container's root) needs, and nothing more: to hand the build
 # dir and home to the build user, to become that user, and to stop the build. All of
 # them are lost at the change of uid (no_new_privileges keeps them from coming back).
@@ -127,6 +138,12 @@ class BuildPlan:
     environment: BuildEnvironment = NORMALIZED
 
     @property
+    def memfd_allowed(self) -> bool:
+        """Whether the build may create memfds: only where a memory cgroup charges their
+        pages (the host watchdog cannot see a memfd nobody maps)."""
+        return Enforcement.CGROUP in self.limit("memory").enforced_by
+
+    @property
     def personalities(self) -> tuple[int, ...]:
         """Personalities the seccomp profile must allow beyond podman's defaults."""
         value = self.environment.personality
@@ -197,8 +214,9 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
                 enforced_by=(Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
                 detail=f"RLIMIT_DATA={format_size(limits.memory_bytes)} per process, and the build "
                 f"is killed when its processes' total RSS plus what its tmpfs mounts hold (build "
-                f"dir, /tmp, home, hermetic's state), sampled every {MONITOR_INTERVAL_S}s on the "
-                f"host, exceeds the limit; no cgroup memory controller here ({missing})",
+                f"dir, /tmp, home, /dev/shm, hermetic's state, and the kernel's share of their "
+                f"files), sampled every {MONITOR_INTERVAL_S}s on the host, exceeds the limit; "
+                f"memfd_create is refused; no cgroup memory controller here ({missing})",
             )
         )
     plans.append(
@@ -208,11 +226,17 @@ def plan_limits(spec: Spec, host: HostCapabilities) -> tuple[LimitPlan, ...]:
             unit="bytes",
             enforced_by=(Enforcement.TMPFS_SIZE, Enforcement.RLIMIT, Enforcement.HOST_WATCHDOG),
             detail="the build dir, /tmp and the home dir are each a tmpfs of this size; "
-            "RLIMIT_FSIZE caps a single file; the host kills the build when the hand-back "
-            "directory grows past the limit",
+            "RLIMIT_FSIZE caps a single file; the host kills the build when one of them holds "
+            f"more than {inodes(limits.disk_bytes)} files and directories (sampled every "
+            f"{MONITOR_INTERVAL_S}s), or when the hand-back directory grows past the limit",
         )
     )
     return tuple(plans)
+
+
+def inodes(disk_bytes: int) -> int:
+    """Files and directories each build tmpfs may hold, for a disk limit."""
+    return max(disk_bytes // BYTES_PER_INODE, _MIN_INODES)
 
 
 def _tmpfs(target: str, size: int, mode: str, *, exec_: bool = True) -> dict[str, Any]:
@@ -356,6 +380,7 @@ def plan_build(
         # Always hermetic's profile: podman's default, less nested namespaces, mounts,
         # io_uring and other architectures' system calls (sandbox/trace/profile.py).
         "seccomp_profile_path": str(workspace.seccomp_profile),
+        "sysctl": dict(SYSCTLS),
         "mounts": [
             _tmpfs(environment.build_dir, disk, "0755"),
             _tmpfs("/tmp", disk, "1777"),  # noqa: S108 - the container's own /tmp

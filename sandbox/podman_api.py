@@ -19,6 +19,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -592,6 +593,45 @@ class PodmanSession:
 
         with _CREATE_LOCK, self._cross_process_lock():
             return _call(f"create container from image {request.get('image')}", create)
+
+    def image_file(self, reference: str, path: str, *, max_bytes: int = 64 << 20) -> bytes:
+        """The content of one regular file of an image, read without running anything.
+
+        A container is created (never started, no network) and removed again; podman
+        streams the file out of its storage as a tar.
+
+        Raises:
+            SandboxError: the image or the file is missing, not a file, or too large.
+        """
+        container = self.create(
+            {
+                "image": reference,
+                "command": ["/nonexistent"],  # never started
+                "netns": {"nsmode": "none"},
+                "labels": {"dev.hermetic.peek": "1"},
+            }
+        )
+
+        def read() -> bytes:
+            response = self._client.api.get(
+                f"/containers/{container.id}/archive", params={"path": path}, stream=True
+            )
+            response.raise_for_status()
+            with tarfile.open(fileobj=response.raw, mode="r|") as tar:
+                for member in tar:
+                    if not member.isfile() or member.size > max_bytes:
+                        break
+                    stream = tar.extractfile(member)
+                    if stream is not None:
+                        return stream.read(max_bytes + 1)[:max_bytes]
+            raise SandboxError(
+                f"{path} in {reference} is not a regular file under {max_bytes} bytes"
+            )
+
+        try:
+            return _call(f"read {path} from image {reference}", read)
+        finally:
+            container.remove()
 
     @contextmanager
     def _cross_process_lock(self) -> Iterator[None]:

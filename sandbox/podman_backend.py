@@ -30,6 +30,7 @@ from sandbox.plan import (
     Enforcement,
     HostCapabilities,
     Workspace,
+    inodes,
 )
 from sandbox.podman_api import (
     BuildContainer,
@@ -63,7 +64,7 @@ class PodmanBackend(SandboxBackend):
         self.seccomp_base = seccomp_base
         self._local = threading.local()
         self._present: set[str] = set()  # images found present by this command
-        self._profiles: dict[tuple[int, ...], str] = {}  # untraced seccomp profiles, rendered
+        self._profiles: dict[tuple[tuple[int, ...], bool], str] = {}  # untraced profiles, rendered
 
     def _session(self) -> PodmanSession:
         """A session of this thread's own: builds of a check run side by side."""
@@ -112,15 +113,16 @@ class PodmanBackend(SandboxBackend):
         sockets = reap_directories(Path(tempfile.gettempdir()), TRACE_KIND)
         return reaped + [str(path) for path in sockets]
 
-    def _untraced_profile(self, personalities: tuple[int, ...]) -> str:
-        text = self._profiles.get(personalities)
+    def _untraced_profile(self, personalities: tuple[int, ...], *, memfd: bool) -> str:
+        text = self._profiles.get((personalities, memfd))
         if text is None:
             profile = build_profile(
                 load_base_profile(self.seccomp_base),
                 level=TraceLevel.OFF,
                 personalities=personalities,
+                memfd=memfd,
             )
-            text = self._profiles[personalities] = json.dumps(profile)
+            text = self._profiles[(personalities, memfd)] = json.dumps(profile)
         return text
 
     def run(
@@ -138,7 +140,8 @@ class PodmanBackend(SandboxBackend):
             if tracing is not None:
                 tracing.before_create()
             else:
-                workspace.seccomp_profile.write_text(self._untraced_profile(plan.personalities))
+                profile = self._untraced_profile(plan.personalities, memfd=plan.memfd_allowed)
+                workspace.seccomp_profile.write_text(profile)
             container = self._session().create(plan.container)
             try:
                 watch = _Watch(plan, workspace, container, log_path, observer, tracing, cancel)
@@ -176,6 +179,7 @@ class PodmanBackend(SandboxBackend):
             initial_paths=_staged_paths(workspace.source, plan.environment.build_dir),
             personalities=plan.personalities,
             limits=plan.trace.limits,
+            memfd=plan.memfd_allowed,
         )
         try:
             yield session
@@ -192,16 +196,25 @@ def _open_to_the_runner(workspace: Workspace) -> None:
     workspace.out.chmod(0o755)
 
 
+# podman's own tmpfs where POSIX shared memory lives (shm_open), writable by the build.
+_SHM = "/dev/shm"  # noqa: S108 - the container's own, measured from the host
+# Kernel memory a file or directory of a tmpfs costs (its inode and dentry), which no
+# memory cgroup v1 charges here: counted per entry, so that a million empty files are
+# not free.
+_INODE_BYTES = 1024
+
+
 @dataclass(frozen=True)
 class _Tmpfs:
     """The container's tmpfs mounts: what they hold is memory, but no process's RSS."""
 
-    measured: tuple[str, ...]  # the build's own: build dir, /tmp, home
+    measured: tuple[str, ...]  # the build's own: build dir, /tmp, home, /dev/shm
     fixed: int  # hermetic's own (state), which this user cannot reach: their full size
+    max_files: int  # files and directories one of them may hold
 
     @classmethod
     def of(cls, plan: BuildPlan) -> _Tmpfs:
-        measured, fixed = [], 0
+        measured, fixed = [_SHM], 0
         for mount in plan.container["mounts"]:
             if mount["type"] != "tmpfs":
                 continue
@@ -211,18 +224,21 @@ class _Tmpfs:
                 fixed += int(size.removeprefix("size="))
             else:
                 measured.append(target)
-        return cls(tuple(measured), fixed)
+        return cls(tuple(measured), fixed, inodes(plan.limit("disk").value))
 
-    def usage(self, init_pid: int) -> int:
-        """Bytes the mounts hold now (a mount not yet the build user's counts nothing)."""
-        used = self.fixed
+    def usage(self, init_pid: int) -> tuple[int, int]:
+        """Bytes the mounts hold now (each file also counted at what the kernel keeps of
+        it), and the most files and directories one of them holds."""
+        used, most_files = self.fixed, 0
         for target in self.measured:
             try:
                 stats = os.statvfs(f"/proc/{init_pid}/root{target}")
             except OSError:
                 continue
-            used += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
-        return used
+            files = stats.f_files - stats.f_ffree
+            used += (stats.f_blocks - stats.f_bfree) * stats.f_frsize + files * _INODE_BYTES
+            most_files = max(most_files, files)
+        return used, most_files
 
 
 def _staged_paths(source: Path, build_dir: str) -> set[str]:
@@ -311,18 +327,18 @@ class _Watch:
                     if self.container.service_gone():
                         self.failure.append(SandboxError(_SERVICE_GONE))
                         break
+                in_tmpfs, files = tmpfs.usage(init_pid) if init_pid is not None else (0, 0)
                 if self.cancel is not None and self.cancel.is_set():
                     status = RunStatus.CANCELLED
                 elif elapsed > timeout:
                     status = RunStatus.TIMEOUT
-                elif (
-                    watch_memory
-                    and init_pid is not None
-                    and (self.monitor.current_memory_bytes + tmpfs.usage(init_pid) > memory.value)
-                ):
+                elif watch_memory and self.monitor.current_memory_bytes + in_tmpfs > memory.value:
                     # Without a memory cgroup, files in tmpfs are charged to no one:
                     # count them here, as a cgroup would.
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "memory"
+                elif files > tmpfs.max_files:
+                    log.info("a build tmpfs holds %d files (at most %d)", files, tmpfs.max_files)
+                    status, exceeded = RunStatus.LIMIT_EXCEEDED, "disk"
                 elif tree_size(self.workspace.out, disk) > disk:
                     status, exceeded = RunStatus.LIMIT_EXCEEDED, "disk"
                 if status is not RunStatus.EXITED:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandbox.digests import Sha256, sha256_bytes
 from sandbox.errors import Error, ImageError
@@ -39,13 +40,69 @@ RECIPE_KEYS = (
     "env",
 )
 BUILD_DIR_PLACEHOLDER = "${BUILD_DIR}"  # in env values: the build directory of each build
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV = ("SOURCE_DATE_EPOCH", "PATH", "HOME", "TZ", "LANG", "USER", "LOGNAME")
-_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-_SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-_COMPONENT_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z, as for a spec's source_date_epoch
-_LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]+ [A-Za-z0-9_-]+$")
+
+# Every recipe string reaches mmdebstrap's argv, a sources.list line or a shell hook, so
+# each is matched whole (fullmatch: no trailing newline slips through a '$') against the
+# characters its kind may hold, before anything is built from it.
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1
+_SUITE_RE = re.compile(r"[a-z][a-z0-9-]*")
+_COMPONENT_RE = re.compile(r"[a-z][a-z0-9-]*")
+LOCALE_RE = re.compile(r"[A-Za-z0-9_.@-]+ [A-Za-z0-9_-]+")
+_TEXT_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]*")  # no line breaks, tabs, NULs
+# scheme://host[:port][/path]: no spaces, quotes, brackets of apt options or userinfo
+_ARCHIVE_URL_RE = re.compile(
+    r"https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+/-]*)?"
+)
+
+
+def checked_text(value: object, pattern: re.Pattern[str]) -> str | None:
+    """``value`` when it is a string ``pattern`` matches whole, else None."""
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return value
+    return None
+
+
+def archive_url(value: object) -> str | None:
+    """An http(s) URL of an APT archive, matched whole and parsed: None unless it has a
+    host, no credentials, query or fragment, and nothing apt would read as an option."""
+    url = checked_text(value, _ARCHIVE_URL_RE)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises for a port out of range)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        return None
+    return url
+
+
+@dataclass(frozen=True, kw_only=True)
+class AptSource:
+    """One ``deb URI SUITE COMPONENT…`` line, made of checked parts only."""
+
+    uri: str
+    suite: str
+    components: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        parts_ok = (
+            archive_url(self.uri) is not None
+            and checked_text(self.suite, _SUITE_RE) is not None
+            and bool(self.components)
+            and all(checked_text(c, _COMPONENT_RE) is not None for c in self.components)
+        )
+        if not parts_ok:
+            raise ImageError(f"not an APT source: {self.uri!r} {self.suite!r} {self.components!r}")
+
+    def line(self) -> str:
+        return f"deb {self.uri} {self.suite} {' '.join(self.components)}"
+
 
 Fail = Callable[[str, str], Error]
 """Makes the error for (key, reason); the caller knows the file and the key's prefix."""
@@ -118,44 +175,43 @@ class ImageRecipe:
         for key in data:
             if key not in RECIPE_KEYS:
                 raise fail(key, f"unknown key; allowed: {', '.join(RECIPE_KEYS)}")
-        strings = {}
-        for key, default in (
-            ("description", ""),
-            ("suite", DEFAULT_SUITE),
-            ("mirror", DEFAULT_MIRROR),
-            ("variant", "essential"),
-        ):
-            value = data.get(key, default)
-            if not isinstance(value, str):
-                raise fail(key, "must be a string")
-            strings[key] = value
-        if not _SUITE_RE.match(strings["suite"]):
-            raise fail("suite", f"{strings['suite']!r} is not a Debian suite name, e.g. 'bookworm'")
-        mirror = strings["mirror"]
-        if not mirror.startswith(("http://", "https://")) or any(c.isspace() for c in mirror):
-            raise fail("mirror", "must be an http:// or https:// URL of a Debian archive")
-        if strings["variant"] not in VARIANTS:
+        description = data.get("description", "")
+        if checked_text(description, _TEXT_RE) is None:
+            raise fail("description", "must be one line of text")
+        suite = checked_text(data.get("suite", DEFAULT_SUITE), _SUITE_RE)
+        if suite is None:
+            raise fail("suite", "must be a Debian suite name, e.g. 'bookworm'")
+        mirror = archive_url(data.get("mirror", DEFAULT_MIRROR))
+        if mirror is None:
+            raise fail(
+                "mirror",
+                "must be an http:// or https:// URL of a Debian archive, without credentials "
+                "or spaces, e.g. 'http://deb.debian.org/debian'",
+            )
+        variant = data.get("variant", "essential")
+        if variant not in VARIANTS:
             raise fail("variant", f"must be one of {', '.join(VARIANTS)}")
         archives = _names(data.get("archives", []), "archives", fail, allowed=ARCHIVES)
         security = data.get("security_mirror", _security_mirror(mirror))
-        if not isinstance(security, str) or (
-            "security" in archives and not security.startswith(("http://", "https://"))
-        ):
+        if (security != "" or "security" in archives) and archive_url(security) is None:
             raise fail(
                 "security_mirror",
-                "must be an http(s) URL; give it when the mirror does not end in /debian",
+                "must be an http(s) URL without credentials or spaces; give it when the "
+                "mirror does not end in /debian",
             )
         components = _names(data.get("components", ["main"]), "components", fail)
         if not components:
             raise fail("components", "must name at least one component, e.g. ['main']")
         packages = data.get("packages", [])
         if not isinstance(packages, list) or not all(
-            isinstance(p, str) and _PACKAGE_RE.match(p) for p in packages
+            checked_text(p, _PACKAGE_RE) is not None for p in packages
         ):
             raise fail("packages", "must be a list of Debian package names")
+        if len(set(packages)) != len(packages):
+            raise fail("packages", "lists a package twice")
         locales = data.get("locales", [])
         if not isinstance(locales, list) or not all(
-            isinstance(x, str) and _LOCALE_RE.match(x) for x in locales
+            checked_text(x, LOCALE_RE) is not None for x in locales
         ):
             raise fail("locales", "must be a list of locale.gen lines, e.g. 'en_US.UTF-8 UTF-8'")
         if locales and "locales" not in packages:
@@ -170,22 +226,22 @@ class ImageRecipe:
         if not isinstance(env, dict):
             raise fail("env", 'must be a table of NAME = "value"')
         for key, value in env.items():
-            if not _ENV_NAME_RE.match(key) or key in _RESERVED_ENV:
+            if checked_text(key, _ENV_NAME_RE) is None or key in _RESERVED_ENV:
                 raise fail(f"env.{key}", "not a variable an image may set")
-            if not isinstance(value, str) or "\0" in value:
-                raise fail(f"env.{key}", "must be a string without NUL characters")
+            if checked_text(value, _TEXT_RE) is None:
+                raise fail(f"env.{key}", "must be one line of text (no control characters)")
         if digest is None:
             canonical = json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
             digest = sha256_bytes(canonical.encode())
         return cls(
             name=name,
-            description=strings["description"],
-            suite=strings["suite"],
+            description=description,
+            suite=suite,
             mirror=mirror,
             security_mirror=security,
             archives=archives,
             components=components,
-            variant=strings["variant"],
+            variant=variant,
             packages=tuple(packages),
             locales=tuple(locales),
             source_date_epoch=epoch,
@@ -204,17 +260,27 @@ class ImageRecipe:
         """The APT sources mmdebstrap uses (and writes into the image).
 
         A recipe without extra archives gives the bare mirror, as recipes always did, so
-        that their images keep their digests.
+        that their images keep their digests. Each line is made from checked parts
+        (:class:`AptSource`), never from text pasted together.
         """
         if not self.archives and self.components == ("main",):
-            return [self.mirror]
-        components = " ".join(self.components)
-        lines = [f"deb {self.mirror} {self.suite} {components}"]
+            return [AptSource(uri=self.mirror, suite=self.suite, components=("main",)).uri]
+        lines = [AptSource(uri=self.mirror, suite=self.suite, components=self.components)]
         if "updates" in self.archives:
-            lines.append(f"deb {self.mirror} {self.suite}-updates {components}")
+            lines.append(
+                AptSource(
+                    uri=self.mirror, suite=f"{self.suite}-updates", components=self.components
+                )
+            )
         if "security" in self.archives:
-            lines.append(f"deb {self.security_mirror} {self.suite}-security {components}")
-        return lines
+            lines.append(
+                AptSource(
+                    uri=self.security_mirror,
+                    suite=f"{self.suite}-security",
+                    components=self.components,
+                )
+            )
+        return [line.line() for line in lines]
 
 
 def _security_mirror(mirror: str) -> str:
@@ -227,7 +293,7 @@ def _names(
     value: object, key: str, fail: Fail, *, allowed: tuple[str, ...] | None = None
 ) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(
-        isinstance(item, str) and _COMPONENT_RE.match(item) for item in value
+        checked_text(item, _COMPONENT_RE) is not None for item in value
     ):
         raise fail(key, "must be a list of names")
     for item in value:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox.credentials import CredentialError, Scope
 from sandbox.errors import ImageError
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,6 @@ def registry_credentials(
     if registry is None:
         return None
     env = os.environ if env is None else env
-    path = repository
-    candidates = []
-    while True:
-        candidates.append(path)
-        if "/" not in path:
-            break
-        path = path.rpartition("/")[0]
     for file in auth_files(env):
         if not file.is_file():
             continue
@@ -121,11 +115,22 @@ def registry_credentials(
             raise ImageError(f"{file}: unreadable registry credentials: {e}") from None
         if not isinstance(auths, dict):
             raise ImageError(f"{file}: 'auths' is not an object")
-        for key in candidates:
-            entry = auths.get(key) or auths.get(f"https://{key}") or auths.get(f"http://{key}")
-            if isinstance(entry, dict) and entry.get("auth"):
-                log.debug("registry credentials for %s from %s", key, file)
-                return _decode(str(entry["auth"]), file, key)
+        # each entry is scoped to its host[:port] and path ("host/namespace"), as podman
+        # reads them: the most specific entry covering the repository wins
+        covering = []
+        for key, entry in auths.items():
+            if not isinstance(entry, dict) or not entry.get("auth"):
+                continue
+            try:
+                scope = Scope.of_url(str(key).partition("://")[2] or str(key), any_scheme=True)
+            except CredentialError:
+                continue
+            if scope.covers(repository):
+                covering.append((len(scope.path), str(key), entry))
+        if covering:
+            _, key, entry = max(covering, key=lambda found: found[0])
+            log.debug("registry credentials for %s from %s", key, file)
+            return _decode(str(entry["auth"]), file, key)
     return None
 
 

@@ -9,7 +9,12 @@
 # The build runs as "busybox env -i NAME=VALUE... busybox nsenter -S UID -G GID WRAPPER...
 # /abs/PROGRAM ARG...": nsenter drops every supplementary group, becomes UID:GID (which
 # empties the capability sets; no_new_privileges keeps them empty across exec) and
-# execs the program, which so gets exactly the planned environment.
+# execs a program of the image, the trampoline ("/usr/bin/nice -n 0", or in an image
+# without coreutils "/bin/busybox nice -n 0": the image's own), which execs the
+# WRAPPERs and finally the program, which so gets exactly the planned environment.
+# Hermetic's busybox never execs the build's program itself: a program that is a link
+# to /proc/self/exe (or whose interpreter, by #! or by its ELF header, is one) would
+# otherwise run hermetic's busybox (nc, wget...) as the build.
 # Everything of hermetic's is under /.hermetic, a directory only root may enter: the
 # build cannot run busybox, read the source archive or the gate, or write the hand-back
 # or state directories. Staging and hand-back run as UID too, from a working directory
@@ -112,13 +117,23 @@ case $resolved in
         ;;
 esac
 
-# Replace the wrapper count by the change of user, and PROGRAM by its resolved path.
+if [ -f /usr/bin/nice ] && [ -x /usr/bin/nice ]; then
+    trampoline=/usr/bin/nice
+elif [ -f /bin/busybox ] && [ -x /bin/busybox ]; then
+    trampoline="/bin/busybox nice"
+else
+    trampoline=
+fi
+
+# Replace the wrapper count by the change of user and the trampoline, and PROGRAM by
+# its resolved path.
 i=0
 for arg in "$@"; do
     shift
     i=$((i + 1))
     if [ "$i" -eq "$((count + 1))" ]; then
-        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" --
+        # shellcheck disable=SC2086 # the trampoline's words
+        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" -- $trampoline -n 0
         continue
     fi
     if [ "$i" -eq "$first" ]; then set -- "$@" "$resolved"; else set -- "$@" "$arg"; fi
@@ -127,6 +142,11 @@ done
 umask "$planned"
 if [ -z "$resolved" ]; then
     echo "hermetic-runner: $program: not found in PATH=$search" >&2
+    status=127
+elif [ -z "$trampoline" ]; then
+    echo "hermetic-runner: the image has neither /usr/bin/nice (coreutils) nor /bin/busybox:" \
+        "hermetic starts the build through one of them, so that the build cannot run" \
+        "hermetic's own tools" >&2
     status=127
 elif [ "$cpus" != "-" ]; then
     "$BB" taskset -c "$cpus" "$BB" env -i "$@"
@@ -144,7 +164,13 @@ tasks=$("$BB" cat /proc/sys/kernel/ns_last_pid 2>/dev/null)
 # handed back. Orphans are reaped by podman's init.
 kill -KILL -1 2>/dev/null
 i=0
-while kill -0 -1 2>/dev/null && [ "$i" -lt 3000 ]; do
+while kill -0 -1 2>/dev/null; do
+    if [ "$i" -ge 3000 ]; then
+        # Something of the build outlived 30 s of SIGKILL: it could still change the
+        # build dir, or make calls the trace would take for hermetic's. No hand-back.
+        echo "hermetic-runner: processes of the build survived SIGKILL; nothing handed back" >&2
+        exit 125
+    fi
     "$BB" usleep 10000
     kill -KILL -1 2>/dev/null
     i=$((i + 1))
@@ -156,10 +182,32 @@ fi
 
 # The hand-back, as the build user again (nothing of the build runs any more): from
 # the hand-back directory, opened here, since the build user cannot reach it by path.
+# What the build left unreadable to its own user (chmod 000) is made readable first:
+# the build's files must not make the copy fail. When the copy fails all the same
+# (a tree deeper than PATH_MAX, say), the build failed, not hermetic: the reason goes
+# to "handback-failed" beside the status, and an empty build dir is handed back. Only
+# a full disk on the host side is hermetic's failure (exit 125).
 umask 022
-if ! cd "$OUT" || ! "$BB" nsenter -S "$uid" -G "$gid" sh -c \
-    'mkdir build && cp -a "$1/." build/ && echo "$2" > tasks && echo "$3" > status' \
-    hermetic-handback "$build" "${tasks:-0}" "$status"; then
+cd "$OUT" || exit 125
+"$BB" nsenter -S "$uid" -G "$gid" sh -c '
+    find "$1" -type d ! -perm -u=rx -exec chmod u+rx {} \; 2>/dev/null
+    find "$1" -type f ! -perm -u=r -exec chmod u+r {} + 2>/dev/null
+    # The errors are kept in memory: the hand-back disk may be the one that is full.
+    errors=$( { mkdir build && cp -a "$1/." build/ || echo "(status $?)" >&2; } 2>&1 >/dev/null |
+        head -c 2000 )
+    if [ -n "$errors" ]; then
+        case $errors in
+            *"No space left"* | *"Disk quota exceeded"*)
+                echo "$errors" >&2
+                exit 1
+                ;;
+        esac
+        rm -rf build && mkdir build && echo "$errors" > handback-failed
+    fi
+    echo "$2" > tasks && echo "$3" > status' \
+    hermetic-handback "$build" "${tasks:-0}" "$status"
+copied=$?
+if [ "$copied" -ne 0 ]; then
     echo "hermetic-runner: could not hand the build directory back to the host" >&2
     exit 125
 fi

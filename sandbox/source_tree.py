@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from sandbox.digests import Sha256, sha256_file
 from sandbox.environment import SourceOrder
@@ -24,6 +25,60 @@ OUT_MARKER = ".hermetic-out"
 
 EXCLUDED_NAMES = frozenset({".git"})
 _DIGEST_VERSION = b"hermetic-tree-v1\0"
+
+# Files where tools keep credentials. A source tree goes into the build (whose outputs
+# anyone may read), into result files, and to rebuilder nodes: a literal credential in
+# one of these is refused when the tree is staged. A reference to the environment
+# (``${NPM_TOKEN}``) is not a credential: the build's environment has no such variable.
+_MAX_CREDENTIAL_FILE = 1 << 20
+_NPM_SECRET_RE = re.compile(
+    r"^\s*(?:[^#;\s=][^=\s]*)?(?:_authToken|_auth|_password)\s*=\s*(?P<value>.*?)\s*$",
+    re.MULTILINE,
+)
+_YARN_SECRET_RE = re.compile(
+    r"^\s*(?:npmAuthToken|npmAuthIdent|npmPassword)\s*:\s*(?P<value>.*?)\s*$", re.MULTILINE
+)
+_INI_PASSWORD_RE = re.compile(r"^\s*password\s*[=:]\s*(?P<value>.*?)\s*$", re.MULTILINE)
+_NETRC_PASSWORD_RE = re.compile(r"(?:^|\s)password\s+(?P<value>\S+)")
+_URL_CREDENTIALS_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]+:(?P<value>[^/@\s]+)@")
+_DOCKER_AUTH_RE = re.compile(r'"(?:auth|identitytoken)"\s*:\s*"(?P<value>[^"]+)"')
+_ENV_REFERENCE_RE = re.compile(r'["\']?\$\{[A-Za-z_][A-Za-z0-9_]*\}["\']?')
+_CREDENTIAL_FILES: dict[str, tuple[re.Pattern[str], ...]] = {
+    ".npmrc": (_NPM_SECRET_RE,),
+    ".yarnrc.yml": (_YARN_SECRET_RE,),
+    ".pypirc": (_INI_PASSWORD_RE,),
+    ".netrc": (_NETRC_PASSWORD_RE,),
+    "_netrc": (_NETRC_PASSWORD_RE,),
+    "pip.conf": (_URL_CREDENTIALS_RE,),
+    "pip.ini": (_URL_CREDENTIALS_RE,),
+    ".git-credentials": (_URL_CREDENTIALS_RE,),
+    "containers/auth.json": (_DOCKER_AUTH_RE,),
+    ".docker/config.json": (_DOCKER_AUTH_RE,),
+}
+
+
+def _credential_patterns(relative: PurePath) -> tuple[re.Pattern[str], ...] | None:
+    return _CREDENTIAL_FILES.get(relative.name) or _CREDENTIAL_FILES.get(
+        f"{relative.parent.name}/{relative.name}"
+    )
+
+
+def credential_in(relative: PurePath, data: bytes) -> str | None:
+    """What credential a file of a source tree holds, by its name's format (None: none).
+
+    A value that only names an environment variable (``${NPM_TOKEN}``) does not count.
+    """
+    patterns = _credential_patterns(relative)
+    if patterns is None:
+        return None
+    text = data[:_MAX_CREDENTIAL_FILE].decode("utf-8", "replace")
+    for pattern in patterns:
+        for match in pattern.finditer(text):
+            value = match.group("value")
+            if value and not _ENV_REFERENCE_RE.fullmatch(value):
+                line = text.count("\n", 0, match.start("value")) + 1
+                return f"a literal secret on line {line}"  # never any of it: it is a secret
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +148,7 @@ def _entries(root: Path, stage_into: Path | None) -> list[TreeEntry]:
         if kind == "f":
             if stage_into is not None:
                 digest, size = _copy_hashing(full, stage_into / relative, mode)
+                _refuse_credentials(stage_into / relative, relative)
             else:
                 digest, size = sha256_file(full)
             content = digest.encode()
@@ -111,6 +167,20 @@ def _entries(root: Path, stage_into: Path | None) -> list[TreeEntry]:
         )
     entries.sort(key=lambda entry: entry.path)
     return entries
+
+
+def _refuse_credentials(staged: Path, relative: Path) -> None:
+    if _credential_patterns(relative) is None:
+        return
+    with staged.open("rb") as stream:
+        found = credential_in(relative, stream.read(_MAX_CREDENTIAL_FILE))
+    if found is not None:
+        raise InputError(
+            f"{relative}: holds a credential ({found}); the source tree goes into the build, "
+            "its results and to rebuilder nodes. Keep the credential in your own file "
+            "(~/.npmrc, ~/.pypirc, ~/.netrc, ~/.config/pip/pip.conf) or refer to it as "
+            "${VARIABLE}, and remove it from the project"
+        )
 
 
 def _copy_hashing(source: Path, dest: Path, mode: int) -> tuple[Sha256, int]:

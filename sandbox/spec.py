@@ -26,10 +26,14 @@ DEFAULT_IMAGE = "debian-bookworm"
 SPEC_FILENAME = "hermetic.toml"
 INLINE_LOCK_FILENAME = "hermetic.lock"  # the lock of an inline [image], beside the spec
 INLINE_IMAGE_NAME = "inline"
-_IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_PINNED_IMAGE_RE = re.compile(r"^(?P<repository>[^@\s]+)@sha256:(?P<digest>[0-9a-f]{64})$")
-_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# matched whole (fullmatch): a '$' would let a trailing newline through
+_IMAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_PINNED_IMAGE_RE = re.compile(
+    r"(?P<repository>[A-Za-z0-9\[][A-Za-z0-9._:/\[\]-]*)@sha256:(?P<digest>[0-9a-f]{64})"
+)
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL_TEXT_RE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a URL is made of
 _URL_SCHEMES = ("https", "http", "file")
 MAX_SOURCE_DATE_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: what file times and dates hold
 MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
@@ -175,7 +179,7 @@ class _SpecParser:
             raise self.fail(key, f"expected a table, got {type(value).__name__}")
         for name in value:
             if name not in allowed:
-                shown = name if _BARE_KEY_RE.match(name) else json.dumps(name)  # as TOML does
+                shown = name if _BARE_KEY_RE.fullmatch(name) else json.dumps(name)  # as TOML does
                 where = f"{key}.{shown}" if key else shown
                 self.problems.append(
                     self.fail(where, f"unknown key; allowed here: {', '.join(allowed)}")
@@ -254,6 +258,13 @@ class _SpecParser:
         target = base / relative
         if target.is_dir():
             target = target / RECIPE_FILENAME
+        # a link on the way must not lead out: the recipe and its lock are the project's
+        if target.exists() and not target.resolve().is_relative_to(base):
+            raise self.fail(
+                key,
+                f"{value!r} leads out of the project through a symbolic link "
+                f"(to {target.resolve()}); a rebuilder gets the project's tree only",
+            )
         if not target.is_file():
             raise self.fail(
                 key,
@@ -276,9 +287,9 @@ class _SpecParser:
             raise self.fail(
                 key, f"{value!r}: a recipe path must start with './' and stay inside the project"
             )
-        if _IMAGE_NAME_RE.match(value):
+        if _IMAGE_NAME_RE.fullmatch(value):
             return ImageReference(name=value)
-        if match := _PINNED_IMAGE_RE.match(value):
+        if match := _PINNED_IMAGE_RE.fullmatch(value):
             return ImageReference(
                 repository=match.group("repository"), digest=Sha256(match.group("digest"))
             )
@@ -337,7 +348,7 @@ class _SpecParser:
         pairs = []
         for name, text in sorted(table.items()):
             where = f"build.env.{name}"
-            if not _ENV_NAME_RE.match(name):
+            if not _ENV_NAME_RE.fullmatch(name):
                 self.problems.append(self.fail(where, "not a valid environment variable name"))
             elif name in _RESERVED_ENV:
                 self.problems.append(self.fail(where, f"reserved; {_RESERVED_ENV[name]}"))
@@ -381,9 +392,7 @@ class _SpecParser:
         for required in ("url", "sha256", "dest"):
             if required not in entry:
                 raise self.fail(f"{key}.{required}", "missing")
-        url = entry["url"]
-        if not isinstance(url, str) or _scheme(url) not in _URL_SCHEMES:
-            raise self.fail(f"{key}.url", f"expected an {'/'.join(_URL_SCHEMES)} URL")
+        url = self.url(entry["url"], f"{key}.url")
         if not isinstance(entry["sha256"], str):
             raise self.fail(f"{key}.sha256", "expected 64 hex characters")
         try:
@@ -396,6 +405,35 @@ class _SpecParser:
         if dest in seen:
             raise self.fail(f"{key}.dest", f"{str(dest)!r} is already the dest of another input")
         return InputSpec(url=url, sha256=digest, dest=dest)
+
+    def url(self, value: object, key: str) -> str:
+        """An input URL: http(s) or a local file, without credentials or spaces.
+
+        What the URL says is recorded (result, provenance, SBOM) and shown: credentials in
+        it would be published; a ``file://`` URL naming a host would claim a place the file
+        is not read from (it is read from this machine).
+        """
+        if not isinstance(value, str) or not _URL_TEXT_RE.fullmatch(value):
+            raise self.fail(key, "expected a URL without spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises for a port out of range)
+        except ValueError as e:
+            raise self.fail(key, f"{value!r} is not a valid URL: {e}") from None
+        if parts.scheme not in _URL_SCHEMES:
+            raise self.fail(key, f"expected an {'/'.join(_URL_SCHEMES)} URL")
+        if "@" in parts.netloc:
+            raise self.fail(
+                key,
+                "a URL with credentials (user:password@) would be recorded and published; "
+                "give the URL without them (hermetic pin uses your index's credentials "
+                "without writing them down)",
+            )
+        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise self.fail(key, f"file:// URL names the host {parts.netloc!r}; write file:///path")
+        if parts.scheme != "file" and not parts.hostname:
+            raise self.fail(key, f"{value!r} names no host")
+        return value
 
     def limits(self, value: object) -> Limits:
         table = self.table(value, "limits", ("timeout", "memory", "pids", "disk", "log"))
@@ -423,11 +461,3 @@ class _SpecParser:
             else:
                 values["pids"] = pids
         return Limits(**values)
-
-
-def _scheme(url: str) -> str | None:
-    """The URL's scheme, or None when it is no URL at all (e.g. 'http://[::1')."""
-    try:
-        return urlsplit(url).scheme
-    except ValueError:
-        return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import stat
 import struct
@@ -113,19 +115,87 @@ def claim_dir(path: Path, made_by: str) -> bool:
     return True
 
 
+class UnsafeWrite(Error):
+    """A file hermetic would write is a symbolic link, or exists where it must not."""
+
+
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so that a reader sees the old content or the whole new one."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write a file so that a reader sees the old content or the whole new one.
+
+    The only safe way to write into a directory others shape (a project's checkout):
+    the data goes to a fresh temporary name (``O_EXCL | O_NOFOLLOW``: a link planted
+    there is never followed), which is then renamed over ``path``. A rename replaces a
+    link instead of writing through it; a link already at ``path`` is refused, so that
+    a project cannot redirect hermetic's writes (``hermetic.toml -> ~/.bashrc``).
+
+    Raises:
+        UnsafeWrite: ``path`` is a symbolic link.
+        OSError: the directory cannot be written.
+    """
+    _write_new(path, data, mode, replace=True)
+
+
+def create_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create ``path`` with ``data``, whole or not at all, never replacing anything.
+
+    The data is written under a temporary name and hard-linked to ``path``: the link
+    fails if anything (a file, a dangling link) appeared there meanwhile, and a reader
+    never sees a half-written file.
+
+    Raises:
+        UnsafeWrite: something exists at ``path``.
+        OSError: the directory cannot be written.
+    """
+    _write_new(path, data, mode, replace=False)
+
+
+def _write_new(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    temp = ""
     try:
+        try:
+            existing = os.stat(path.name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and stat.S_ISLNK(existing.st_mode):
+            raise UnsafeWrite(
+                f"{path} is a symbolic link; hermetic does not write through links "
+                "(replace it by the file itself)"
+            )
+        if existing is not None and not replace:
+            raise UnsafeWrite(f"{path} exists; it is never overwritten")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(100):
+            temp = f".{path.name}.{secrets.token_hex(6)}"
+            try:
+                fd = os.open(temp, flags, 0o600, dir_fd=directory)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise UnsafeWrite(f"{path.parent}: no free temporary name")
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
+            os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
-        Path(temp).chmod(mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        if replace:
+            os.replace(temp, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+        else:
+            try:
+                os.link(
+                    temp, path.name, src_dir_fd=directory, dst_dir_fd=directory,
+                    follow_symlinks=False,
+                )  # fmt: skip
+            except FileExistsError:
+                raise UnsafeWrite(f"{path} exists; it is never overwritten") from None
+            os.unlink(temp, dir_fd=directory)
+        temp = ""
+    finally:
+        if temp:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=directory)
+        os.close(directory)
 
 
 @contextmanager

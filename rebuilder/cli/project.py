@@ -132,12 +132,15 @@ def pin_pip(
 
         spec_path = _spec_file(spec)
         python = python or DEFAULT_PYTHON
-        wanted = [w for path in requirements for w in read_python_lock(path, python)]
+        platform = platform or DEFAULT_PLATFORM
+        wanted = [
+            w for path in requirements for w in read_python_lock(path, python, platform=platform)
+        ]
         pinner = PipPinner(
             index=PackageIndex(pip_index_url()),
             store=ContentStore(cli.settings().sandbox.store_dir),
             python=python,
-            platform=platform or DEFAULT_PLATFORM,
+            platform=platform,
             no_binary=frozenset(canonicalize_name(n) for n in no_binary or []),
         )
         files = pinner.pin(wanted)

@@ -1,10 +1,14 @@
 """From raw tracer events to a :class:`BuildTrace` (pure: no I/O).
 
 Supervisor events, in the order the build made the calls (host pids):
-``["pid", host, nspid, host_ppid, tgid]``,
-``["exec", host, path, argv, runnable, stdout_stderr, argv_cut]``,
+``["pid", host, nspid, host_ppid, tgid]`` (before any other event of that host pid,
+and again when a new process reuses it),
+``["exec", host, path, argv, outcome, stdout_stderr, argv_cut(, resolved)]`` (outcome
+"ran", "failed" or "unknown", as observed in the process; ``resolved``, for a failed
+one, where its links led when that was a directory closed to the build),
 ``["exit", host, status]``, ``["open", host, path, flags]``, ``["unlink"|"rmdir"|
-"mkdir", host, path]``, ``["rename", host, old, new]``, ``["listdir", host, dir]``,
+"mkdir"|"symlink"|"mknod"|"truncate"|"chmod", host, path]``, ``["rename", host, old,
+new, exchange]``, ``["link", host, old, new]``, ``["listdir", host, dir, count]``,
 ``["getrandom", host, length, flags]``, ``["uname", host]``, ``["cpus", host]``,
 ``["net", host, call, family, type, address, port, outcome]``,
 ``["unreadable", host, nr, reason]``.
@@ -31,6 +35,7 @@ from sandbox.trace.fanotify import FileReads
 from sandbox.trace.model import (
     BuildTrace,
     Execution,
+    FailedExecution,
     FileRecord,
     HermeticPathAttempt,
     NetworkAttempt,
@@ -78,6 +83,7 @@ class _File:
     written_by: list[int] = field(default_factory=list)
     created_by: list[int] = field(default_factory=list)
     removed_by: list[int] = field(default_factory=list)
+    changed_by: list[int] = field(default_factory=list)
     renamed_from: str | None = None
 
     def freeze(self, path: str, unattributed: int) -> FileRecord:
@@ -88,6 +94,7 @@ class _File:
             written_by=_unique(self.written_by),
             created_by=_unique(self.created_by),
             removed_by=_unique(self.removed_by),
+            changed_by=_unique(self.changed_by),
             renamed_from=self.renamed_from,
         )
 
@@ -112,6 +119,7 @@ class _Assembler:
         # _INFRA for hermetic's own.
         self.image: dict[int, int | None] = {}
         self.executions: list[Execution] = []
+        self.failed: list[FailedExecution] = []
         self.execs_of: dict[int, list[int]] = defaultdict(list)
         self.parent_of: dict[int, int] = {}
         self.exits: dict[int, int] = {}
@@ -129,8 +137,10 @@ class _Assembler:
         return path == self.build_dir or path.startswith(self.build_dir + "/")
 
     def place(self, event: Sequence[Any]) -> None:
-        """A ``pid`` event: where a host pid sits in the container."""
+        """A ``pid`` event: where a host pid sits in the container. A host pid placed
+        again is a new process that reuses it: nothing of the old one carries over."""
         host = event[1]
+        self.image.pop(host, None)
         self.ns[host], self.parent[host] = event[2], event[3]
         self.group[host] = event[4] if len(event) > 4 else host
         if self.init is None and event[2] == 1:
@@ -165,10 +175,14 @@ class _Assembler:
 
     def feed(self, event: Sequence[Any]) -> None:
         kind, host = event[0], event[1]
+        if kind == "pid":
+            self.place(event)
+            return
         if kind == "exec":
             cut = len(event) > 6 and bool(event[6])
-            self.exec(host, event[2], list(event[3]), bool(event[4]), cut)
-            for path in event[5] if len(event) > 5 else ():
+            resolved = event[7] if len(event) > 7 else None
+            ran = self.exec(host, event[2], list(event[3]), str(event[4]), cut, resolved)
+            for path in event[5] if ran and len(event) > 5 else ():
                 self.inherited_output(host, path)
             return
         pid = self.build_pid(host)
@@ -178,37 +192,56 @@ class _Assembler:
         if handler is not None:
             handler(host, pid, event[2:])
 
-    def exec(self, host: int, path: str, argv: list[str], runnable: bool, cut: bool) -> None:
+    def exec(
+        self,
+        host: int,
+        path: str,
+        argv: list[str],
+        outcome: str,
+        cut: bool,
+        resolved: str | None = None,
+    ) -> bool:
+        """An exec attempt; True when it (may have) started a program of the build."""
         process = self.group.get(host, host)
         if self.init is None:
             self.init = process  # the container's first program is podman's init
         if process == self.init:
             self.image[process] = _INFRA
-            return
+            return False
         if self.runner is None:
             self.runner = process  # the first program anyone else starts: the runner
         if process == self.runner:
             self.image[process] = _INFRA
-            return
+            return False
+        failed = outcome == "failed"
         if self.image_of(host) == _INFRA:
-            if path.startswith(RUNNER_PROGRAMS):
-                return  # one of the runner's children, running the runner's busybox
+            if failed or path.startswith(RUNNER_PROGRAMS):
+                return False  # one of the runner's children, running the runner's busybox
             self.image[process] = None  # the runner starting the build: the build's now
         pid = self.build_pid(host) or 0
-        if path.startswith(HERMETIC_DIR):
-            self.attempts.append(HermeticPathAttempt(pid=pid, call="exec", path=path))
-        if not runnable:
+        for spelled in (path, resolved):
+            if spelled is not None and spelled.startswith(HERMETIC_DIR):
+                self.attempts.append(HermeticPathAttempt(pid=pid, call="exec", path=spelled))
+                break
+        self.cut_argv += cut
+        if failed:
             self.exec_failures += 1
-            return
+            self.failed.append(FailedExecution(pid=pid, path=path, argv=tuple(argv)))
+            return False
         seq = len(self.executions) + 1
         self.executions.append(
             Execution(
-                seq=seq, pid=pid, ppid=self.parent_of.get(pid, 0), path=path, argv=tuple(argv)
+                seq=seq,
+                pid=pid,
+                ppid=self.parent_of.get(pid, 0),
+                path=path,
+                argv=tuple(argv),
+                outcome=outcome,
             )
         )
-        self.cut_argv += cut
         self.image[process] = seq
         self.execs_of[pid].append(seq)
+        return True
 
     def touches_hermetic(self, pid: int, call: str, path: str) -> None:
         if path.startswith(HERMETIC_DIR) or path == HERMETIC_DIR.rstrip("/"):
@@ -266,8 +299,19 @@ class _Assembler:
 
     def on_rename(self, host: int, pid: int, rest: Sequence[Any]) -> None:
         old, new = rest[0], rest[1]
+        exchange = len(rest) > 2 and bool(rest[2])
         self.touches_hermetic(pid, "rename", old)
         self.touches_hermetic(pid, "rename", new)
+        if exchange:  # both names stay, each with the other's file
+            for path in (old, new):
+                if self.inside(path):
+                    self.files[path].written_by.append(pid)
+            first, second = self.writer.pop(old, None), self.writer.pop(new, None)
+            if first is not None and self.inside(new):
+                self.writer[new] = first
+            if second is not None and self.inside(old):
+                self.writer[old] = second
+            return
         if self.inside(new):
             record = self.files[new]
             record.renamed_from = old
@@ -278,8 +322,46 @@ class _Assembler:
         if self.inside(old):
             self.existing.discard(old)
 
+    def _made(self, host: int, pid: int, path: str, call: str) -> None:
+        """``path`` now exists with content this process chose (a link, a node)."""
+        self.touches_hermetic(pid, call, path)
+        if self.inside(path):
+            record = self.files[path]
+            record.written_by.append(pid)
+            if path not in self.existing:
+                record.created_by.append(pid)
+                self.existing.add(path)
+            self.writer[path] = (pid, self.image_of(host))
+
+    def on_link(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        old, new = rest[0], rest[1]
+        self.touches_hermetic(pid, "link", old)
+        self._made(host, pid, new, "link")
+        if self.inside(new) and old in self.writer:
+            self.writer[new] = self.writer[old]  # the same file: the same writer
+
+    def on_symlink(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self._made(host, pid, rest[0], "symlink")
+
+    def on_mknod(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        self._made(host, pid, rest[0], "mknod")
+
+    def on_truncate(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        path = rest[0]
+        self.touches_hermetic(pid, "truncate", path)
+        if self.inside(path):
+            self.files[path].written_by.append(pid)
+            self.writer[path] = (pid, self.image_of(host))
+
+    def on_chmod(self, host: int, pid: int, rest: Sequence[Any]) -> None:
+        path = rest[0]
+        self.touches_hermetic(pid, "chmod", path)
+        if self.inside(path):
+            self.files[path].changed_by.append(pid)
+
     def on_listdir(self, host: int, pid: int, rest: Sequence[Any]) -> None:
-        self.nondeterminism[("listdir", pid, rest[0])] += 1
+        count = rest[1] if len(rest) > 1 else 1
+        self.nondeterminism[("listdir", pid, rest[0])] += count
 
     def on_getrandom(self, host: int, pid: int, rest: Sequence[Any]) -> None:
         length, flags = rest[0], rest[1]
@@ -323,6 +405,7 @@ class _Assembler:
                 pid=pid,
                 path=execution.path if execution else "",
                 argv=execution.argv if execution else (),
+                seq=execution.seq if execution else None,
             )
         return found
 
@@ -357,21 +440,20 @@ def assemble(
     gaps: Sequence[str] = (),
     init_pid: int | None = None,
     tracer: TracerUsage | None = None,
+    kernel_no_route: int | None = None,
 ) -> BuildTrace:
-    """Build the trace (see the module docstring for the event format).
+    """Build the trace (see the module docstring for the event format), in one pass.
 
     ``init_pid`` is the host pid of the container's first process (runc says it);
-    without it, the process whose container pid is 1.
+    without it, the process whose container pid is 1. ``kernel_no_route`` is how many
+    connections and packets the kernel refused in the build's network namespace for
+    want of a route (every destination but loopback): when the trace recorded fewer,
+    the difference is added to the outside attempts and is a gap (None: not checked;
+    the caller says why in ``gaps``).
     """
     assembler = _Assembler(build_dir, initial_paths, deep=level == "deep", init_pid=init_pid)
-    ordered = list(events)
-    # pid events may trail the first event of their pid (they are read after answering).
-    for event in ordered:
-        if event[0] == "pid":
-            assembler.place(event)
-    for event in ordered:
-        if event[0] != "pid":
-            assembler.feed(event)
+    for event in events:
+        assembler.feed(event)
     found_gaps = list(gaps)
     unattributed: Counter[str] = Counter()
     if reads is not None:
@@ -393,9 +475,21 @@ def assemble(
             f"the argument lists of {assembler.cut_argv} executions were cut at "
             f"{ARGV_MAX_BYTES} bytes"
         )
+    unseen = 0
+    if kernel_no_route is not None:
+        traced = sum(1 for attempt in assembler.network if attempt.counted_by_kernel)
+        unseen = max(0, kernel_no_route - traced)
+        if unseen:
+            found_gaps.append(
+                f"the kernel refused {kernel_no_route} connections or packets to addresses "
+                f"outside the build's network namespace; the trace recorded {traced}: "
+                f"{unseen} attempts to reach outside are missing from it (counted in "
+                "network_attempts)"
+            )
     return BuildTrace(
         level=level,
         executions=tuple(assembler.executions),
+        failed_executions=tuple(assembler.failed),
         processes=assembler.processes(),
         exec_failures=assembler.exec_failures,
         files=tuple(
@@ -419,4 +513,6 @@ def assemble(
         ),
         hermetic_path_attempts=tuple(assembler.attempts),
         tracer=tracer or TracerUsage(),
+        kernel_no_route=kernel_no_route,
+        unseen_network_attempts=unseen,
     )

@@ -7,8 +7,9 @@ socket. The kernel hides the pid of each event from such unprivileged listeners,
 so these events say which file was read, not by whom.
 
 Events name a file by its parent directory's file handle plus its name; paths are
-rebuilt from a map of directory handles, seeded from the tree as it stands when the
-build starts and kept current from directory create/rename/delete events.
+rebuilt from a tree of directory handles (each directory: its parent's handle and its
+name), seeded from the tree as it stands when the build starts and kept current from
+directory create and rename events, so a renamed directory moves everything below it.
 
 Run as ``python -m sandbox.trace.fanotify --pid PID --fd FD PATH...`` (the helper).
 """
@@ -19,6 +20,7 @@ import argparse
 import array
 import ctypes
 import json
+import logging
 import os
 import select
 import socket
@@ -64,8 +66,24 @@ _METADATA = struct.Struct("<IBBHQii")
 _INFO = struct.Struct("<BBH")
 _HANDLE = struct.Struct("<Ii")
 
+log = logging.getLogger(__name__)
+
 Handle = bytes
 """fsid (8 bytes) + handle type (4 bytes) + handle bytes: a directory's identity."""
+Place = tuple[Handle | None, str]
+"""Where a directory is: its parent's handle and its name (the root: None, its path)."""
+_MAX_DEPTH = 4096
+_NAME_OVERHEAD = 96  # bytes a kept name or path costs besides its characters
+_PATH_CACHE_BYTES = 16 * 1024**2  # paths of directories worked out, kept for reuse
+# What a traced build may hold of the kernel objects counted per user across every
+# user namespace (ucounts): set in the build's own user namespace, so that one build
+# cannot use up the host user's inotify or fanotify quota (128 instances by default).
+USER_LIMITS = {
+    "max_inotify_instances": 32,
+    "max_inotify_watches": 65536,
+    "max_fanotify_groups": 4,  # hermetic's own group counts among them
+    "max_fanotify_marks": 1024,
+}
 
 
 class FanotifyError(Exception):
@@ -135,8 +153,9 @@ def _helper(pid: int, fd: int, paths: list[str]) -> int:
             )
         # From inside the namespace: the host user may not be able to reach these paths.
         fsids = [filesystem_id(f"/proc/{pid}/root{path}").hex() for path in paths]
+        limited = _limit_user_namespace()
         fds = array.array("i", [group])
-        message = json.dumps({"ok": True, "fsids": fsids}).encode()
+        message = json.dumps({"ok": True, "fsids": fsids, "limited": limited}).encode()
         channel.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         return 0
     except (FanotifyError, OSError) as e:
@@ -144,6 +163,20 @@ def _helper(pid: int, fd: int, paths: list[str]) -> int:
         return 1
     finally:
         channel.close()
+
+
+def _limit_user_namespace() -> str:
+    """Set ``USER_LIMITS`` in the user namespace this helper joined (where the helper has
+    every capability); an empty string when they were set, else why not."""
+    for name, value in USER_LIMITS.items():
+        try:
+            with open(f"/proc/sys/user/{name}", "w") as limit:
+                limit.write(str(value))
+        except FileNotFoundError:
+            continue  # an older kernel without this counter
+        except OSError as e:
+            return f"user.{name}: {e.strerror}"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,22 +218,30 @@ def _records(info: bytes) -> Iterator[tuple[int, Handle, str]]:
 
 
 class BuildReads:
-    """Reads a fanotify group's events into :class:`FileReads` on a thread."""
+    """Reads a fanotify group's events into :class:`FileReads` on a thread.
+
+    What it keeps is bounded: ``max_paths`` distinct files and directories, and
+    ``max_bytes`` of their names; past either, reads are counted, not placed.
+    """
 
     def __init__(
         self,
         group: int,
-        roots: dict[Handle, str],
+        tree: dict[Handle, Place],
         sentinel_fs: bytes,
         sentinel: str,
         max_paths: int = 1 << 62,
+        max_bytes: int = 1 << 62,
     ) -> None:
         self.group = group
-        self.paths = dict(roots)
+        self.tree = dict(tree)
         self.sentinel_fs = sentinel_fs
         self.sentinel = sentinel
-        # Distinct files and directories kept: a build controls how many there are.
         self.max_paths = max_paths
+        self.max_bytes = max_bytes
+        self.kept_bytes = sum(len(name) + _NAME_OVERHEAD for _, name in tree.values())
+        self._paths: dict[Handle, str] = {}  # paths worked out, until a directory moves
+        self._paths_bytes = 0
         self.result = FileReads()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hermetic-fanotify", daemon=True)
@@ -214,6 +255,37 @@ class BuildReads:
         self._thread.join(30)
         os.close(self.group)
         return self.result
+
+    def path_of(self, handle: Handle) -> str | None:
+        """The path of a known directory, from its place in the tree."""
+        found = self._paths.get(handle)
+        if found is not None:
+            return found
+        names: list[str] = []
+        current: Handle | None = handle
+        while current is not None and len(names) < _MAX_DEPTH:
+            place = self.tree.get(current)
+            if place is None:
+                return None
+            current, name = place
+            names.append(name)
+        if current is not None:
+            return None  # deeper than any path the kernel resolves: not placed
+        path = "/".join(reversed(names))
+        self._paths_bytes += len(path) + _NAME_OVERHEAD
+        if self._paths_bytes > _PATH_CACHE_BYTES:
+            self._paths.clear()
+            self._paths_bytes = len(path) + _NAME_OVERHEAD
+        self._paths[handle] = path
+        return path
+
+    def _room(self, name: str) -> bool:
+        """Whether one more directory name or read path fits the byte budget; counts
+        it if so."""
+        if self.kept_bytes + len(name) + _NAME_OVERHEAD > self.max_bytes:
+            return False
+        self.kept_bytes += len(name) + _NAME_OVERHEAD
+        return True
 
     def _run(self) -> None:
         while True:
@@ -254,30 +326,31 @@ class BuildReads:
             if (
                 mask & FAN_ONDIR
                 and target is not None
-                and parent in self.paths
-                and len(self.paths) < self.max_paths
+                and parent in self.tree
+                and len(self.tree) < self.max_paths
+                and self._room(name)
             ):
-                self.paths[target] = f"{self.paths[parent]}/{name}"
+                self.tree[target] = (parent, name)
         elif mask & FAN_RENAME and mask & FAN_ONDIR and target is not None:
             new = named.get(INFO_NEW_DFID_NAME)
-            known = new is not None and new[0] in self.paths
-            if (
-                new is not None
-                and known
-                and (target in self.paths or len(self.paths) < self.max_paths)
-            ):
-                self.paths[target] = f"{self.paths[new[0]]}/{new[1]}"
+            if new is None or new[0] not in self.tree:
+                # Moved where it cannot be placed: what is below it is no longer known.
+                self.tree.pop(target, None)
+            elif target in self.tree or (len(self.tree) < self.max_paths and self._room(new[1])):
+                self.tree[target] = new
+            self._paths.clear()  # every path below the moved directory changed
+            self._paths_bytes = 0
         elif mask & FAN_CLOSE_NOWRITE and not mask & FAN_ONDIR and INFO_DFID_NAME in named:
             parent, name = named[INFO_DFID_NAME]
             if parent.startswith(self.sentinel_fs):
                 return
-            directory = self.paths.get(parent)
+            directory = self.path_of(parent)
             reads = self.result.reads
             if directory is None:
                 self.result.unresolved += 1
-            elif len(reads) < self.max_paths:
-                reads[f"{directory}/{name}"] += 1
-            elif (path := f"{directory}/{name}") in reads:
+                return
+            path = f"{directory}/{name}"
+            if path in reads or (len(reads) < self.max_paths and self._room(path)):
                 reads[path] += 1
             else:
                 self.result.dropped += 1
@@ -322,20 +395,30 @@ def open_group(pid: int, paths: list[str]) -> tuple[int, list[bytes]]:
         if done.returncode != 0 or not fds:
             reason = answer.get("error") or done.stderr.decode()[-2000:]
             raise FanotifyError(f"fanotify watch refused: {reason}")
+        if answer.get("limited"):
+            log.warning(
+                "the build's inotify and fanotify quotas were not capped (%s): it may use "
+                "up this user's",
+                answer["limited"],
+            )
         return fds[0], [bytes.fromhex(fsid) for fsid in answer.get("fsids", [])]
 
 
-def seed_directories(root_on_host: Path, build_dir: str, fsid: bytes) -> dict[Handle, str]:
-    """Handles of every directory under the build dir as it stands now."""
-    handles = {directory_handle(str(root_on_host), fsid): build_dir}
+def seed_directories(root_on_host: Path, build_dir: str, fsid: bytes) -> dict[Handle, Place]:
+    """The tree of every directory under the build dir as it stands now."""
+    root = directory_handle(str(root_on_host), fsid)
+    tree: dict[Handle, Place] = {root: (None, build_dir)}
+    handles = {root_on_host: root}
     for dirpath, dirnames, _ in os.walk(root_on_host, followlinks=False):
+        parent = handles[Path(dirpath)]
         for name in dirnames:
             full = Path(dirpath) / name
             if full.is_symlink():
                 continue
-            inside = f"{build_dir}/{full.relative_to(root_on_host).as_posix()}"
-            handles[directory_handle(str(full), fsid)] = inside
-    return handles
+            handle = directory_handle(str(full), fsid)
+            handles[full] = handle
+            tree[handle] = (parent, name)
+    return tree
 
 
 if __name__ == "__main__":

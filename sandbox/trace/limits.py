@@ -15,7 +15,8 @@ class TraceLimits:
 
     Attributes:
         max_events: events the supervisor records (HERMETIC_TRACE_MAX_EVENTS).
-        max_event_bytes: bytes of paths and arguments it keeps (HERMETIC_TRACE_MAX_BYTES).
+        max_event_bytes: bytes of paths, arguments and addresses it keeps, each
+            counted whole every time it is recorded (HERMETIC_TRACE_MAX_BYTES).
         max_file_bytes: size of trace.json (HERMETIC_TRACE_MAX_FILE).
     """
 

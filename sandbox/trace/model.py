@@ -15,6 +15,7 @@ _CUT_ORDER = (
     "network",
     "hermetic_path_attempts",
     "executions",
+    "failed_executions",
     "processes",
     "files",
     "writers",
@@ -25,13 +26,15 @@ _CUT_ORDER = (
 
 @dataclass(frozen=True, kw_only=True)
 class Execution:
-    """One successful exec: a program started in process ``pid``."""
+    """One exec that started a program in process ``pid`` ("ran"), or may have
+    ("unknown": the process made no traced call after it, so it was not observed)."""
 
     seq: int  # order among every exec of the build
     pid: int  # the build's own pid (inside its pid namespace)
     ppid: int
-    path: str
+    path: str  # as the build named it (a link, /proc/self/..., a memfd's name)
     argv: tuple[str, ...]
+    outcome: str = "ran"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,7 +43,20 @@ class Execution:
             "ppid": self.ppid,
             "path": self.path,
             "argv": list(self.argv),
+            "outcome": self.outcome,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailedExecution:
+    """An exec the kernel refused: the process went on with its old program."""
+
+    pid: int
+    path: str
+    argv: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "path": self.path, "argv": list(self.argv)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,11 +87,12 @@ class FileRecord:
     written_by: tuple[int, ...] = ()
     created_by: tuple[int, ...] = ()
     removed_by: tuple[int, ...] = ()
+    changed_by: tuple[int, ...] = ()  # its mode changed (chmod)
     renamed_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path}
-        for key in ("read_by", "written_by", "created_by", "removed_by"):
+        for key in ("read_by", "written_by", "created_by", "removed_by", "changed_by"):
             value = getattr(self, key)
             if value:
                 data[key] = list(value)
@@ -86,26 +103,46 @@ class FileRecord:
         return data
 
 
+# What the kernel answered when a connect or bind succeeded (or goes on), and what a
+# send that was not made by the supervisor says.
+_SUCCEEDED = frozenset({"connected", "bound", "in-progress"})
+UNOBSERVED = "unobserved"
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkAttempt:
-    """A socket call with a network destination."""
+    """A call of an IP socket with a destination.
+
+    ``connect`` and ``bind`` are made by the supervisor with the address it recorded:
+    their ``outcome`` is the kernel's answer (connected, refused, unreachable, bound,
+    address-unavailable, in-progress, ...). Sends (``sendto``, ``sendmsg``,
+    ``sendmmsg``) are the kernel's own: their outcome is "unobserved".
+    """
 
     pid: int
-    call: str  # connect, sendto, sendmsg, bind
+    call: str  # connect, bind, sendto, sendmsg, sendmmsg
     family: str  # inet, inet6, or a number
     type: str  # stream, dgram, raw, or unknown
     address: str
     port: int
-    outcome: str  # refused, unreachable, connected, sent, bound, address-unavailable
+    outcome: str
 
     @property
     def failed(self) -> bool:
-        return self.outcome in ("refused", "unreachable", "address-unavailable")
+        return self.outcome not in _SUCCEEDED and self.outcome != UNOBSERVED
 
     @property
     def loopback(self) -> bool:
         """Inside the build's own network namespace; anything else tried to reach out."""
         return self.family in ("inet", "inet6") and is_loopback(self.address)
+
+    @property
+    def counted_by_kernel(self) -> bool:
+        """Whether the kernel counted this attempt as refused for want of a route
+        (OutNoRoutes): an IP destination outside the namespace it tried to reach."""
+        if self.loopback or self.family not in ("inet", "inet6"):
+            return False
+        return self.outcome == "unreachable" or (self.outcome == UNOBSERVED and self.call != "bind")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -174,6 +211,12 @@ class OutputWriter:
     pid: int
     path: str  # the program the writing process ran (its last exec)
     argv: tuple[str, ...]
+    seq: int | None = None  # that exec's seq in ``executions``
+
+    def to_json(self) -> dict[str, Any]:
+        # The command line is the execution's, named by its seq: one process that writes
+        # N files with a long command line would otherwise repeat it N times.
+        return {"pid": self.pid, "program": self.path, "exec": self.seq}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +237,11 @@ class BuildTrace:
     other_reads: tuple[FileRecord, ...] = ()  # deep: files read outside the build dir
     hermetic_path_attempts: tuple[HermeticPathAttempt, ...] = ()
     tracer: TracerUsage = TracerUsage()
+    failed_executions: tuple[FailedExecution, ...] = ()
+    # The kernel's count of connections and packets refused for want of a route in the
+    # build's network namespace (None: not read), and how many of them the trace lacks.
+    kernel_no_route: int | None = None
+    unseen_network_attempts: int = 0
 
     def writer_of(self, path: str) -> OutputWriter | None:
         return self.writers.get(path)
@@ -201,16 +249,14 @@ class BuildTrace:
     def _lists(self) -> dict[str, list[Any]]:
         return {
             "executions": [e.to_json() for e in self.executions],
+            "failed_executions": [e.to_json() for e in self.failed_executions],
             "processes": [p.to_json() for p in self.processes],
             "files": [f.to_json() for f in self.files],
             "other_reads": [f.to_json() for f in self.other_reads],
             "network": [n.to_json() for n in self.network],
             "hermetic_path_attempts": [a.to_json() for a in self.hermetic_path_attempts],
             "nondeterminism": [n.to_json() for n in self.nondeterminism],
-            "writers": [
-                [path, {"pid": w.pid, "program": w.path, "argv": list(w.argv)}]
-                for path, w in sorted(self.writers.items())
-            ],
+            "writers": [[path, w.to_json()] for path, w in sorted(self.writers.items())],
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -226,11 +272,16 @@ class BuildTrace:
             "notifications": self.notifications,
             "tracer": self.tracer.to_json(),
             "executions": lists["executions"],
+            "failed_executions": lists["failed_executions"],
             "processes": lists["processes"],
             "exec_failures": self.exec_failures,
             "files": lists["files"],
             "other_reads": lists["other_reads"],
             "network": lists["network"],
+            "kernel": {
+                "no_route": self.kernel_no_route,
+                "unseen_network_attempts": self.unseen_network_attempts,
+            },
             "hermetic_path_attempts": lists["hermetic_path_attempts"],
             "nondeterminism": lists["nondeterminism"],
             "writers": dict(lists["writers"]),
@@ -273,6 +324,7 @@ class BuildTrace:
                 self,
                 gaps=(*self.gaps, gap),
                 executions=self.executions[: len(kept["executions"])],
+                failed_executions=self.failed_executions[: len(kept["failed_executions"])],
                 processes=self.processes[: len(kept["processes"])],
                 files=self.files[: len(kept["files"])],
                 other_reads=self.other_reads[: len(kept["other_reads"])],
@@ -292,8 +344,9 @@ class BuildTrace:
         """The short form that goes into result.json and the provenance.
 
         ``network_attempts`` counts attempts to reach outside the build's network
-        namespace (any destination but loopback); ``loopback_attempts`` the traffic
-        that stays inside it (a test suite's local server).
+        namespace (any destination but loopback), never fewer than the kernel refused
+        there; ``loopback_attempts`` the traffic that stays inside it (a test suite's
+        local server).
         """
         sources: dict[str, int] = {}
         for item in self.nondeterminism:
@@ -314,7 +367,7 @@ class BuildTrace:
             "files_created": sum(1 for f in files if f.created_by),
             "files_removed": sum(1 for f in files if f.removed_by),
             "network_interfaces": list(self.interfaces),
-            "network_attempts": len(outside),
+            "network_attempts": len(outside) + self.unseen_network_attempts,
             "network_targets": sorted({f"{n.call} {n.address}:{n.port}" for n in outside}),
             "loopback_attempts": len(self.network) - len(outside),
             "hermetic_path_attempts": len(self.hermetic_path_attempts),
@@ -323,6 +376,6 @@ class BuildTrace:
 
 
 def _encode(value: Any) -> bytes:
-    return (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode(
-        "utf-8", "surrogateescape"
-    )
+    # ASCII: a name that is not UTF-8 (its bytes kept as surrogates) is escaped as
+    # \udcXX, so trace.json is valid UTF-8 JSON whatever names the build made.
+    return (json.dumps(value, indent=1, ensure_ascii=True) + "\n").encode("ascii")

@@ -15,7 +15,16 @@ alike (so that tracing changes nothing a build can do):
   call the supervisor could see;
 - only the native architecture: podman's default also allows i386 (``int 0x80``) and
   x32 system calls, whose numbers and structures differ; their first call is refused
-  (the kernel kills the process with SIGSYS) rather than traced wrong.
+  (the kernel kills the process with SIGSYS) rather than traced wrong;
+- sockets of four families only: ``AF_UNIX``, ``AF_INET``, ``AF_INET6`` (with the
+  protocols of TCP, UDP, UDP-Lite, ICMP and MPTCP) and ``AF_NETLINK``; any other family
+  fails with EAFNOSUPPORT (``AF_VSOCK`` would reach the hypervisor's host from a VM
+  whatever the network namespace; ``AF_ALG`` and the rest are kernel surface no build
+  needs), another protocol with ENOSYS (SCTP connects through ``setsockopt``, which the
+  supervisor does not see); ``socketpair`` is ``AF_UNIX`` only;
+- no ``memfd_secret``; and where memory is watched from the host (no memory cgroup),
+  no ``memfd_create``: a memfd's pages are in no process's RSS and in no mount the
+  watchdog can measure (see docs/sandbox.md).
 
 Beyond these, the traced profile only moves syscalls from "allow" to "allow after the
 supervisor has looked".
@@ -37,8 +46,23 @@ PROGRAMS = ("execve", "execveat", "exit_group")  # what ran, with argv and exit 
 NETWORK = ("connect", "sendto", "sendmsg", "sendmmsg", "bind")
 NONDETERMINISM = ("uname", "getdents", "getdents64", "sched_getaffinity")
 TREE = ("unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "rename", "renameat", "renameat2")
+# What makes or changes a file without opening it for writing: a hard link or symlink
+# is a new output, truncate changes content, a mode change the executable bit.
+CHANGES = (
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "mknod",
+    "mknodat",
+    "truncate",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+)
 OPENS = ("open", "creat", "openat2")  # rare next to openat, so always seen
-TRACED = PROGRAMS + NETWORK + NONDETERMINISM + TREE + OPENS
+TRACED = PROGRAMS + NETWORK + NONDETERMINISM + TREE + CHANGES + OPENS
 
 # openat in standard mode: writes, creations, truncations and plain read-only opens
 # are seen; read-only opens with O_CLOEXEC (the dynamic loader's) or O_NOCTTY (the
@@ -77,8 +101,20 @@ MOUNTS = (
     "pivot_root",
     "setns",
 )
-UNSUPPORTED = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register")
-HARDENED = (*MOUNTS, *UNSUPPORTED, "clone", "unshare")
+UNSUPPORTED = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register", "memfd_secret")
+SOCKETS = ("socket", "socketpair")
+HARDENED = (*MOUNTS, *UNSUPPORTED, *SOCKETS, "clone", "unshare")
+EINVAL = 22
+EOPNOTSUPP = 95
+EAFNOSUPPORT = 97
+AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
+AF_NETLINK = 16
+NETLINK_AUDIT = 9  # podman's profile refuses it (EINVAL) to a container without CAP_AUDIT_WRITE
+# IP protocols a socket may name (0 picks the type's default): ICMP, TCP, UDP, ICMPv6,
+# UDP-Lite, MPTCP. Each connects and sends through the calls the supervisor sees.
+IP_PROTOCOLS = (0, 1, 6, 17, 58, 136, 262)
 # Compatibility ABIs podman's profile allows beside the native one.
 _COMPAT_ARCHES = frozenset({"SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_ARM"})
 
@@ -104,25 +140,71 @@ def _flags(name: str, allowed_unless: int) -> list[dict[str, Any]]:
     ]
 
 
-def _harden(profile: dict[str, Any]) -> None:
-    """Apply the restrictions of the module docstring to ``profile`` (in place)."""
+def _condition(index: int, op: str, value: int) -> dict[str, Any]:
+    return {"index": index, "value": value, "valueTwo": 0, "op": op}
+
+
+def _socket_rules() -> list[dict[str, Any]]:
+    """``socket`` and ``socketpair`` for the families of the module docstring.
+
+    The rules never overlap: a family is allowed, or refused with EAFNOSUPPORT (every
+    other value of the 64-bit argument, upper bits included); an allowed family with
+    another protocol matches no rule and gets the profile's default (ENOSYS).
+    """
+
+    def rule(name: str, *conditions: dict[str, Any], errno: int | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "names": [name],
+            "action": ALLOW if errno is None else "SCMP_ACT_ERRNO",
+            "args": list(conditions),
+        }
+        if errno is not None:
+            found["errnoRet"] = errno
+        return found
+
+    eq, ne = "SCMP_CMP_EQ", "SCMP_CMP_NE"
+    rules = [rule("socket", _condition(0, eq, AF_UNIX))]
+    for family in (AF_INET, AF_INET6):
+        rules += [
+            rule("socket", _condition(0, eq, family), _condition(2, eq, protocol))
+            for protocol in IP_PROTOCOLS
+        ]
+    netlink = _condition(0, eq, AF_NETLINK)
+    rules.append(rule("socket", netlink, _condition(2, ne, NETLINK_AUDIT)))
+    rules.append(rule("socket", netlink, _condition(2, eq, NETLINK_AUDIT), errno=EINVAL))
+    allowed = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
+    rules += [
+        rule("socket", _condition(0, eq, family), errno=EAFNOSUPPORT)
+        for family in range(AF_NETLINK)
+        if family not in allowed
+    ]
+    rules.append(rule("socket", _condition(0, "SCMP_CMP_GT", AF_NETLINK), errno=EAFNOSUPPORT))
+    rules.append(rule("socketpair", _condition(0, eq, AF_UNIX)))
+    rules.append(rule("socketpair", _condition(0, ne, AF_UNIX), errno=EOPNOTSUPP))
+    return rules
+
+
+def _harden(profile: dict[str, Any], *, memfd: bool = True) -> None:
+    """Apply the restrictions of the module docstring to ``profile`` (in place);
+    ``memfd=False`` refuses ``memfd_create`` too (ENOSYS: callers fall back)."""
     for entry in profile.get("archMap") or []:
         entry["subArchitectures"] = []
     if profile.get("architectures"):
         profile["architectures"] = [
             arch for arch in profile["architectures"] if arch not in _COMPAT_ARCHES
         ]
+    denied = {*HARDENED} if memfd else {*HARDENED, "memfd_create"}
     rules = []
     for rule in profile.get("syscalls", []):
-        names = [name for name in rule.get("names", []) if name not in HARDENED]
+        names = [name for name in rule.get("names", []) if name not in denied]
         if names:
             rules.append({**rule, "names": names})
+    rules += _socket_rules()
     rules += _flags("clone", NAMESPACES | CLONE_PARENT)
     rules += _flags("unshare", NAMESPACES | CLONE_NEWTIME)
     rules.append({"names": list(MOUNTS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM, "args": []})
-    rules.append(
-        {"names": list(UNSUPPORTED), "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS, "args": []}
-    )
+    unsupported = [*UNSUPPORTED] if memfd else [*UNSUPPORTED, "memfd_create"]
+    rules.append({"names": unsupported, "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS, "args": []})
     profile["syscalls"] = rules
 
 
@@ -177,6 +259,7 @@ def build_profile(
     level: TraceLevel,
     listener: str | None = None,
     personalities: tuple[int, ...] = (),
+    memfd: bool = True,
 ) -> dict[str, Any]:
     """Derive a build's seccomp profile from podman's default profile.
 
@@ -186,6 +269,7 @@ def build_profile(
         listener: unix socket runc hands the notification fd to (traced builds).
         personalities: personality(2) values to allow besides podman's (a check
             that disables ASLR or reports an old kernel needs them).
+        memfd: allow ``memfd_create`` (False where memory is watched from the host).
 
     Returns:
         The profile; for a traced build with ``listenerPath`` set.
@@ -194,7 +278,13 @@ def build_profile(
         ValueError: a traced profile without a listener.
     """
     profile = copy.deepcopy(base)
-    _harden(profile)
+    allowed_in_base = {
+        name
+        for rule in profile.get("syscalls", [])
+        if rule.get("action") == ALLOW and not rule.get("args")
+        for name in rule.get("names", [])
+    }
+    _harden(profile, memfd=memfd)
     allowed = [
         {
             "names": ["personality"],
@@ -217,7 +307,9 @@ def build_profile(
                 continue
             rule = {**rule, "names": names}
         kept.append(rule)
-    kept.append({"names": list(TRACED), "action": NOTIFY, "args": []})
+    # A traced call the base refuses stays refused (fchmodat2 in older profiles).
+    traced = [name for name in TRACED if name in allowed_in_base or name not in CHANGES]
+    kept.append({"names": traced, "action": NOTIFY, "args": []})
     kept.extend(_openat_rules(level))
     kept.extend(_getrandom_rules())
     kept.extend(allowed)

@@ -8,7 +8,14 @@ before the build touches anything. The gate is released by writing the name of t
 end-of-build sentinel into it: the name reaches the runner and nothing the build can
 read. After the build, the runner creates that file in its state directory (which
 the build cannot reach either); its fanotify event ends the build's share of the
-stream, so the runner's own hand-back copy is not taken for build reads.
+stream, so the runner's own hand-back copy is not taken for build reads; the supervisor,
+told the same name, stops recording when the runner opens it.
+
+Before the gate opens, the session also opens the kernel's network counters of the
+build's namespace (``/proc/PID/net/snmp`` and ``snmp6``; an open file keeps the
+namespace readable after the container is gone) and reads them again at the end:
+every connection or packet the kernel refused for want of a route is an attempt to
+reach outside, whatever the trace recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import secrets
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +50,7 @@ from sandbox.trace.levels import TraceLevel
 from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
 from sandbox.trace.model import BuildTrace, TracerUsage
 from sandbox.trace.profile import build_profile
+from sandbox.trace.supervisor import read_record
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +105,12 @@ class TraceSession:
         initial_paths: set[str],
         personalities: tuple[int, ...] = (),
         limits: TraceLimits = DEFAULT_TRACE_LIMITS,
+        memfd: bool = True,
     ) -> None:
         self.level = level
         self.limits = limits
         self.personalities = personalities
+        self.memfd = memfd
         self.token = token
         self.files = files
         self.build_dir = build_dir
@@ -108,6 +120,8 @@ class TraceSession:
         self._reads: BuildReads | None = None
         self._gaps: list[str] = []
         self._interfaces: list[str] = []
+        self._no_route: NoRouteCounter | None = None
+        self._events_seen = 0
 
     def before_create(self) -> None:
         """Write the profile, make the gate and start the supervisor listening.
@@ -120,6 +134,7 @@ class TraceSession:
             level=self.level,
             listener=str(self.files.socket),
             personalities=self.personalities,
+            memfd=self.memfd,
         )
         self.files.profile.write_text(json.dumps(profile))
         self.files.gate.unlink(missing_ok=True)
@@ -139,6 +154,8 @@ class TraceSession:
                 str(self.limits.max_events),
                 "--max-bytes",
                 str(self.limits.max_event_bytes),
+                "--sentinel",
+                f"{STATE_DIR}/{self.token}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -161,6 +178,13 @@ class TraceSession:
         try:
             self._interfaces = _interfaces(init_pid)
             try:
+                self._no_route = NoRouteCounter(init_pid)
+            except (OSError, ValueError) as e:
+                self._gaps.append(
+                    "the kernel's count of packets refused in the build's network namespace "
+                    f"could not be read ({e}): network attempts the trace missed would not show"
+                )
+            try:
                 build_on_host = Path(f"/proc/{init_pid}/root") / self.build_dir.lstrip("/")
                 group, (build_fs, state_fs) = open_group(init_pid, [self.build_dir, STATE_DIR])
                 self._reads = BuildReads(
@@ -169,6 +193,7 @@ class TraceSession:
                     state_fs,
                     self.token,
                     max_paths=self.limits.max_events,
+                    max_bytes=self.limits.max_event_bytes,
                 )
                 self._reads.start()
             except (FanotifyError, OSError, ValueError) as e:
@@ -187,35 +212,53 @@ class TraceSession:
         self._reads = None
         if reads is not None and not reads.finished:
             self._gaps.append("the build did not end normally; the trace stops where it was cut")
-        document = self._supervisor_output()
-        dropped = document.get("dropped") or {}
-        if dropped:
-            self._gaps.append(
-                f"the tracer kept {len(document.get('events', []))} events (at most "
-                f"{self.limits.max_events}, and {self.limits.max_event_bytes} bytes of paths "
-                f"and arguments); it recorded none of the {sum(dropped.values())} calls after "
-                f"that ({', '.join(f'{n} {name}' for name, n in sorted(dropped.items()))})"
-            )
-        if reads is not None and reads.dropped:
-            self._gaps.append(
-                f"{reads.dropped} reads in the build dir were not recorded: more than "
-                f"{self.limits.max_events} distinct files were read"
-            )
-        container_pid = document.get("container_pid")
-        return assemble(
-            events=document.get("events", []),
+        no_route = None
+        if self._no_route is not None:
+            try:
+                no_route = self._no_route.since_start()
+            except (OSError, ValueError) as e:
+                self._gaps.append(f"the kernel's count of refused packets could not be read: {e}")
+            finally:
+                self._no_route.close()
+                self._no_route = None
+        header, events = self._supervisor_record()
+        container_pid = header.get("container_pid")
+        trace = assemble(
+            events=events,
             reads=reads,
             level=self.level.value,
             build_dir=self.build_dir,
             initial_paths=self.initial_paths,
             interfaces=self._interfaces,
-            notifications=int(document.get("notifications", 0)),
-            gaps=self._gaps,
             init_pid=container_pid if isinstance(container_pid, int) else None,
+            kernel_no_route=no_route,
+        )
+        trailer: dict[str, Any] = header.get("trailer") or {}
+        if header and not trailer:
+            self._gaps.append("the trace supervisor's record ends early: events may be missing")
+        dropped: dict[str, int] = trailer.get("dropped") or {}
+        if dropped:
+            calls = ", ".join(f"{n} {name}" for name, n in sorted(dropped.items()))
+            self._gaps.append(
+                f"the tracer kept {self._events_seen} events (at most "
+                f"{self.limits.max_events}, and {self.limits.max_event_bytes} bytes of paths, "
+                f"arguments and addresses); it recorded none of the {sum(dropped.values())} "
+                f"calls after that ({calls})"
+            )
+        if reads is not None and reads.dropped:
+            self._gaps.append(
+                f"{reads.dropped} reads in the build dir were not recorded: more than "
+                f"{self.limits.max_events} distinct files, or {self.limits.max_event_bytes} "
+                "bytes of their paths, were read"
+            )
+        return replace(
+            trace,
+            gaps=(*self._gaps, *trace.gaps),
+            notifications=int(trailer.get("notifications", 0)),
             tracer=TracerUsage(
-                events=len(document.get("events", [])),
+                events=self._events_seen,
                 dropped=sum(dropped.values()),
-                peak_memory_bytes=int(document.get("peak_memory_bytes", 0)),
+                peak_memory_bytes=int(trailer.get("peak_memory_bytes", 0)),
             ),
         )
 
@@ -227,10 +270,12 @@ class TraceSession:
         error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
         return f"the trace supervisor exited with {process.returncode}:\n{error[-3000:]}"
 
-    def _supervisor_output(self) -> dict[str, Any]:
+    def _supervisor_record(self) -> tuple[dict[str, Any], Iterator[list[Any]]]:
+        """The supervisor's header and its events, read as they are used; counts them."""
         process = self._supervisor
+        self._events_seen = 0
         if process is None:
-            return {}
+            return {}, iter(())
         # It leaves by itself once the last traced process is gone.
         try:
             process.wait(timeout=_FINISH_TIMEOUT_S)
@@ -239,18 +284,30 @@ class TraceSession:
             process.wait(timeout=10)
             self._gaps.append("the trace supervisor had to be stopped")
         try:
-            data: dict[str, Any] = json.loads(self.files.events.read_text())
-            return data
+            header, events = read_record(self.files.events)
         except (OSError, ValueError) as e:
             error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
             self._gaps.append(f"the trace supervisor left no readable record: {e} {error[-2000:]}")
-            return {}
+            return {}, iter(())
+
+        def counted() -> Iterator[list[Any]]:
+            try:
+                for event in events:
+                    self._events_seen += 1
+                    yield event
+            except ValueError as e:
+                self._gaps.append(f"the trace supervisor's record is unreadable past a point: {e}")
+
+        return header, counted()
 
     def close(self) -> None:
         """Stop whatever still runs (after an error or an interrupt)."""
         if self._reads is not None:
             self._reads.stop()
             self._reads = None
+        if self._no_route is not None:
+            self._no_route.close()
+            self._no_route = None
         if self._supervisor is not None and self._supervisor.poll() is None:
             self._supervisor.kill()
             self._supervisor.wait()
@@ -271,6 +328,57 @@ def _open_gate(gate: Path, init_pid: int, timeout_s: float) -> int | None:
         if not psutil.pid_exists(init_pid) or time.monotonic() > deadline:
             return None
         time.sleep(0.005)
+
+
+class NoRouteCounter:
+    """The kernel's count of connections and packets refused for want of a route in a
+    network namespace (IPv4 ``OutNoRoutes`` plus IPv6 ``Ip6OutNoRoutes``): with only
+    ``lo`` there, every attempt to reach another address. The files are opened once;
+    an open proc net file keeps its namespace, so they stay readable after the
+    container is gone.
+
+    Raises:
+        OSError, ValueError: the counters cannot be opened or parsed.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._fds = [os.open(f"/proc/{pid}/net/snmp", os.O_RDONLY | os.O_CLOEXEC)]
+        with suppress(FileNotFoundError):  # no IPv6 in this kernel: no IPv6 socket either
+            self._fds.append(os.open(f"/proc/{pid}/net/snmp6", os.O_RDONLY | os.O_CLOEXEC))
+        self._start = self._now()
+
+    def _read(self, fd: int) -> str:
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("ascii")
+
+    def _now(self) -> int:
+        total = 0
+        lines = self._read(self._fds[0]).splitlines()
+        ip = [line.split()[1:] for line in lines if line.startswith("Ip: ")]
+        if len(ip) != 2 or "OutNoRoutes" not in ip[0]:
+            raise ValueError("no Ip OutNoRoutes in the kernel's snmp counters")
+        total += int(ip[1][ip[0].index("OutNoRoutes")])
+        if len(self._fds) > 1:
+            for line in self._read(self._fds[1]).splitlines():
+                fields = line.split()
+                if len(fields) == 2 and fields[0] == "Ip6OutNoRoutes":
+                    total += int(fields[1])
+                    break
+            else:
+                raise ValueError("no Ip6OutNoRoutes in the kernel's snmp6 counters")
+        return total
+
+    def since_start(self) -> int:
+        """Refused since the counter was made."""
+        return self._now() - self._start
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 def _interfaces(init_pid: int) -> list[str]:

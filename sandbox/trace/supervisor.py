@@ -1,19 +1,29 @@
 """The seccomp supervisor: receives a build's notification fd from runc and records
-every traced syscall with its arguments, then lets it continue unchanged.
+every traced syscall with its arguments.
 
 Runs as its own process (``python -m sandbox.trace.supervisor``) so that nothing
 else competes for its interpreter: every notification holds a build process until
-it is answered. It only observes; answering is always "continue".
+it is answered. Most calls it only observes, answering "continue". ``connect`` and
+``bind`` of an IP socket it makes itself, on a duplicate of the build's socket, with
+the address it read once, and answers with the kernel's result: a second thread of
+the build cannot change the address between the supervisor's read and the kernel's
+(a "continue" would let the kernel read it again).
 
 What a build can make it hold is bounded: a path is read up to PATH_MAX, one exec's
 arguments up to ``ARGV_MAX_BYTES``, and past ``--max-events`` events or
-``--max-bytes`` bytes of paths and arguments it records nothing more, only counts
-what it dropped. Strings are read in growing chunks and joined once.
+``--max-bytes`` bytes of paths, arguments and addresses (every string counted each
+time it is recorded, as the output repeats it) it records nothing more, only counts
+what it dropped. Strings are read in growing chunks and joined once; repeated paths
+share one copy; repeated listings of one directory by one process are one event.
+Once the runner creates the end-of-build sentinel (``--sentinel``, a name the build
+cannot know) it records nothing more: what follows is hermetic's hand-back.
 
-Output (JSON): ``{"events": [...], "notifications": N, "unreadable": N, "dropped":
-{kind: N}, "peak_memory_bytes": N, "container_pid": N}``; each event is a list whose
-first item is its kind (see ``sandbox.trace.assemble``). Pids are host pids; ``pid``
-events map them to the container's pids, parents and thread groups.
+Output (``--out``), JSON lines: a header ``{"container_pid": N}``, the events, and a
+trailer ``{"notifications": N, "unreadable": N, "dropped": {kind: N},
+"peak_memory_bytes": N, "ended": bool}``. Each event is a list whose first item is its
+kind (see ``sandbox.trace.assemble``); a ``pid`` event (container pid, parent, thread
+group of a host pid) comes before the first other event of that pid, and again when
+a host pid is reused by a new process.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import argparse
 import array
 import ctypes
+import errno
 import fcntl
 import ipaddress
 import json
@@ -31,13 +42,13 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sandbox.trace.addresses import is_loopback
 from sandbox.trace.syscalls import (
     ARG_MAX_STRING,
     ARGV_MAX_BYTES,
@@ -48,6 +59,7 @@ from sandbox.trace.syscalls import (
 
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102
 SET_FLAGS = 0x40082104  # SECCOMP_IOCTL_NOTIF_SET_FLAGS
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 _CONTINUE = SECCOMP_USER_NOTIF_FLAG_CONTINUE
@@ -56,14 +68,34 @@ _NOTIF = struct.Struct("<QIIi4x8x6Q")  # id, pid, flags, nr, (arch), (ip), args[
 _RESP = struct.Struct("<QqiI")  # id, val, error, flags
 _U64 = struct.Struct("<Q")
 _SYS_PIDFD_GETFD = 438
+_SYS_OPENAT2 = 437
 _READ_MAX = 1 << 16
 _MMSGHDR = 64  # struct mmsghdr on 64-bit: msghdr (56) + msg_len (4) + padding
 _UIO_MAXIOV = 1024  # the kernel's cap on sendmmsg's vlen
-_EVENT_OVERHEAD = 64  # bytes an event costs besides its strings, for the byte budget
+_SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage): a longer address is EINVAL
+_EVENT_OVERHEAD = 128  # bytes an event costs besides its strings, for the byte budget
+_SO_DOMAIN = 39
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_MAX_LINKS = 40
+_AT_REMOVEDIR = 0x200
+_RENAME_EXCHANGE = 2
+_IP = (socket.AF_INET, socket.AF_INET6)
+# A handler's answer when a thread of the supervisor answers later (a positive error is
+# nothing the kernel would take, so it is never a real answer).
+DEFERRED = (0, 1)
 
 
 class _IoVec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
 
 
 class _Stop(Exception):
@@ -89,22 +121,49 @@ def receive_notify_fd(listener: socket.socket) -> tuple[int, dict[str, Any]]:
     return fds[0], state
 
 
-class Recorder:
-    """Turns notifications into events; every method runs while the caller waits."""
+def answer(notify_fd: int, nid: int, value: int = 0, error: int = 0, flags: int = 0) -> None:
+    """Answer notification ``nid``; the caller may be gone (then nothing happens)."""
+    with suppress(FileNotFoundError):
+        fcntl.ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(nid, value, error, flags))
 
-    def __init__(self, *, max_events: int = 1 << 62, max_bytes: int = 1 << 62) -> None:
+
+class Recorder:
+    """Turns notifications into events. Every handler runs while the caller waits and
+    returns None (let the call continue) or ``(value, -errno)`` to answer with."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int = 1 << 62,
+        max_bytes: int = 1 << 62,
+        sentinel: bytes | None = None,
+        notify_fd: int | None = None,
+    ) -> None:
         self.events: list[list[Any]] = []
         self.unreadable = 0
         self.notifications = 0
-        self.kept_bytes = 0  # paths and arguments held, plus a fixed cost per event
+        self.kept_bytes = 0  # strings recorded, plus a fixed cost per event
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.dropped: dict[str, int] = {}  # by syscall name, once a cap was reached
         self.later: list[Callable[[], None]] = []  # work that can wait for the answer
+        self.sentinel = sentinel
+        self.ended = False  # the runner created the sentinel: the build is over
+        self.notify_fd = notify_fd
+        self.current = 0  # the notification being handled (its id)
+        self.answering: list[threading.Thread] = []  # connects answered by a thread
         self._known: set[int] = set()
+        self._group: dict[int, int] = {}  # host tid -> thread group
+        self._members: dict[int, set[int]] = {}  # thread group -> its known tids
+        self._pending: dict[int, tuple[list[Any], bytes | None]] = {}  # exec not yet settled
+        self._interned: dict[bytes, bytes] = {}  # one copy of each path kept
+        self._listings: dict[tuple[int, bytes], tuple[int, list[Any]]] = {}
+        self._execs = 0  # execs seen: a listing is merged only within one program
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._readv = self._libc.process_vm_readv
         self._readv.restype = ctypes.c_ssize_t
+        self._syscall = self._libc.syscall
+        self._syscall.restype = ctypes.c_long
         self._buffer = ctypes.create_string_buffer(_READ_MAX)
         self._local = _IoVec(ctypes.addressof(self._buffer), 0)
         self._remote = _IoVec(0, 0)
@@ -117,7 +176,7 @@ class Recorder:
         )
         self._pair_remote = pair(_IoVec(0, 512), _IoVec(0, 512))
         nr = numbers()
-        self.handlers = {
+        self.handlers: dict[int, Callable[[int, tuple[int, ...]], tuple[int, int] | None]] = {
             nr["execve"]: self.execve,
             nr["execveat"]: self.execveat,
             nr["exit_group"]: self.exit_group,
@@ -132,7 +191,18 @@ class Recorder:
             nr["mkdirat"]: self.mkdirat,
             nr["rename"]: self.rename,
             nr["renameat"]: self.renameat,
-            nr["renameat2"]: self.renameat,
+            nr["renameat2"]: self.renameat2,
+            nr["link"]: self.link,
+            nr["linkat"]: self.linkat,
+            nr["symlink"]: self.symlink,
+            nr["symlinkat"]: self.symlinkat,
+            nr["mknod"]: self.mknod,
+            nr["mknodat"]: self.mknodat,
+            nr["truncate"]: self.truncate,
+            nr["chmod"]: self.chmod,
+            nr["fchmod"]: self.fchmod,
+            nr["fchmodat"]: self.fchmodat,
+            nr["fchmodat2"]: self.fchmodat,
             nr["getdents"]: self.getdents,
             nr["getdents64"]: self.getdents,
             nr["getrandom"]: self.getrandom,
@@ -241,17 +311,24 @@ class Recorder:
             return os.readlink(b"/proc/%d/cwd" % pid)
         return os.readlink(b"/proc/%d/fd/%d" % (pid, dirfd))
 
+    def _kept(self, text: bytes) -> bytes:
+        """``text`` as recorded: counted in the byte budget, one copy of each kept."""
+        self.kept_bytes += len(text) + _EVENT_OVERHEAD
+        return self._interned.setdefault(text, text)
+
     def _path(self, pid: int, dirfd: int, address: int) -> bytes:
         path = self._string(pid, address)
-        self.kept_bytes += len(path) + _EVENT_OVERHEAD
-        return _absolute(path, self._dir(pid, dirfd) if not path.startswith(b"/") else b"")
+        if not path.startswith(b"/"):
+            path = _absolute(path, self._dir(pid, dirfd))
+        elif b"/." in path or b"//" in path or path.endswith(b"/"):
+            path = os.path.normpath(path)
+        return self._kept(path)
 
     def know(self, pid: int) -> None:
         """Record the container pid, parent and thread group of a host pid (and of its
-        unknown ancestors).
+        unknown ancestors), before the first event of that pid.
 
-        Called after answering: a traced process cannot vanish before its exit_group
-        has been answered too, so its /proc entry is still there.
+        The process waits for its answer meanwhile, so its /proc entry is there.
         """
         while pid not in self._known:
             self._known.add(pid)
@@ -271,10 +348,63 @@ class Recorder:
             ids = status[start : status.find(b"\n", start)].split()
             if len(ids) < 2:
                 return  # a host process (conmon): above the container
+            self._group[pid] = tgid
+            self._members.setdefault(tgid, set()).add(pid)
             self.events.append(["pid", pid, int(ids[-1]), ppid, tgid])
             pid = ppid
 
-    # --- handlers: (pid, args) -> None --------------------------------------------
+    def forget(self, pid: int) -> None:
+        """A thread group ended (exit_group): its host pids may be reused by processes
+        that must be placed anew."""
+        group = self._group.get(pid, pid)
+        for member in self._members.pop(group, {pid}):
+            self._known.discard(member)
+            self._group.pop(member, None)
+        self._known.discard(pid)
+
+    # --- execs: which ran --------------------------------------------------------------
+
+    def _image(self, pid: int) -> bytes | None:
+        """What identifies the process's current program: its name and where the kernel
+        put its code, stack, arguments and environment (/proc/PID/stat, readable even
+        after a change of uid). A successful exec makes a new memory map, and with it
+        new values (the stack's place is random); a failed one leaves them as they were.
+        """
+        try:
+            fd = os.open(b"/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        name, _, rest = text.rpartition(b")")
+        fields = rest.split()
+        if len(fields) < 49 or fields[23] == b"0":  # the values are hidden from us
+            return None
+        return b" ".join([name, *fields[23:26], *fields[45:49]])
+
+    def settle(self, pid: int) -> None:
+        """``pid`` makes its next traced call after an exec: did the exec replace its
+        program? Observed in the process itself, never looked up by path."""
+        event, before = self._pending.pop(pid)
+        after = self._image(pid)
+        if before is None or after is None:
+            event[4] = "unknown"
+        elif after != before:
+            event[4] = "ran"
+        else:
+            event[4] = "failed"
+            event.append(_resolved_in_root(pid, event[2], self._libc))
+
+    def unsettled(self) -> None:
+        """Execs whose process made no traced call after them (killed, or it left by
+        the exit of its last thread): whether they ran is not known."""
+        for event, _ in self._pending.values():
+            event[4] = "unknown"
+        self._pending.clear()
+
+    # --- handlers: (pid, args) -> None or an answer ----------------------------------
 
     def execve(self, pid: int, a: tuple[int, ...]) -> None:
         self._exec(pid, AT_FDCWD, a[0], a[1])
@@ -291,13 +421,27 @@ class Recorder:
         self.kept_bytes += len(path) + sum(map(len, argv)) + 8 * len(argv) + _EVENT_OVERHEAD
         event: list[Any] = ["exec", pid, path, argv, None, [], cut]
         self.events.append(event)
-        self.later.append(lambda: _finish_exec(event))
+        self._execs += 1
+        self._pending[pid] = (event, self._image(pid))
+        self.later.append(lambda: self._outputs_of(event))
+
+    def _outputs_of(self, event: list[Any]) -> None:
+        """A shell opens "> file" itself and hands the fd to the program it runs: the
+        program's stdout and stderr say which files it writes."""
+        pid = event[1]
+        for fd in (1, 2):
+            with suppress(OSError):
+                target = os.readlink(b"/proc/%d/fd/%d" % (pid, fd))
+                event[5].append(self._kept(target))
 
     def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["exit", pid, a[0] & 0xFF])
 
     def openat(self, pid: int, a: tuple[int, ...]) -> None:
-        self.events.append(["open", pid, self._path(pid, a[0], a[1]), a[2]])
+        path = self._path(pid, a[0], a[1])
+        if path == self.sentinel:
+            self.ended = True
+        self.events.append(["open", pid, path, a[2]])
 
     def openat2(self, pid: int, a: tuple[int, ...]) -> None:
         (flags,) = _U64.unpack(self._read(pid, a[2], 8))
@@ -316,7 +460,7 @@ class Recorder:
         self.events.append(["rmdir", pid, self._path(pid, AT_FDCWD, a[0])])
 
     def unlinkat(self, pid: int, a: tuple[int, ...]) -> None:
-        kind = "rmdir" if a[2] & 0x200 else "unlink"  # AT_REMOVEDIR
+        kind = "rmdir" if a[2] & _AT_REMOVEDIR else "unlink"
         self.events.append([kind, pid, self._path(pid, a[0], a[1])])
 
     def mkdir(self, pid: int, a: tuple[int, ...]) -> None:
@@ -327,14 +471,59 @@ class Recorder:
 
     def rename(self, pid: int, a: tuple[int, ...]) -> None:
         old = self._path(pid, AT_FDCWD, a[0])
-        self.events.append(["rename", pid, old, self._path(pid, AT_FDCWD, a[1])])
+        self.events.append(["rename", pid, old, self._path(pid, AT_FDCWD, a[1]), 0])
 
     def renameat(self, pid: int, a: tuple[int, ...]) -> None:
         old = self._path(pid, a[0], a[1])
-        self.events.append(["rename", pid, old, self._path(pid, a[2], a[3])])
+        self.events.append(["rename", pid, old, self._path(pid, a[2], a[3]), 0])
+
+    def renameat2(self, pid: int, a: tuple[int, ...]) -> None:
+        old = self._path(pid, a[0], a[1])
+        exchange = a[4] & _RENAME_EXCHANGE
+        self.events.append(["rename", pid, old, self._path(pid, a[2], a[3]), exchange])
+
+    def link(self, pid: int, a: tuple[int, ...]) -> None:
+        old = self._path(pid, AT_FDCWD, a[0])
+        self.events.append(["link", pid, old, self._path(pid, AT_FDCWD, a[1])])
+
+    def linkat(self, pid: int, a: tuple[int, ...]) -> None:
+        old = self._path(pid, a[0], a[1])
+        self.events.append(["link", pid, old, self._path(pid, a[2], a[3])])
+
+    def symlink(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["symlink", pid, self._path(pid, AT_FDCWD, a[1])])
+
+    def symlinkat(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["symlink", pid, self._path(pid, a[1], a[2])])
+
+    def mknod(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["mknod", pid, self._path(pid, AT_FDCWD, a[0])])
+
+    def mknodat(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["mknod", pid, self._path(pid, a[0], a[1])])
+
+    def truncate(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["truncate", pid, self._path(pid, AT_FDCWD, a[0])])
+
+    def chmod(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["chmod", pid, self._path(pid, AT_FDCWD, a[0])])
+
+    def fchmodat(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["chmod", pid, self._path(pid, a[0], a[1])])
+
+    def fchmod(self, pid: int, a: tuple[int, ...]) -> None:
+        self.events.append(["chmod", pid, self._kept(self._dir(pid, a[0]))])
 
     def getdents(self, pid: int, a: tuple[int, ...]) -> None:
-        self.events.append(["listdir", pid, self._dir(pid, a[0])])
+        directory = self._dir(pid, a[0])
+        key = (pid, directory)
+        found = self._listings.get(key)
+        if found is not None and found[0] == self._execs:
+            found[1][3] += 1  # the same program listing the same directory again
+            return
+        event = ["listdir", pid, self._kept(directory), 1]
+        self._listings[key] = (self._execs, event)
+        self.events.append(event)
 
     def getrandom(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["getrandom", pid, a[1], a[2]])
@@ -345,21 +534,92 @@ class Recorder:
     def cpu_count(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["cpus", pid])
 
-    def connect(self, pid: int, a: tuple[int, ...]) -> None:
-        self._network(pid, "connect", a[0], a[1], a[2])
+    # --- network ------------------------------------------------------------------------
 
-    def bind(self, pid: int, a: tuple[int, ...]) -> None:
-        self._network(pid, "bind", a[0], a[1], a[2])
+    def connect(self, pid: int, a: tuple[int, ...]) -> tuple[int, int] | None:
+        return self._address_call(pid, "connect", a[0], a[1], a[2])
+
+    def bind(self, pid: int, a: tuple[int, ...]) -> tuple[int, int] | None:
+        return self._address_call(pid, "bind", a[0], a[1], a[2])
+
+    def _address_call(
+        self, pid: int, call: str, fd: int, address: int, length: int
+    ) -> tuple[int, int] | None:
+        """connect or bind, made here on a duplicate of the socket with the address read
+        once; an AF_UNIX or AF_NETLINK socket's call continues (a path is looked up in
+        the caller's root and directory, and neither reaches a network)."""
+        length &= 0xFFFFFFFF
+        if length > _SOCKADDR_MAX:
+            return None  # EINVAL from the kernel, whatever the memory holds
+        try:
+            raw = self._read(pid, address, length) if length else b""
+        except OSError:
+            raw = b""
+        if len(raw) < length:
+            return (0, -errno.EFAULT)  # never let the kernel read what was unreadable here
+        socket_ = self._socket(pid, fd)
+        if isinstance(socket_, int):
+            return (0, -socket_) if socket_ else None
+        duplicate, domain, kind = socket_
+        if domain not in _IP:
+            os.close(duplicate)
+            return None
+        target = _destination(raw, domain, call)
+        if target is None:  # connect(AF_UNSPEC): a disconnect, it reaches nothing
+            return self._make(duplicate, call, raw, None)
+        family, host, port = target
+        event = ["net", pid, call, family, kind, self._kept(host.encode()), port, "pending"]
+        self.events.append(event)
+        blocking = not fcntl.fcntl(duplicate, fcntl.F_GETFL) & os.O_NONBLOCK
+        if call == "connect" and kind == socket.SOCK_STREAM and blocking:
+            # May wait for a listener's backlog (for as long as the socket's timeout):
+            # answered by a thread, so that the rest of the build is not held meanwhile.
+            nid, notify_fd = self.current, self.notify_fd
+            thread = threading.Thread(
+                target=self._connect_later, args=(nid, notify_fd, duplicate, raw, event)
+            )
+            thread.daemon = True
+            thread.start()
+            self.answering = [t for t in self.answering if t.is_alive()] + [thread]
+            return DEFERRED
+        return self._make(duplicate, call, raw, event)
+
+    def _make(
+        self, duplicate: int, call: str, raw: bytes, event: list[Any] | None
+    ) -> tuple[int, int]:
+        """The call itself, on the duplicate; its result is the build's."""
+        function = self._libc.connect if call == "connect" else self._libc.bind
+        try:
+            result = function(duplicate, raw, len(raw))
+            error = ctypes.get_errno() if result < 0 else 0
+        finally:
+            os.close(duplicate)
+        if event is not None:
+            event[7] = _outcome(call, error)
+        return (0, -error) if error else (0, 0)
+
+    def _connect_later(
+        self, nid: int, notify_fd: int | None, duplicate: int, raw: bytes, event: list[Any]
+    ) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)  # errno is per thread and per library
+        try:
+            result = libc.connect(duplicate, raw, len(raw))
+            error = ctypes.get_errno() if result < 0 else 0
+        finally:
+            os.close(duplicate)
+        event[7] = _outcome("connect", error)
+        if notify_fd is not None:
+            answer(notify_fd, nid, 0, -error)
 
     def sendto(self, pid: int, a: tuple[int, ...]) -> None:
         if a[4]:
-            self._network(pid, "sendto", a[0], a[4], a[5])
+            self._sent(pid, "sendto", a[0], [(a[4], a[5])])
 
     def sendmsg(self, pid: int, a: tuple[int, ...]) -> None:
         header = self._read(pid, a[1], 12)
         name, length = struct.unpack_from("<QI", header)
         if name:
-            self._network(pid, "sendmsg", a[0], name, length)
+            self._sent(pid, "sendmsg", a[0], [(name, length)])
 
     def sendmmsg(self, pid: int, a: tuple[int, ...]) -> None:
         """Every message's destination: each may name its own (the kernel sends up to
@@ -368,46 +628,115 @@ class Recorder:
         if not count:
             return
         vector = self._read(pid, a[1], count * _MMSGHDR)
-        for offset in range(0, len(vector) - 11, _MMSGHDR):
-            name, length = struct.unpack_from("<QI", vector, offset)
-            if name:
-                self._network(pid, "sendmmsg", a[0], name, length)
+        names = [
+            struct.unpack_from("<QI", vector, offset)
+            for offset in range(0, len(vector) - 11, _MMSGHDR)
+        ]
+        self._sent(pid, "sendmmsg", a[0], [(name, length) for name, length in names if name])
 
-    def _network(self, pid: int, call: str, fd: int, address: int, length: int) -> None:
-        raw = self._read(pid, address, min(length, 128))
-        if len(raw) < 2:
+    def _sent(self, pid: int, call: str, fd: int, names: list[tuple[int, int]]) -> None:
+        """Sends with a destination continue: their data is the kernel's to copy. The
+        address recorded is the one read here; the kernel's count of packets refused for
+        want of a route (read by the session) is what a changed address cannot hide."""
+        if not names:
             return
-        (family,) = struct.unpack_from("<H", raw)
-        if family == socket.AF_INET and len(raw) >= 8:
-            port = struct.unpack_from(">H", raw, 2)[0]
-            host = str(ipaddress.IPv4Address(raw[4:8]))
-        elif family == socket.AF_INET6 and len(raw) >= 24:
-            port = struct.unpack_from(">H", raw, 2)[0]
-            host = str(ipaddress.IPv6Address(raw[8:24]))
-        elif family in (socket.AF_UNIX, socket.AF_NETLINK):
-            return  # local IPC and kernel queries, not network
-        else:
-            host, port = raw[2:].hex(), 0
-        kind = self._socket_type(pid, fd)
-        self.events.append(
-            ["net", pid, call, family, kind, host, port, _outcome(pid, call, kind, host, port)]
-        )
+        socket_ = self._socket(pid, fd)
+        if isinstance(socket_, int):
+            return
+        duplicate, domain, kind = socket_
+        os.close(duplicate)
+        if domain not in _IP:
+            return
+        for name, length in names:
+            raw = self._read(pid, name, min(length & 0xFFFFFFFF, _SOCKADDR_MAX))
+            target = _destination(raw, domain, call)
+            if target is not None:
+                family, host, port = target
+                host_kept = self._kept(host.encode())
+                self.events.append(["net", pid, call, family, kind, host_kept, port, "unobserved"])
 
-    def _socket_type(self, pid: int, fd: int) -> int:
+    def _socket(self, pid: int, fd: int) -> tuple[int, int, int] | int:
+        """A duplicate of the caller's socket ``fd`` with its domain and type, or the
+        errno the call fails with (0: the process is gone)."""
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
             return 0
         try:
-            copy = self._libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+            if self.notify_fd is not None:
+                # The pid could have been reused since the notification: only while the
+                # notification is valid is the pidfd the caller's.
+                try:
+                    fcntl.ioctl(
+                        self.notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, _U64.pack(self.current)
+                    )
+                except OSError:
+                    return 0
+            copy = self._syscall(_SYS_PIDFD_GETFD, pidfd, fd & 0xFFFFFFFF, 0)
             if copy < 0:
-                return 0
-            with socket.socket(fileno=copy) as duplicate:
-                return int(duplicate.type)
-        except OSError:
-            return 0
+                return ctypes.get_errno() or errno.EBADF
         finally:
             os.close(pidfd)
+        value, size = ctypes.c_int(0), ctypes.c_uint32(4)
+        found = []
+        for option in (_SO_DOMAIN, socket.SO_TYPE):
+            if self._libc.getsockopt(
+                copy, socket.SOL_SOCKET, option, ctypes.byref(value), ctypes.byref(size)
+            ):
+                error = ctypes.get_errno()
+                os.close(copy)
+                return error or errno.ENOTSOCK
+            found.append(value.value)
+        return copy, found[0], found[1]
+
+
+def _destination(raw: bytes, domain: int, call: str) -> tuple[int, str, int] | None:
+    """(family, address, port) as the kernel takes ``raw`` on a socket of ``domain``;
+    None when it names no destination (an AF_UNSPEC connect disconnects; an IPv6
+    socket's AF_UNSPEC send has no address).
+
+    An IPv4 socket takes AF_UNSPEC as AF_INET (BSD compatibility). Anything the kernel
+    would not take as an IP address is kept as hex: an attempt to reach outside.
+    """
+    if len(raw) < 2:
+        return (0, raw.hex(), 0)
+    (family,) = struct.unpack_from("<H", raw)
+    if family == socket.AF_UNSPEC:
+        if call == "connect" or domain == socket.AF_INET6:
+            return None
+        family = socket.AF_INET
+    if family == socket.AF_INET and len(raw) >= 8:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return family, str(ipaddress.IPv4Address(raw[4:8])), port
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return family, str(ipaddress.IPv6Address(raw[8:24])), port
+    return family, raw[2:].hex(), 0
+
+
+_OUTCOMES = {
+    0: "",
+    errno.ECONNREFUSED: "refused",
+    errno.ENETUNREACH: "unreachable",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.EADDRNOTAVAIL: "address-unavailable",
+    errno.EADDRINUSE: "address-in-use",
+    errno.EINPROGRESS: "in-progress",
+    errno.EALREADY: "in-progress",
+    errno.EISCONN: "connected",
+    errno.EACCES: "denied",
+    errno.EPERM: "denied",
+    errno.EAFNOSUPPORT: "unsupported-family",
+    errno.ETIMEDOUT: "timed-out",
+    errno.EINTR: "interrupted",
+}
+
+
+def _outcome(call: str, error: int) -> str:
+    """The kernel's answer to the call, in words."""
+    if error == 0:
+        return "connected" if call == "connect" else "bound"
+    return _OUTCOMES.get(error) or errno.errorcode.get(error, str(error)).lower()
 
 
 def _absolute(path: bytes, directory: bytes) -> bytes:
@@ -418,19 +747,69 @@ def _absolute(path: bytes, directory: bytes) -> bytes:
     return path
 
 
-def _finish_exec(event: list[Any]) -> None:
-    """The parts of an exec event that may be read once the exec is under way."""
-    pid, path = event[1], event[2]
+def _openat2(libc: ctypes.CDLL, dirfd: int, path: bytes, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags, 0, resolve)
+    fd = int(libc.syscall(_SYS_OPENAT2, dirfd, path, ctypes.byref(how), ctypes.c_size_t(24)))
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return fd
+
+
+def _resolved_in_root(pid: int, path: bytes, libc: ctypes.CDLL) -> bytes | None:
+    """Where a failed exec's ``path`` leads when its links are followed in the process's
+    own root, when the kernel refused it on the way (EACCES): through a link into
+    ``/.hermetic/``, say. None when it does not lead into a directory closed to this
+    user, or cannot be followed without a magic link (/proc/self/...)."""
     try:
-        mode = os.stat(b"/proc/%d/root%s" % (pid, path)).st_mode
+        root = os.open(b"/proc/%d/root" % pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        mode = 0
-    event[4] = stat.S_ISREG(mode) and bool(mode & 0o111)
-    # A shell opens "> file" itself and hands the fd to the program it runs: the
-    # program's stdout and stderr say which files it writes.
-    for fd in (1, 2):
-        with suppress(OSError):
-            event[5].append(os.readlink(b"/proc/%d/fd/%d" % (pid, fd)))
+        return None
+    resolve = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS
+    flags = os.O_PATH | os.O_CLOEXEC
+    try:
+        try:
+            os.close(_openat2(libc, root, path.lstrip(b"/") or b".", flags, resolve))
+            return None  # it resolves: the exec failed for another reason
+        except OSError as e:
+            if e.errno != errno.EACCES:
+                return None
+        parts = [part for part in path.split(b"/") if part]
+        done: list[bytes] = []
+        links = 0
+        buffer = ctypes.create_string_buffer(PATH_MAX)
+        while parts:
+            part = parts.pop(0)
+            if part == b".":
+                continue
+            if part == b"..":
+                if done:
+                    done.pop()
+                continue
+            here = b"/".join([*done, part])
+            try:
+                fd = _openat2(libc, root, here, flags | os.O_NOFOLLOW, resolve)
+            except OSError as e:
+                if e.errno == errno.EACCES:
+                    return b"/" + b"/".join([*done, part, *parts])
+                return None
+            try:
+                if not stat.S_ISLNK(os.fstat(fd).st_mode):
+                    done.append(part)
+                    continue
+                links += 1
+                count = libc.readlinkat(fd, b"", buffer, PATH_MAX)
+                if links > _MAX_LINKS or count <= 0:
+                    return None
+                target = buffer.raw[:count]
+                if target.startswith(b"/"):
+                    done = []
+                parts = [p for p in target.split(b"/") if p] + parts
+            finally:
+                os.close(fd)
+        return None
+    finally:
+        os.close(root)
 
 
 def _text(value: object) -> str:
@@ -439,35 +818,6 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return os.fsdecode(value)
     raise TypeError(f"{type(value).__name__} is not part of an event")
-
-
-def _listening(pid: int, port: int) -> bool:
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
-
-
-def _outcome(pid: int, call: str, kind: int, host: str, port: int) -> str:
-    """What the kernel answers in a network namespace whose only interface is lo."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return "unsupported-family"
-    local = is_loopback(host)
-    if call == "bind":
-        return "bound" if local else "address-unavailable"
-    if not local:
-        return "unreachable"
-    if kind == socket.SOCK_STREAM and call == "connect":
-        return "connected" if _listening(pid, port) else "refused"
-    return "sent" if call != "connect" else "connected"
 
 
 def supervise(notify_fd: int, recorder: Recorder) -> None:
@@ -485,10 +835,12 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
     handlers = recorder.handlers
     events = recorder.events
     known = recorder._known
+    pending = recorder._pending
     later = recorder.later
     names = {nr: name for name, nr in numbers().items()}
     exit_nr = numbers()["exit_group"]
     max_events, max_bytes = recorder.max_events, recorder.max_bytes
+    send = SECCOMP_IOCTL_NOTIF_SEND
     while True:
         buffer[:] = empty
         try:
@@ -503,30 +855,39 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
         values = _NOTIF.unpack_from(buffer)
         nid, pid, nr = values[0], values[1], values[3]
         recorder.notifications += 1
+        if recorder.ended:
+            # The runner's hand-back: nothing of the build runs any more.
+            answer(notify_fd, nid, 0, 0, _CONTINUE)
+            continue
         if len(events) >= max_events or recorder.kept_bytes >= max_bytes:
             # Full: answer at once and only count (the trace says it was cut).
             name = names.get(nr, str(nr))
             recorder.dropped[name] = recorder.dropped.get(name, 0) + 1
-            with suppress(FileNotFoundError):
-                fcntl.ioctl(
-                    notify_fd, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, 0, _CONTINUE), False
-                )
+            answer(notify_fd, nid, 0, 0, _CONTINUE)
             continue
+        if pid not in known:
+            if nr == exit_nr:
+                # A process whose first traced call is its exit ran no program and has no
+                # children left to place: its exit status alone is not worth a /proc read.
+                known.add(pid)
+            else:
+                recorder.know(pid)
+        if pending and pid in pending:
+            recorder.settle(pid)
+        recorder.current = nid
+        reply: tuple[int, int] | None = None
         try:
-            handlers[nr](pid, values[4:])
+            reply = handlers[nr](pid, values[4:])
         except (OSError, KeyError, ValueError, struct.error) as e:
             recorder.unreadable += 1
             events.append(["unreadable", pid, nr, getattr(e, "errno", None) or str(e)])
-        try:
-            fcntl.ioctl(
-                notify_fd, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, 0, _CONTINUE), False
-            )
-        except FileNotFoundError:
-            pass  # the caller died or was interrupted meanwhile
-        if pid not in known and nr != exit_nr:
-            # A process whose first traced call is its exit ran no program and has no
-            # children left to place: its exit status alone is not worth a /proc read.
-            recorder.know(pid)
+        if reply is None:
+            with suppress(FileNotFoundError):
+                fcntl.ioctl(notify_fd, send, _RESP.pack(nid, 0, 0, _CONTINUE), False)
+        elif reply != DEFERRED:
+            answer(notify_fd, nid, reply[0], reply[1])
+        if nr == exit_nr:
+            recorder.forget(pid)
         if later:
             for work in later:
                 with suppress(OSError):
@@ -544,21 +905,73 @@ def _peak_memory() -> int:
     return 0
 
 
+def write_record(path: Path, header: dict[str, Any], recorder: Recorder) -> None:
+    """The output file (see the module docstring), line by line: never one string of
+    everything. Written beside ``path`` and renamed, so it is whole or absent."""
+    temp = path.with_suffix(".partial")
+    with temp.open("w", encoding="ascii") as out:
+        out.write(json.dumps(header) + "\n")
+        for event in recorder.events:
+            out.write(json.dumps(event, default=_text))
+            out.write("\n")
+        trailer = {
+            "notifications": recorder.notifications,
+            "unreadable": recorder.unreadable,
+            "dropped": recorder.dropped,
+            "peak_memory_bytes": _peak_memory(),
+            "ended": recorder.ended,
+        }
+        out.write(json.dumps(trailer) + "\n")
+    temp.replace(path)
+
+
+def read_record(path: Path) -> tuple[dict[str, Any], Iterator[list[Any]]]:
+    """The header and the events of an output file; the trailer is the last item the
+    iterator leaves in the header (under "trailer") once it is exhausted.
+
+    Raises:
+        OSError, ValueError: the file is missing or not what the supervisor writes.
+    """
+    stream = path.open(encoding="ascii")
+    try:
+        header = json.loads(stream.readline())
+    except ValueError:
+        stream.close()
+        raise
+    if not isinstance(header, dict):
+        stream.close()
+        raise ValueError(f"{path}: no header")
+
+    def events() -> Iterator[list[Any]]:
+        with stream:
+            for line in stream:
+                item = json.loads(line)
+                if isinstance(item, dict):
+                    header["trailer"] = item
+                    return
+                yield item
+
+    return header, events()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hermetic's seccomp supervisor")
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--max-events", type=int, default=1 << 62)
     parser.add_argument("--max-bytes", type=int, default=1 << 62)
+    parser.add_argument("--sentinel", help="the path whose creation ends the build")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
-    recorder = Recorder(max_events=args.max_events, max_bytes=args.max_bytes)
+    sentinel = os.fsencode(args.sentinel) if args.sentinel else None
+    recorder = Recorder(max_events=args.max_events, max_bytes=args.max_bytes, sentinel=sentinel)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(args.socket))
     listener.listen(1)
     state: dict[str, Any] = {}
     try:
         notify_fd, state = receive_notify_fd(listener)
+        recorder.notify_fd = notify_fd
         with suppress(OSError):  # Linux 6.6+: hand the CPU straight back and forth
             fcntl.ioctl(notify_fd, SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
         supervise(notify_fd, recorder)
@@ -566,17 +979,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         listener.close()
-        document = {
-            "events": recorder.events,
-            "notifications": recorder.notifications,
-            "unreadable": recorder.unreadable,
-            "dropped": recorder.dropped,
-            "peak_memory_bytes": _peak_memory(),
-            "container_pid": state.get("pid"),
-        }
-        temp = args.out.with_suffix(".partial")
-        temp.write_text(json.dumps(document, default=_text))
-        temp.replace(args.out)
+        recorder.unsettled()
+        write_record(args.out, {"container_pid": state.get("pid")}, recorder)
     return 0
 
 

@@ -32,6 +32,17 @@ X86_64 = {
     "getrandom": 318,
     "execveat": 322,
     "openat2": 437,
+    "truncate": 76,
+    "link": 86,
+    "symlink": 88,
+    "chmod": 90,
+    "fchmod": 91,
+    "mknod": 133,
+    "mknodat": 259,
+    "linkat": 265,
+    "symlinkat": 266,
+    "fchmodat": 268,
+    "fchmodat2": 452,
 }
 ARCHITECTURES = {"x86_64": X86_64}
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -25,10 +26,11 @@ from sandbox.image_build import ImageBuildStatus, build_image
 from sandbox.images import ImageCatalog
 from sandbox.podman_api import PodmanService, PodmanSession
 from sandbox.podman_backend import PodmanBackend
-from sandbox.result import BuildResult
+from sandbox.result import BuildResult, BuildStatus
 from sandbox.spec import InputSpec, Spec
 from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.limits import TraceLimits
 from tests.conftest import REPO, write_spec
 from tests.schemas import validate_document
 
@@ -198,6 +200,80 @@ def trace_of(result: BuildResult) -> dict[str, Any]:
 
 def log_of(result: BuildResult) -> str:
     return result.log.path.read_text("utf-8", "replace")
+
+
+class Sandbox:
+    """Real builds of a bash script (``script.sh``) with extra files, in one test's tmp_path."""
+
+    def __init__(self, tmp_path: Path, config: SandboxConfig, backend: PodmanBackend) -> None:
+        self.tmp_path = tmp_path
+        self.config = config
+        self.backend = backend
+
+    def build(
+        self,
+        script: str,
+        *,
+        name: str = "b",
+        image: str = "hermetic-minimal",
+        files: dict[str, str] | None = None,
+        programs: dict[str, Path] | None = None,
+        trace: TraceLevel = TraceLevel.STANDARD,
+        limits: TraceLimits | None = None,
+        spec_limits: str = "",
+        outputs: tuple[str, ...] = ("done",),
+    ) -> BuildResult:
+        """``spec_limits``: lines of the spec's [limits] table."""
+        source = self.tmp_path / f"src-{name}"
+        text = (
+            f'[build]\nimage = "{image}"\nsource_date_epoch = 1\n'
+            f'command = ["bash", "script.sh"]\noutputs = {json.dumps(list(outputs))}\n'
+            f"[limits]\n{spec_limits}\n"
+        )
+        spec = Spec.from_toml(write_spec(source, text))
+        (source / "script.sh").write_text(script + "\necho ok > done\n")
+        for relative, content in (files or {}).items():
+            (source / relative).write_text(content)
+        for relative, program in (programs or {}).items():
+            shutil.copy(program, source / relative)
+            (source / relative).chmod(0o755)
+        config = self.config if limits is None else replace(self.config, trace_limits=limits)
+        request = BuildRequest(spec=spec, out_dir=self.tmp_path / f"out-{name}", trace=trace)
+        return run_build(request, config=config, backend=self.backend)
+
+
+@pytest.fixture
+def sandbox_(tmp_path: Path, sandbox_config: SandboxConfig, backend: PodmanBackend) -> Sandbox:
+    return Sandbox(tmp_path, sandbox_config, backend)
+
+
+@pytest.fixture(scope="session")
+def probe(
+    tmp_path_factory: pytest.TempPathFactory,
+    bookworm_image: str,
+    podman_session: PodmanSession,
+    sandbox_config: SandboxConfig,
+) -> Iterator[Path]:
+    """tests/fixtures/probe.c, built static with the debian-bookworm image's gcc."""
+    scratch = tmp_path_factory.mktemp("probe")
+    backend = PodmanBackend(podman_session, seccomp_base=sandbox_config.seccomp_base)
+    source = scratch / "src"
+    source.mkdir()
+    shutil.copy(REPO / "tests" / "fixtures" / "probe.c", source / "probe.c")
+    spec = Spec.from_toml(
+        write_spec(
+            source,
+            f'[build]\nimage = "{bookworm_image}"\nsource_date_epoch = 1\n'
+            'command = ["gcc", "-static", "-no-pie", "-O1", "-o", "probe", "probe.c"]\n'
+            'outputs = ["probe"]\n',
+        )
+    )
+    request = BuildRequest(spec=spec, out_dir=scratch / "out", trace=TraceLevel.OFF)
+    result = run_build(request, config=sandbox_config, backend=backend)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    binary = scratch / "out" / "artifacts" / "probe"
+    binary.chmod(0o755)
+    yield binary
 
 
 # The toolchain images are the inline [image] tables that 'hermetic init' writes; the

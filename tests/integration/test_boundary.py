@@ -10,10 +10,7 @@ the legitimate path still works.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,61 +19,21 @@ import pytest
 import sandbox.build
 import sandbox.plan
 import sandbox.trace.profile
+from rebuilder import render
 from sandbox.build import BuildRequest, run_build
 from sandbox.config import SandboxConfig
-from sandbox.podman_api import PodmanSession
 from sandbox.podman_backend import PodmanBackend
 from sandbox.result import BuildResult, BuildStatus
 from sandbox.spec import Spec
+from sandbox.trace.fanotify import USER_LIMITS
 from sandbox.trace.levels import TraceLevel
 from sandbox.trace.limits import TraceLimits
-from tests.conftest import REPO, write_spec
-from tests.integration.conftest import log_of, trace_of
+from tests.conftest import write_spec
+from tests.integration.conftest import Sandbox, log_of, trace_of
 from tests.integration.test_isolation import Listener
 
 TOKEN = "build-ended-5eedc0ffee5eedc0"  # the sentinel's name, made known to the tests
 SIGSYS_STATUS = 128 + 31
-
-
-class Sandbox:
-    """Real builds of a bash script (``script.sh``) with extra files, in one test's tmp_path."""
-
-    def __init__(self, tmp_path: Path, config: SandboxConfig, backend: PodmanBackend) -> None:
-        self.tmp_path = tmp_path
-        self.config = config
-        self.backend = backend
-
-    def build(
-        self,
-        script: str,
-        *,
-        name: str = "b",
-        image: str = "hermetic-minimal",
-        files: dict[str, str] | None = None,
-        programs: dict[str, Path] | None = None,
-        trace: TraceLevel = TraceLevel.STANDARD,
-        limits: TraceLimits | None = None,
-    ) -> BuildResult:
-        source = self.tmp_path / f"src-{name}"
-        text = (
-            f'[build]\nimage = "{image}"\nsource_date_epoch = 1\n'
-            'command = ["bash", "script.sh"]\noutputs = ["done"]\n'
-        )
-        spec = Spec.from_toml(write_spec(source, text))
-        (source / "script.sh").write_text(script + "\necho ok > done\n")
-        for relative, content in (files or {}).items():
-            (source / relative).write_text(content)
-        for relative, program in (programs or {}).items():
-            shutil.copy(program, source / relative)
-            (source / relative).chmod(0o755)
-        config = self.config if limits is None else replace(self.config, trace_limits=limits)
-        request = BuildRequest(spec=spec, out_dir=self.tmp_path / f"out-{name}", trace=trace)
-        return run_build(request, config=config, backend=self.backend)
-
-
-@pytest.fixture
-def sandbox_(tmp_path: Path, sandbox_config: SandboxConfig, backend: PodmanBackend) -> Sandbox:
-    return Sandbox(tmp_path, sandbox_config, backend)
 
 
 @pytest.fixture
@@ -96,39 +53,10 @@ def weakened(monkeypatch: pytest.MonkeyPatch) -> None:
 def unhardened(monkeypatch: pytest.MonkeyPatch) -> None:
     """The negative control: podman's default seccomp profile, without hermetic's limits."""
 
-    def keep(profile: dict[str, Any]) -> None:
+    def keep(profile: dict[str, Any], **options: Any) -> None:
         return None
 
     monkeypatch.setattr(sandbox.trace.profile, "_harden", keep)
-
-
-@pytest.fixture(scope="module")
-def probe(
-    tmp_path_factory: pytest.TempPathFactory,
-    bookworm_image: str,
-    podman_session: PodmanSession,
-    sandbox_config: SandboxConfig,
-) -> Iterator[Path]:
-    """tests/fixtures/probe.c, built static with the debian-bookworm image's gcc."""
-    scratch = tmp_path_factory.mktemp("probe")
-    backend = PodmanBackend(podman_session, seccomp_base=sandbox_config.seccomp_base)
-    source = scratch / "src"
-    source.mkdir()
-    shutil.copy(REPO / "tests" / "fixtures" / "probe.c", source / "probe.c")
-    spec = Spec.from_toml(
-        write_spec(
-            source,
-            f'[build]\nimage = "{bookworm_image}"\nsource_date_epoch = 1\n'
-            'command = ["gcc", "-static", "-no-pie", "-O1", "-o", "probe", "probe.c"]\n'
-            'outputs = ["probe"]\n',
-        )
-    )
-    request = BuildRequest(spec=spec, out_dir=scratch / "out", trace=TraceLevel.OFF)
-    result = run_build(request, config=sandbox_config, backend=backend)
-    assert result.status is BuildStatus.BUILT, log_of(result)
-    binary = scratch / "out" / "artifacts" / "probe"
-    binary.chmod(0o755)
-    yield binary
 
 
 def lines(result: BuildResult) -> list[str]:
@@ -330,8 +258,12 @@ def test_every_sendmmsg_message_is_inspected_and_loopback_counts_apart(
         ("127.0.0.1", 9, True),
         ("192.0.2.1", 53, False),  # the second message of the first call
         ("127.0.0.1", 9, True),
-        ("127.0.0.2", 53, True),  # negative control: a second message that stays inside
+        ("127.0.0.2", 53, True),  # classification: a second message that stays inside
     ]
+    # The control, independent of the trace: the kernel refused exactly one packet for
+    # want of a route (the second message of the first call). A supervisor that looked at
+    # the first message only would be one short of it, and the trace would say so.
+    assert trace_of(result)["kernel"] == {"no_route": 1, "unseen_network_attempts": 0}
     local = [n for n in network if n["address"] == "127.0.0.1" and n["port"] == 4321]
     assert {n["call"] for n in local} == {"bind", "connect"}
     assert "connected" in {n["outcome"] for n in local}
@@ -412,3 +344,183 @@ def test_trace_json_is_cut_at_its_cap_and_says_so(sandbox_: Sandbox, minimal_ima
     # Negative control: under the default cap the same build's trace is whole.
     whole = sandbox_.build(MANY_FILES, name="whole")
     assert trace_of(whole)["complete"] and len(trace_of(whole)["files"]) > 3000
+
+
+# --- the review's attacks on the boundary (reviews/sandbox-1) -----------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "script"),
+    [
+        ('["./sh", "-c", "echo I am: $(readlink /proc/$$/exe); nc -w 1 192.0.2.11 80"]', None),
+        ('["./run"]', "#!/build/sh\necho interpreter: $(readlink /proc/$$/exe)\n"),
+    ],
+    ids=["link", "shebang"],
+)
+def test_the_builds_command_as_a_link_to_proc_self_exe_does_not_reach_hermetics_busybox(
+    tmp_path: Path,
+    sandbox_config: SandboxConfig,
+    backend: PodmanBackend,
+    minimal_image: str,
+    command: str,
+    script: str | None,
+) -> None:
+    source = tmp_path / "src"
+    spec = Spec.from_toml(
+        write_spec(
+            source,
+            '[build]\nimage = "hermetic-minimal"\nsource_date_epoch = 1\n'
+            f'command = {command}\noutputs = ["hermetic.toml"]\n[limits]\ntimeout = "10s"\n',
+        )
+    )
+    (source / "sh").symlink_to("/proc/self/exe")
+    if script is not None:
+        (source / "run").write_text(script)
+        (source / "run").chmod(0o755)
+    request = BuildRequest(spec=spec, out_dir=tmp_path / "out")
+    result = run_build(request, config=sandbox_config, backend=backend)
+    # On main the first program was exec'd by the runner's busybox: ./sh (or the
+    # script's interpreter) was busybox, "I am: /.hermetic/busybox", with nc and wget.
+    # Now the image's nice execs it: ./sh is nice, which takes no -c (the build fails);
+    # as an interpreter it is nice again, which runs the script again (until the
+    # timeout: the build only spends its own time).
+    assert "/.hermetic/busybox" not in log_of(result), log_of(result)
+    assert "BusyBox" not in log_of(result)
+    assert result.status is not BuildStatus.BUILT
+    assert trace_of(result)["executions"][0]["path"] == "/usr/bin/nice"
+
+
+FAMILIES = "\n".join(f"./probe family {n}" for n in (1, 2, 10, 16, 40, 38, 17))
+
+
+@pytest.mark.parametrize("trace", [TraceLevel.STANDARD, TraceLevel.OFF])
+def test_sockets_of_other_families_are_refused(
+    sandbox_: Sandbox, minimal_image: str, probe: Path, trace: TraceLevel
+) -> None:
+    result = sandbox_.build(FAMILIES, programs={"probe": probe}, trace=trace)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    found = lines(result)
+    for family in (1, 2, 10, 16):  # unix, inet, inet6, netlink: the positive control
+        assert f"family {family} created" in found, log_of(result)
+    for family in (40, 38, 17):  # vsock (a VM's host), alg, packet
+        assert f"family {family} Address family not supported by protocol" in found
+
+
+def test_under_podmans_own_profile_vsock_and_alg_sockets_are_made(
+    sandbox_: Sandbox, minimal_image: str, probe: Path, unhardened: None
+) -> None:
+    result = sandbox_.build(FAMILIES, programs={"probe": probe})
+    found = lines(result)
+    # The negative control: what the kernel gives the probe on the host (AF_VSOCK on a
+    # VM), podman's own profile gives a build.
+    for family in (40, 38):
+        host = subprocess.run(
+            [str(probe), "family", str(family)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        if host.endswith("created"):
+            assert host in found, log_of(result)
+    assert "family 40 created" in found or "family 38 created" in found, "no family to show"
+
+
+EXECS = """
+cp /usr/bin/head evil
+/proc/self/cwd/evil -c 1 /etc/hostname > /dev/null && echo ran:cwd-link
+cp probe copy && ./probe fdexec copy
+for f in /usr/bin/podman /usr/bin/mmdebstrap /usr/bin/nonexistent-xyz; do
+    n=p$(echo $f | tr / _); ln -s $f $n; ./$n 2>/dev/null; echo "$f:$?"
+done
+ln -s /.hermetic/busybox bb; ./bb true 2>/dev/null; echo bb:$?
+"""
+
+
+def test_executions_are_observed_in_the_build_never_looked_up_on_the_host(
+    sandbox_: Sandbox, minimal_image: str, probe: Path
+) -> None:
+    result = sandbox_.build(EXECS, programs={"probe": probe})
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    found = lines(result)
+    assert "ran:cwd-link" in found and "ran from an fd" in found
+    trace = trace_of(result)
+    ran = {e["path"] for e in trace["executions"]}
+    # On main both were missing (a host-side stat found nothing): programs ran unseen.
+    assert "/proc/self/cwd/evil" in ran
+    assert "/build/copy (deleted)" in ran
+    # Links to host programs: 127 in the build, so not executions. On main the trace
+    # listed the ones that exist on the host, telling a node's client what is there.
+    for program in ("podman", "mmdebstrap", "nonexistent-xyz"):
+        assert f"/usr/bin/{program}:127" in found
+        assert f"/build/p_usr_bin_{program}" not in ran
+        assert f"/build/p_usr_bin_{program}" in {e["path"] for e in trace["failed_executions"]}
+    # A link into /.hermetic fails (EACCES), and where it led is an attempt.
+    assert "bb:126" in found
+    attempts = {(a["call"], a["path"]) for a in trace["hermetic_path_attempts"]}
+    assert ("exec", "/.hermetic/busybox") in attempts
+    assert trace["complete"], trace["gaps"]
+
+
+UNREADABLE = "echo x > f; mkdir d; echo y > d/g; chmod 000 f d/g d"
+
+
+def test_files_the_build_made_unreadable_are_handed_back(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    # On main the hand-back's copy failed ("Permission denied") and the build was an
+    # infrastructure failure: a node retried it, burning the client's attempts.
+    result = sandbox_.build(UNREADABLE, outputs=("done", "f", "d"))
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    assert {o.path for o in result.outputs} == {"done", "f", "d/g"}
+
+
+TOO_DEEP = """
+d=$(printf 'd%.0s' $(seq 200))
+for i in $(seq 25); do mkdir $d && cd $d; done
+echo deep > f
+"""
+
+
+def test_a_tree_that_cannot_be_copied_back_is_the_builds_failure(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    # Deeper than PATH_MAX: the runner's copy fails whatever it does. The build failed,
+    # not hermetic (on main: a SandboxError, retried as infrastructure by a node).
+    result = sandbox_.build(TOO_DEEP)
+    assert result.status is BuildStatus.FAILED
+    assert "could not be handed back" in result.reason, result.reason
+
+
+INOTIFY = """
+perl -e 'my ($n, @keep) = (0);
+for (1 .. 200) { my $r = syscall(294, 0); last if $r < 0; push @keep, $r; $n++ }
+print "inotify instances: $n\\n"'
+"""
+
+
+def test_a_build_cannot_use_up_the_users_inotify_instances(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    # Counted per user across namespaces: on main a build took every instance the host
+    # user had left (128 by default), and the user's own tools failed meanwhile.
+    result = sandbox_.build(INOTIFY)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    line = next(x for x in lines(result) if x.startswith("inotify instances:"))
+    count = int(line.split()[-1])
+    assert 0 < count <= USER_LIMITS["max_inotify_instances"]
+
+
+FORGED = 'mkdir -p out; echo hi > "out/x\nbuilt sha256:0000 (forged)"; printf ok > out/y'
+
+
+def test_a_name_with_a_newline_cannot_forge_a_line_of_the_summary(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    result = sandbox_.build(FORGED, outputs=("out",))
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    names = {o.path for o in result.outputs}
+    assert "out/x\nbuilt sha256:0000 (forged)" in names  # the control: the name is real
+    summary = render.build_summary(result).splitlines()
+    assert not [line for line in summary if line.startswith("built sha256:0000")]
+    assert any(line.endswith("out/x\\x0abuilt sha256:0000 (forged)") for line in summary)

@@ -10,12 +10,14 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
+import sandbox.podman_backend
 from sandbox.result import BuildStatus
-from tests.integration.conftest import Builder, log_of
+from tests.integration.conftest import Builder, Sandbox, log_of
 
 HEAD = '[build]\nimage = "hermetic-minimal"\nsource_date_epoch = 1\noutputs = ["hermetic.toml"]\n'
 
@@ -177,16 +179,75 @@ def test_unsafe_outputs_are_refused(
     assert plain.status is BuildStatus.BUILT
 
 
-def test_files_in_tmpfs_count_toward_the_memory_limit(minimal_image: str, build: Builder) -> None:
+def _no_tmpfs_accounting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The negative control: the watchdog without what the tmpfs mounts hold."""
+    monkeypatch.setattr(sandbox.podman_backend._Tmpfs, "usage", lambda self, pid: (0, 0))
+
+
+def test_files_in_tmpfs_count_toward_the_memory_limit(
+    minimal_image: str, build: Builder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 150 MiB in the build dir and /tmp: memory (tmpfs), though in no process's RSS.
     fill = "head -c 80000000 /dev/zero > big && head -c 80000000 /dev/zero > /tmp/big && sleep 8"
     limited = build(spec(fill, 'memory = "120MiB"\ndisk = "500MiB"'), name="limited")
     memory = next(limit for limit in limited.limits if limit.name == "memory")
-    if "host-watchdog" in memory.enforced_by:  # cgroup v1: hermetic's watchdog counts them
-        assert limited.status is BuildStatus.LIMIT_EXCEEDED, log_of(limited)
-        assert "memory limit exceeded" in limited.reason
-    else:  # a memory cgroup charges tmpfs pages itself
+    if "host-watchdog" not in memory.enforced_by:  # a memory cgroup charges tmpfs pages itself
         assert limited.status is not BuildStatus.BUILT, log_of(limited)
-    # Negative control: the same files under a roomy limit.
-    roomy = build(spec(fill.replace("sleep 8", "true"), 'memory = "1GiB"\ndisk = "500MiB"'))
+        return
+    # cgroup v1: hermetic's watchdog counts them.
+    assert limited.status is BuildStatus.LIMIT_EXCEEDED, log_of(limited)
+    assert "memory limit exceeded" in limited.reason
+    # Negative control: the same build, the watchdog blind to the tmpfs mounts, is built.
+    _no_tmpfs_accounting(monkeypatch)
+    blind = build(spec(fill, 'memory = "120MiB"\ndisk = "500MiB"'), name="blind")
+    assert blind.status is BuildStatus.BUILT, log_of(blind)
+
+
+def test_dev_shm_counts_toward_the_memory_limit(minimal_image: str, build: Builder) -> None:
+    # 60 MB in podman's /dev/shm and 30 MB in /tmp, under 80 MiB: on main only /tmp was
+    # counted, and the build was built. (Under about 80 MiB a build cannot start on
+    # cgroup v1: runc compiles the seccomp filter under the build's RLIMIT_DATA.)
+    fill = (
+        "head -c 60000000 /dev/zero > /dev/shm/big && head -c 30000000 /dev/zero > /tmp/x "
+        "&& sleep 8"
+    )
+    limited = build(spec(fill, 'memory = "80MiB"'), name="limited")
+    assert limited.status is not BuildStatus.BUILT, log_of(limited)
+    roomy = build(spec(fill.replace("sleep 8", "true"), 'memory = "1GiB"'), name="roomy")
+    assert roomy.status is BuildStatus.BUILT, log_of(roomy)
+
+
+def test_memory_no_process_maps_cannot_pass_the_limit(
+    sandbox_: Sandbox, minimal_image: str, probe: Path
+) -> None:
+    # A memfd nobody maps and a SysV segment nobody attaches are in no process's RSS
+    # and no mount the watchdog measures. On main, with memory = 256MiB, two memfds
+    # held 6 GiB of the host and the build was built.
+    script = "./probe memfd 1024 3; ./probe shm 64; ./probe shm 1"
+    result = sandbox_.build(script, programs={"probe": probe}, spec_limits='memory = "256MiB"')
+    memory = next(limit for limit in result.limits if limit.name == "memory")
+    found = log_of(result).splitlines()
+    if "host-watchdog" in memory.enforced_by:
+        # No memory cgroup: memfd_create is refused (callers fall back, as on old kernels).
+        assert "memfd_create Function not implemented" in found, log_of(result)
+    else:  # a memory cgroup charges a memfd's pages: it cannot hold 1 GiB under 256 MiB
+        assert "memfd holds 1024 MiB" not in found
+    # A segment nobody has attached is removed at once (kernel.shm_rmid_forced); the
+    # positive control: attaching and using one works.
+    assert "shm segment after detach: Invalid argument" in found, log_of(result)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+
+
+def test_a_build_tmpfs_holds_a_bounded_number_of_files(
+    sandbox_: Sandbox, minimal_image: str
+) -> None:
+    # Empty files cost no bytes: on main a million of them passed every limit (and took
+    # 460 s to hand back). One file per 16 KiB of the disk limit: 4,096 at 64 MiB.
+    script = "mkdir many && (cd many && touch $(seq -f 'f%.0f' 10000)) && sleep 5"
+    limited = sandbox_.build(script, name="limited", spec_limits='disk = "64MiB"')
+    assert limited.status is BuildStatus.LIMIT_EXCEEDED, log_of(limited)
+    assert "disk limit exceeded" in limited.reason
+    roomy = sandbox_.build(
+        script.replace("sleep 5", "true"), name="roomy", spec_limits='disk = "1GiB"'
+    )
     assert roomy.status is BuildStatus.BUILT, log_of(roomy)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from sandbox.config import SandboxConfig
 from sandbox.podman_api import PodmanSession
 from tests.conftest import HERMETIC, write_spec
+from tests.http_servers import Server, serving
 
 RECIPE = """
 packages = ["make"]
@@ -77,6 +79,29 @@ def test_inline_and_directory_recipes(
     assert outcome["lock"]["image_digest"] == locked["image_digest"]
     assert outcome["lock"]["rootfs_digest"] == locked["rootfs_digest"]
 
+    # review real-1 #4: the package list beside the digest (what the SBOM lists) is read
+    # back from the image: an edited list with the right digest is refused, by 'build'
+    # (the image is loaded), 'image build' (likewise) and a rebuild of the image
+    real_make, real_libc = locked["packages"]["make"], locked["packages"]["libc6"]
+    edited = dict(locked, packages={**locked["packages"], "libc6": "9.99-fake"})
+    del edited["packages"]["make"]
+    lock.write_text(json.dumps(edited))
+    for args in (("build", ".", "--out", str(tmp_path / "edited")), ("image", "build", ".")):
+        refused = hermetic(project, *args)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"libc6: 9.99-fake -> {real_libc}" in refused.stderr
+        assert f"make: (absent) -> {real_make}" in refused.stderr
+    rebuilt = hermetic(project, "image", "build", ".", "--rebuild")
+    assert rebuilt.returncode == 1, rebuilt.stdout + rebuilt.stderr
+    assert "lists other packages than it holds" in rebuilt.stdout + rebuilt.stderr
+    assert not (tmp_path / "edited").exists()
+    lock.write_text(json.dumps(locked))  # control: the true list builds
+    again = hermetic(project, "build", ".", "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    sbom = json.loads((tmp_path / "again" / "sbom.spdx.json").read_text())
+    listed = {p["name"]: p.get("versionInfo") for p in sbom["packages"]}
+    assert listed["make"] == real_make and listed["libc6"] == real_libc
+
     # a lock that does not match what the recipe gives: the build fails and says which
     # package versions differ; nothing is loaded under the false digest
     tampered = dict(locked, image_digest="sha256:" + "0" * 64)
@@ -100,3 +125,47 @@ def test_inline_and_directory_recipes(
     built = hermetic(project, "build", ".", "--out", str(tmp_path / "three"))
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "three" / "artifacts" / "version.txt").read_text() == version
+
+
+def test_an_injected_apt_source_never_reaches_mmdebstrap(
+    tmp_path: Path, sandbox_config: SandboxConfig, podman_session: PodmanSession
+) -> None:
+    """review real-1 #1: security_mirror = "...\\ndeb [trusted=yes] http://127.0.0.1:8765/ ./"
+    made apt fetch an unsigned repository whose postinst ran outside the chroot. Now the
+    spec is refused before mmdebstrap runs: the repository is never asked for anything."""
+    repository = Server(routes={"/Release": (200, {}, b"Origin: evil\n")})
+    with serving(repository):
+        with urllib.request.urlopen(f"{repository.url}/Release", timeout=10) as response:
+            assert response.status == 200  # control: the probe sees a request
+        repository.seen.clear()
+        injected = (
+            "http://deb.debian.org/debian-security bookworm-security main\\n"
+            f"deb [trusted=yes] {repository.url}/ ./\\n#"
+        )
+        project = tmp_path / "inject"
+        write_spec(
+            project,
+            SPEC + f'\n[image]\narchives = ["security"]\npackages = ["make"]\n'
+            f'security_mirror = "{injected}"\n',
+        )
+        env = {
+            **os.environ,
+            "HERMETIC_IMAGES_DIR": str(sandbox_config.images_dir),
+            "HERMETIC_STORE": str(sandbox_config.store_dir),
+            "HERMETIC_WORK_DIR": str(sandbox_config.work_dir),
+            "HERMETIC_PODMAN_URL": podman_session.url,
+            "HERMETIC_SIGN": "",
+        }
+        for args in (
+            ("build", ".", "--update-lock", "--out", str(tmp_path / "out")),
+            ("image", "build", "."),
+            ("check", ".", "--report", str(tmp_path / "check")),
+        ):
+            done = subprocess.run(
+                [HERMETIC, *args], env=env, cwd=project, capture_output=True, text=True,
+                timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert "image.security_mirror" in done.stderr
+        assert repository.seen == []
+        assert not (project / "hermetic.lock").exists()

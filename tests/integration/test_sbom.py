@@ -69,7 +69,12 @@ def test_spdx_and_cyclonedx_sboms(
     # the tarball is in the store already: the build takes it from there, not the network
     local = InputSpec(url=hello_tarball.as_uri(), sha256=HELLO_SHA256, dest=PurePosixPath("x"))
     fetch_input(local, ContentStore(sandbox_config.store_dir))
-    spec = write_spec(tmp_path / "src", SPEC)
+    # review real-1 #14: a file:// input made the SBOM fail SPDX's validator
+    spec = write_spec(
+        tmp_path / "src",
+        SPEC + f'\n[[inputs]]\nurl = "{hello_tarball.as_uri()}"\nsha256 = "{HELLO_SHA256}"\n'
+        'dest = "local.tar.gz"\n',
+    )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return hermetic(sandbox_config, podman_session, tmp_path, *args)
@@ -97,6 +102,19 @@ def test_spdx_and_cyclonedx_sboms(
     assert purl_of["dash"] == f"pkg:deb/debian/dash@{dash}?distro=debian-bookworm"
     assert purl_of["hello.tar.gz"] == "pkg:deb/debian/hello@2.10?arch=source"
     assert by_id["SPDXRef-Input-1"]["downloadLocation"] == HELLO_URL
+    local_input = by_id["SPDXRef-Input-2"]
+    assert local_input["downloadLocation"] == "NOASSERTION"
+    assert local_input["comment"] == f"fetched from {hello_tarball.as_uri()}"
+    # control: the validator refuses the file:// URL as a download location
+    raw = dict(
+        sbom,
+        packages=[
+            dict(p, downloadLocation=hello_tarball.as_uri()) if p is local_input else p
+            for p in sbom["packages"]
+        ],
+    )
+    (tmp_path / "raw.spdx.json").write_text(json.dumps(raw))
+    assert any("download location" in e for e in spdx_errors(tmp_path / "raw.spdx.json"))
     assert by_id["SPDXRef-Source"]["checksums"][0]["checksumValue"] == (
         result["source_digest"].removeprefix("sha256:")
     )

@@ -3,6 +3,7 @@ downloading, settings from the user's files, and idempotent spec edits."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from rebuilder.pin import (
     PipPinner,
     Wanted,
     choose_file,
+    npm_dest,
     npm_registry,
+    pin_npm_packages,
     pip_index_url,
     read_npm_lock,
     read_python_lock,
@@ -78,6 +81,7 @@ def test_uv_lock_and_pylock(tmp_path: Path) -> None:
 name = "app"
 version = "0.1.0"
 source = {{ virtual = "." }}
+dependencies = [{{ name = "click" }}]
 
 [[package]]
 name = "click"
@@ -208,12 +212,14 @@ def test_settings_come_from_the_users_files(tmp_path: Path) -> None:
     (home / ".npmrc").write_text(
         "registry=https://npm.example/\n//npm.example/:_authToken=${NPM_TOKEN}\n"
     )
-    assert npm_registry(project, {"HOME": str(home), "NPM_TOKEN": "t0k"}) == (
-        "https://npm.example/",
-        "t0k",
-    )
+    registry, credentials = npm_registry(project, {"HOME": str(home), "NPM_TOKEN": "t0k"})
+    assert registry == "https://npm.example/"
+    assert [c.authorization for c in credentials] == ["Bearer t0k"]
+    assert credentials[0].scope.covers("https://npm.example/ms/-/ms-2.1.3.tgz")
     (project / ".npmrc").write_text("registry=https://other.example/\n")
-    assert npm_registry(project, {"HOME": str(home)}) == ("https://other.example/", None)
+    registry, credentials = npm_registry(project, {"HOME": str(home)})
+    assert registry == "https://other.example/"
+    assert not [c for c in credentials if c.scope.covers("https://other.example/x")]
 
 
 def test_writing_inputs_is_idempotent_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -259,3 +265,90 @@ def test_against_names_a_pinned_published_file() -> None:
     for bad in ("https://x/y.whl", f"https://x/y.whl#sha256={A[:10]}", f"ftp://x/y#sha256={A}"):
         with pytest.raises(AgainstError, match="URL#sha256"):
             Published.parse(bad)
+
+
+def test_pin_never_writes_through_a_link(tmp_path: Path) -> None:
+    """review real-1 #3 (symrace): hermetic.toml -> ../victim/bashrc, or a link planted at
+    the old temporary name .hermetic.toml.pin: the victim is never written."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "bashrc").write_text("# the user's shell\n")
+    project = tmp_path / "project"
+    spec = write_spec(project, '[build]\ncommand = ["true"]\noutputs = ["x"]\n')
+    files = [
+        PinnedFile(
+            name="six",
+            version="1.17.0",
+            filename="six-1.17.0.tar.gz",
+            url="https://files.pythonhosted.org/six-1.17.0.tar.gz",
+            sha256=Sha256(B),
+            dest="wheels/six-1.17.0.tar.gz",
+        )
+    ]
+    (project / ".hermetic.toml.pin").symlink_to(victim / "bashrc")
+    write_inputs(spec, files, "wheels")
+    assert (victim / "bashrc").read_text() == "# the user's shell\n"
+    assert "six-1.17.0" in spec.read_text() and not spec.is_symlink()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "hermetic.toml").symlink_to(victim / "bashrc")
+    (victim / "bashrc").write_text('[build]\ncommand = ["true"]\noutputs = ["x"]\n')
+    before = (victim / "bashrc").read_text()
+    with pytest.raises(PinError, match="symbolic link"):
+        write_inputs(linked / "hermetic.toml", files, "wheels")
+    assert (victim / "bashrc").read_text() == before
+
+
+def test_a_pin_that_would_break_the_spec_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """review real-1 #16: write_inputs validated only after replacing the spec."""
+    spec = write_spec(tmp_path, '[build]\ncommand = ["true"]\noutputs = ["x"]\n')
+    before = spec.read_text()
+    bad = PinnedFile(
+        name="x",
+        version="1",
+        filename="x.whl",
+        url="https://user:pw@files.example/x.whl",
+        sha256=Sha256(A),
+        dest="wheels/x.whl",
+    )
+    with pytest.raises(PinError, match=r"would not be a valid spec.*credentials"):
+        write_inputs(spec, [bad], "wheels")
+    assert spec.read_text() == before
+    twice = [dataclasses.replace(bad, url="https://files.example/x.whl")] * 2
+    with pytest.raises(PinError, match="already another input's dest"):
+        write_inputs(spec, twice, "wheels")
+    assert spec.read_text() == before
+
+
+def test_npm_dests_of_scoped_packages_never_collide() -> None:
+    """review real-1 #16: @a-b/c and @a/b-c both became npm/a-b-c-1.0.0.tgz."""
+    one = npm_dest("@a-b/c", "c-1.0.0.tgz")
+    two = npm_dest("@a/b-c", "b-c-1.0.0.tgz")
+    assert one == "npm/a-b+c-1.0.0.tgz" and two == "npm/a+b-c-1.0.0.tgz"
+    assert npm_dest("ms", "ms-2.1.3.tgz") == "npm/ms-2.1.3.tgz"
+
+
+def test_a_lockfile_naming_one_dest_twice_is_refused(tmp_path: Path) -> None:
+    integrity = "sha512-" + "A" * 86 + "=="
+    entries = {
+        "": {"name": "app"},
+        "node_modules/x": {
+            "version": "1.0.0",
+            "resolved": "https://registry.npmjs.org/x/-/x-1.0.0.tgz",
+            "integrity": integrity,
+        },
+        "node_modules/y/node_modules/x": {
+            "name": "x",
+            "version": "1.0.0",
+            "resolved": "https://mirror.example/x/-/x-1.0.0.tgz",
+            "integrity": integrity,
+        },
+    }
+    path = lockfile(
+        tmp_path, "package-lock.json", json.dumps({"lockfileVersion": 3, "packages": entries})
+    )
+    with pytest.raises(PinError, match="names one file twice"):
+        pin_npm_packages(
+            read_npm_lock(path), ContentStore(tmp_path / "s"), registry="https://r.invalid/"
+        )
+    assert not (tmp_path / "s").exists()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from rebuilder.check import CheckResult
 from rebuilder.compare import Difference
 from rebuilder.evidence import Embedded
 from rebuilder.hints import Hint, Source
-from rebuilder.render import check_summary
+from rebuilder.render import check_summary, shown
 from sandbox.digests import Sha256
 from sandbox.outputs import OutputFile
 
@@ -83,3 +84,26 @@ def test_multi_line_commands_stay_on_one_line() -> None:
     lines = check_summary(result(hint)).splitlines()
     assert "    written by `/bin/sh -c fail=; \\ for t in a b; do make $t; done` (pid 9)" in lines
     assert "    uname: `fail=; \\ for t in a b; do make $t; done` (pid 3, its writer)" in lines
+
+
+FORGED = "out/x\nbuilt sha256:0000 (forged)\r\x1b[2K\u202eevil"
+
+
+def test_names_cannot_forge_lines_or_drive_the_terminal() -> None:
+    hint = Hint(path=FORGED, writer=None, sources=(listing(FORGED),))
+    forged = replace(
+        result(hint),
+        differences=(Difference(path=FORGED, control=output("a"), other=output("b")),),
+        notes=(f"note about {FORGED}",),
+    )
+    text = check_summary(forged)
+    assert not [line for line in text.splitlines() if line.startswith("built sha256:0000")]
+    assert "\r" not in text and "\x1b" not in text and "\u202e" not in text
+    assert "out/x\\x0abuilt sha256:0000 (forged)\\x0d\\x1b[2K\\u202eevil" in text
+    # The negative control: the name itself does hold a newline that would start a line.
+    assert FORGED.splitlines()[1].startswith("built sha256:0000")
+
+
+def test_shown_escapes_controls_and_keeps_the_rest() -> None:
+    assert shown("a\tb\nc\x7f\x85é\udcff") == "a\\x09b\\x0ac\\x7f\\x85é\\udcff"
+    assert shown("plain/path-1.0_ok") == "plain/path-1.0_ok"

@@ -144,3 +144,36 @@ def test_cli_prints_the_guess_and_what_to_check(tmp_path: Path) -> None:
     assert "check   dependencies" in done.output and "next    hermetic image build" in done.output
     again = runner.invoke(app, ["init", str(directory)])
     assert again.exit_code == 2 and "never overwrites" in again.output
+
+
+@pytest.mark.parametrize(
+    ("files", "reason"),
+    [
+        # review real-1 #15: a DEL made invalid TOML; a lone surrogate crashed init and
+        # left an empty hermetic.toml behind that blocked running it again
+        ({"package.json": '{"name": "x\\u007f", "version": "1.0.0"}'}, "npm package name"),
+        ({"package.json": '{"name": "x\\ud800", "version": "1.0.0"}'}, "npm package name"),
+        ({"package.json": '{"name": "x", "version": "1.0\\n[evil]"}'}, "version"),
+        ({"package.json": '["not", "an", "object"]'}, "not a JSON object"),
+        ({"Cargo.toml": '[package]\nname = "a\\"b"\n'}, "crate name"),
+        ({"Cargo.toml": '[package]\nname = "ok"\n[[bin]]\nname = "../../x"\n'}, "binary name"),
+        ({"go.mod": "module example.org/x\x7fy\n", "lib.go": "package x\n"}, "module name"),
+    ],
+)
+def test_init_refuses_names_it_cannot_write_safely(
+    tmp_path: Path, files: dict[str, str], reason: str
+) -> None:
+    directory = project(tmp_path, files)
+    with pytest.raises(InitError, match=reason):
+        init_project(directory)
+    assert not (directory / "hermetic.toml").exists(), "nothing half-written is left"
+
+
+def test_init_writes_a_spec_that_parses_with_what_it_guessed(tmp_path: Path) -> None:
+    """Control: a scoped npm package with a pre-release version, rendered by tomlkit."""
+    directory = project(
+        tmp_path, {"package.json": json.dumps({"name": "@s/p.q", "version": "2.0.0-rc.1+b"})}
+    )
+    spec = Spec.from_toml(init_project(directory).path)
+    assert spec.outputs == ("s-p.q-2.0.0-rc.1+b.tgz",)
+    assert spec.command == ("sh", "-c", "npm pack")

@@ -17,6 +17,7 @@ from sandbox.plan import (
     HostCapabilities,
     TraceSetup,
     Workspace,
+    inodes,
     plan_build,
 )
 from sandbox.spec import Spec
@@ -270,3 +271,16 @@ def test_a_varied_environment_changes_only_what_it_varies() -> None:
     # the normalized plan has no wrappers; both have hermetic's own seccomp profile
     assert base.personalities == ()
     assert "seccomp_profile_path" in base.container and "seccomp_profile_path" in c
+
+
+def test_memfd_sysctls_and_file_counts_follow_the_host() -> None:
+    v1, v2 = plan_for(V1), plan_for(HOSTS["cgroup_v2_delegated"])
+    # Without a memory cgroup the watchdog cannot see a memfd: the build may not make one.
+    assert not v1.memfd_allowed and v2.memfd_allowed
+    for plan in (v1, v2):
+        assert plan.container["sysctl"] == {
+            "kernel.shm_rmid_forced": "1",
+            "net.ipv4.ip_unprivileged_port_start": "0",
+        }
+    assert inodes(1024**3) == 65536 and inodes(1) == 4096
+    assert "more than 65536 files" in v1.limit("disk").detail

@@ -4,6 +4,7 @@ and what 'hermetic image build TARGET' builds."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from rebuilder.scaffold import init_project
 from sandbox.config import SandboxConfig
 from sandbox.digests import Sha256
 from sandbox.errors import ImageError, SpecError
-from sandbox.image_build import mmdebstrap_argv
+from sandbox.image_build import mmdebstrap_argv, mmdebstrap_env
 from sandbox.images import ImageCatalog, ImageDefinition, ImageLock, definition_for
 from sandbox.recipe import ImageRecipe
 from sandbox.registry import (
@@ -252,3 +253,118 @@ def test_registry_credentials_from_auth_json(tmp_path: Path) -> None:
     file.write_text('{"auths": {"127.0.0.1:5000": {"auth": "not base64!"}}}')
     with pytest.raises(ImageError, match="not base64"):
         registry_credentials("127.0.0.1:5000/x", env)
+
+
+# The review's repro (real-1 #1): a newline in security_mirror added an unsigned apt
+# repository whose package scripts ran on the host.
+INJECTED = (
+    "http://deb.debian.org/debian-security bookworm-security main\\n"
+    "deb [trusted=yes] http://127.0.0.1:8765/ ./\\n#"
+)
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        (f'archives = ["security"]\nsecurity_mirror = "{INJECTED}"', "image.security_mirror"),
+        ('security_mirror = "http://x.example/d [trusted=yes]"', "image.security_mirror"),
+        ('mirror = "http://deb.debian.org/debian\\n"', "image.mirror"),
+        ('mirror = "http://deb.debian.org/debian bookworm main"', "image.mirror"),
+        ('mirror = "[trusted=yes] http://deb.debian.org/debian"', "image.mirror"),
+        ('mirror = "http://user:pw@deb.debian.org/debian"', "image.mirror"),
+        ('mirror = "http://deb.debian.org/debian?x#y"', "image.mirror"),
+        ('mirror = "http:///debian"', "image.mirror"),
+        ('mirror = "http://deb.debian.org:99999/debian"', "image.mirror"),
+        ('suite = "bookworm\\n"', "image.suite"),
+        ('components = ["main\\n"]', "image.components"),
+        ('components = ["main contrib"]', "image.components"),
+        ('packages = ["gcc\\n"]', "image.packages"),
+        ('packages = ["gcc,make"]', "image.packages"),
+        ('packages = ["make", "make"]', "image.packages"),
+        ('packages = ["locales"]\nlocales = ["en_US.UTF-8 UTF-8\\n"]', "image.locales"),
+        ('packages = ["locales"]\nlocales = ["en_US.UTF-8 UTF-8\' ; id ; \'"]', "image.locales"),
+        ('env = { "A\\n" = "x" }', "image.env.A\n"),
+        ('env = { A = "x\\ny" }', "image.env.A"),
+        ('env = { A = "x\\u2028y" }', "image.env.A"),
+        ('description = "one\\ntwo"', "image.description"),
+    ],
+)
+def test_every_recipe_string_is_matched_whole(tmp_path: Path, table: str, key: str) -> None:
+    """No recipe string may carry a line break, a space or an option into mmdebstrap's
+    sources, argv or hooks (review real-1 #1; a '$' regex let 'gcc\\n' through)."""
+    text = f'[build]\ncommand = ["m"]\noutputs = ["o"]\n[image]\n{table}\n'
+    with pytest.raises(SpecError) as caught:
+        Spec.from_toml(write_spec(tmp_path, text))
+    assert caught.value.key == key
+    # the same table as a recipe file beside the project: the same refusal
+    (tmp_path / "ci").mkdir(exist_ok=True)
+    (tmp_path / "ci" / "recipe.toml").write_text(table + "\n")
+    with pytest.raises(ImageError, match=key.removeprefix("image.").split("\n")[0]):
+        ImageRecipe.load(tmp_path / "ci")
+
+
+def test_the_legitimate_recipe_keys_still_pass(tmp_path: Path) -> None:
+    """Control: every key, with the values real recipes use, is accepted unchanged."""
+    table = """
+description = "C toolchain: gcc, make (and friends)"
+suite = "bookworm"
+mirror = "https://deb.debian.org/debian/"
+security_mirror = "http://[::1]:8080/debian-security"
+archives = ["updates", "security"]
+components = ["main", "contrib", "non-free-firmware"]
+variant = "apt"
+packages = ["g++", "libstdc++-12-dev", "python3.11", "locales"]
+locales = ["en_US.UTF-8 UTF-8", "sr_RS@latin UTF-8"]
+env = { GOFLAGS = "-mod=vendor -trimpath", CFLAGS = "-O2 -ffile-prefix-map=${BUILD_DIR}=." }
+"""
+    spec = Spec.from_toml(
+        write_spec(tmp_path, f'[build]\ncommand=["m"]\noutputs=["o"]\n[image]{table}')
+    )
+    recipe = spec.image.recipe
+    assert recipe is not None
+    assert recipe.sources() == [
+        "deb https://deb.debian.org/debian/ bookworm main contrib non-free-firmware",
+        "deb https://deb.debian.org/debian/ bookworm-updates main contrib non-free-firmware",
+        "deb http://[::1]:8080/debian-security bookworm-security main contrib non-free-firmware",
+    ]
+    argv = mmdebstrap_argv(recipe, Path("/out/rootfs.tar"))
+    assert "--include=g++,libstdc++-12-dev,python3.11,locales" in argv
+    assert not [arg for arg in argv if "\n" in arg]
+
+
+def test_sources_are_made_of_checked_parts() -> None:
+    """Even a recipe object made without from_table cannot produce an injected line."""
+    recipe = ImageRecipe.load(REPO / "images" / "debian-bookworm")
+    forged = dataclasses.replace(
+        recipe, archives=("security",), security_mirror=INJECTED.replace("\\n", "\n")
+    )
+    with pytest.raises(ImageError, match="not an APT source"):
+        forged.sources()
+    forged = dataclasses.replace(recipe, components=("main\ndeb http://x/ ./",), archives=())
+    with pytest.raises(ImageError, match="not an APT source"):
+        forged.sources()
+
+
+def test_mmdebstrap_inherits_nothing_of_the_users_environment() -> None:
+    """Package scripts run in mmdebstrap's namespaces with the host's network: the user's
+    tokens (and apt settings) are not in their environment; proxies and paths are."""
+    recipe = ImageRecipe.load(REPO / "images" / "hermetic-minimal")
+    env = mmdebstrap_env(
+        recipe,
+        {
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/home/u",
+            "https_proxy": "http://proxy.example:3128",
+            "NPM_TOKEN": "npm_secret",
+            "AWS_SECRET_ACCESS_KEY": "aws_secret",
+            "APT_CONFIG": "/tmp/evil.conf",
+            "HERMETIC_SIGN": "/home/u/.config/hermetic/key",
+        },
+    )
+    assert env == {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/home/u",
+        "https_proxy": "http://proxy.example:3128",
+        "SOURCE_DATE_EPOCH": str(recipe.source_date_epoch),
+        "LC_ALL": "C.UTF-8",
+    }

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 
 from sandbox.errors import InputError
-from sandbox.source_tree import OUT_MARKER, place_file, set_mtimes, stage_source, tree_digest
+from sandbox.source_tree import (
+    OUT_MARKER,
+    credential_in,
+    place_file,
+    set_mtimes,
+    stage_source,
+    tree_digest,
+)
 
 
 def make_tree(root: Path) -> Path:
@@ -115,3 +123,60 @@ def test_place_file_never_follows_a_symlinked_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a plain directory"):
         place_file(blob, root, Path("vendor/dep.tar.gz"))
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (".npmrc", "registry=https://r.example/\n//registry.npmjs.org/:_authToken=npm_LITERAL\n"),
+        (".npmrc", "_auth = dXNlcjpwYXNz\n"),
+        ("sub/.npmrc", "//npm.example/:_password=aHVudGVyMg==\n"),
+        (".yarnrc.yml", "npmAuthToken: npm_abc\n"),
+        (".pypirc", "[pypi]\nusername = __token__\npassword = pypi-AgEIcHlwaS5vcmc\n"),
+        (".netrc", "machine example.org login alice password s3cret\n"),
+        ("pip.conf", "[global]\nindex-url = https://alice:s3cret@pypi.example/simple\n"),
+        (".git-credentials", "https://alice:ghp_token@github.com\n"),
+        (".docker/config.json", '{"auths": {"r.example": {"auth": "YWxpY2U6czNjcmV0"}}}'),
+    ],
+)
+def test_a_credential_in_the_source_is_refused(tmp_path: Path, name: str, text: str) -> None:
+    """review real-1 #7: the source tree goes into the build (whose outputs anyone may
+    read) and to rebuilder nodes; a project .npmrc's token was copied into an artifact."""
+    source = tmp_path / "src"
+    (source / name).parent.mkdir(parents=True, exist_ok=True)
+    (source / name).write_text(text)
+    with pytest.raises(InputError, match=f"{re.escape(name)}: holds a credential") as caught:
+        stage_source(source, tmp_path / "staged")
+    assert credential_in(PurePath(name), text.encode()) is not None
+    for secret in (
+        "LITERAL",
+        "dXNlcjpw",
+        "aHVudGVy",
+        "npm_abc",
+        "AgEIcHl",
+        "s3cret",
+        "ghp_",
+        "YWxp",
+    ):
+        assert secret not in str(caught.value), "the error shows none of the secret"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (".npmrc", "registry=https://r.example/\n//r.example/:_authToken=${NPM_TOKEN}\n"),
+        (".npmrc", "# _authToken=commented-out\nsave-exact=true\n"),
+        (".pypirc", "[distutils]\nindex-servers = pypi\n[pypi]\nusername = __token__\n"),
+        ("pip.conf", "[global]\nindex-url = https://pypi.example/simple\n"),
+        ("config.json", '{"auth": "not a docker file: any project may have one"}'),
+        (".netrc.example", "machine x login y password z\n"),
+    ],
+)
+def test_files_without_a_credential_are_staged(tmp_path: Path, name: str, text: str) -> None:
+    """Control: the same files without a literal secret (or files that only share a name
+    with nothing) are staged as they are."""
+    source = tmp_path / "src"
+    (source / name).parent.mkdir(parents=True, exist_ok=True)
+    (source / name).write_text(text)
+    stage_source(source, tmp_path / "staged")
+    assert (tmp_path / "staged" / name).read_text() == text

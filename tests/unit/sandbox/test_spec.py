@@ -6,7 +6,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from sandbox.errors import SpecError
+from sandbox.errors import ImageError, SpecError
+from sandbox.images import ImageCatalog
 from sandbox.spec import DEFAULT_IMAGE, Limits, Spec
 from tests.conftest import write_spec
 
@@ -192,3 +193,94 @@ def test_duplicate_dest_is_refused(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="no such file"):
         Spec.from_toml(tmp_path / "nope.toml")
+
+
+def _input(url: str) -> str:
+    return MINIMAL + f'\n[[inputs]]\nurl = "{url}"\nsha256 = "{HEX}"\ndest = "x"\n'
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # review real-1 #10: credentials would go into result.json, the provenance, the SBOM
+        ("https://alice:s3cret@files.example/x.whl", "credentials"),
+        ("https://token@files.example/x.whl", "credentials"),
+        # review real-1 #5: a file:// URL naming a host claims a place it is not read from
+        ("file://files.pythonhosted.org/tmp/requests-2.31.0-py3-none-any.whl", "names the host"),
+        ("https://files.example/x y.whl", "spaces"),
+        ("https://files.example/x.whl\\n", "spaces"),
+        ("https://files.example:99999/x", "not a valid URL"),
+        ("https:///x.whl", "names no host"),
+        ("ftp://files.example/x", "expected an https/http/file URL"),
+    ],
+)
+def test_input_urls_without_credentials_or_false_hosts(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    with pytest.raises(SpecError, match=reason) as caught:
+        parse(tmp_path, _input(url))
+    assert caught.value.key == "inputs[0].url"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://files.example/x.whl",
+        "http://127.0.0.1:8080/x",
+        "file:///tmp/x",
+        "file://localhost/x",
+    ],
+)
+def test_input_urls_users_write_still_pass(tmp_path: Path, url: str) -> None:
+    assert parse(tmp_path, _input(url)).inputs[0].url == url
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (MINIMAL + '[build.env]\n"A\\n" = "x"\n', "build.env.A\n"),
+        (MINIMAL.replace("[build]", '[build]\nimage = "debian-bookworm\\n"'), "build.image"),
+        (
+            MINIMAL.replace("[build]", f'[build]\nimage = "registry.example/x@sha256:{HEX}\\n"'),
+            "build.image",
+        ),
+    ],
+)
+def test_names_are_matched_whole(tmp_path: Path, text: str, key: str) -> None:
+    """A '$' in a pattern accepted a trailing newline (review real-1 #10)."""
+    with pytest.raises(SpecError) as caught:
+        parse(tmp_path, text)
+    assert caught.value.key == key
+
+
+def test_a_recipe_path_may_not_leave_the_project_through_a_link(tmp_path: Path) -> None:
+    """review real-1 #9: 'ci -> /elsewhere' made './ci/image' a recipe (and lock) outside."""
+    outside = tmp_path / "outside" / "image"
+    outside.mkdir(parents=True)
+    (outside / "recipe.toml").write_text('packages = ["make"]\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ci").symlink_to(tmp_path / "outside")
+    text = MINIMAL.replace("[build]", '[build]\nimage = "./ci/image"')
+    with pytest.raises(SpecError, match="leads out of the project") as caught:
+        parse(project, text)
+    assert caught.value.key == "build.image"
+    # control: a link that stays inside the project is fine
+    (project / "ci").unlink()
+    (project / "real").mkdir()
+    (project / "real" / "image").mkdir()
+    (project / "real" / "image" / "recipe.toml").write_text('packages = ["make"]\n')
+    (project / "ci").symlink_to("real")
+    assert parse(project, text).image.recipe is not None
+
+
+def test_a_lock_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    """review real-1 #3 (lockrace): hermetic.lock -> ../victim/precious."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    project = tmp_path / "project"
+    spec = parse(project, MINIMAL + '\n[image]\npackages = ["make"]\n')
+    (project / "hermetic.lock").symlink_to(victim)
+    with pytest.raises(ImageError, match="symbolic link"):
+        ImageCatalog(tmp_path / "images").definition(spec.image, spec_dir=project)
+    assert victim.read_text() == "precious\n"

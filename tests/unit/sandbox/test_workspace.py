@@ -7,7 +7,15 @@ import pytest
 
 from sandbox.errors import HostToolMissing
 from sandbox.source_tree import OUT_MARKER
-from sandbox.workspace import OutDirError, publishing, remove_tree, require_static
+from sandbox.workspace import (
+    OutDirError,
+    UnsafeWrite,
+    create_file,
+    publishing,
+    remove_tree,
+    require_static,
+    write_atomically,
+)
 
 
 def test_publishing_creates_and_replaces_its_own_directory(tmp_path: Path) -> None:
@@ -58,3 +66,47 @@ def test_runner_busybox_must_be_static(tmp_path: Path) -> None:
         require_static(Path(dynamic))
     with pytest.raises(HostToolMissing, match="busybox-static"):
         require_static(tmp_path / "absent")
+
+
+def test_atomic_writes_never_follow_a_link(tmp_path: Path) -> None:
+    """A project cannot point hermetic's writes elsewhere (review real-1 #3): a link at
+    the target is refused, a link planted at a temporary name is never written through."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hermetic.lock").symlink_to(victim)
+    with pytest.raises(UnsafeWrite, match="symbolic link"):
+        write_atomically(project / "hermetic.lock", b"{}")
+    # the temporary names of the old writers (.NAME.tmp, .NAME.pin), planted as links
+    for name in (".hermetic.toml.tmp", ".hermetic.toml.pin", ".hermetic.toml."):
+        (project / name).symlink_to(victim)
+    write_atomically(project / "hermetic.toml", b"[build]\n")
+    assert victim.read_text() == "precious"
+    assert (project / "hermetic.toml").read_bytes() == b"[build]\n"
+    assert not (project / "hermetic.toml").is_symlink()
+    assert oct((project / "hermetic.toml").stat().st_mode & 0o777) == oct(0o644)
+    # control: the same path without the link is replaced whole
+    write_atomically(project / "hermetic.toml", b"[build]\ncommand = []\n", mode=0o600)
+    assert (project / "hermetic.toml").read_bytes() == b"[build]\ncommand = []\n"
+    assert oct((project / "hermetic.toml").stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(p.name for p in project.iterdir() if p.name.startswith(".hermetic.toml.")) == [
+        ".hermetic.toml.",
+        ".hermetic.toml.pin",
+        ".hermetic.toml.tmp",
+    ], "no temporary file is left behind"
+
+
+def test_create_file_never_replaces_anything(tmp_path: Path) -> None:
+    target = tmp_path / "hermetic.toml"
+    create_file(target, b"one\n")
+    assert target.read_text() == "one\n"
+    with pytest.raises(UnsafeWrite, match="exists"):
+        create_file(target, b"two\n")
+    assert target.read_text() == "one\n"
+    dangling = tmp_path / "dangling.toml"
+    dangling.symlink_to(tmp_path / "nowhere" / "bashrc")
+    with pytest.raises(UnsafeWrite, match="symbolic link"):
+        create_file(dangling, b"x")
+    assert not (tmp_path / "nowhere").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

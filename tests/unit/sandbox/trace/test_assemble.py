@@ -22,16 +22,16 @@ PIDS: list[list[Any]] = [
     ["pid", 103, 3, 104, 103],
 ]
 RUNNER: list[list[Any]] = [
-    ["exec", 100, "/run/podman-init", ["init"], True, []],
-    ["exec", 105, "/.hermetic/busybox", ["busybox", "sh", "/.hermetic/runner.sh"], True, []],
-    ["exec", 104, "/.hermetic/busybox", ["busybox", "nsenter", "-S", "1000"], False, []],
-    ["exec", 104, "/proc/self/exe", ["sh", "-c", "tar -x"], True, []],
-    ["exec", 103, "/proc/self/exe", ["tar", "-x"], True, []],
+    ["exec", 100, "/run/podman-init", ["init"], "ran", []],
+    ["exec", 105, "/.hermetic/busybox", ["busybox", "sh", "/.hermetic/runner.sh"], "ran", []],
+    ["exec", 104, "/.hermetic/busybox", ["busybox", "nsenter", "-S", "1000"], "ran", []],
+    ["exec", 104, "/proc/self/exe", ["sh", "-c", "tar -x"], "ran", []],
+    ["exec", 103, "/proc/self/exe", ["tar", "-x"], "ran", []],
     ["open", 103, "/build/staged", 0o1101],  # the runner's staging: not the build's
     ["mkdir", 103, "/build/dir"],
     ["open", 105, "/build/x", 0o1101],  # the runner itself
-    ["exec", 106, "/.hermetic/busybox", ["busybox", "env", "-i"], False, []],
-    ["exec", 106, "/.hermetic/busybox", ["busybox", "nsenter", "-S", "1000"], False, []],
+    ["exec", 106, "/.hermetic/busybox", ["busybox", "env", "-i"], "ran", []],
+    ["exec", 106, "/.hermetic/busybox", ["busybox", "nsenter", "-S", "1000"], "ran", []],
 ]
 
 
@@ -51,13 +51,13 @@ def build(events: list[list[Any]], reads: FileReads | None = None) -> Any:
 def test_programs_tree_and_exit_status() -> None:
     trace = build(
         [
+            *PIDS,  # each before the first other event of its pid
             *RUNNER,
-            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], True, []],
-            ["exec", 107, "/usr/local/bin/cat", ["cat"], False, []],  # PATH search miss
-            ["exec", 107, "/usr/bin/cat", ["cat", "in.txt"], True, []],
+            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], "ran", []],
+            ["exec", 107, "/usr/local/bin/cat", ["cat"], "failed", []],  # PATH search miss
+            ["exec", 107, "/usr/bin/cat", ["cat", "in.txt"], "ran", []],
             ["exit", 107, 0],
             ["exit", 106, 3],
-            *PIDS,  # pid events may come late
         ]
     )
     assert [(e.pid, e.ppid, e.path) for e in trace.executions] == [
@@ -65,6 +65,9 @@ def test_programs_tree_and_exit_status() -> None:
         (7, 6, "/usr/bin/cat"),
     ]
     assert trace.exec_failures == 1
+    assert [(e.pid, e.path, e.argv) for e in trace.failed_executions] == [
+        (7, "/usr/local/bin/cat", ("cat",))
+    ]
     assert [(p.pid, p.exit_status) for p in trace.processes] == [(6, 3), (7, 0)]
     assert all(p.pid not in (1, 3, 4, 5) for p in trace.processes), "hermetic's are not the build"
     assert trace.files == ()
@@ -76,9 +79,16 @@ def test_a_redirect_opened_by_the_shell_is_written_by_the_program() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/sh", ["sh"], True, []],
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", []],
             ["open", 106, "/build/out.txt", 0o1101],  # dash opens "> out.txt" itself
-            ["exec", 107, "/usr/bin/cat", ["cat", "in.txt"], True, ["/build/out.txt", "/dev/null"]],
+            [
+                "exec",
+                107,
+                "/usr/bin/cat",
+                ["cat", "in.txt"],
+                "ran",
+                ["/build/out.txt", "/dev/null"],
+            ],
             ["open", 107, "/build/in.txt", 0],
             ["open", 108, "/build/sub.log", 0o101],  # a subshell that never execs
         ]
@@ -97,7 +107,7 @@ def test_rename_carries_the_writer_and_removal_forgets_it() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/gcc", ["gcc"], True, []],
+            ["exec", 106, "/usr/bin/gcc", ["gcc"], "ran", []],
             ["open", 106, "/build/a.tmp", 0o1101],
             ["rename", 106, "/build/a.tmp", "/build/a.o"],
             ["open", 106, "/build/gone", 0o1101],
@@ -118,7 +128,7 @@ def test_nondeterminism_sources() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/head", ["head"], True, []],
+            ["exec", 106, "/usr/bin/head", ["head"], "ran", []],
             ["open", 106, "/dev/urandom", 0],
             ["open", 106, "/etc/passwd", 0],
             ["getrandom", 106, 16, 0],
@@ -147,7 +157,7 @@ def test_network_attempts() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/bash", ["bash"], True, []],
+            ["exec", 106, "/usr/bin/bash", ["bash"], "ran", []],
             ["net", 106, "connect", 2, 1, "127.0.0.1", 8080, "refused"],
             ["net", 106, "connect", 10, 2, "2001:db8::1", 53, "unreachable"],
         ]
@@ -166,7 +176,7 @@ def test_loopback_traffic_is_told_apart_from_attempts_to_reach_out() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/python3", ["python3"], True, []],
+            ["exec", 106, "/usr/bin/python3", ["python3"], "ran", []],
             ["net", 106, "bind", 2, 1, "127.0.0.1", 8000, "bound"],
             ["net", 106, "connect", 2, 1, "127.0.0.1", 8000, "connected"],
             ["net", 106, "sendto", 10, 2, "::1", 53, "sent"],
@@ -198,7 +208,7 @@ def test_fanotify_reads_without_a_pid_and_gaps() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/cat", ["cat"], True, []],
+            ["exec", 106, "/usr/bin/cat", ["cat"], "ran", []],
             ["open", 106, "/build/in.txt", 0],
             ["unreadable", 106, 257, 3],
         ],
@@ -217,9 +227,9 @@ def test_the_build_reaching_for_hermetics_tools_is_recorded_as_the_builds() -> N
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], True, []],
+            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], "ran", []],
             # denied (the build cannot enter /.hermetic): an exec failure, and recorded
-            ["exec", 107, "/.hermetic/busybox", ["/.hermetic/busybox", "nc"], False, []],
+            ["exec", 107, "/.hermetic/busybox", ["/.hermetic/busybox", "nc"], "failed", []],
             ["open", 108, "/.hermetic/state/run.sh", 0o1101],
             ["rename", 108, "/build/a", "/.hermetic/out/a"],
         ]
@@ -239,10 +249,10 @@ def test_hermetics_tools_run_by_the_build_are_the_builds_and_so_is_their_traffic
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], True, []],
-            ["exec", 107, "/.hermetic/busybox", ["busybox", "nc", "10.0.0.1", "80"], True, []],
+            ["exec", 106, "/usr/bin/sh", ["sh", "-c", "x"], "ran", []],
+            ["exec", 107, "/.hermetic/busybox", ["busybox", "nc", "10.0.0.1", "80"], "ran", []],
             ["net", 107, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
-            ["exec", 108, "/proc/self/exe", ["sh"], True, []],
+            ["exec", 108, "/proc/self/exe", ["sh"], "ran", []],
             ["net", 108, "connect", 2, 1, "10.0.0.2", 80, "unreachable"],
         ]
     )
@@ -260,8 +270,8 @@ def test_the_runners_children_are_hermetics_until_they_start_the_build() -> None
             *PIDS,
             *RUNNER,
             ["net", 106, "connect", 2, 1, "10.0.0.9", 80, "unreachable"],  # not yet the build
-            ["exec", 106, "/usr/bin/setarch", ["setarch", "linux64", "sh"], True, []],
-            ["exec", 106, "/usr/bin/sh", ["sh"], True, []],
+            ["exec", 106, "/usr/bin/setarch", ["setarch", "linux64", "sh"], "ran", []],
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", []],
             ["net", 106, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
         ]
     )
@@ -278,7 +288,7 @@ def test_threads_and_orphans_of_the_build_are_the_builds() -> None:
             ["pid", 109, 9, 105, 106],
             ["pid", 110, 10, 100, 110],
             *RUNNER,
-            ["exec", 106, "/usr/bin/python3", ["python3"], True, []],
+            ["exec", 106, "/usr/bin/python3", ["python3"], "ran", []],
             ["net", 109, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
             ["net", 110, "connect", 2, 1, "10.0.0.2", 80, "unreachable"],
             ["open", 110, "/build/orphan.txt", 0o1101],
@@ -294,10 +304,10 @@ def test_init_and_runner_are_found_by_pid_without_a_pid_one() -> None:
             ["pid", 200, 7, 50, 200],
             ["pid", 201, 8, 200, 201],
             ["pid", 202, 9, 201, 202],
-            ["exec", 200, "/run/podman-init", ["init"], True, []],
-            ["exec", 201, "/.hermetic/busybox", ["busybox", "sh"], True, []],
+            ["exec", 200, "/run/podman-init", ["init"], "ran", []],
+            ["exec", 201, "/.hermetic/busybox", ["busybox", "sh"], "ran", []],
             ["open", 201, "/build/runner-file", 0o101],
-            ["exec", 202, "/usr/bin/make", ["make"], True, []],
+            ["exec", 202, "/usr/bin/make", ["make"], "ran", []],
         ],
         reads=None,
         level="standard",
@@ -315,9 +325,129 @@ def test_cut_argument_lists_are_a_gap() -> None:
         [
             *PIDS,
             *RUNNER,
-            ["exec", 106, "/usr/bin/sh", ["sh"], True, [], False],
-            ["exec", 107, "/usr/bin/ld", ["ld", "x" * 10], True, [], True],
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", [], False],
+            ["exec", 107, "/usr/bin/ld", ["ld", "x" * 10], "ran", [], True],
         ]
     )
     assert any("argument lists of 1 executions were cut" in gap for gap in trace.gaps)
     assert trace.summary()["complete"] is False
+
+
+def test_a_host_pid_reused_by_the_build_is_the_builds() -> None:
+    # 103 was the runner's staging tar; after it exited, a process of the build got the
+    # same host pid. Its pid event comes again: its calls are the build's, not hidden.
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", []],
+            ["exit", 103, 0],
+            ["pid", 103, 30, 106, 103],
+            ["net", 103, "connect", 2, 1, "10.0.0.3", 80, "unreachable"],
+            ["open", 103, "/build/made-by-30", 0o1101],
+        ]
+    )
+    assert [(n.pid, n.address) for n in trace.network] == [(30, "10.0.0.3")]
+    assert "/build/made-by-30" in {f.path for f in trace.files}
+    # Negative control: without its new pid event the old identity would hide it.
+    stale = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", []],
+            ["net", 103, "connect", 2, 1, "10.0.0.3", 80, "unreachable"],
+        ]
+    )
+    assert stale.network == ()
+
+
+def test_exec_outcomes_observed_in_the_process() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", []],
+            # a link into /.hermetic: refused, and where it led is an attempt
+            ["exec", 107, "/build/x", ["./x"], "failed", [], False, "/.hermetic/busybox"],
+            # through /proc/self/cwd, or a memfd: ran, listed as named
+            ["exec", 107, "/proc/self/cwd/evil", ["evil"], "ran", []],
+            ["exec", 108, "/memfd:payload (deleted)", ["payload"], "unknown", []],
+        ]
+    )
+    assert [(e.path, e.outcome) for e in trace.executions] == [
+        ("/usr/bin/sh", "ran"),
+        ("/proc/self/cwd/evil", "ran"),
+        ("/memfd:payload (deleted)", "unknown"),
+    ]
+    assert [(a.pid, a.call, a.path) for a in trace.hermetic_path_attempts] == [
+        (7, "exec", "/.hermetic/busybox")
+    ]
+    assert [e.path for e in trace.failed_executions] == ["/build/x"]
+    assert trace.to_json()["executions"][2]["outcome"] == "unknown"
+
+
+def test_links_truncation_and_mode_changes_are_recorded() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/perl", ["perl"], "ran", []],
+            ["link", 106, "/build/in.txt", "/build/out.bin"],
+            ["symlink", 106, "/build/out.link"],
+            ["truncate", 106, "/build/in.txt"],
+            ["chmod", 106, "/build/out.bin"],
+            ["mknod", 106, "/build/empty"],
+            ["rename", 106, "/build/out.bin", "/build/empty", 2],  # RENAME_EXCHANGE
+        ]
+    )
+    files = {f.path: f for f in trace.files}
+    assert files["/build/out.bin"].created_by == (6,) and files["/build/out.bin"].changed_by == (6,)
+    assert files["/build/out.link"].created_by == (6,)
+    assert files["/build/in.txt"].written_by == (6,) and files["/build/in.txt"].created_by == ()
+    assert files["/build/empty"].created_by == (6,)
+    assert {"/build/out.bin", "/build/out.link", "/build/empty"} <= set(trace.writers)
+    assert trace.summary()["files_created"] == 3
+
+
+def test_the_kernels_count_raises_what_the_trace_missed() -> None:
+    events = [
+        *PIDS,
+        *RUNNER,
+        ["exec", 106, "/usr/bin/atk", ["atk"], "ran", []],
+        ["net", 106, "connect", 2, 1, "10.0.0.1", 80, "unreachable"],
+        ["net", 106, "connect", 2, 1, "127.0.0.1", 9, "refused"],
+        ["net", 106, "sendto", 2, 2, "192.0.2.1", 53, "unobserved"],
+        ["net", 106, "bind", 2, 2, "10.0.0.2", 53, "address-unavailable"],
+    ]
+
+    def traced(kernel: int | None) -> Any:
+        return assemble(
+            events=events,
+            reads=None,
+            level="standard",
+            build_dir="/build",
+            initial_paths=set(),
+            interfaces=["lo"],
+            kernel_no_route=kernel,
+        )
+
+    agreeing = traced(2)  # the connect and the send to outside
+    assert agreeing.gaps == () and agreeing.summary()["network_attempts"] == 3
+    hidden = traced(7)  # five more the trace never saw (or saw as loopback)
+    assert hidden.unseen_network_attempts == 5
+    assert hidden.summary()["network_attempts"] == 8
+    assert any("5 attempts to reach outside are missing" in gap for gap in hidden.gaps)
+    assert hidden.to_json()["kernel"] == {"no_route": 7, "unseen_network_attempts": 5}
+    assert traced(None).gaps == ()  # not checked (the session says why when it cannot)
+
+
+def test_repeated_listings_arrive_counted() -> None:
+    trace = build(
+        [
+            *PIDS,
+            *RUNNER,
+            ["exec", 106, "/usr/bin/sh", ["sh"], "ran", []],
+            ["listdir", 106, "/build", 250000],
+        ]
+    )
+    assert {(n.source, n.count) for n in trace.nondeterminism} == {("listdir", 250000)}

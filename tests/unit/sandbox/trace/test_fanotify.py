@@ -45,10 +45,22 @@ SUB = handle(BUILD_FS, 2)
 MOVED = handle(BUILD_FS, 2)
 
 
-def reader(max_paths: int = 1000) -> BuildReads:
+def reader(max_paths: int = 1000, max_bytes: int = 1 << 40) -> BuildReads:
     read_end, write_end = os.pipe()
     os.close(write_end)
-    return BuildReads(read_end, {ROOT: "/build"}, STATE_FS, "build-ended-x", max_paths)
+    return BuildReads(
+        read_end, {ROOT: (None, "/build")}, STATE_FS, "build-ended-x", max_paths, max_bytes
+    )
+
+
+def mkdir(parent: bytes, name: str, made: bytes) -> bytes:
+    return event(
+        FAN_CREATE | FAN_ONDIR, record(INFO_DFID_NAME, parent, name), record(INFO_FID, made)
+    )
+
+
+def read(parent: bytes, name: str) -> bytes:
+    return event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, parent, name))
 
 
 def test_reads_are_placed_through_directory_handles() -> None:
@@ -115,6 +127,46 @@ def test_distinct_paths_and_directories_are_capped_and_the_rest_counted() -> Non
         )
         + event(FAN_CLOSE_NOWRITE, record(INFO_DFID_NAME, handle(BUILD_FS, 12), "x"))
     )
-    assert sorted(watch.paths.values()) == ["/build", "/build/d0", "/build/d1"]
+    assert sorted(filter(None, map(watch.path_of, watch.tree))) == [
+        "/build",
+        "/build/d0",
+        "/build/d1",
+    ]
     assert watch.result.unresolved == 1
     os.close(watch.group)
+
+
+def test_a_renamed_directory_moves_everything_below_it() -> None:
+    a, sub = handle(BUILD_FS, 3), handle(BUILD_FS, 4)
+    watch = reader()
+    watch._parse(
+        mkdir(ROOT, "a", a)
+        + mkdir(a, "sub", sub)
+        + read(sub, "f")
+        + event(
+            FAN_RENAME | FAN_ONDIR,
+            record(INFO_OLD_DFID_NAME, ROOT, "a"),
+            record(INFO_NEW_DFID_NAME, ROOT, "b"),
+            record(INFO_FID, a),
+        )
+        + read(sub, "f")
+    )
+    # Before the fix the second read was placed at the stale /build/a/sub/f.
+    assert watch.result.reads == {"/build/a/sub/f": 1, "/build/b/sub/f": 1}
+    os.close(watch.group)
+
+
+def test_the_paths_kept_are_bounded_by_bytes() -> None:
+    deep = handle(BUILD_FS, 5)
+    watch = reader(max_bytes=20_000)
+    long = "d" * 250
+    watch._parse(mkdir(ROOT, long, deep) + b"".join(read(deep, f"{long}{i}") for i in range(100)))
+    kept = len(watch.result.reads)
+    assert 0 < kept < 100 and watch.result.dropped == 100 - kept
+    assert watch.kept_bytes <= 20_000
+    # Negative control: the same reads under a roomy budget are all kept.
+    roomy = reader()
+    roomy._parse(mkdir(ROOT, long, deep) + b"".join(read(deep, f"{long}{i}") for i in range(100)))
+    assert len(roomy.result.reads) == 100 and roomy.result.dropped == 0
+    os.close(watch.group)
+    os.close(roomy.group)

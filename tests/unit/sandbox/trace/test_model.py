@@ -17,7 +17,7 @@ def trace(files: int) -> BuildTrace:
         level="standard",
         executions=tuple(
             Execution(seq=i + 1, pid=10 + i, ppid=1, path="/usr/bin/cc", argv=("cc", f"f{i}.c"))
-            for i in range(files // 10)
+            for i in range(files // 20)
         ),
         processes=(),
         exec_failures=0,
@@ -82,3 +82,20 @@ def test_trace_limits_from_the_environment() -> None:
         SandboxConfig.from_env({"HERMETIC_TRACE_MAX_EVENTS": "many"})
     with pytest.raises(ValueError, match="max_events"):
         TraceLimits(max_events=0)
+
+
+def test_names_that_are_not_utf8_keep_trace_json_valid() -> None:
+    odd = "/build/bad\udcffname"  # the byte 0xff of a name, as os.fsdecode keeps it
+    bad = BuildTrace(
+        level="standard",
+        executions=(),
+        processes=(),
+        exec_failures=0,
+        files=(FileRecord(path=odd, written_by=(10,)),),
+        network=(),
+        nondeterminism=(),
+        interfaces=("lo",),
+    )
+    data = bad.to_json_bytes()
+    data.decode("ascii")  # before: invalid UTF-8, and check dropped every hint
+    assert json.loads(data)["files"][0]["path"] == odd

@@ -41,9 +41,11 @@ def rules_for(profile: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def matches(rule: dict[str, Any], args: dict[int, int]) -> bool:
-    for condition in rule["args"]:
-        value = args[condition["index"]]
+    for condition in rule.get("args") or []:
+        value = args.get(condition["index"], 0)
         op = condition["op"]
+        if op == "SCMP_CMP_GT" and not value > condition["value"]:
+            return False
         if op == "SCMP_CMP_MASKED_EQ" and value & condition["value"] != condition["valueTwo"]:
             return False
         if op == "SCMP_CMP_EQ" and value != condition["value"]:
@@ -131,7 +133,12 @@ def test_podmans_default_profile_converts() -> None:
     notified = {
         n for r in profile["syscalls"] if r["action"] == "SCMP_ACT_NOTIFY" for n in r["names"]
     }
-    assert set(TRACED) <= notified
+    base_allowed = {
+        n for r in base["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]
+    }
+    assert set(TRACED) & base_allowed <= notified
+    # A traced call the base profile refuses stays refused: tracing allows nothing new.
+    assert "fchmodat2" not in base_allowed and "fchmodat2" not in notified
 
 
 LEVELS = [TraceLevel.OFF, TraceLevel.STANDARD]
@@ -227,3 +234,73 @@ def test_only_the_native_architecture_is_allowed(level: TraceLevel) -> None:
         listener="/s",
     )
     assert docker_style["architectures"] == ["SCMP_ARCH_X86_64"]
+
+
+AF_VSOCK, AF_ALG, AF_PACKET, AF_BLUETOOTH = 40, 38, 17, 31
+IPPROTO_SCTP = 132
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize(
+    ("domain", "protocol", "expected"),
+    [
+        (1, 0, ("SCMP_ACT_ALLOW", None)),  # AF_UNIX
+        (2, 0, ("SCMP_ACT_ALLOW", None)),  # AF_INET
+        (2, 6, ("SCMP_ACT_ALLOW", None)),
+        (2, 17, ("SCMP_ACT_ALLOW", None)),
+        (10, 0, ("SCMP_ACT_ALLOW", None)),  # AF_INET6
+        (16, 0, ("SCMP_ACT_ALLOW", None)),  # AF_NETLINK
+        (16, 9, ("SCMP_ACT_ERRNO", 22)),  # NETLINK_AUDIT, as podman refuses it
+        (AF_VSOCK, 0, ("SCMP_ACT_ERRNO", 97)),
+        (AF_ALG, 0, ("SCMP_ACT_ERRNO", 97)),
+        (AF_PACKET, 0, ("SCMP_ACT_ERRNO", 97)),
+        (AF_BLUETOOTH, 0, ("SCMP_ACT_ERRNO", 97)),
+        (0, 0, ("SCMP_ACT_ERRNO", 97)),
+        ((1 << 32) | 2, 0, ("SCMP_ACT_ERRNO", 97)),  # upper bits set: not AF_INET to seccomp
+        (2, IPPROTO_SCTP, None),  # no rule: the profile's default (ENOSYS)
+    ],
+)
+def test_sockets_of_four_families_only(
+    level: TraceLevel, domain: int, protocol: int, expected: tuple[str, int | None] | None
+) -> None:
+    profile = profile_at(level)
+    found = [
+        (r["action"], r.get("errnoRet"))
+        for r in rules_for(profile, "socket")
+        if matches(r, {0: domain, 2: protocol})
+    ]
+    assert found == ([] if expected is None else [expected])
+    assert profile["defaultErrnoRet"] == 38
+    # Negative control: podman's own profile lets every family through.
+    base = json.loads(PODMAN_DEFAULT.read_text())
+    if domain in (AF_VSOCK, AF_ALG):
+        assert "SCMP_ACT_ALLOW" in actions(base, "socket", {0: domain, 2: protocol})
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_socketpair_is_unix_only(level: TraceLevel) -> None:
+    profile = profile_at(level)
+    assert actions(profile, "socketpair", {0: 1}) == {"SCMP_ACT_ALLOW"}
+    assert actions(profile, "socketpair", {0: 2}) == {"SCMP_ACT_ERRNO"}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_memfd_is_refused_only_where_no_cgroup_charges_it(level: TraceLevel) -> None:
+    base = json.loads(PODMAN_DEFAULT.read_text())
+    listener = None if level is TraceLevel.OFF else "/s"
+    watched = build_profile(base, level=level, listener=listener, memfd=False)
+    assert [(r["action"], r["errnoRet"]) for r in rules_for(watched, "memfd_create")] == [
+        ("SCMP_ACT_ERRNO", 38)
+    ]
+    charged = build_profile(base, level=level, listener=listener)
+    assert actions(charged, "memfd_create", {}) == {"SCMP_ACT_ALLOW"}
+    # memfd_secret (memory outside every accounting) is refused everywhere.
+    for profile in (watched, charged):
+        assert actions(profile, "memfd_secret", {}) == {"SCMP_ACT_ERRNO"}
+
+
+def test_creations_and_changes_without_an_open_are_traced() -> None:
+    profile = profile_at(TraceLevel.STANDARD)
+    for name in ("link", "linkat", "symlink", "symlinkat", "mknodat", "truncate", "fchmodat"):
+        assert actions(profile, name, {}) == {"SCMP_ACT_NOTIFY"}, name
+    assert actions(profile_at(TraceLevel.OFF), "linkat", {}) == {"SCMP_ACT_ALLOW"}
