@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from sandbox.errors import ImageError, SpecError
+from sandbox.errors import ImageError, SpecError, SpecProblems
 from sandbox.images import ImageCatalog
 from sandbox.spec import DEFAULT_IMAGE, Limits, Spec
 from tests.conftest import write_spec
@@ -188,6 +188,52 @@ def test_duplicate_dest_is_refused(tmp_path: Path) -> None:
     text = _with_input() + f'\n[[inputs]]\nurl = "file:///x"\nsha256 = "{HEX}"\ndest = "a"\n'
     with pytest.raises(SpecError, match=r"inputs\[1\].dest"):
         parse(tmp_path, text)
+
+
+def test_every_problem_is_collected_with_its_key(tmp_path: Path) -> None:
+    text = f"""
+[build]
+command = []
+outputs = ["ok"]
+env = {{ "1X" = "a", TZ = 3 }}
+extra = 1
+
+[[inputs]]
+url = "https://user:pw@example.org/x"
+sha256 = "{HEX}"
+dest = "x"
+
+[[inputs]]
+url = "https://example.org/y"
+sha256 = "{HEX}"
+dest = "x"
+
+[limits]
+pids = 0
+memory = "lots"
+"""
+    with pytest.raises(SpecProblems) as caught:
+        parse(tmp_path, text)
+    keys = sorted(error.key for error in caught.value.errors)
+    assert keys == [
+        "build.command",
+        "build.env.1X",
+        "build.env.TZ",
+        "build.extra",
+        "inputs[0].url",
+        "limits.memory",
+        "limits.pids",
+    ]
+    # The second input is still read: its dest clashes with none once the first failed.
+    assert str(caught.value).startswith(f"{tmp_path / 'hermetic.toml'}: 7 problems:")
+    assert all(problem in str(caught.value) for problem in caught.value.problems)
+
+
+def test_one_problem_is_a_plain_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse(tmp_path, MINIMAL.replace('["make"]', "[]"))
+    assert not isinstance(caught.value, SpecProblems)
+    assert caught.value.key == "build.command"
 
 
 def test_missing_file(tmp_path: Path) -> None:
