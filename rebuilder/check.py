@@ -205,8 +205,10 @@ class _Check:
         backend: SandboxBackend,
         observer: CheckObserver,
         context: VariationContext,
+        euid: int | None,
     ) -> None:
         self.request = request
+        self.euid = euid
         self.config = config
         self.backend = backend
         self.observer = observer
@@ -257,6 +259,7 @@ class _Check:
                 config=self.config,
                 backend=self.backend,
                 observer=self.observer.build_observer(name),
+                euid=self.euid,
             )
         except BuildCancelled:
             return None
@@ -283,8 +286,10 @@ def run_check(
     config: SandboxConfig,
     backend: SandboxBackend,
     observer: CheckObserver | None = None,
+    euid: int | None = None,
 ) -> CheckResult:
-    """Run a check (see the module docstring).
+    """Run a check (see the module docstring); each build runs as ``euid`` (the caller's
+    effective user id; default: this process's).
 
     Raises:
         CheckError: the control build failed, or nothing can be varied here.
@@ -296,7 +301,7 @@ def run_check(
     varied = tuple(name for name in request.variations if name not in skipped)
     if not varied:
         raise CheckError("nothing to vary: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    check = _Check(request, config, backend, observer or NullCheckObserver(), context)
+    check = _Check(request, config, backend, observer or NullCheckObserver(), context, euid)
     first = check.run(
         [("control", (), request.seed)]
         + [("experiment", varied, request.seed + index) for index in range(request.builds - 1)]

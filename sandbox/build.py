@@ -94,11 +94,12 @@ def new_build_id() -> str:
     return uuid.uuid4().hex
 
 
-def resolve_source_date_epoch(spec: Spec) -> tuple[int, str]:
-    """SOURCE_DATE_EPOCH and where it came from: the spec, git, or the fixed default."""
+def resolve_source_date_epoch(spec: Spec, *, euid: int | None = None) -> tuple[int, str]:
+    """SOURCE_DATE_EPOCH and where it came from: the spec, git (a checkout the user
+    ``euid`` owns; default: this process's), or the fixed default."""
     if spec.source_date_epoch is not None:
         return spec.source_date_epoch, "spec"
-    top = repository_top(spec.source_dir)
+    top = repository_top(spec.source_dir, euid=euid)
     if top is None:
         return DEFAULT_SOURCE_DATE_EPOCH, "default"
     try:  # the checkout is untrusted: git runs as sandbox.git_checkout says
@@ -248,7 +249,7 @@ def run_build(
         # the image's toolchain settings first, so that the spec's build.env wins
         image_env = image.definition.recipe.build_env(request.environment.build_dir)
         spec = replace(spec, env=tuple(sorted({**dict(image_env), **dict(spec.env)}.items())))
-    epoch, epoch_from = resolve_source_date_epoch(spec)
+    epoch, epoch_from = resolve_source_date_epoch(spec, euid=euid)
     host = backend.host_capabilities(image.reference)
 
     places = {

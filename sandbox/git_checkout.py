@@ -73,7 +73,7 @@ def run_git(top: Path, *args: str, timeout: float = GIT_TIMEOUT_S) -> bytes | No
     return done.stdout if done.returncode == 0 else None
 
 
-def repository_top(directory: Path) -> Path | None:
+def repository_top(directory: Path, *, euid: int | None = None) -> Path | None:
     """The nearest directory at or above ``directory`` holding ``.git``, if this user owns
     it and its ``.git`` (a repository someone else placed above a source is not read:
     CVE-2022-24765); None when there is none, or it is someone else's."""
@@ -92,7 +92,7 @@ def repository_top(directory: Path) -> Path | None:
             owner = candidate.stat().st_uid
         except OSError:
             return None
-        uid = os.geteuid()
+        uid = os.geteuid() if euid is None else euid
         return candidate if owner == uid and marker.st_uid == uid else None
     return None
 

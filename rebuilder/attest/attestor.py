@@ -42,6 +42,7 @@ class BuildAttestor:
         spec_document: Mapping[str, Any],
         spec_sha256: str | None,
         source_dir: Path | None = None,
+        euid: int | None = None,
     ) -> None:
         self.signers = tuple(signers)
         self.builder_id = builder_id
@@ -49,6 +50,7 @@ class BuildAttestor:
         # of the bytes that were parsed (Spec.sha256): the file may change meanwhile
         self.spec_sha256 = spec_sha256
         self.source_dir = source_dir  # a git checkout here is named by its commit
+        self.euid = euid  # ... if this user owns it
         self.error = ""  # set when signing failed
         self.written = False
 
@@ -56,7 +58,7 @@ class BuildAttestor:
         if not result.built or not result.outputs:
             return  # a statement needs subjects: a failed build has none
         source = (
-            git_source(self.source_dir, result.source_digest)
+            git_source(self.source_dir, result.source_digest, euid=self.euid)
             if self.source_dir is not None
             else None
         )

@@ -164,16 +164,19 @@ def _text(output: bytes | None) -> str | None:
     return output.decode("utf-8", "replace").strip() if output is not None else None
 
 
-def proven_commit(source_dir: Path, tree_sha256: str) -> tuple[str, Path, str]:
+def proven_commit(
+    source_dir: Path, tree_sha256: str, *, euid: int | None = None
+) -> tuple[str, Path, str]:
     """(commit, repository top, subdirectory) when the checkout's ``HEAD`` commit has exactly
-    the content of ``source_dir`` and that content has ``tree_sha256``.
+    the content of ``source_dir`` and that content has ``tree_sha256``, in a checkout the
+    user ``euid`` owns (default: this process's effective user).
 
     Raises:
         NotProvable: why not.
         sandbox.errors.Error: git is missing or timed out.
         OSError: the source cannot be read.
     """
-    top = repository_top(source_dir)
+    top = repository_top(source_dir, euid=euid)
     if top is None:
         raise NotProvable("not in a git checkout this user owns")
     prefix = source_dir.resolve().relative_to(top).as_posix()
@@ -200,12 +203,12 @@ def proven_commit(source_dir: Path, tree_sha256: str) -> tuple[str, Path, str]:
     return commit, top, prefix
 
 
-def git_source(source_dir: Path, tree_sha256: str) -> SourceRef:
+def git_source(source_dir: Path, tree_sha256: str, *, euid: int | None = None) -> SourceRef:
     """The source as a provenance names it: the tree digest, and the checkout's ``HEAD``
     commit (with its ``origin``) when that commit's content has exactly this digest."""
     plain = SourceRef(sha256=tree_sha256)
     try:
-        commit, top, prefix = proven_commit(source_dir, tree_sha256)
+        commit, top, prefix = proven_commit(source_dir, tree_sha256, euid=euid)
         remote = _text(run_git(top, "remote", "get-url", "origin"))
     except NotProvable as e:
         log.info("naming the source by its digest only: %s", e)

@@ -98,6 +98,7 @@ def build(
             spec_document=parsed.document,
             spec_sha256=parsed.sha256,
             source_dir=parsed.source_dir,
+            euid=settings.euid,
         )
         sbom = SbomWriter(
             image=lambda result: image_contents(parsed, result.image, config),

@@ -116,7 +116,9 @@ def check(
             store = backend.image_store()
             if store is not None:  # build (by its lock) or pull the image first, once
                 prepare_image(parsed, config=config, store=store)
-            result = run_check(request, config=config, backend=backend, observer=progress)
+            result = run_check(
+                request, config=config, backend=backend, observer=progress, euid=settings.euid
+            )
         payload = check_statement(result, builder_id=settings.signing.local_builder_id())
         envelope, error = signed_envelope(payload, signers)
         write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)

@@ -39,7 +39,7 @@ from sandbox.spec import InputSpec
 from sandbox.store import ContentStore
 from tests.chains import DEPTH, chain_script, lexically_inside, make_chain
 from tests.conftest import HERMETIC, write_spec
-from tests.integration.nodes import TOKEN, RunningNode, free_port
+from tests.nodes import TOKEN, RunningNode, free_port
 
 DSC_URL = "https://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3.dsc"
 DSC_SHA256 = "75296f5ef618ae2f1849e22b142a2b5ab52c452ebefa4e7b0564c44617db3790"

@@ -27,8 +27,8 @@ from sandbox.podman_api import DEFAULT_IDLE_S, shared_service
 from sandbox.trace.levels import TraceLevel
 from tests.conftest import HERMETIC
 from tests.integration.conftest import hermetic_env
-from tests.integration.nodes import free_port
 from tests.integration.test_faults import hermetic_containers
+from tests.nodes import free_port
 
 
 def wait_until(condition: object, what: str, timeout_s: float = 600) -> None:

@@ -36,7 +36,7 @@ from sandbox.podman_api import PodmanSession
 from sandbox.spec import Spec
 from tests.conftest import HERMETIC, write_spec
 from tests.integration.conftest import hello_spec
-from tests.integration.nodes import TOKEN, RunningNode, free_port, write_tokens
+from tests.nodes import TOKEN, RunningNode, free_port, write_tokens
 from tests.schemas import validate_document, validate_envelope
 
 SMALL = """

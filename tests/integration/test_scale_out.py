@@ -27,7 +27,7 @@ from rebuilder.node.requests import pack_source
 from sandbox.config import SandboxConfig
 from sandbox.trace.levels import TraceLevel
 from tests.conftest import HERMETIC, write_spec
-from tests.integration.nodes import free_port
+from tests.nodes import free_port
 
 SPEC = """
 [build]

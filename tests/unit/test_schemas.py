@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -15,16 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from rebuilder.attest.predicates import SourceRef
 from rebuilder.attest.statement import make_statement
-from rebuilder.cli import app
 from rebuilder.node.statements import disagreement_statement, failure_statement
 from sandbox.backend import BACKENDS
 from sandbox.config import SandboxConfig
 from sandbox.fake import FakeBackend, FakeRun
-from sandbox.images import ImageRecipe
 from sandbox.plan import BuildPlan
 from tests.conftest import write_spec
 from tests.schemas import (
@@ -37,7 +33,7 @@ from tests.schemas import (
     validate_document,
     validate_envelope,
 )
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.conftest import Hermetic
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = """
@@ -48,22 +44,6 @@ outputs = ["out.txt", "hermetic.toml"]
 source_date_epoch = 1
 """
 HEX = "ab" * 32
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    images = tmp_path / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    return {
-        "HERMETIC_BACKEND": "fake",
-        "HERMETIC_IMAGES_DIR": str(images),
-        "HERMETIC_STORE": str(tmp_path / "store"),
-        "HERMETIC_WORK_DIR": str(tmp_path / "work"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "HERMETIC_SIGN": "",
-    }
 
 
 def _hostname_in_output(build_dir: Path, plan: BuildPlan) -> FakeRun:
@@ -82,19 +62,15 @@ def hostname_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(BACKENDS, "fake", connect)
 
 
-def _invoke(env: dict[str, str], *args: str) -> Any:
-    return CliRunner().invoke(app, list(args), env=env)
-
-
 @pytest.mark.parametrize("sbom", ["spdx", "cyclonedx"])
 def test_a_signed_build_writes_documents_its_schemas_accept(
-    tmp_path: Path, env: dict[str, str], hostname_backend: None, sbom: str
+    tmp_path: Path, hermetic: Hermetic, hostname_backend: None, sbom: str
 ) -> None:
-    assert _invoke(env, "keygen", "--out", str(tmp_path / "key")).exit_code == 0
+    assert hermetic("keygen", "--out", str(tmp_path / "key")).exit_code == 0
     spec = write_spec(tmp_path / "src", SPEC)
     out = tmp_path / "out"
-    built = _invoke(
-        env, "build", str(spec), "--out", str(out), "--sign", str(tmp_path / "key"),
+    built = hermetic(
+        "build", str(spec), "--out", str(out), "--sign", str(tmp_path / "key"),
         "--sbom-format", sbom, "--json",
     )  # fmt: skip
     assert built.exit_code == 0, built.output
@@ -105,10 +81,10 @@ def test_a_signed_build_writes_documents_its_schemas_accept(
 
 
 def test_a_failed_build_writes_a_result_its_schema_accepts(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, hermetic: Hermetic
 ) -> None:
     spec = write_spec(tmp_path / "src", SPEC)  # the default fake build makes no out.txt
-    failed = _invoke(env, "build", str(spec), "--out", str(tmp_path / "o"), "--json")
+    failed = hermetic("build", str(spec), "--out", str(tmp_path / "o"), "--json")
     assert failed.exit_code == 1
     document = json.loads(failed.stdout)
     assert document["status"] == "failed" and document["digest"] is None
@@ -116,12 +92,12 @@ def test_a_failed_build_writes_a_result_its_schema_accepts(
 
 
 def test_a_check_writes_documents_its_schemas_accept(
-    tmp_path: Path, env: dict[str, str], hostname_backend: None
+    tmp_path: Path, hermetic: Hermetic, hostname_backend: None
 ) -> None:
-    assert _invoke(env, "keygen").exit_code == 0  # the default key signs the verdict
+    assert hermetic("keygen").exit_code == 0  # the default key signs the verdict
     spec = write_spec(tmp_path / "src", SPEC)
     report = tmp_path / "report"
-    checked = _invoke(env, "check", str(spec), "--report", str(report), "--seed", "2", "--json")
+    checked = hermetic("check", str(spec), "--report", str(report), "--seed", "2", "--json")
     assert checked.exit_code == 1, checked.output
     document = json.loads(checked.stdout)
     assert document["culprits"] == ["hostname"] and document["differences"]
@@ -132,13 +108,11 @@ def test_a_check_writes_documents_its_schemas_accept(
 
 
 def test_node_token_writes_a_tokens_file_its_schema_accepts(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, hermetic: Hermetic
 ) -> None:
     tokens = tmp_path / "tokens.json"
     for name in ("ci", "auditor"):
-        made = _invoke(
-            env, "node", "token", "--tokens", str(tokens), "--name", name, "--scope", "read"
-        )
+        made = hermetic("node", "token", "--tokens", str(tokens), "--name", name, "--scope", "read")
         assert made.exit_code == 0, made.output
     validate(json.loads(tokens.read_text()), "node-tokens.schema.json")
 

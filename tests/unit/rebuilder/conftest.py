@@ -1,35 +1,22 @@
-"""Shared by the rebuilder unit tests: a locked test image and a fake-backend config."""
+"""What the rebuilder tests share: a provenance predicate, a variation context, and the
+published Sigstore bundles under tests/fixtures/sigstore."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from rebuilder.variations import VariationContext
+from tests.conftest import REPO
 
-import pytest
+PREDICATE = {
+    "buildDefinition": {"buildType": "https://hermetic.dev/t", "externalParameters": {"x": 1}},
+    "runDetails": {"builder": {"id": "https://hermetic.dev/builders/test"}},
+}
 
-from sandbox.config import SandboxConfig
-from sandbox.images import ImageRecipe
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+CONTEXT = VariationContext(locales=("C.UTF-8", "en_US.UTF-8", "fr_CH.UTF-8"), cpus=4, faketime=True)
 
-# The fake backend copies the source back: its one output is the spec itself.
-FAKE_SPEC = """
-[build]
-image = "test-image"
-command = ["make"]
-outputs = ["hermetic.toml"]
-source_date_epoch = 1
-"""
-
-
-@pytest.fixture
-def fake_config(tmp_path: Path) -> SandboxConfig:
-    """Builds of ``test-image`` on the fake backend, under tmp_path."""
-    images = tmp_path / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    return SandboxConfig(
-        store_dir=tmp_path / "s",
-        work_dir=tmp_path / "w",
-        images_dir=images,
-        backend="fake",
-        allow_root=True,
-    )
+FIXTURES = REPO / "tests" / "fixtures" / "sigstore"
+DSSE_BUNDLE = FIXTURES / "a.dsse.staging-rekor-v2.txt.sigstore.json"
+BEACON = (
+    "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
+    ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"
+)
+GITHUB = "https://token.actions.githubusercontent.com"

@@ -18,20 +18,16 @@ from rebuilder.variations import NAMES, parse_vary
 from sandbox.config import SandboxConfig
 from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.fake import FakeBackend, FakeRun, Script
-from sandbox.images import ImageRecipe
 from sandbox.plan import BuildPlan
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 from tests.conftest import write_spec
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.conftest import locked_images
 
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxConfig:
-    images = tmp_path / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    images = locked_images(tmp_path / "images")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     faketime = tmp_path / "libfaketime.so.1"
     faketime.write_bytes(b"")
@@ -78,7 +74,7 @@ def check(
         builds=builds,
         trace=TraceLevel.OFF,
     )
-    return run_check(request, config=config, backend=backend), backend
+    return run_check(request, config=config, backend=backend, euid=1000), backend
 
 
 Write = Callable[[BuildEnvironment], bytes | tuple[bytes, int]]

@@ -12,7 +12,7 @@ from rebuilder.variations import NAMES, vary
 from sandbox.digests import Sha256
 from sandbox.environment import NORMALIZED
 from sandbox.outputs import OutputFile
-from tests.unit.rebuilder.test_variations import CONTEXT
+from tests.unit.rebuilder.conftest import CONTEXT
 
 
 def output(path: str, digest: str, mode: int = 0o644) -> OutputFile:

@@ -41,12 +41,9 @@ from rebuilder.node.statements import (
     Agreement,
     AgreementNode,
 )
-from sandbox.config import SandboxConfig
-from sandbox.images import ImageRecipe
 from tests.conftest import write_spec
-from tests.unit.rebuilder.conftest import FAKE_SPEC
-from tests.unit.rebuilder.test_sigstore import BEACON, DSSE_BUNDLE, GITHUB
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.conftest import FAKE_SPEC, fake_sandbox
+from tests.unit.rebuilder.conftest import BEACON, DSSE_BUNDLE, GITHUB
 
 # Deterministic in CI: the same few hundred examples every run, no example database.
 CI = settings(
@@ -426,16 +423,7 @@ def test_trusted_statements_with_hostile_fields_never_crash(
 def node_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, str]]:
     """A real node (fake sandbox backend) that built one job."""
     root = tmp_path_factory.mktemp("node")
-    images = root / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    config = SandboxConfig(
-        store_dir=root / "s",
-        work_dir=root / "w",
-        images_dir=images,
-        backend="fake",
-        allow_root=True,
-    )
+    config = fake_sandbox(root)
     generate_keypair(root / "key")
     settings = NodeSettings(directory=root / "node", builder_id="https://t/node", lease_s=5)
     node = Node(settings, load_signer(str(root / "key")), config=config)

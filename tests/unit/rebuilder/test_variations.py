@@ -9,8 +9,7 @@ import pytest
 from rebuilder.errors import Error
 from rebuilder.variations import BY_NAME, NAMES, VariationContext, parse_vary, unavailable, vary
 from sandbox.environment import NORMALIZED, SourceOrder
-
-CONTEXT = VariationContext(locales=("C.UTF-8", "en_US.UTF-8", "fr_CH.UTF-8"), cpus=4, faketime=True)
+from tests.unit.rebuilder.conftest import CONTEXT
 
 REPROTEST_NAMES = [
     "environment",

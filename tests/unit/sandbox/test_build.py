@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,25 +15,27 @@ from sandbox.build import BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.errors import DigestMismatch, RootRefused
 from sandbox.fake import FakeBackend, FakeRun
-from sandbox.images import ImageRecipe
 from sandbox.plan import BuildPlan
-from sandbox.result import BuildStatus
+from sandbox.result import BuildResult, BuildStatus
 from sandbox.spec import Spec
 from tests.conftest import write_spec
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.conftest import locked_images
 
 
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SandboxConfig:
-    images = tmp_path / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+def config(tmp_path: Path) -> SandboxConfig:
+    images = locked_images(tmp_path / "images")
     return SandboxConfig(
         store_dir=tmp_path / "store",
         work_dir=tmp_path / "work",
         images_dir=images,
     )
+
+
+def build_as(request: BuildRequest, *, euid: int = 1000, **options: Any) -> BuildResult:
+    """``run_build`` as the user ``euid`` (injected, never patched): unprivileged unless
+    a test says otherwise."""
+    return run_build(request, euid=euid, **options)
 
 
 def spec_in(tmp_path: Path, extra: str = "", outputs: str = '["out.txt"]') -> Spec:
@@ -60,7 +63,7 @@ def make_out(build_dir: Path, plan: BuildPlan) -> FakeRun:
 def test_successful_build_publishes_everything(config: SandboxConfig, tmp_path: Path) -> None:
     backend = FakeBackend(script=make_out)
     out = tmp_path / "results"
-    result = run_build(
+    result = build_as(
         BuildRequest(spec=spec_in(tmp_path), out_dir=out), config=config, backend=backend
     )
     assert result.status is BuildStatus.BUILT and result.exit_code == 0
@@ -84,7 +87,7 @@ def test_successful_build_publishes_everything(config: SandboxConfig, tmp_path: 
 
 def test_failing_build_is_a_result_with_exit_code(config: SandboxConfig, tmp_path: Path) -> None:
     backend = FakeBackend(script=lambda d, p: FakeRun(log=b"error\n", exit_code=2))
-    result = run_build(
+    result = build_as(
         BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"), config=config, backend=backend
     )
     assert result.status is BuildStatus.FAILED and result.exit_code == 2
@@ -102,7 +105,7 @@ def test_failing_build_is_a_result_with_exit_code(config: SandboxConfig, tmp_pat
 def test_killed_builds(
     config: SandboxConfig, tmp_path: Path, run: FakeRun, status: BuildStatus
 ) -> None:
-    result = run_build(
+    result = build_as(
         BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"),
         config=config,
         backend=FakeBackend(script=lambda d, p: run),
@@ -111,7 +114,7 @@ def test_killed_builds(
 
 
 def test_missing_output_fails_the_build(config: SandboxConfig, tmp_path: Path) -> None:
-    result = run_build(
+    result = build_as(
         BuildRequest(spec=spec_in(tmp_path, outputs='["nothing-here"]'), out_dir=tmp_path / "o"),
         config=config,
         backend=FakeBackend(),
@@ -127,7 +130,7 @@ def test_input_mismatch_places_nothing_and_runs_nothing(
     extra = f'[[inputs]]\nurl = "{blob.as_uri()}"\nsha256 = "{"0" * 64}"\ndest = "dep.tar.gz"\n'
     backend = FakeBackend()
     with pytest.raises(DigestMismatch):
-        run_build(
+        build_as(
             BuildRequest(spec=spec_in(tmp_path, extra), out_dir=tmp_path / "o"),
             config=config,
             backend=backend,
@@ -152,12 +155,12 @@ def test_inputs_are_placed_and_recorded(config: SandboxConfig, tmp_path: Path) -
         return FakeRun()
 
     spec = spec_in(tmp_path, extra)
-    first = run_build(
+    first = build_as(
         BuildRequest(spec=spec, out_dir=tmp_path / "o1"),
         config=config,
         backend=FakeBackend(script=script),
     )
-    second = run_build(
+    second = build_as(
         BuildRequest(spec=spec, out_dir=tmp_path / "o2"),
         config=config,
         backend=FakeBackend(script=script),
@@ -167,21 +170,20 @@ def test_inputs_are_placed_and_recorded(config: SandboxConfig, tmp_path: Path) -
     assert first.source_digest == second.source_digest
 
 
-def test_root_is_refused(
-    config: SandboxConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+def test_root_is_refused(config: SandboxConfig, tmp_path: Path) -> None:
     with pytest.raises(RootRefused, match="--allow-root"):
-        run_build(
+        build_as(
             BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"),
             config=config,
             backend=FakeBackend(),
+            euid=0,
         )
     allowed = SandboxConfig(**{**config.__dict__, "allow_root": True})
-    result = run_build(
+    result = build_as(
         BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "o"),
         config=allowed,
         backend=FakeBackend(script=make_out),
+        euid=0,
     )
     assert result.status is BuildStatus.BUILT
 

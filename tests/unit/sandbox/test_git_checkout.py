@@ -7,8 +7,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from sandbox.build import resolve_source_date_epoch
 from sandbox.git_checkout import git_invocation, repository_top
 from sandbox.spec import Spec
@@ -57,16 +55,13 @@ def test_git_is_planned_with_a_clean_environment_and_a_ceiling(tmp_path: Path) -
     }
 
 
-def test_the_repository_is_the_nearest_one_this_user_owns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_repository_is_the_nearest_one_this_user_owns(tmp_path: Path) -> None:
     top = tmp_path / "repo"
     (top / "sub").mkdir(parents=True)
     git(top, "init", "-q")
     assert repository_top(top / "sub") == top  # positive control
     assert repository_top(tmp_path) is None
-    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)  # as another user sees it
-    assert repository_top(top / "sub") is None
+    assert repository_top(top / "sub", euid=os.getuid() + 1) is None  # as another user
 
 
 def signed_looking_head(repo: Path, marker: Path) -> None:

@@ -21,35 +21,7 @@ from sandbox.images import ImageCatalog, ImageLock, ImageRecipe
 from sandbox.oci import describe_image, write_archive
 from sandbox.spec import ImageReference
 from tests.conftest import REPO
-
-RECIPE = """
-description = "test image"
-suite = "bookworm"
-mirror = "http://deb.debian.org/debian"
-variant = "essential"
-packages = ["make", "locales"]
-locales = ["en_US.UTF-8 UTF-8"]
-source_date_epoch = 1700000000
-"""
-
-
-def make_image(root: Path, name: str = "test", recipe: str = RECIPE) -> Path:
-    directory = root / name
-    directory.mkdir(parents=True)
-    (directory / "recipe.toml").write_text(recipe)
-    return directory
-
-
-def lock_for(recipe: ImageRecipe, digest: str = "11" * 32) -> ImageLock:
-    return ImageLock(
-        name=recipe.name,
-        architecture="amd64",
-        image_digest=Sha256(digest),
-        config_digest=Sha256("22" * 32),
-        rootfs_digest=Sha256("33" * 32),
-        recipe_digest=recipe.digest,
-        packages={"make": "4.3-4.1"},
-    )
+from tests.unit.conftest import RECIPE, image_lock, make_image
 
 
 def test_the_project_images_are_valid_and_locked() -> None:
@@ -79,7 +51,7 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
 def test_lock_round_trip(tmp_path: Path) -> None:
     directory = make_image(tmp_path)
     recipe = ImageRecipe.load(directory)
-    lock = lock_for(recipe)
+    lock = image_lock(recipe)
     (directory / "lock.json").write_text(lock.to_json())
     assert ImageLock.load(directory) == lock
     assert lock.reference == f"localhost/hermetic/test@sha256:{'11' * 32}"
@@ -98,7 +70,7 @@ def test_resolution(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="has no lock"):
         catalog.resolve(ImageReference(name="test"))
     recipe = ImageRecipe.load(directory)
-    (directory / "lock.json").write_text(lock_for(recipe).to_json())
+    (directory / "lock.json").write_text(image_lock(recipe).to_json())
     resolved = catalog.resolve(ImageReference(name="test"))
     assert resolved.reference == f"localhost/hermetic/test@sha256:{'11' * 32}"
     (directory / "recipe.toml").write_text(RECIPE + "# edited\n")
@@ -182,7 +154,7 @@ def test_oci_archive_is_deterministic(tmp_path: Path) -> None:
 
 def test_package_changes(tmp_path: Path) -> None:
     recipe = ImageRecipe.load(make_image(tmp_path))
-    old = lock_for(recipe)
+    old = image_lock(recipe)
     new = ImageLock(**{**old.__dict__, "packages": {"make": "4.3-5", "gcc": "12"}})
     outcome = ImageBuildOutcome(status=ImageBuildStatus.MISMATCH, built=new, recorded=old)
     assert outcome.package_changes() == ["gcc: (absent) -> 12", "make: 4.3-4.1 -> 4.3-5"]

@@ -38,34 +38,18 @@ from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, sig
 from rebuilder.node.client import Credentials
 from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeReport, distinct_keys
-from tests.unit.rebuilder.test_attest import PREDICATE
-from tests.unit.rebuilder.test_gate import NOW, SOURCE, SPEC, World
+from tests.unit.rebuilder.conftest import PREDICATE
+from tests.unit.rebuilder.gate.conftest import (
+    NOW,
+    SOURCE,
+    SPEC,
+    World,
+    fresh,
+    gate_args,
+    upper_case_json,
+)
 
 OTHER_SOURCE = "7" * 64  # a tree with a vendored binary in it: `cp prebuilt out`
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    made = World(tmp_path)
-    for name in ("acme", "globex", "initech"):
-        made.operator(name)
-    return made
-
-
-def upper_case_json(public_pem: Path, path: Path, keyid: str = "another-id") -> Path:
-    """The same ed25519 key as securesystemslib JSON, spelled in upper case."""
-    raw = load_public_key(public_pem).keyval["public"]
-    path.write_text(
-        json.dumps(
-            {
-                "keyid": keyid,
-                "keytype": "ED25519",
-                "scheme": "ed25519",
-                "keyval": {"public": raw.upper()},
-            }
-        )
-    )
-    return path
 
 
 # --- 1. key identity is the key ---------------------------------------------------------
@@ -589,24 +573,6 @@ def owners(tmp_path: Path) -> list[Path]:
         generate_keypair(tmp_path / "owners" / name)
         made.append(tmp_path / "owners" / name)
     return made
-
-
-def gate_args(world: World, policy: Path, *extra: str) -> list[str]:
-    return [
-        "gate",
-        str(world.artifact),
-        "--policy",
-        str(policy),
-        "--attestations",
-        str(world.store),
-        *extra,
-    ]
-
-
-def fresh(world: World) -> None:
-    recent = datetime.now(tz=UTC) - timedelta(hours=1)
-    world.provenance("acme", finished=recent)
-    world.provenance("globex", finished=recent)
 
 
 def test_a_signed_policy_is_used_and_named_in_the_vsa(

@@ -18,7 +18,7 @@ from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import load_policy
 from rebuilder.gate.sources import MAX_ATTESTATION_BYTES
 from rebuilder.node.client import Credentials
-from tests.unit.rebuilder.test_gate import NOW, World
+from tests.unit.rebuilder.gate.conftest import NOW, World
 
 JOB = "0" * 32
 HUGE = 4 * MAX_ATTESTATION_BYTES

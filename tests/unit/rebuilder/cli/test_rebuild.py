@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from rebuilder.cli import app
 from sandbox.config import SandboxConfig
 from tests.conftest import write_spec
-from tests.integration.nodes import TOKEN, RunningNode
+from tests.nodes import TOKEN, RunningNode
 from tests.schemas import validate_document, validate_envelope
-from tests.unit.rebuilder.conftest import FAKE_SPEC
+from tests.unit.conftest import FAKE_SPEC
 
 SPEC = FAKE_SPEC
 

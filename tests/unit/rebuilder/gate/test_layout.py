@@ -16,7 +16,7 @@ from securesystemslib.signer import CryptoSigner
 
 from rebuilder.gate.layout import REBUILD_STEP, write_layout
 from rebuilder.gate.policy import load_policy
-from tests.unit.rebuilder.test_gate import World
+from tests.unit.rebuilder.gate.conftest import World
 
 
 @contextmanager

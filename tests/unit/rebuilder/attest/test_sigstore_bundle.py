@@ -13,19 +13,13 @@ from rebuilder.attest.keys import KeyProblem, load_public_key, load_signer
 from rebuilder.attest.sigstore_bundle import BundleError, SigstoreTrust
 from rebuilder.attest.verify import verify_attestation
 from tests.unit.conftest import Hermetic
+from tests.unit.rebuilder.conftest import BEACON, DSSE_BUNDLE, FIXTURES, GITHUB
 
-FIXTURES = Path(__file__).parent.parent.parent / "fixtures" / "sigstore"
 WHEEL = FIXTURES / "bundle_v3_github.whl"
 WHEEL_BUNDLE = FIXTURES / "bundle_v3_github.whl.sigstore"
 WHEEL_SIGNER = (
     "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"
 )
-DSSE_BUNDLE = FIXTURES / "a.dsse.staging-rekor-v2.txt.sigstore.json"
-BEACON = (
-    "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
-    ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"
-)
-GITHUB = "https://token.actions.githubusercontent.com"
 
 
 def identity(tmp_path: Path, name: str, issuer: str = GITHUB) -> Key:

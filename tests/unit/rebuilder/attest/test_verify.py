@@ -27,12 +27,9 @@ from rebuilder.attest.statement import (
     subject,
 )
 from rebuilder.attest.verify import verify_attestation
+from tests.unit.rebuilder.conftest import PREDICATE
 
 DIGEST = "a" * 64
-PREDICATE = {
-    "buildDefinition": {"buildType": "https://hermetic.dev/t", "externalParameters": {"x": 1}},
-    "runDetails": {"builder": {"id": "https://hermetic.dev/builders/test"}},
-}
 
 
 def payload() -> bytes:

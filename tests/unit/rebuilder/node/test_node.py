@@ -23,7 +23,7 @@ from rebuilder.node.requests import RequestError, pack_source, unpack_source
 from rebuilder.node.statements import FAILURE_PREDICATE
 from sandbox.config import SandboxConfig
 from tests.conftest import write_spec
-from tests.unit.rebuilder.conftest import FAKE_SPEC
+from tests.unit.conftest import FAKE_SPEC
 
 SPEC = FAKE_SPEC
 

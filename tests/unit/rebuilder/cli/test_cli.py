@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +15,10 @@ from rebuilder.cli import app
 from sandbox.backend import BACKENDS
 from sandbox.config import SandboxConfig
 from sandbox.fake import FakeBackend, FakeRun
-from sandbox.images import ImageRecipe
 from sandbox.plan import BuildPlan
 from tests.conftest import write_spec
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
-from tests.unit.sandbox.test_spec import BAD_SPECS
+from tests.unit.conftest import Hermetic
+from tests.unit.spec_cases import BAD_SPECS
 
 GOOD = """
 [build]
@@ -31,26 +29,10 @@ source_date_epoch = 1
 """
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    images = tmp_path / "images"
-    directory = make_image(images, "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    return {
-        "HERMETIC_BACKEND": "fake",
-        "HERMETIC_IMAGES_DIR": str(images),
-        "HERMETIC_STORE": str(tmp_path / "store"),
-        "HERMETIC_WORK_DIR": str(tmp_path / "work"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # no signing key but the test's own
-        "HERMETIC_SIGN": "",
-    }
-
-
-def test_build_exit_0_and_json_on_stdout_only(tmp_path: Path, env: dict[str, str]) -> None:
+def test_build_exit_0_and_json_on_stdout_only(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(out), "--json"], env=env)
+    result = hermetic("build", str(spec), "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["status"] == "built"
@@ -59,9 +41,9 @@ def test_build_exit_0_and_json_on_stdout_only(tmp_path: Path, env: dict[str, str
     assert json.loads((out / "result.json").read_text()) == document
 
 
-def test_build_text_summary(tmp_path: Path, env: dict[str, str]) -> None:
+def test_build_text_summary(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    result = hermetic("build", str(spec), "--out", str(tmp_path / "o"))
     assert result.exit_code == 0
     assert result.stdout.startswith("built sha256:")
     assert (
@@ -71,25 +53,24 @@ def test_build_text_summary(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_default_out_dir_is_fresh_and_named(
-    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hermetic: Hermetic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = tmp_path / "src"
     spec = write_spec(source, GOOD)
     monkeypatch.chdir(source)
-    runner = CliRunner()
-    first = runner.invoke(app, ["build", "--json"], env=env)
+    first = hermetic("build", "--json")
     assert first.exit_code == 0, first.output
     out_dir = Path(json.loads(first.stdout)["out_dir"])
     assert out_dir.parent == source / "hermetic-out" and (out_dir / "result.json").exists()
     # a second build in the same directory: fresh dir, and the first results are not source
-    second = runner.invoke(app, ["build", str(spec), "--json"], env=env)
+    second = hermetic("build", str(spec), "--json")
     assert json.loads(second.stdout)["out_dir"] != str(out_dir)
     assert json.loads(second.stdout)["source_digest"] == json.loads(first.stdout)["source_digest"]
 
 
-def test_failed_build_exits_1_with_log_tail(tmp_path: Path, env: dict[str, str]) -> None:
+def test_failed_build_exits_1_with_log_tail(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", GOOD.replace('"hermetic.toml"', '"missing"'))
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    result = hermetic("build", str(spec), "--out", str(tmp_path / "o"))
     assert result.exit_code == 1
     assert "NOT BUILT (failed)" in result.stdout and "'missing' matched nothing" in result.stdout
 
@@ -98,39 +79,31 @@ def test_failed_build_exits_1_with_log_tail(tmp_path: Path, env: dict[str, str])
     ("case", "text", "key", "reason"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
 )
 def test_every_bad_spec_exits_2_naming_the_key(
-    tmp_path: Path, env: dict[str, str], case: str, text: str, key: str, reason: str
+    tmp_path: Path, hermetic: Hermetic, case: str, text: str, key: str, reason: str
 ) -> None:
     spec = write_spec(tmp_path / "src", text)
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    result = hermetic("build", str(spec), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
     assert f"{spec}: {key}:" in result.stderr
     assert not (tmp_path / "o").exists()
 
 
-def test_root_is_refused_with_exit_2(
-    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+def test_root_is_refused_with_exit_2(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    result = hermetic("build", str(spec), "--out", str(tmp_path / "o"), euid=0)
     assert result.exit_code == 2 and "refusing to run as root" in result.stderr
-    allowed = CliRunner().invoke(
-        app, ["build", str(spec), "--out", str(tmp_path / "o"), "--allow-root"], env=env
-    )
+    allowed = hermetic("build", str(spec), "--out", str(tmp_path / "o"), "--allow-root", euid=0)
     assert allowed.exit_code == 0, allowed.output
 
 
-def test_unknown_image_name_exits_2(tmp_path: Path, env: dict[str, str]) -> None:
+def test_unknown_image_name_exits_2(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", GOOD.replace("test-image", "no-such-image"))
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "o")], env=env)
+    result = hermetic("build", str(spec), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "no image named 'no-such-image'" in result.stderr
 
 
-def test_image_list_without_podman_as_root(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    result = CliRunner().invoke(app, ["image", "list"], env=env)
+def test_image_list_without_podman_as_root(hermetic: Hermetic) -> None:
+    result = hermetic("image", "list", euid=0)
     assert result.exit_code == 0
     assert "test-image" in result.stdout and "test image" in result.stdout
 
@@ -153,13 +126,11 @@ CHECKED = GOOD.replace('"hermetic.toml"', '"out.txt"')
 
 
 def test_check_reproducible_exits_0_with_the_contract_fields(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, hermetic: Hermetic
 ) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
     report = tmp_path / "report"
-    result = CliRunner().invoke(
-        app, ["check", str(spec), "--report", str(report), "--json", "--seed", "4"], env=env
-    )
+    result = hermetic("check", str(spec), "--report", str(report), "--json", "--seed", "4")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     for key in ("reproducible", "builds", "differences", "culprits", "hints", "report"):
@@ -169,11 +140,11 @@ def test_check_reproducible_exits_0_with_the_contract_fields(
 
 
 def test_check_not_reproducible_exits_1_verdict_first(
-    tmp_path: Path, env: dict[str, str], sensitive_backend: None
+    tmp_path: Path, hermetic: Hermetic, sensitive_backend: None
 ) -> None:
     spec = write_spec(tmp_path / "src", CHECKED)
     report = tmp_path / "report"
-    result = CliRunner().invoke(app, ["check", str(spec), "--report", str(report)], env=env)
+    result = hermetic("check", str(spec), "--report", str(report))
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "NOT REPRODUCIBLE: 1 output differs; culprit: hostname"
@@ -181,9 +152,9 @@ def test_check_not_reproducible_exits_1_verdict_first(
     assert f"report  {report}/diffoscope.html" in result.stdout
 
 
-def test_check_exits_2_when_the_control_build_fails(tmp_path: Path, env: dict[str, str]) -> None:
+def test_check_exits_2_when_the_control_build_fails(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", CHECKED)  # the default fake build makes no out.txt
-    result = CliRunner().invoke(app, ["check", str(spec), "--report", str(tmp_path / "r")], env=env)
+    result = hermetic("check", str(spec), "--report", str(tmp_path / "r"))
     assert result.exit_code == 2
     assert "the control build failed" in result.stderr and "Log: " in result.stderr
 
@@ -192,10 +163,10 @@ def test_check_exits_2_when_the_control_build_fails(tmp_path: Path, env: dict[st
     ("case", "text", "key", "reason"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
 )
 def test_check_exits_2_for_a_bad_spec(
-    tmp_path: Path, env: dict[str, str], case: str, text: str, key: str, reason: str
+    tmp_path: Path, hermetic: Hermetic, case: str, text: str, key: str, reason: str
 ) -> None:
     spec = write_spec(tmp_path / "src", text)
-    result = CliRunner().invoke(app, ["check", str(spec), "--report", str(tmp_path / "r")], env=env)
+    result = hermetic("check", str(spec), "--report", str(tmp_path / "r"))
     assert result.exit_code == 2
     assert f"{spec}: {key}:" in result.stderr
     assert not (tmp_path / "r").exists()
@@ -211,58 +182,55 @@ def test_check_exits_2_for_a_bad_spec(
     ],
 )
 def test_check_exits_2_for_bad_options(
-    tmp_path: Path, env: dict[str, str], options: list[str], message: str
+    tmp_path: Path, hermetic: Hermetic, options: list[str], message: str
 ) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
-    result = CliRunner().invoke(
-        app, ["check", str(spec), "--report", str(tmp_path / "r"), *options], env=env
-    )
+    result = hermetic("check", str(spec), "--report", str(tmp_path / "r"), *options)
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "r").exists()
 
 
-def test_keygen_build_verify_round_trip(tmp_path: Path, env: dict[str, str]) -> None:
-    runner = CliRunner()
-    made = runner.invoke(app, ["keygen"], env=env)
+def test_keygen_build_verify_round_trip(tmp_path: Path, hermetic: Hermetic) -> None:
+    made = hermetic("keygen")
     assert made.exit_code == 0, made.output
     key = tmp_path / "config" / "hermetic" / "signing-key"
     assert f"public key   {key}.pub" in made.stdout
     spec = write_spec(tmp_path / "src", GOOD)
     out = tmp_path / "out"
-    built = runner.invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    built = hermetic("build", str(spec), "--out", str(out))
     assert built.exit_code == 0, built.output
     attestation = out / "provenance.intoto.json"
     assert f"attest  {attestation} (signed by " in built.stdout
     artifact = out / "artifacts" / "hermetic.toml"
     verify = ["verify", str(attestation), "--key", f"{key}.pub", "--artifact", str(artifact)]
-    checked = runner.invoke(app, verify, env=env)
+    checked = hermetic(*verify)
     assert checked.exit_code == 0, checked.output
     assert checked.stdout.startswith(f"VERIFIED: {attestation}")
     artifact.write_text("changed after the build\n")
-    refused = runner.invoke(app, [*verify, "--json"], env=env)
+    refused = hermetic(*verify, "--json")
     assert refused.exit_code == 1
     outcome = json.loads(refused.stdout)
     assert outcome["verified"] is False and "matches no subject" in outcome["reasons"][0]
 
 
-def test_an_unsigned_build_says_so_and_does_not_verify(tmp_path: Path, env: dict[str, str]) -> None:
+def test_an_unsigned_build_says_so_and_does_not_verify(tmp_path: Path, hermetic: Hermetic) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
     out = tmp_path / "out"
-    built = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    built = hermetic("build", str(spec), "--out", str(out))
     assert built.exit_code == 0 and "unsigned: no key" in built.stdout
-    CliRunner().invoke(app, ["keygen", "--out", str(tmp_path / "k")], env=env)
+    hermetic("keygen", "--out", str(tmp_path / "k"))
     args = ["verify", str(out / "provenance.intoto.json"), "--key", str(tmp_path / "k.pub")]
-    refused = CliRunner().invoke(app, args, env=env)
+    refused = hermetic(*args)
     assert refused.exit_code == 1 and "0 signature(s) in the envelope" in refused.stdout
 
 
 def test_verify_exits_2_for_a_truncated_file_and_a_bad_key(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, hermetic: Hermetic
 ) -> None:
-    CliRunner().invoke(app, ["keygen", "--out", str(tmp_path / "k")], env=env)
+    hermetic("keygen", "--out", str(tmp_path / "k"))
     truncated = tmp_path / "t.intoto.json"
     truncated.write_text('{"payloadType": "application/vnd.in-toto+json", "payl')
-    done = CliRunner().invoke(app, ["verify", str(truncated), "--key", str(tmp_path / "k.pub")])
+    done = hermetic(*["verify", str(truncated), "--key", str(tmp_path / "k.pub")])
     assert done.exit_code == 2 and "not JSON" in done.stderr and str(truncated) in done.stderr
     bad_key = tmp_path / "bad.pub"
     bad_key.write_text("nonsense")
@@ -271,28 +239,28 @@ def test_verify_exits_2_for_a_truncated_file_and_a_bad_key(
 
 
 def test_a_signing_key_that_cannot_be_read_stops_before_the_build(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, hermetic: Hermetic
 ) -> None:
     spec = write_spec(tmp_path / "src", GOOD)
     missing = tmp_path / "no-such-key"
-    done = CliRunner().invoke(app, ["build", str(spec), "--sign", str(missing)], env=env)
+    done = CliRunner().invoke(app, ["build", str(spec), "--sign", str(missing)])
     assert done.exit_code == 2 and f"{missing}: cannot read the signing key" in done.stderr
     assert not list(tmp_path.glob("hermetic-out*"))
 
 
 def test_check_signs_a_negative_verdict(
-    tmp_path: Path, env: dict[str, str], sensitive_backend: None
+    tmp_path: Path, hermetic: Hermetic, sensitive_backend: None
 ) -> None:
-    CliRunner().invoke(app, ["keygen", "--out", str(tmp_path / "k")], env=env)
+    hermetic("keygen", "--out", str(tmp_path / "k"))
     spec = write_spec(tmp_path / "src", CHECKED)
     report = tmp_path / "report"
     args = ["check", str(spec), "--report", str(report), "--sign", str(tmp_path / "k")]
-    done = CliRunner().invoke(app, args, env=env)
+    done = hermetic(*args)
     assert done.exit_code == 1, done.output
     attestation = report / "check.intoto.json"
     assert f"attest  {attestation} (signed by " in done.stdout
     verify = ["verify", str(attestation), "--key", str(tmp_path / "k.pub"), "--json"]
-    checked = CliRunner().invoke(app, verify, env=env)
+    checked = hermetic(*verify)
     assert checked.exit_code == 0, checked.output
     outcome = json.loads(checked.stdout)
     assert outcome["predicate_type"] == "https://hermetic.dev/attestations/check/v1"
@@ -303,7 +271,7 @@ def test_check_signs_a_negative_verdict(
 
 
 def test_the_provenance_names_the_spec_bytes_that_were_parsed(
-    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hermetic: Hermetic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """review gate-1: the spec was hashed again after the build; a spec changed meanwhile
     was named in place of the one built."""
@@ -322,7 +290,7 @@ def test_the_provenance_names_the_spec_bytes_that_were_parsed(
 
     monkeypatch.setitem(BACKENDS, "fake", connect)
     out = tmp_path / "out"
-    built = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)], env=env)
+    built = hermetic("build", str(spec), "--out", str(out))
     assert built.exit_code == 0, built.output
     assert spec.read_bytes() != parsed  # control: the spec did change during the build
     envelope = json.loads((out / "provenance.intoto.json").read_text())
@@ -344,40 +312,34 @@ def test_the_provenance_names_the_spec_bytes_that_were_parsed(
     ],
 )
 def test_node_serve_refuses_unsafe_options_before_serving(
-    tmp_path: Path, env: dict[str, str], options: list[str], message: str
+    tmp_path: Path, hermetic: Hermetic, options: list[str], message: str
 ) -> None:
     from rebuilder.attest.keys import generate_keypair
 
     generate_keypair(tmp_path / "key")
     (tmp_path / "tokens.json").write_text('{"tokens": []}')
-    done = CliRunner().invoke(
-        app,
-        [
-            "node",
-            "serve",
-            "--dir",
-            str(tmp_path / "node"),
-            "--key",
-            str(tmp_path / "key"),
-            "--tokens",
-            str(tmp_path / "tokens.json"),
-            "--allow-root",
-            *options,
-        ],
-        env=env,
+    done = hermetic(
+        "node",
+        "serve",
+        "--dir",
+        str(tmp_path / "node"),
+        "--key",
+        str(tmp_path / "key"),
+        "--tokens",
+        str(tmp_path / "tokens.json"),
+        "--allow-root",
+        *options,
     )
     assert done.exit_code == 2, done.output
     assert message in " ".join(done.output.replace("│", " ").split())  # unwrap the box
 
 
-def test_mutual_tls_without_client_scopes_is_refused(tmp_path: Path, env: dict[str, str]) -> None:
+def test_mutual_tls_without_client_scopes_is_refused(tmp_path: Path, hermetic: Hermetic) -> None:
     from rebuilder.attest.keys import generate_keypair
 
     generate_keypair(tmp_path / "key")
     tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--client-ca", "ca.pem"]
-    done = CliRunner().invoke(
-        app,
-        ["node", "serve", "--dir", str(tmp_path / "n"), "--key", str(tmp_path / "key"), *tls],
-        env=env,
+    done = hermetic(
+        "node", "serve", "--dir", str(tmp_path / "n"), "--key", str(tmp_path / "key"), *tls
     )
     assert done.exit_code == 2 and "--client-scopes" in done.output, done.output

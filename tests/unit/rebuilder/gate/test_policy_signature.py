@@ -18,8 +18,7 @@ from rebuilder.gate.policy import Operator, Policy, PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, signature_path
 from rebuilder.node.client import Credentials
 from tests.schemas import validate_envelope
-from tests.unit.rebuilder.test_gate import NOW, World
-from tests.unit.rebuilder.test_gate_evidence import fresh, gate_args, upper_case_json
+from tests.unit.rebuilder.gate.conftest import NOW, World, fresh, gate_args, upper_case_json
 
 EXPIRES = "expires = 2999-01-01T00:00:00Z\n"
 

@@ -24,7 +24,7 @@ from rebuilder.node.client import Credentials, NodeClient
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.serve import Listen, server
 from sandbox.config import SandboxConfig
-from tests.integration.nodes import free_port
+from tests.nodes import free_port
 
 
 def _name(common: str) -> x509.Name:

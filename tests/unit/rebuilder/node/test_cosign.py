@@ -28,7 +28,7 @@ from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
 from sandbox.source_tree import tree_digest
 from tests.conftest import write_spec
-from tests.unit.rebuilder.conftest import FAKE_SPEC
+from tests.unit.conftest import FAKE_SPEC
 
 NODE_CLOCK = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

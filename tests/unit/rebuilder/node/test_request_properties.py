@@ -26,13 +26,10 @@ from rebuilder.node.auth import TokenRegistry, add_token
 from rebuilder.node.jobs import JobState, Outcome
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, unpack_source
-from sandbox.config import SandboxConfig
 from sandbox.digests import Sha256
-from sandbox.images import ImageRecipe
 from sandbox.outputs import OutputFile
 from tests.strategies import ANYTHING, SPECS, TEXT, toml_document
-from tests.unit.rebuilder.conftest import FAKE_SPEC
-from tests.unit.sandbox.test_images import RECIPE, lock_for, make_image
+from tests.unit.conftest import FAKE_SPEC, fake_sandbox
 
 # --- request archives -----------------------------------------------------------------------
 
@@ -143,7 +140,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
     settings = NodeSettings(
         directory=root / "node", builder_id="https://t/n", max_active_jobs=10**6
     )
-    node = Node(settings, load_signer(str(root / "key")), config=_fake_config(root))
+    node = Node(settings, load_signer(str(root / "key")), config=fake_sandbox(root))
     token = add_token(root / "tokens.json", "t", ["submit"])
     app = create_app(
         node,
@@ -151,18 +148,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
     )
     yield TestClient(app), {"Authorization": f"Bearer {token}"}
     node.close()
-
-
-def _fake_config(root: Path) -> SandboxConfig:
-    directory = make_image(root / "images", "test-image", RECIPE)
-    (directory / "lock.json").write_text(lock_for(ImageRecipe.load(directory)).to_json())
-    return SandboxConfig(
-        store_dir=root / "s",
-        work_dir=root / "w",
-        images_dir=root / "images",
-        backend="fake",
-        allow_root=True,
-    )
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -190,7 +175,7 @@ def test_a_bad_spec_on_a_node_ends_in_a_signed_failure(document: dict[str, Any])
         node = Node(
             NodeSettings(directory=root / "node", builder_id="https://t/n"),
             load_signer(str(root / "key")),
-            config=_fake_config(root),
+            config=fake_sandbox(root),
         )
         try:
             source = root / "src"
