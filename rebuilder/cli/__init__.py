@@ -38,13 +38,10 @@ pin_app = _typer("Lockfiles become pinned [[inputs]] of a spec.")
 
 
 def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
+    if value:  # the package's own constant: importlib.metadata would double --version's time
+        from rebuilder import __version__
 
-        try:
-            typer.echo(f"hermetic {version('hermetic')}")
-        except PackageNotFoundError:
-            typer.echo("hermetic 0+unknown")
+        typer.echo(f"hermetic {__version__}")
         raise typer.Exit(0)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,6 +99,8 @@ def check(
         config = sandbox_config(settings, allow_root)
         signers = load_signers(settings.signing.signing_references(sign or []))
         variations = parse_vary(vary)
+        import secrets
+
         chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
         report_dir = prepare_report_dir(report, Path.cwd())
         request = CheckRequest(

@@ -6,7 +6,6 @@ imports what it uses inside its own function.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import traceback
@@ -22,10 +21,10 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from rebuilder.cli.output import Failure, Output
-from rebuilder.cli.settings import Settings
 from sandbox.trace.levels import TraceLevel
 
 if TYPE_CHECKING:
+    from rebuilder.cli.settings import Settings
     from securesystemslib.signer import Signer
 
     from rebuilder.attest.sigstore_bundle import SigstoreTrust
@@ -50,6 +49,8 @@ class CliState:
     def settings(self) -> Settings:
         """The command's settings, read from the environment once."""
         if self._settings is None:
+            from rebuilder.cli.settings import Settings
+
             self._settings = Settings.from_env(self.environ, euid=self.euid)
         return self._settings
 
@@ -62,6 +63,8 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def configure_logging(verbose: bool) -> None:
+    import logging  # here: --help and --version log nothing
+
     logging.basicConfig(
         level=logging.WARNING, format="hermetic: %(levelname)s: %(message)s", stream=sys.stderr
     )

@@ -4,6 +4,7 @@ the user id injected, and a --help that loads nothing heavy."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -52,6 +53,8 @@ def test_version_prints_the_version_and_exits_0() -> None:
     done = CliRunner().invoke(app, ["--version"])
     assert done.exit_code == 0
     assert done.stdout.startswith("hermetic ") and done.stdout.split()[1][0].isdigit()
+    # the constant it prints is the installed distribution's version (hatch reads it)
+    assert done.stdout.split()[1] == importlib.metadata.version("hermetic")
 
 
 def _imported_after(argv: list[str]) -> set[str]:
