@@ -4,6 +4,7 @@ a check against the lock, and a load into podman by digest.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -153,6 +154,7 @@ def mmdebstrap_env(recipe: ImageRecipe, environ: Mapping[str, str]) -> dict[str,
 
 
 DPKG_STATUS = "/var/lib/dpkg/status"
+IMAGE_PACKAGES = "image-packages"  # under the store: what each image (by digest) holds
 
 
 def read_packages(rootfs: Path) -> dict[str, str]:
@@ -190,20 +192,20 @@ def parse_dpkg_status(data: bytes) -> dict[str, str]:
     return packages
 
 
-def check_lock_packages(lock: ImageLock, store: ImageStore, *, where: Path) -> None:
+def check_lock_packages(
+    lock: ImageLock, store: ImageStore, *, where: Path, cache: Path | None = None
+) -> None:
     """Compare the lock's package list with the dpkg status of the image it names.
 
     The image digest pins the image, but the package list beside it (what the SBOM
-    lists) is plain text in the project: it is read back from the image itself.
+    lists) is plain text in the project: it is read back from the image itself, once
+    per image when ``cache`` (a directory of the user's own) keeps what was read.
 
     Raises:
         ImageError: the lists differ (naming each difference), or the image's status
             file cannot be read.
     """
-    try:
-        held = parse_dpkg_status(store.image_file(lock.reference, DPKG_STATUS))
-    except SandboxError as e:
-        raise ImageError(f"cannot read the package list of {lock.reference}: {e}") from e
+    held = image_packages(lock, store, cache=cache)
     changes = package_changes(lock.packages, held)
     if changes:
         shown = "\n".join(f"  {line}" for line in changes[:20])
@@ -212,6 +214,50 @@ def check_lock_packages(lock: ImageLock, store: ImageStore, *, where: Path) -> N
             f"(lock -> image):\n{shown}\nrestore the lock from version control, or rebuild "
             "the image and write the lock again with --update-lock"
         )
+
+
+def image_packages(lock: ImageLock, store: ImageStore, *, cache: Path | None) -> dict[str, str]:
+    """The package versions the image ``lock`` names holds, from its dpkg status file.
+
+    An image pinned by digest cannot change, so what was read from it once is kept in
+    ``cache/<digest>.json`` (reading it costs a container's creation and removal on
+    every build). A cache entry that is unreadable or names another image is ignored.
+
+    Raises:
+        ImageError: the image's status file cannot be read.
+    """
+    entry = cache / f"{lock.image_digest}.json" if cache is not None else None
+    if entry is not None:
+        cached = _cached_packages(entry, lock.image_digest)
+        if cached is not None:
+            return cached
+    try:
+        held = parse_dpkg_status(store.image_file(lock.reference, DPKG_STATUS))
+    except SandboxError as e:
+        raise ImageError(f"cannot read the package list of {lock.reference}: {e}") from e
+    if entry is not None:
+        document = {"image_digest": lock.image_digest, "packages": held}
+        try:
+            entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomically(entry, json.dumps(document, sort_keys=True).encode(), 0o600)
+        except OSError as e:  # a cache that cannot be written costs time, nothing else
+            log.debug("cannot keep the package list of %s: %s", lock.reference, e)
+    return held
+
+
+def _cached_packages(entry: Path, digest: str) -> dict[str, str] | None:
+    try:
+        document = json.loads(entry.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("image_digest") != digest:
+        return None
+    packages = document.get("packages")
+    if not isinstance(packages, dict):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in packages.items()):
+        return None
+    return packages
 
 
 def package_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
@@ -379,7 +425,9 @@ def prepare_image(
         return resolved
     lock = definition.current_lock
     if lock is not None and store.image_exists(lock.reference):
-        check_lock_packages(lock, store, where=definition.lock_path)
+        check_lock_packages(
+            lock, store, where=definition.lock_path, cache=config.store_dir / IMAGE_PACKAGES
+        )
         return ResolvedImage(
             reference=lock.reference,
             digest=lock.image_digest,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -12,8 +13,11 @@ import pytest
 from sandbox.digests import Sha256, sha256_file
 from sandbox.errors import ImageError
 from sandbox.image_build import (
+    DPKG_STATUS,
     ImageBuildOutcome,
     ImageBuildStatus,
+    check_lock_packages,
+    image_packages,
     mmdebstrap_argv,
     read_packages,
 )
@@ -158,3 +162,56 @@ def test_package_changes(tmp_path: Path) -> None:
     new = ImageLock(**{**old.__dict__, "packages": {"make": "4.3-5", "gcc": "12"}})
     outcome = ImageBuildOutcome(status=ImageBuildStatus.MISMATCH, built=new, recorded=old)
     assert outcome.package_changes() == ["gcc: (absent) -> 12", "make: 4.3-4.1 -> 4.3-5"]
+
+
+class _StatusStore:
+    """An image store holding one image's dpkg status; it counts the reads."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        self.reads = 0
+
+    def image_file(self, reference: str, path: str) -> bytes:
+        assert path == DPKG_STATUS
+        self.reads += 1
+        return self.status.encode()
+
+
+MAKE_STATUS = "Package: make\nStatus: install ok installed\nArchitecture: amd64\nVersion: 4.3-4.1\n"
+
+
+def test_an_images_package_list_is_read_once_and_still_checked(tmp_path: Path) -> None:
+    lock = image_lock(ImageRecipe.load(make_image(tmp_path / "images")))
+    store, cache = _StatusStore(MAKE_STATUS), tmp_path / "cache"
+    where = tmp_path / "lock.json"
+    check_lock_packages(lock, store, where=where, cache=cache)  # type: ignore[arg-type]
+    check_lock_packages(lock, store, where=where, cache=cache)  # type: ignore[arg-type]
+    assert store.reads == 1
+    # the cached list is still compared: an edited lock is refused without reading again
+    edited = dataclasses.replace(lock, packages={"make": "9.9"})
+    with pytest.raises(ImageError, match=r"make: 9.9 -> 4.3-4.1"):
+        check_lock_packages(edited, store, where=where, cache=cache)  # type: ignore[arg-type]
+    assert store.reads == 1
+    # control: without a cache every check reads the image
+    check_lock_packages(lock, store, where=where)  # type: ignore[arg-type]
+    assert store.reads == 2
+
+
+def test_a_cache_entry_that_is_not_the_images_own_is_not_believed(tmp_path: Path) -> None:
+    lock = image_lock(ImageRecipe.load(make_image(tmp_path / "images")))
+    store, cache = _StatusStore(MAKE_STATUS), tmp_path / "cache"
+    cache.mkdir()
+    entry = cache / f"{lock.image_digest}.json"
+    for planted in (
+        json.dumps({"image_digest": "ff" * 32, "packages": {"make": "4.3-4.1"}}),  # another
+        json.dumps({"image_digest": lock.image_digest, "packages": {"make": 1}}),
+        json.dumps(["not", "an", "entry"]),
+        "{",
+    ):
+        entry.write_text(planted)
+        assert image_packages(lock, store, cache=cache) == {"make": "4.3-4.1"}  # type: ignore[arg-type]
+    assert store.reads == 4
+    assert json.loads(entry.read_text())["image_digest"] == lock.image_digest  # rewritten
+    store.status = "Package: make\nStatus: install ok installed\nArchitecture: amd64\nVersion: 0\n"
+    assert image_packages(lock, store, cache=cache) == {"make": "4.3-4.1"}  # type: ignore[arg-type]
+    assert store.reads == 4  # a good entry is believed: the image, pinned, cannot change
