@@ -24,10 +24,10 @@ from rebuilder.cli.output import Failure, Output
 from sandbox.trace.levels import TraceLevel
 
 if TYPE_CHECKING:
-    from rebuilder.cli.settings import Settings
     from securesystemslib.signer import Signer
 
     from rebuilder.attest.sigstore_bundle import SigstoreTrust
+    from rebuilder.cli.settings import Settings
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 _PACKAGES = ("sandbox", "rebuilder")
