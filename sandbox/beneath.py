@@ -59,8 +59,8 @@ class _Resolver:
     """Resolution below one root, remembering where each link leads (so a link met again,
     from any path, costs one lookup)."""
 
-    def __init__(self, root: Path, budget: ResolutionBudget) -> None:
-        self.root = root
+    def __init__(self, root_fd: int, budget: ResolutionBudget) -> None:
+        self.root_fd = root_fd
         self.budget = budget
         self.leads: dict[str, tuple[str, ...] | None] = {}
 
@@ -85,7 +85,7 @@ class _Resolver:
             if len(key) > PATH_MAX:
                 return None  # the kernel would not resolve it either
             try:
-                st = os.lstat(self.root / key)
+                st = os.lstat(key, dir_fd=self.root_fd)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # nothing there: no link to follow, the rest is read as written
             if not stat.S_ISLNK(st.st_mode):
@@ -93,7 +93,7 @@ class _Resolver:
             if key not in self.leads:
                 self.leads[key] = None  # a link met inside its own resolution: a loop
                 if nesting < MAX_LINKS:
-                    target = os.readlink(self.root / key)
+                    target = os.readlink(key, dir_fd=self.root_fd)
                     self.leads[key] = self.resolve(done[:-1], target, nesting + 1)
             lead = self.leads[key]
             if lead is None:
@@ -128,12 +128,18 @@ def resolve_all_beneath(
     root: Path, paths: list[str], *, budget: ResolutionBudget | None = None
 ) -> list[PurePosixPath | None]:
     """:func:`resolve_beneath` of many paths of one tree, each link resolved once."""
-    resolver = _Resolver(root, budget or ResolutionBudget())
-    found: list[PurePosixPath | None] = []
-    for relative in paths:
-        done = resolver.resolve([], relative)
-        found.append(None if done is None else PurePosixPath(*done) if done else PurePosixPath("."))
-    return found
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        resolver = _Resolver(root_fd, budget or ResolutionBudget())
+        found: list[PurePosixPath | None] = []
+        for relative in paths:
+            done = resolver.resolve([], relative)
+            found.append(
+                None if done is None else PurePosixPath(*done) if done else PurePosixPath(".")
+            )
+        return found
+    finally:
+        os.close(root_fd)
 
 
 def _parts(relative: str) -> list[str]:
