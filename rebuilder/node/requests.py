@@ -26,6 +26,7 @@ from sandbox.beneath import (
     walk_beneath,
 )
 from sandbox.source_tree import EXCLUDED_NAMES, stage_source
+from sandbox.spec import Limits, Spec
 
 REQUEST_SPEC = "hermetic.toml"
 _CHUNK = 1 << 20
@@ -45,12 +46,37 @@ _LONG_HEADERS = (
 _NAME_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
+# A node's maximums for what a stranger's spec may ask of it (``node serve --max-timeout``
+# and the others): the spec defaults fit, with room for larger builds.
+DEFAULT_CEILINGS = Limits(
+    timeout_s=3600,
+    memory_bytes=8 * 1024**3,
+    pids=16384,
+    disk_bytes=20 * 1024**3,
+    log_bytes=256 * 1024**2,
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RequestLimits:
-    """How much a request may unpack to (``node serve --max-unpacked``, ``--max-members``)."""
+    """What a node accepts of a request: how much it may unpack to (``--max-unpacked``,
+    ``--max-members``), the largest limits its spec may ask for (``--max-timeout``,
+    ``--max-memory``, ``--max-pids``, ``--max-disk``, ``--max-log``) and how many inputs it
+    may name (``--max-inputs``)."""
 
     max_members: int = 100_000
     max_unpacked_bytes: int = 1024**3
+    ceilings: Limits = DEFAULT_CEILINGS
+    max_inputs: int = 64
+
+    def refusal(self, spec: Spec) -> str | None:
+        """Why a node does not build this spec for a stranger (None: it does)."""
+        over = spec.limits.above(self.ceilings)
+        if len(spec.inputs) > self.max_inputs:
+            over.append(f"{len(spec.inputs)} inputs are more than {self.max_inputs}")
+        if not over:
+            return None
+        return f"{REQUEST_SPEC}: more than this node allows: {'; '.join(over)}"
 
 
 class RequestError(Error):
