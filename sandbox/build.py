@@ -59,6 +59,8 @@ class BuildRequest:
     cancel: Cancel | None = None
     # A node's rules for fetching a client's inputs; None: the local user's own inputs.
     input_policy: InputPolicy | None = None
+    # A node's cap on the outputs together (None: the spec's disk limit alone).
+    max_output_bytes: int | None = None
 
 
 def refuse_root(config: SandboxConfig) -> None:
@@ -177,6 +179,23 @@ def _verdict(outcome: RunOutcome, spec: Spec) -> tuple[BuildStatus, str]:
     return BuildStatus.BUILT, "built"
 
 
+def _check_output_size(manifest: OutputManifest, spec: Spec, cap: int | None) -> None:
+    """Outputs are copied out at their full size: a sparse file a build made for nothing
+    (``truncate -s 5G``) must not become gigabytes on the host. Together they may be no
+    larger than the build's disk limit (and a node's cap).
+
+    Raises:
+        OutputError: they are larger.
+    """
+    most = spec.limits.disk_bytes if cap is None else min(cap, spec.limits.disk_bytes)
+    total = sum(item.size for item in manifest.files)
+    if total > most:
+        raise OutputError(
+            f"the outputs are {total} bytes together, more than the {most} bytes allowed "
+            "(the disk limit, or the node's --max-output); sparse files count in full"
+        )
+
+
 def run_build(
     request: BuildRequest,
     *,
@@ -257,6 +276,7 @@ def run_build(
             observer.stage("hash", ", ".join(spec.outputs))
             try:
                 manifest = collect_outputs(outcome.build_dir, spec.outputs)
+                _check_output_size(manifest, spec, request.max_output_bytes)
                 copy_outputs(outcome.build_dir, manifest, publish / ARTIFACTS_DIR)
             except OutputError as e:
                 status, reason, manifest = (

@@ -61,13 +61,14 @@ DEFAULT_CEILINGS = Limits(
 class RequestLimits:
     """What a node accepts of a request: how much it may unpack to (``--max-unpacked``,
     ``--max-members``), the largest limits its spec may ask for (``--max-timeout``,
-    ``--max-memory``, ``--max-pids``, ``--max-disk``, ``--max-log``) and how many inputs it
-    may name (``--max-inputs``)."""
+    ``--max-memory``, ``--max-pids``, ``--max-disk``, ``--max-log``), how many inputs it
+    may name (``--max-inputs``) and how large its outputs may be together (``--max-output``)."""
 
     max_members: int = 100_000
     max_unpacked_bytes: int = 1024**3
     ceilings: Limits = DEFAULT_CEILINGS
     max_inputs: int = 64
+    max_output_bytes: int = 4 * 1024**3
 
     def refusal(self, spec: Spec) -> str | None:
         """Why a node does not build this spec for a stranger (None: it does)."""
