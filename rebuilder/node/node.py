@@ -119,6 +119,7 @@ class NodeSettings:
     client_quota_bytes: int = 20 * 1024**3  # what one tenant's jobs keep (--client-quota)
     retention_s: float = 7 * 86400.0  # finished jobs' results are kept this long (--retention)
     checks: int = 2  # requests unpacked and checked at once at submission
+    check_wait_s: float = 60.0  # how long a request waits for its turn to be checked
 
 
 class Node:
@@ -164,7 +165,7 @@ class Node:
             NodeBusy: too many requests are being checked; try later.
             NodeFull: the node's disk is too full to unpack it.
         """
-        if not self._checks.acquire(timeout=60):
+        if not self._checks.acquire(timeout=self.settings.check_wait_s):
             raise NodeBusy("the node is checking other requests; try again later")
         try:
             self._check(archive)
@@ -273,8 +274,11 @@ class Node:
             return read_beneath(directory, f"out/{PROVENANCE_FILE}", limit=_SIGNED_LIMIT)
         try:
             return read_beneath(directory, FAILURE_FILE, limit=_SIGNED_LIMIT)
-        except FileNotFoundError:
-            pass
+        except OSError as e:
+            # missing, or not the node's own file (a link or other planted thing): the
+            # failure is signed again, replacing whatever is there
+            if not isinstance(e, FileNotFoundError):
+                log.warning("job %s: %s is not the node's own file; signed again", job.id, e)
         assert job.outcome is not None
         self._sign_failure(job, job.outcome, job.reason)
         return read_beneath(directory, FAILURE_FILE, limit=_SIGNED_LIMIT)

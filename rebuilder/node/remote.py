@@ -257,12 +257,14 @@ class CeleryDispatch:
         trace: TraceLevel,
         config: SandboxConfig,
         limits: RequestLimits | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.app = app
         self.builder_id = builder_id
         self.trace = trace
         self.config = config  # the node's: its images resolve what a worker must have used
         self.limits = limits or RequestLimits()
+        self.max_answer_bytes = max_answer_bytes
 
     def __call__(self, job: Job, archive: bytes, directory: Path) -> Execution:
         started = now_text()
@@ -295,7 +297,7 @@ class CeleryDispatch:
                 if time.monotonic() > deadline:
                     raise RemoteError("no worker answered before the job's deadline")
                 time.sleep(_POLL_S)
-            if size > MAX_ANSWER_BYTES:
+            if size > self.max_answer_bytes:
                 raise RemoteError(f"a worker's answer of {size} bytes is over the cap")
             meta = backend.get_task_meta(task_id)
         except RemoteError:
