@@ -149,6 +149,8 @@ class Node:
         # Where builds run: None here, in the node's own threads; else a remote executor.
         self.dispatch: Dispatch | None = None
         self._checks = threading.BoundedSemaphore(settings.checks)
+        self._running: set[threading.Event] = set()  # the cancel events of builds in flight
+        self._running_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -397,9 +399,14 @@ class Node:
                 )
         return None
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers; builds in flight are stopped too (their containers killed)
+        and their jobs given back, to run again when the node starts."""
         self._stop.set()
         self._wake.set()
+        with self._running_lock:
+            for cancel in self._running:
+                cancel.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
@@ -442,7 +449,7 @@ class Node:
         """Run one claimed job, renewing its lease, and record how it ended. A build still
         running when the job's deadline passes is stopped."""
         done = threading.Event()
-        deadline = threading.Event()
+        deadline = threading.Event()  # set when the build must stop: time up, or the node
 
         def heartbeat() -> None:
             while not done.wait(self.settings.lease_s / 3):
@@ -452,12 +459,24 @@ class Node:
 
         beat = threading.Thread(target=heartbeat, name=f"lease-{job.id[:8]}", daemon=True)
         beat.start()
-        timer = threading.Timer(max(job.remaining_s, 0.0), deadline.set)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            deadline.set()
+
+        timer = threading.Timer(max(job.remaining_s, 0.0), expire)
         timer.daemon = True
         timer.start()
+        with self._running_lock:
+            self._running.add(deadline)
         try:
             outcome, reason, digest, outputs, executor = self._execute(job, deadline)
         except BuildCancelled:
+            if not expired.is_set():
+                # the node is stopping, not the job's time up: it runs again after a start
+                self.store.give_back(job.id, owner, delay_s=0, reason="the node was stopped")
+                return
             outcome, reason, digest, outputs, executor = (
                 Outcome.DEADLINE_EXCEEDED,
                 "the job's deadline passed while it was building; the build was stopped",
@@ -480,6 +499,8 @@ class Node:
                 self.store.retry_later(job.id, owner, backoff_s=backoff, reason=reason)
             return
         finally:
+            with self._running_lock:
+                self._running.discard(deadline)
             done.set()
             timer.cancel()
             self.clean_scratch(job.id)

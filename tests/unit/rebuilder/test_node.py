@@ -184,7 +184,7 @@ def test_the_symlink_chain_is_refused_by_resolution(tmp_path: Path) -> None:
     spec_link = [
         m for m in chain_members("hermetic.toml") if m.name != "hermetic.toml" or m.issym()
     ]
-    with pytest.raises(RequestError, match=r"leads out of the tree|regular"):
+    with pytest.raises(RequestError, match="leads out of the tree"):  # by resolution
         unpack_source(tar(spec_link), tmp_path / "two")
     # positive control: an ordinary inside link is kept
     ok = [member("hermetic.toml"), member("real.txt"), member("ok", tarfile.SYMTYPE, "real.txt")]

@@ -935,3 +935,56 @@ def test_a_subject_with_non_ascii_characters_matches_as_openssl_prints_it(
     found = ClientScopes.load(scopes).principal(subject)
     assert found is not None and found.scopes == {"read"}
     assert ClientScopes.load(scopes).principal("CN=someone,O=Acme") is None  # control
+
+
+# --- 8: connections: the descriptor limit -------------------------------------------------
+
+
+def test_the_node_raises_its_descriptor_limit_to_the_hard_limit() -> None:
+    import subprocess
+
+    probe = (
+        "import resource\n"
+        "from rebuilder.node.serve import raise_descriptor_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "before = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "print(before[0], before[1], raise_descriptor_limit())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, hard, after = (int(value) for value in done.stdout.split())
+    assert before == 256 < hard  # negative control: the soft limit was below the hard one
+    assert after == hard
+
+
+def test_a_stopped_node_stops_its_builds_and_gives_their_jobs_back(
+    tmp_path: Path, fake_config: SandboxConfig, signer_file: Path
+) -> None:
+    from sandbox.fake import FakeBackend, FakeRun
+
+    started = threading.Event()
+    backends: list[FakeBackend] = []
+
+    def long_build(build_dir: Path, plan: object) -> FakeRun:
+        started.set()
+        return FakeRun(hold_s=3600)
+
+    @contextlib.contextmanager
+    def connect(config: SandboxConfig) -> Iterator[FakeBackend]:
+        backends.append(FakeBackend(script=long_build))
+        yield backends[-1]
+
+    settings = NodeSettings(directory=tmp_path / "node", builder_id="https://t/n", lease_s=5)
+    node = Node(settings, load_signer(str(signer_file)), config=fake_config, connect=connect)
+    archive = pack_source(write_spec(tmp_path / "src", FAKE_SPEC).parent, tmp_path / "p")
+    job = node.submit(archive, "token:alice")
+    node.start()
+    assert started.wait(60)
+    node.stop()
+    after = node.job(job.id)
+    assert [b for b in backends if b.cancelled], "the build in flight was stopped"
+    assert after.state is JobState.QUEUED and after.attempts == 0  # to run again
+    assert after.outcome is None
+    node.close()
