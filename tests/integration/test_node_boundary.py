@@ -117,7 +117,8 @@ def served_node(
 ) -> Iterator[tuple[str, Path, dict[str, dict[str, str]]]]:
     """`hermetic node serve` as its own process; yields (url, key file, auth by tenant)."""
     root.mkdir(parents=True, exist_ok=True)
-    generate_keypair(root / "key")
+    if not (root / "key").exists():  # a node started again keeps its key
+        generate_keypair(root / "key")
     tenants = {"alice": TOKEN, "bob": OTHER_TOKEN, "auditor": AUDIT_TOKEN}
     scopes = {
         "alice": ["submit", "read", "cosign"],
@@ -473,11 +474,11 @@ def test_the_node_s_ceilings_refuse_greedy_limits_and_its_deadline_stops_a_build
             url, auth["alice"], write_spec(tmp_path / "long", long).parent, tmp_path / "p2"
         )
         assert job.status_code == 202, job.text
-        bob = submit(url, auth["bob"], write_spec(tmp_path / "bob", quick).parent, tmp_path / "p3")
         stopped = finished(url, auth["alice"], job.json()["id"])
         assert stopped["outcome"] == "deadline-exceeded", stopped
-        assert "stopped" in stopped["reason"]
-        # the one worker is free again: the job queued behind it builds
+        assert "stopped" in stopped["reason"] and stopped["attempts"] == 1
+        # the node's one worker is free again: the next job builds
+        bob = submit(url, auth["bob"], write_spec(tmp_path / "bob", quick).parent, tmp_path / "p3")
         assert finished(url, auth["bob"], bob.json()["id"])["outcome"] == "built"
         signed = httpx.get(
             f"{url}/v1/rebuilds/{stopped['id']}/attestation", headers=auth["alice"]
@@ -525,28 +526,35 @@ def test_a_deep_build_tree_is_the_build_s_fault_and_the_node_restarts(
 def test_a_sparse_output_counts_at_its_full_size(
     tmp_path: Path, config: SandboxConfig, minimal_image: str
 ) -> None:
-    sparse = spec_text(minimal_image, "truncate -s 5G out", ["out"]) + '\n[limits]\ndisk = "1GiB"\n'
-    small = spec_text(minimal_image, "truncate -s 1M out", ["out"]) + '\n[limits]\ndisk = "1GiB"\n'
-    with served_node(tmp_path / "n", config) as (url, _, auth):
+    sparse = write_spec(tmp_path / "s", spec_text(minimal_image, "truncate -s 100M out", ["out"]))
+    small = write_spec(tmp_path / "t", spec_text(minimal_image, "truncate -s 1M out", ["out"]))
+    with served_node(tmp_path / "n", config, "--max-output", "64MiB") as (url, _, auth):
         big = finished(
             url,
             auth["alice"],
-            submit(
-                url, auth["alice"], write_spec(tmp_path / "s", sparse).parent, tmp_path / "p"
-            ).json()["id"],
+            submit(url, auth["alice"], sparse.parent, tmp_path / "p").json()["id"],
         )
         ok = finished(
             url,
             auth["alice"],
-            submit(
-                url, auth["alice"], write_spec(tmp_path / "t", small).parent, tmp_path / "q"
-            ).json()["id"],
+            submit(url, auth["alice"], small.parent, tmp_path / "q").json()["id"],
         )
     assert big["outcome"] == "build-failed" and "sparse files count in full" in big["reason"]
     artifacts = tmp_path / "n" / "node" / "jobs" / big["id"] / "out" / "artifacts"
     assert not artifacts.exists()  # nothing was copied out
-    # control: a sparse file within the disk limit is an ordinary output
-    assert ok["outcome"] == "built", ok
+    assert ok["outcome"] == "built", ok  # control: a sparse file within the cap is an output
+    # negative control: the same build, without a node's cap, is copied out at full size
+    env = {**os.environ, "HERMETIC_IMAGES_DIR": str(config.images_dir)}
+    done = subprocess.run(
+        [str(HERMETIC), "build", str(sparse), "--out", str(tmp_path / "local")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    copied = tmp_path / "local" / "artifacts" / "out"
+    assert copied.stat().st_size == 100 * 1024**2 and copied.stat().st_blocks * 512 >= 10**8
 
 
 def test_slow_clients_do_not_exhaust_the_node_s_connections(
