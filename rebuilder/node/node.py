@@ -69,7 +69,7 @@ from sandbox.workspace import write_atomically
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Job, bytes, Path], Execution]
+Dispatch = Callable[[Job, bytes, Path, threading.Event], Execution]
 REQUEST_FILE = "request.tar.gz"
 FAILURE_FILE = "failure.intoto.json"
 DISK_FULL = "node disk full"
@@ -526,7 +526,7 @@ class Node:
         (directory / FAILURE_FILE).unlink(missing_ok=True)
         archive = read_beneath(directory, REQUEST_FILE, limit=_STORED_LIMIT)
         if self.dispatch is not None:
-            execution = self.dispatch(job, archive, directory)
+            execution = self.dispatch(job, archive, directory, deadline)
         else:
             execution = execute(
                 archive,
@@ -550,6 +550,8 @@ class Node:
         envelope, error = signed_envelope(execution.statement, [self.signer])
         if error:
             raise SandboxRootError(error)  # unsigned is not a result: try again
+        if not _is_directory(directory / "out"):  # the node's own directory, never a link
+            raise SandboxRootError(f"job {job.id}: its results are not a directory")
         write_envelope(directory / "out" / PROVENANCE_FILE, envelope)
         return Outcome.BUILT, "", execution.digest, execution.outputs, execution.executor
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import os
@@ -266,7 +267,16 @@ class CeleryDispatch:
         self.limits = limits or RequestLimits()
         self.max_answer_bytes = max_answer_bytes
 
-    def __call__(self, job: Job, archive: bytes, directory: Path) -> Execution:
+    def __call__(
+        self, job: Job, archive: bytes, directory: Path, cancel: threading.Event | None = None
+    ) -> Execution:
+        """Run a job on a worker (``cancel``: the job's time is up or the node stops).
+
+        Raises:
+            RemoteError: no usable answer (the node retries the job).
+            BuildCancelled: ``cancel`` was set first (the task is revoked if not started;
+                a worker that started it stops at the time it was given).
+        """
         started = now_text()
         pending = self.app.send_task(
             TASK,
@@ -279,7 +289,7 @@ class CeleryDispatch:
                 job.remaining_s,
             ],
         )
-        answer = self._answer(pending.id, max(job.remaining_s, 1.0))
+        answer = self._answer(pending.id, max(job.remaining_s, 1.0), cancel)
         try:
             return self._checked(archive, directory, answer, started)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -287,7 +297,7 @@ class CeleryDispatch:
         except WorkerResultError as e:
             raise RemoteError(str(e)) from None
 
-    def _answer(self, task_id: str, timeout_s: float) -> Any:
+    def _answer(self, task_id: str, timeout_s: float, cancel: threading.Event | None) -> Any:
         """The task's answer once it is stored, read only if it is within the cap."""
         backend = self.app.backend
         key = backend.get_key_for_task(task_id)
@@ -296,11 +306,16 @@ class CeleryDispatch:
             while not (size := int(backend.client.strlen(key))):
                 if time.monotonic() > deadline:
                     raise RemoteError("no worker answered before the job's deadline")
-                time.sleep(_POLL_S)
+                if cancel is not None and cancel.wait(_POLL_S):
+                    with contextlib.suppress(Exception):  # best effort: a broker may be down
+                        self.app.control.revoke(task_id)
+                    raise BuildCancelled("the job was stopped while a worker had it")
+                if cancel is None:
+                    time.sleep(_POLL_S)
             if size > self.max_answer_bytes:
                 raise RemoteError(f"a worker's answer of {size} bytes is over the cap")
             meta = backend.get_task_meta(task_id)
-        except RemoteError:
+        except (RemoteError, BuildCancelled):
             backend.client.delete(key)
             raise
         except Exception as e:  # noqa: BLE001 - redis and kombu raise many kinds
