@@ -32,7 +32,13 @@ from typing import Any
 from rebuilder.errors import Error
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from sandbox.beneath import TreeLimits, TreeTooLarge, read_beneath, walk_beneath
-from sandbox.build import ARTIFACTS_DIR, LOG_FILE, TRACE_FILE, resolve_source_date_epoch
+from sandbox.build import (
+    ARTIFACTS_DIR,
+    LOG_FILE,
+    TRACE_FILE,
+    resolve_source_date_epoch,
+    with_image_env,
+)
 from sandbox.config import SandboxConfig
 from sandbox.digests import Sha256, prefixed, sha256_bytes
 from sandbox.environment import NORMALIZED
@@ -94,6 +100,7 @@ class JobFacts:
     image: ResolvedImage
     epoch: int
     epoch_from: str
+    env: tuple[tuple[str, str], ...]  # the build's whole environment
 
 
 def job_facts(archive: bytes, limits: RequestLimits, config: SandboxConfig) -> JobFacts:
@@ -107,10 +114,11 @@ def job_facts(archive: bytes, limits: RequestLimits, config: SandboxConfig) -> J
         try:
             unpack_source(archive, source, limits)
             spec = Spec.from_toml(source / REQUEST_SPEC)
-            image = ImageCatalog(config.images_dir).resolve(spec.image)
+            image = ImageCatalog(config.images_dir).resolve(spec.image, spec_dir=source)
         except (RequestError, SandboxError) as e:
             raise _refuse(f"the node cannot read the request or its image ({e})") from None
         epoch, epoch_from = resolve_source_date_epoch(spec)
+        built = with_image_env(spec, image, NORMALIZED)  # as run_build gives it the image's
         return JobFacts(
             spec=spec,
             spec_sha256=spec.sha256 or "",
@@ -118,6 +126,7 @@ def job_facts(archive: bytes, limits: RequestLimits, config: SandboxConfig) -> J
             image=image,
             epoch=epoch,
             epoch_from=epoch_from,
+            env=NORMALIZED.variables(source_date_epoch=epoch, spec_env=built.env),
         )
 
 
@@ -339,7 +348,7 @@ def node_result(
         facts.epoch_from,
     ):
         raise _refuse("another SOURCE_DATE_EPOCH")
-    env = NORMALIZED.variables(source_date_epoch=facts.epoch, spec_env=spec.env)
+    env = facts.env
     if fields.get("environment", dict) != dict(env):
         raise _refuse("another environment")
     if fields.text("build_dir") != NORMALIZED.build_dir:
