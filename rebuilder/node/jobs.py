@@ -16,6 +16,8 @@ gone), and what was left of each deadline is taken from the wall clock once.
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 import sqlite3
 import threading
 import time
@@ -72,7 +74,7 @@ class Job:
             "outcome": self.outcome.value if self.outcome else None,
             "reason": self.reason,
             "digest": self.digest,
-            "executor": self.executor,  # an opaque label (see Node.executor_label)
+            "executor": _label(self.executor),
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "spec_sha256": self.spec_sha256,
@@ -80,6 +82,17 @@ class Job:
             "created": self.created,
             "deadline": self.deadline,
         }
+
+
+def _label(executor: str) -> str:
+    """The executor as stored: a label (Node.executor_label) since labels are keyed; a
+    job of an older node stored the host and thread, which a client never reads."""
+    if not executor or _LABEL.fullmatch(executor):
+        return executor
+    return hashlib.sha256(executor.encode()).hexdigest()[:16]
+
+
+_LABEL = re.compile(r"[0-9a-f]{16}")
 
 
 class Clock(Protocol):

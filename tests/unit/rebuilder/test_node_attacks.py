@@ -891,6 +891,13 @@ def test_the_executor_label_is_keyed_with_the_node_s_secret(
     again = make_node(tmp_path / "one", fake_config, signer_file)
     assert again.executor_label(executor) == label  # its secret survives a restart
     again.close()
+    # a job an older node recorded with the host itself is shown as a label, not the host
+    jobs = JobStore(tmp_path / "old.sqlite")
+    job_id = jobs.submit(spec_sha256="0" * 64, submitted_by="t", deadline_s=60, max_attempts=1)
+    assert jobs.claim("w", lease_s=60) is not None
+    assert jobs.finish(job_id, "w", outcome=Outcome.BUILT, executor=executor)
+    old = jobs.get(job_id)
+    assert old is not None and "worker" not in json.dumps(old.to_json())
 
 
 def test_tokens_and_certificates_are_separate_tenants_and_names_are_unique(
