@@ -70,7 +70,12 @@ def main() -> None:
         archive = pack_source(trivial, root / "pack")
 
         def node_with(workers: int, name: str) -> Node:
-            settings = NodeSettings(directory=root / name, builder_id="bench", workers=workers)
+            settings = NodeSettings(
+                directory=root / name,
+                builder_id="bench",
+                workers=workers,
+                max_client_jobs=max(args.jobs, 4),  # one client submits them all
+            )
             node = Node(settings, signer, config=config)
             node.start()
             return node

@@ -99,6 +99,8 @@ class NodeProcess:
             str(self.deadline_s),
             "--max-jobs",
             str(self.max_jobs),
+            "--max-client-jobs",  # one client submits every job of the soak
+            str(self.max_jobs),
             "--max-attempts",
             str(self.max_attempts),
             "--rate",

@@ -51,7 +51,7 @@ from rebuilder.node.api import ApiSettings
 from rebuilder.node.auth import ClientScopes, TokenRegistry, add_token
 from rebuilder.node.client import Credentials
 from rebuilder.node.node import Node, NodeSettings
-from rebuilder.node.remote import CeleryDispatch, celery_app, run_worker
+from rebuilder.node.remote import CeleryDispatch, WorkerSettings, celery_app, run_worker
 from rebuilder.node.requests import RequestLimits
 from rebuilder.node.serve import Listen, serve
 from rebuilder.pin import (
@@ -87,13 +87,13 @@ from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.image_build import ImageBuildStatus, build_image, prepare_image
 from sandbox.images import ImageCatalog, definition_for
-from sandbox.input_policy import InputPolicy
+from sandbox.input_policy import InputPolicy, host_addresses
 from sandbox.podman_api import PodmanService
 from sandbox.result import BuildResult
-from sandbox.spec import Spec
+from sandbox.spec import Limits, Spec
 from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
-from sandbox.units import parse_size
+from sandbox.units import parse_duration, parse_size
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 
@@ -574,6 +574,105 @@ def verify(
         raise typer.Exit(EXIT_OK if outcome.ok else EXIT_NEGATIVE)
 
 
+# What a node accepts of a stranger's request: options of both `node serve` and
+# `node worker` (a worker takes its rules from its own options, never from a task).
+AllowInputOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-input",
+        help="URL prefix inputs may be fetched from; repeatable (default: https://).",
+    ),
+]
+AllowInputNetworkOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-input-network",
+        help="A non-public network inputs may come from (CIDR, e.g. a mirror); repeatable.",
+    ),
+]
+MaxInputOption = Annotated[
+    str, typer.Option("--max-input", help="Largest input; a fetch stops there.")
+]
+InputDeadlineOption = Annotated[
+    float,
+    typer.Option("--input-deadline", min=1, help="Seconds for all of one job's input fetches."),
+]
+MaxUnpackedOption = Annotated[
+    str, typer.Option("--max-unpacked", help="Largest request once unpacked.")
+]
+MaxMembersOption = Annotated[
+    int, typer.Option("--max-members", min=1, help="Most files in one request.")
+]
+MaxTimeoutOption = Annotated[
+    str, typer.Option("--max-timeout", help="Largest limits.timeout a spec may ask for.")
+]
+MaxMemoryOption = Annotated[
+    str, typer.Option("--max-memory", help="Largest limits.memory a spec may ask for.")
+]
+MaxPidsOption = Annotated[
+    int, typer.Option("--max-pids", min=1, help="Largest limits.pids a spec may ask for.")
+]
+MaxDiskOption = Annotated[
+    str, typer.Option("--max-disk", help="Largest limits.disk a spec may ask for.")
+]
+MaxLogOption = Annotated[
+    str, typer.Option("--max-log", help="Largest limits.log a spec may ask for.")
+]
+MaxInputsOption = Annotated[
+    int, typer.Option("--max-inputs", min=0, help="Most [[inputs]] in one spec.")
+]
+MaxOutputOption = Annotated[
+    str, typer.Option("--max-output", help="Largest outputs of one build, together.")
+]
+
+
+def _request_rules(
+    *,
+    allow_input: list[str] | None,
+    allow_input_network: list[str] | None,
+    max_input: str,
+    input_deadline: float,
+    max_unpacked: str,
+    max_members: int,
+    max_timeout: str,
+    max_memory: str,
+    max_pids: int,
+    max_disk: str,
+    max_log: str,
+    max_inputs: int,
+    max_output: str,
+) -> tuple[InputPolicy, RequestLimits]:
+    """A node's (or worker's) input policy and request limits from its options."""
+    try:
+        input_policy = InputPolicy.of(
+            allow=allow_input or [],
+            networks=allow_input_network or [],
+            max_bytes=_size_option(max_input, "--max-input"),
+            deadline_s=input_deadline,
+            own=host_addresses(),  # the node's own addresses are as internal as loopback
+        )
+    except ValueError as e:
+        raise typer.BadParameter(f"--allow-input / --allow-input-network: {e}") from None
+    try:
+        timeout_s = parse_duration(max_timeout)
+    except ValueError as e:
+        raise typer.BadParameter(f"--max-timeout: {e}") from None
+    limits = RequestLimits(
+        max_members=max_members,
+        max_unpacked_bytes=_size_option(max_unpacked, "--max-unpacked"),
+        ceilings=Limits(
+            timeout_s=timeout_s,
+            memory_bytes=_size_option(max_memory, "--max-memory"),
+            pids=max_pids,
+            disk_bytes=_size_option(max_disk, "--max-disk"),
+            log_bytes=_size_option(max_log, "--max-log"),
+        ),
+        max_inputs=max_inputs,
+        max_output_bytes=_size_option(max_output, "--max-output"),
+    )
+    return input_policy, limits
+
+
 @node_app.command("serve")
 def node_serve(
     ctx: typer.Context,
@@ -610,35 +709,35 @@ def node_serve(
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1)] = 3,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Queued + running.")] = 16,
     max_request: Annotated[str, typer.Option("--max-request", help="Largest request.")] = "64MiB",
-    max_unpacked: Annotated[
-        str, typer.Option("--max-unpacked", help="Largest request once unpacked.")
-    ] = "4GiB",
-    max_members: Annotated[
-        int, typer.Option("--max-members", min=1, help="Most files in one request.")
-    ] = 100_000,
-    allow_input: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-input",
-            help="URL prefix inputs may be fetched from; repeatable (default: https://).",
-        ),
-    ] = None,
-    allow_input_network: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-input-network",
-            help="A non-public network inputs may come from (CIDR, e.g. a mirror); repeatable.",
-        ),
-    ] = None,
-    max_input: Annotated[
-        str, typer.Option("--max-input", help="Largest input; a fetch stops there.")
-    ] = "2GiB",
-    input_deadline: Annotated[
-        float, typer.Option("--input-deadline", min=1, help="Seconds per input fetch.")
-    ] = 900.0,
+    max_unpacked: MaxUnpackedOption = "1GiB",
+    max_members: MaxMembersOption = 100_000,
+    allow_input: AllowInputOption = None,
+    allow_input_network: AllowInputNetworkOption = None,
+    max_input: MaxInputOption = "2GiB",
+    input_deadline: InputDeadlineOption = 900.0,
+    max_timeout: MaxTimeoutOption = "1h",
+    max_memory: MaxMemoryOption = "8GiB",
+    max_pids: MaxPidsOption = 16384,
+    max_disk: MaxDiskOption = "20GiB",
+    max_log: MaxLogOption = "256MiB",
+    max_inputs: MaxInputsOption = 64,
+    max_output: MaxOutputOption = "4GiB",
     min_free_disk: Annotated[
-        str, typer.Option("--min-free-disk", help="No build starts below this free space.")
+        str, typer.Option("--min-free-disk", help="No request or build below this free space.")
     ] = "2GiB",
+    max_client_jobs: Annotated[
+        int, typer.Option("--max-client-jobs", min=1, help="Queued + running of one client.")
+    ] = 4,
+    client_quota: Annotated[
+        str, typer.Option("--client-quota", help="What one client's jobs may keep on disk.")
+    ] = "20GiB",
+    retention_days: Annotated[
+        float,
+        typer.Option("--retention-days", min=0.001, help="Days a finished job's results stay."),
+    ] = 7.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", min=1, help="Open HTTP connections at most.")
+    ] = 256,
     client_scopes: Annotated[
         Path | None,
         typer.Option("--client-scopes", help="Mutual TLS: certificate subjects -> scopes."),
@@ -662,15 +761,21 @@ def node_serve(
             )
         if client_scopes and not client_ca:
             raise KeyProblem("--client-scopes needs mutual TLS: --client-ca CA.pem")
-        try:
-            input_policy = InputPolicy.of(
-                allow=allow_input or [],
-                networks=allow_input_network or [],
-                max_bytes=_size_option(max_input, "--max-input"),
-                deadline_s=input_deadline,
-            )
-        except ValueError as e:
-            raise typer.BadParameter(f"--allow-input / --allow-input-network: {e}") from None
+        input_policy, request_limits = _request_rules(
+            allow_input=allow_input,
+            allow_input_network=allow_input_network,
+            max_input=max_input,
+            input_deadline=input_deadline,
+            max_unpacked=max_unpacked,
+            max_members=max_members,
+            max_timeout=max_timeout,
+            max_memory=max_memory,
+            max_pids=max_pids,
+            max_disk=max_disk,
+            max_log=max_log,
+            max_inputs=max_inputs,
+            max_output=max_output,
+        )
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise KeyProblem(f"--listen {listen!r}: expected HOST:PORT, such as 127.0.0.1:8470")
@@ -686,11 +791,11 @@ def node_serve(
             max_active_jobs=max_jobs,
             trace=config.trace,
             input_policy=input_policy,
-            request_limits=RequestLimits(
-                max_members=max_members,
-                max_unpacked_bytes=_size_option(max_unpacked, "--max-unpacked"),
-            ),
+            request_limits=request_limits,
             min_free_bytes=_size_option(min_free_disk, "--min-free-disk"),
+            max_client_jobs=max_client_jobs,
+            client_quota_bytes=_size_option(client_quota, "--client-quota"),
+            retention_s=retention_days * 86400,
         )
         node = Node(settings, load_signer(key, _ask_passphrase(key)), config=config)
         if broker:
@@ -701,7 +806,6 @@ def node_serve(
                 builder_id=settings.builder_id,
                 trace=settings.trace,
                 config=node.config,
-                input_policy=settings.input_policy,
                 limits=settings.request_limits,
             )
         api = ApiSettings(
@@ -709,6 +813,7 @@ def node_serve(
             client_scopes=ClientScopes.load(client_scopes) if client_scopes else None,
             max_request_bytes=_size_option(max_request, "--max-request"),
             requests_per_minute=rate,
+            max_connections=max_connections,
         )
         keyid = node.signer.public_key.keyid
         typer.echo(f"hermetic node {settings.builder_id} on {listen} (key {keyid[:16]}…)", err=True)
@@ -734,12 +839,51 @@ def node_worker(
         Path, typer.Option("--dir", help="This worker's own directory (store, scratch).")
     ],
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 1,
+    max_unpacked: MaxUnpackedOption = "1GiB",
+    max_members: MaxMembersOption = 100_000,
+    allow_input: AllowInputOption = None,
+    allow_input_network: AllowInputNetworkOption = None,
+    max_input: MaxInputOption = "2GiB",
+    input_deadline: InputDeadlineOption = 900.0,
+    max_timeout: MaxTimeoutOption = "1h",
+    max_memory: MaxMemoryOption = "8GiB",
+    max_pids: MaxPidsOption = 16384,
+    max_disk: MaxDiskOption = "20GiB",
+    max_log: MaxLogOption = "256MiB",
+    max_inputs: MaxInputsOption = 64,
+    max_output: MaxOutputOption = "4GiB",
+    deadline: Annotated[
+        float, typer.Option("--deadline", min=1, help="Seconds a task may take at most.")
+    ] = 3600.0,
     allow_root: AllowRoot = False,
 ) -> None:
-    """Build for a node over its Celery broker (scale-out). Runs until interrupted."""
+    """Build for a node over its Celery broker (scale-out). Runs until interrupted.
+
+    The rules are this worker's own (give it the node's): a task cannot change them."""
     with _guarded(ctx):
         refuse_root(_config(allow_root))
-        run_worker(broker, directory, concurrency=concurrency)
+        input_policy, request_limits = _request_rules(
+            allow_input=allow_input,
+            allow_input_network=allow_input_network,
+            max_input=max_input,
+            input_deadline=input_deadline,
+            max_unpacked=max_unpacked,
+            max_members=max_members,
+            max_timeout=max_timeout,
+            max_memory=max_memory,
+            max_pids=max_pids,
+            max_disk=max_disk,
+            max_log=max_log,
+            max_inputs=max_inputs,
+            max_output=max_output,
+        )
+        settings = WorkerSettings(
+            directory=directory,
+            input_policy=input_policy,
+            limits=request_limits,
+            max_deadline_s=deadline,
+        )
+        run_worker(broker, settings, concurrency=concurrency)
 
 
 @node_app.command("token")

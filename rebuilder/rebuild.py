@@ -39,6 +39,7 @@ from rebuilder.errors import Error
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
 from rebuilder.node.statements import Agreement, AgreementNode, Outputs, statement_outputs
+from sandbox.beneath import write_beneath
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes, sha256_file
 from sandbox.source_tree import tree_digest
@@ -48,6 +49,10 @@ from sandbox.workspace import claim_dir, write_atomically
 AGREEMENT_FILE = "rebuild.intoto.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 RESULT_FILE = "rebuild.json"
+# what `hermetic rebuild` downloads of disagreeing outputs for diffoscope, at most: per
+# disagreeing node, and for the whole run (a hostile node lists as many as it likes)
+MAX_DIFF_FILES = 100
+MAX_DIFF_BYTES = 2 * 1024**3
 
 
 class RebuildError(Error):
@@ -301,9 +306,19 @@ def _check_binding(report: NodeReport, request: RequestBinding) -> None:
     """A node whose provenance names another source or spec did not build this request
     (and one whose outputs are not (name, sha256) pairs said nothing comparable)."""
     if not all(
-        _SHA256.fullmatch(digest) and len(name) <= MAX_TEXT for name, digest in report.outputs
+        _SHA256.fullmatch(digest) and len(name) <= MAX_TEXT and _plain(name)
+        for name, digest in report.outputs
     ):
         report.verdict, report.reason = "invalid", "its provenance lists malformed outputs"
+        return
+    names = {name for name, _ in report.outputs}
+    if any(
+        "/".join(name.split("/")[:i]) in names
+        for name in names
+        for i in range(1, name.count("/") + 1)
+    ):
+        report.verdict = "invalid"
+        report.reason = "its provenance lists an output inside another output"
         return
     facts = report.facts
     source = facts.source.sha256 if facts and facts.source else None
@@ -315,6 +330,15 @@ def _check_binding(report: NodeReport, request: RequestBinding) -> None:
             f"{spec and spec[:16]}…, not the request's {request.source_sha256[:16]}… and "
             f"{request.spec_sha256[:16]}…"
         )
+
+
+def _plain(name: str) -> bool:
+    """A relative path without empty, '.' or '..' parts (an output's name)."""
+    return (
+        not name.startswith("/")
+        and all(part not in ("", ".", "..") for part in name.split("/"))
+        and "\0" not in name
+    )
 
 
 def _agreement_node(report: NodeReport) -> AgreementNode:
@@ -458,32 +482,45 @@ def _reports_for_disagreement(
     out_dir: Path,
     config: SandboxConfig | None,
 ) -> None:
-    """diffoscope between an agreeing node's outputs and each disagreeing node's."""
+    """diffoscope between an agreeing node's outputs and each disagreeing node's.
+
+    What is downloaded is capped (MAX_DIFF_FILES per node, MAX_DIFF_BYTES in all) and
+    written through no link; a node whose outputs cannot be fetched or written gets that
+    said in its own report, and the others go on."""
     reference = next(
         ((r, c) for r, c in zip(reports, clients, strict=True) if r.verdict == "agree"), None
     )
     if reference is None:
         return
     ours = dict(agreed)
+    budget = MAX_DIFF_BYTES
     for report, client in zip(reports, clients, strict=True):
         if report.verdict != "disagree":
             continue
         theirs = dict(report.outputs)
         differing = sorted(p for p in set(ours) | set(theirs) if ours.get(p) != theirs.get(p))
+        left_out = len(differing) - MAX_DIFF_FILES
+        differing = differing[:MAX_DIFF_FILES]
         base = out_dir / "nodes" / report.name / "diff"
         try:
             for side, (rep, cli) in (("control", reference), ("other", (report, client))):
+                (base / side).mkdir(parents=True, exist_ok=True)
                 for path in differing:
-                    if path in dict(rep.outputs):
-                        if path.startswith("/") or ".." in path.split("/"):
-                            raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
-                        target = base / side / path
-                        if not target.resolve().is_relative_to((base / side).resolve()):
-                            raise NodeError(f"{cli.url}: output name {path!r} leaves the tree")
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(cli.artifact(rep.job_id, path))
+                    if path not in dict(rep.outputs):
+                        continue
+                    if budget <= 0:
+                        raise NodeError(f"more than {MAX_DIFF_BYTES} bytes to compare in all")
+                    data = cli.artifact(rep.job_id, path)
+                    budget -= len(data)
+                    write_beneath(base / side, path, data)
         except NodeError as e:
             report.reason = f"outputs differ; fetching them for diffoscope failed: {e}"
+            continue
+        except (OSError, ValueError) as e:  # a name that cannot be a file here
+            report.reason = (
+                f"outputs differ; they cannot be written for diffoscope "
+                f"({type(e).__name__}: {getattr(e, 'strerror', None) or e})"
+            )
             continue
         report.report = diff_outputs(
             control=base / "control",
@@ -492,6 +529,8 @@ def _reports_for_disagreement(
             report_dir=base,
             config=config,
         )
+        if left_out > 0:
+            report.reason = f"outputs differ; {left_out} more differing outputs not compared"
 
 
 def _write_result(result: RebuildResult) -> None:

@@ -9,7 +9,6 @@ what the node read, no text of the node's own files.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from rebuilder.attest.provenance import provenance_statement
 from rebuilder.node.jobs import Outcome
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import Outputs
-from sandbox.backend import SandboxBackend
+from sandbox.backend import Cancel, SandboxBackend
+from sandbox.beneath import remove_tree
 from sandbox.build import RESULT_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
@@ -57,15 +57,22 @@ def execute(
     input_policy: InputPolicy,
     limits: RequestLimits | None = None,
     executor: str = "",
+    cancel: Cancel | None = None,
 ) -> Execution:
     """Build a request in ``directory`` (results in ``directory/out``).
 
     Args:
-        input_policy: what the request's inputs may be fetched from.
-        limits: caps on the unpacked request.
+        input_policy: what the request's inputs may be fetched from (for this job: see
+            :meth:`InputPolicy.for_job`).
+        limits: caps on the unpacked request and the largest limits its spec may ask for.
+        cancel: set when the job's deadline passes: the build is stopped.
+
+    Raises:
+        BuildCancelled: ``cancel`` was set while the build ran.
     """
+    limits = limits or RequestLimits()
     source = directory / f"src-{attempt}"
-    shutil.rmtree(source, ignore_errors=True)
+    remove_tree(source)
     statements: list[bytes] = []
     private = {
         source: "",  # the request's own files are named as the client named them
@@ -77,6 +84,9 @@ def execute(
     try:
         unpack_source(archive, source, limits)
         spec = Spec.from_toml(source / REQUEST_SPEC)
+        refusal = limits.refusal(spec)
+        if refusal is not None:
+            return Execution(outcome=Outcome.BUILD_FAILED, reason=refusal, executor=executor)
 
         def state(result: BuildResult, published: Path) -> None:
             if result.built and result.outputs:
@@ -96,6 +106,8 @@ def execute(
             trace=trace,
             attest=state,
             input_policy=input_policy,
+            cancel=cancel,
+            max_output_bytes=limits.max_output_bytes,
         )
         with connect(config) as backend:
             result = run_build(request, config=config, backend=backend)
@@ -103,7 +115,7 @@ def execute(
         reason = client_reason(e, private)
         return Execution(outcome=Outcome.BUILD_FAILED, reason=reason, executor=executor)
     finally:
-        shutil.rmtree(source, ignore_errors=True)
+        remove_tree(source)
     if not result.built:
         reason = scrub(result.reason, private)
         return Execution(outcome=Outcome.BUILD_FAILED, reason=reason, executor=executor)

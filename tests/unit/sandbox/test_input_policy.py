@@ -201,7 +201,7 @@ def test_a_public_looking_name_resolving_to_loopback_is_refused(
 ) -> None:
     url = f"http://mirror.example.org:{listener.port}/dep.bin"
     resolve = {"mirror.example.org": ["127.0.0.1"]}
-    with pytest.raises(InputRefused, match="loopback"):
+    with pytest.raises(InputRefused, match="does not resolve to public addresses only"):
         fetch_input(
             item(url), ContentStore(tmp_path / "s"), policy=policy(("http://",), resolve=resolve)
         )
@@ -220,8 +220,43 @@ def test_a_public_looking_name_resolving_to_loopback_is_refused(
 def test_a_name_with_one_internal_address_is_refused(listener: Listener) -> None:
     mixed = policy(("http://",), resolve={"a.example.org": ["93.184.215.14", "10.0.0.7"]})
     target = mixed.check_url("http://a.example.org/dep.bin")
-    with pytest.raises(InputRefused, match="private"), guarded_get(target, mixed):
+    with (
+        pytest.raises(InputRefused, match="does not resolve to public addresses only"),
+        guarded_get(target, mixed),
+    ):
         pass
+
+
+def test_a_name_that_does_not_resolve_reads_like_one_that_resolves_inside() -> None:
+    """What the node's resolver knows is not told: internal names cannot be enumerated."""
+    names = {"inside.example.org": ["10.0.0.7"], "public.example.org": ["93.184.215.14"]}
+    checked = policy(("http://",), resolve=names)
+    reasons = []
+    for host in ("inside.example.org", "nowhere.example.org"):
+        target = checked.check_url(f"http://{host}/x")
+        with pytest.raises(InputRefused) as refused:
+            checked.addresses(target)
+        reasons.append(refused.value.diagnostics().replace(host, "HOST"))
+    assert reasons[0] == reasons[1]
+    # control: the policy does know the kind (a literal address, the client's own words,
+    # is refused naming it), and a public name passes
+    with pytest.raises(InputRefused, match="private"):
+        checked.check_url("http://10.0.0.7/x")
+    assert checked.addresses(checked.check_url("http://public.example.org/x"))
+
+
+def test_the_node_s_own_public_address_is_refused() -> None:
+    own = ipaddress.ip_address("93.184.215.14")
+    names = {"me.example.org": [str(own)]}
+    base = policy(("http://",), resolve=names)
+    mine = InputPolicy(allow=base.allow, own=frozenset({own}), resolver=base.resolver)
+    target = mine.check_url("http://me.example.org/x")
+    with pytest.raises(InputRefused, match="does not resolve to public addresses only"):
+        mine.addresses(target)
+    with pytest.raises(InputRefused, match="the node itself"):
+        mine.check_url(f"http://{own}/x")
+    # control: the same address is public to a policy that does not know it is the node's
+    assert base.addresses(base.check_url("http://me.example.org/x")) == [own]
 
 
 def test_a_redirect_is_checked_like_the_first_url(tmp_path: Path, listener: Listener) -> None:
