@@ -371,10 +371,11 @@ class _CulpritSearch:
     control is built again ("control-again"; if it differs, the culprit is
     ``inherent``) unless some other build already repeated the control's digest, which
     shows the same. It costs no time in a batch with a slot to spare (an odd number of
-    builds on 2 jobs) and is built there; otherwise the first batch goes without it (it
-    usually repeats the control: a suspect alone beside a reproducing rest) and, if
-    nothing has repeated the control by then, it is built alone before the next batch,
-    or at the end.
+    builds, at the default 2 jobs) and is built there; otherwise the first batch goes
+    without it (it usually repeats the control: a suspect alone beside a reproducing
+    rest) and, if nothing has repeated the control by then, it is built alone before the
+    next batch, or at the end. The choice never depends on --jobs, so neither do the
+    builds a check makes.
     """
 
     def __init__(
@@ -390,8 +391,7 @@ class _CulpritSearch:
     def differs(self, sets: Sequence[tuple[str, ...]]) -> list[bool]:
         batch = [("culprit-search", _in_order(group), self.seed) for group in sets]
         if self._needs_control_again():
-            spare_slot = len(batch) % self.check.request.jobs != 0
-            if not batch or spare_slot:
+            if len(batch) % 2 == 1 or not batch:  # a slot to spare, or nothing else
                 batch.insert(0, ("control-again", (), self.seed))
             elif self.batches > 0:
                 self._control_again()  # alone: an inherent build ends the search here
