@@ -54,6 +54,7 @@ class Run:
     reproducible: bool
     culprits: tuple[str, ...]
     builds: int
+    failed: str = ""  # why the tool could not check (no verdict, no ratio)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def run_hermetic(case: Case, scratch: Path, user: str | None) -> Run:
     )
     elapsed = time.monotonic() - started
     if done.returncode not in (0, 1):
-        sys.exit(f"hermetic check of {case.name} failed ({done.returncode}):\n{done.stderr}")
+        why = f"exit {done.returncode}: {done.stderr.strip()[-500:]}"
+        return Run(elapsed, False, (), 0, failed=why)
     result = json.loads(done.stdout)
     shutil.rmtree(report.parent, ignore_errors=True)
     return Run(elapsed, result["reproducible"], tuple(result["culprits"]), len(result["builds"]))
@@ -109,8 +111,8 @@ def run_reprotest(case: Case, scratch: Path) -> Run:
     done = subprocess.run(argv, capture_output=True, text=True, cwd=scratch, timeout=14400)
     elapsed = time.monotonic() - started
     if done.returncode not in (0, 1):
-        tail = "\n".join(done.stderr.splitlines()[-20:])
-        sys.exit(f"reprotest of {case.name} failed ({done.returncode}):\n{tail}")
+        tail = " / ".join(line for line in done.stderr.splitlines()[-40:] if "rror" in line)
+        return Run(elapsed, False, (), 0, failed=f"exit {done.returncode}: {tail[-500:]}")
     builds = len(re.findall(r'^INFO:reprotest.*build "', done.stderr, re.MULTILINE))
     return Run(elapsed, done.returncode == 0, _reprotest_culprits(done.stdout), builds)
 
@@ -195,6 +197,8 @@ def _cases(args: argparse.Namespace, scratch: Path) -> list[Case]:
 
 
 def _verdict(run: Run) -> str:
+    if run.failed:
+        return f"FAILED ({run.failed})"
     if run.reproducible:
         return "reproducible"
     return "NOT reproducible (" + (", ".join(run.culprits) or "-") + ")"
@@ -240,7 +244,8 @@ def main() -> None:
                     )
                 ours, theirs = runs["hermetic"], runs["reprotest"]
                 ratio = ours.seconds / theirs.seconds
-                ratios.setdefault(case.name, []).append(ratio)
+                if not ours.failed and not theirs.failed:  # a ratio of two verdicts only
+                    ratios.setdefault(case.name, []).append(ratio)
                 agree = "" if ours.reproducible == theirs.reproducible else "  VERDICTS DIFFER"
                 print(
                     f"{case.name:<10} pair {pair + 1} ({order[0]} first): hermetic "
@@ -263,7 +268,10 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"at the end: {_load()}")
     summary = {name: statistics.median(values) for name, values in ratios.items()}
-    corpus = [summary[c.name] for c in cases if c.corpus]
+    corpus = [summary[c.name] for c in cases if c.corpus and c.name in summary]
+    failed = [c.name for c in cases if c.name not in summary]
+    if failed:
+        print(f"no ratio (a tool could not check): {', '.join(failed)}")
     for name in ("trivial", "hello"):
         if name in summary:
             print(
