@@ -15,8 +15,8 @@ unshares the UTS namespace, so reprotest runs as root; hermetic runs rootless as
 ``--user`` (the set-up's build user), as it always does. The corpus is fetched into that
 user's input store (``bench/corpus.py``) and verified before anything is timed.
 
-Usage: python -m bench.check_vs_reprotest [--pairs 1] [--only NAME,...] [--no-corpus]
-       [--tarball PATH] [--user hermetic] [--json-out PATH]
+Usage: python -m bench.check_vs_reprotest [--pairs 1] [--trivial-pairs 10] [--only NAME,...]
+       [--no-corpus] [--tarball PATH] [--user hermetic] [--json-out PATH]
 """
 
 from __future__ import annotations
@@ -212,6 +212,9 @@ def _load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="hermetic check vs reprotest --auto-build")
     parser.add_argument("--pairs", type=int, default=1, help="pairs per source")
+    parser.add_argument(
+        "--trivial-pairs", type=int, default=10, help="pairs of the trivial build (seconds each)"
+    )
     parser.add_argument("--only", help="comma-separated case names (trivial, hello, corpus)")
     parser.add_argument("--no-corpus", action="store_true", help="trivial and hello only")
     parser.add_argument("--tarball", help="hello-2.10.tar.gz")
@@ -232,7 +235,7 @@ def main() -> None:
         cases = _cases(args, scratch)
         turn = 0
         for case in cases:
-            for pair in range(args.pairs):
+            for pair in range(args.trivial_pairs if case.name == "trivial" else args.pairs):
                 order = ["hermetic", "reprotest"] if turn % 2 == 0 else ["reprotest", "hermetic"]
                 turn += 1
                 runs: dict[str, Run] = {}
