@@ -1,10 +1,11 @@
 """``hermetic check``: build under variations, compare, find the culprits, explain.
 
 A control build runs in the normalized environment, experiments vary everything that
-must not matter. When they differ, a second control build tells inherent
-nondeterminism from environment sensitivity, group testing finds the culprit
-variations, diffoscope compares the differing outputs, and the trace says which
-process wrote each of them and what it consulted.
+must not matter. When they differ, group testing finds the culprit variations (and a
+rebuild of the control tells inherent nondeterminism from environment sensitivity when
+no search build repeated the control), diffoscope compares the differing outputs while
+the search runs, and the experiment's trace says which process wrote each of them and
+what it consulted.
 """
 
 from __future__ import annotations
@@ -245,12 +246,15 @@ class _Check:
             return None
         environment = vary(variations, seed=seed, context=self.context, base=NORMALIZED)
         self.observer.build_started(name, role, variations)
+        # Only an experiment's trace is ever read (the hints): the other builds are
+        # compared by their digests alone and run untraced, which saves the tracer's work.
+        trace = self.request.trace if role == "experiment" else TraceLevel.OFF
         try:
             result = run_build(
                 BuildRequest(
                     spec=self.request.spec,
                     out_dir=self.request.report_dir / "builds" / name,
-                    trace=self.request.trace,
+                    trace=trace,
                     environment=environment,
                     cancel=self.cancel,
                 ),
@@ -309,26 +313,35 @@ def run_check(
     found = tuple(differences(control.result, experiment.result))
     embedded = _embedded(experiment, found, context)
     suspected = suspects(varied, found, [e for items in embedded.values() for e in items])
-    culprits = _CulpritSearch(check, control, experiment).find(varied, suspected)
-    hints = hints_for(
-        trace=_trace(experiment) if request.trace is not TraceLevel.OFF else None,
-        build_dir=experiment.result.build_dir,
-        found=found,
-        embedded=embedded,
-        culprits=culprits,
-    )
     content = [d.path for d in found if d.kind == "content"]
-    report = (
-        diff_outputs(
-            control=Path(control.result.out_dir) / ARTIFACTS_DIR,
-            other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
-            paths=content,
-            report_dir=request.report_dir,
-            config=config,
+    # diffoscope needs only the control and this experiment: it runs while the search
+    # builds (filling the slots a search batch leaves idle), not after them. Leaving the
+    # block waits for it, also when the search raises.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hermetic-diffoscope") as side:
+        pending = (
+            side.submit(
+                diff_outputs,
+                control=Path(control.result.out_dir) / ARTIFACTS_DIR,
+                other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
+                paths=content,
+                report_dir=request.report_dir,
+                config=config,
+            )
+            if content
+            else None  # modes or missing files only: nothing for diffoscope
         )
-        if content
-        else None  # modes or missing files only: nothing for diffoscope
-    )
+        repeated = len(differing) < len(experiments)  # another experiment matched
+        culprits = _CulpritSearch(check, control, experiment, repeated=repeated).find(
+            varied, suspected
+        )
+        hints = hints_for(
+            trace=_trace(experiment) if request.trace is not TraceLevel.OFF else None,
+            build_dir=experiment.result.build_dir,
+            found=found,
+            embedded=embedded,
+            culprits=culprits,
+        )
+        report = pending.result() if pending is not None else None
     notes = []
     if not experiment.result.built:
         notes.append(f"the experiment build did not finish: {experiment.result.reason}")
@@ -352,34 +365,66 @@ class _CulpritSearch:
     """Builds variation sets against the control until the culprits are known.
 
     Suspects (variations the outputs point at) are built alone, beside one build of
-    everything else, and the rest is found by group testing (rebuilder.culprits). The
-    first batch also rebuilds the control with nothing varied: if that differs, the
-    build is inherently nondeterministic and varying things proves nothing.
+    everything else, and the rest is found by group testing (rebuilder.culprits).
+
+    Varying things proves nothing if the build differs with nothing varied, so the
+    control is built again ("control-again"; if it differs, the culprit is
+    ``inherent``) unless some other build already repeated the control's digest, which
+    shows the same. It costs no time in a batch with a slot to spare (an odd number of
+    builds, at the default 2 jobs) and is built there; otherwise the first batch goes
+    without it (it usually repeats the control: a suspect alone beside a reproducing
+    rest) and, if nothing has repeated the control by then, it is built alone before the
+    next batch, or at the end. The choice never depends on --jobs, so neither do the
+    builds a check makes.
     """
 
-    def __init__(self, check: _Check, control: CheckBuild, experiment: CheckBuild) -> None:
+    def __init__(
+        self, check: _Check, control: CheckBuild, experiment: CheckBuild, *, repeated: bool
+    ) -> None:
         self.check = check
         self.control = control
         self.seed = experiment.seed
+        self.repeated = repeated  # some build other than the control had its digest
         self.inherent_checked = False
+        self.batches = 0
 
     def differs(self, sets: Sequence[tuple[str, ...]]) -> list[bool]:
         batch = [("culprit-search", _in_order(group), self.seed) for group in sets]
-        if not self.inherent_checked:
-            batch.insert(0, ("control-again", (), self.seed))
+        if self._needs_control_again():
+            if len(batch) % 2 == 1 or not batch:  # a slot to spare, or nothing else
+                batch.insert(0, ("control-again", (), self.seed))
+            elif self.batches > 0:
+                self._control_again()  # alone: an inherent build ends the search here
         results = self.check.run(batch)
-        if not self.inherent_checked:
-            self.inherent_checked = True
-            if not same(self.control.result, results.pop(0).result):
-                raise _Inherent
-        return [not same(self.control.result, build.result) for build in results]
+        self.batches += 1
+        if results and results[0].role == "control-again":
+            self._judge(results.pop(0))
+        repeats = [same(self.control.result, build.result) for build in results]
+        self.repeated = self.repeated or any(repeats)
+        return [not repeat for repeat in repeats]
+
+    def _needs_control_again(self) -> bool:
+        return not self.inherent_checked and not self.repeated
+
+    def _control_again(self) -> None:
+        (again,) = self.check.run([("control-again", (), self.seed)])
+        self._judge(again)
+
+    def _judge(self, again: CheckBuild) -> None:
+        self.inherent_checked = True
+        if not same(self.control.result, again.result):
+            raise _Inherent
+        self.repeated = True
 
     def find(self, varied: tuple[str, ...], suspected: tuple[str, ...]) -> list[str]:
         try:
             if len(varied) == 1:
                 self.differs([])  # only the inherent check: the one variation is it
                 return list(varied)
-            return find_culprits(varied, self.differs, suspects=suspected)
+            culprits = find_culprits(varied, self.differs, suspects=suspected)
+            if self._needs_control_again():  # no search build repeated the control
+                self._control_again()
+            return culprits
         except _Inherent:
             return [INHERENT]
 
