@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from rebuilder.compare import Difference, differences, same
 from rebuilder.culprits import find_culprits
 from rebuilder.diffreport import DiffReport, diff_outputs
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from rebuilder.evidence import Embedded, embedded_in, marks, suspects
 from rebuilder.hints import Hint, hints_for
 from rebuilder.variations import NAMES, VariationContext, unavailable, vary
@@ -46,7 +46,7 @@ CHECK_SCHEMA = "https://hermetic.dev/schemas/check-result/v1"
 INHERENT = "inherent"
 
 
-class CheckError(Error):
+class CheckError(UserError):
     """A check could not decide (a build failed, nothing to vary)."""
 
 

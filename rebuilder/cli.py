@@ -54,7 +54,7 @@ from rebuilder.node.serve import Listen, serve
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
 from rebuilder.variations import parse_vary
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
@@ -108,7 +108,7 @@ def _guarded(ctx: typer.Context) -> Iterator[None]:
     except Error as e:
         if ctx.obj:
             traceback.print_exc()
-        typer.echo(f"hermetic: error: {e.diagnostics()}", err=True)
+        typer.echo(f"hermetic: error: {e!s}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except OSError as e:  # a file the user named cannot be read or written
         if ctx.obj:

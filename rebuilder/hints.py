@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rebuilder.compare import Difference
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from rebuilder.evidence import Embedded
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ INPUT_HOPS = 3  # how far back through intermediate files (x.c → x.o → a.out
 _MAX_PROCESSES = 5000  # of a provenance walk; huge builds get a partial answer
 
 
-class TraceFormatError(Error):
+class TraceFormatError(UserError):
     """A trace.json that is not what hermetic writes (damaged, truncated, edited)."""
 
 

@@ -35,7 +35,7 @@ from rebuilder.attest.predicates import MAX_TEXT, BuildFacts, PredicateError, So
 from rebuilder.attest.statement import PAYLOAD_TYPE, SLSA_PROVENANCE_V1
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.diffreport import DiffReport, diff_outputs
-from rebuilder.errors import Error
+from rebuilder.errors import Error, UserError
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
 from rebuilder.node.statements import Agreement, AgreementNode, Outputs, statement_outputs
@@ -50,7 +50,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 RESULT_FILE = "rebuild.json"
 
 
-class RebuildError(Error):
+class RebuildError(UserError):
     """The rebuild could not be carried out (a node key mismatch, nothing reachable)."""
 
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sandbox.errors import Error, HostToolMissing
+from sandbox.errors import HostToolMissing, UserError
 from sandbox.lifecycle import reap_directories, stamped_prefix
 from sandbox.plan import Workspace
 from sandbox.source_tree import OUT_MARKER
@@ -91,7 +91,7 @@ def build_workspace(work_dir: Path, busybox: Path, faketime: Path) -> Iterator[W
         remove_tree(root)
 
 
-class OutDirError(Error):
+class OutDirError(UserError):
     """The output directory cannot be used."""
 
 

@@ -19,13 +19,13 @@ from in_toto_attestation.v1 import statement_pb2
 from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 
 
-class StatementError(Error):
+class StatementError(UserError):
     """A statement is not a valid in-toto Statement v1 (or its predicate is invalid)."""
 
 

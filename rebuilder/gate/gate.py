@@ -15,7 +15,7 @@ from securesystemslib.signer import Signer
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.predicates import format_time
 from rebuilder.attest.statement import make_statement, subject
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
 from rebuilder.gate.policy import Policy, describe
 from rebuilder.gate.sources import collect
@@ -26,7 +26,7 @@ from sandbox.source_tree import OUT_MARKER
 VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
 
 
-class GateError(Error):
+class GateError(UserError):
     """The gate cannot decide (an artifact is missing)."""
 
 

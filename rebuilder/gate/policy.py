@@ -50,7 +50,7 @@ from rebuilder.attest.keys import (
 )
 from rebuilder.attest.predicates import EARLIEST, LATEST, SourceRef, format_time
 from rebuilder.attest.untrusted_json import shown
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 
 MAX_POLICY_BYTES = 1024**2
 _DURATION = re.compile(r"^(\d{1,9})\s*([smhd])$")
@@ -78,7 +78,7 @@ _POLICY_KEYS = {
 _OPERATOR_KEYS = {"name", "optional", "nodes", "keys", "sigstore"}
 
 
-class PolicyError(Error):
+class PolicyError(UserError):
     """The policy cannot be used; names the file, the key and why."""
 
 

@@ -19,13 +19,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.workspace import write_atomically
 
 SCOPES = ("submit", "read", "read-all", "cosign")
 
 
-class AuthConfigError(Error):
+class AuthConfigError(UserError):
     """A tokens file that cannot be used."""
 
 

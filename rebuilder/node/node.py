@@ -25,7 +25,7 @@ from rebuilder.attest.predicates import BuildFacts
 from rebuilder.attest.provenance import PROVENANCE_FILE
 from rebuilder.attest.statement import StatementError, parse_statement
 from rebuilder.attest.untrusted_json import shown
-from rebuilder.errors import Error
+from rebuilder.errors import Error, InfrastructureError, SigningError, UserError
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
@@ -37,12 +37,11 @@ from rebuilder.node.statements import (
     failure_statement,
     statement_outputs,
 )
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.beneath import open_beneath, read_link_beneath
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes
-from sandbox.errors import Error as SandboxRootError
 from sandbox.errors import InputRefused, SpecError
 from sandbox.input_policy import InputPolicy
 from sandbox.spec import Spec
@@ -58,11 +57,11 @@ DISK_FULL = "node disk full"
 INCOMING_DIR = "incoming"  # requests being checked at submission
 
 
-class NodeBusy(Error):
+class NodeBusy(InfrastructureError):
     """The node has as many jobs as it accepts; try later."""
 
 
-class UnknownJob(Error):
+class UnknownJob(UserError):
     """No job with that id on this node (or none this client may see)."""
 
 
@@ -143,7 +142,7 @@ class Node:
                 try:
                     self.settings.input_policy.check_url(item.url)
                 except InputRefused as e:
-                    raise RequestError(e.diagnostics()) from None
+                    raise RequestError(str(e)) from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -248,7 +247,7 @@ class Node:
         try:
             with self.connect(self.config) as backend:
                 backend.reap_orphans(self.config.work_dir)
-        except SandboxRootError as e:
+        except Error as e:
             log.warning("could not look for orphaned build containers: %s", e)
 
     def clean_scratch(self, job_id: str | None = None) -> None:
@@ -376,7 +375,7 @@ class Node:
             return execution.outcome, execution.reason, None, (), execution.executor
         envelope, error = signed_envelope(execution.statement, [self.signer])
         if error:
-            raise SandboxRootError(error)  # unsigned is not a result: try again
+            raise SigningError(error)  # unsigned is not a result: try again
         write_envelope(directory / "out" / PROVENANCE_FILE, envelope)
         return Outcome.BUILT, "", execution.digest, execution.outputs, execution.executor
 
@@ -390,7 +389,7 @@ class Node:
         )
         envelope, error = signed_envelope(payload, [self.signer])
         if error:
-            raise SandboxRootError(error)
+            raise SigningError(error)
         write_envelope(self.jobs_dir / job.id / FAILURE_FILE, envelope)
 
     # --- co-signing -----------------------------------------------------------------

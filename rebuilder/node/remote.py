@@ -29,17 +29,16 @@ from celery import Celery
 
 from rebuilder.attest.provenance import INPUT_PREFIX
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, StatementError, parse_statement
-from rebuilder.errors import Error
+from rebuilder.errors import Error, InfrastructureError
 from rebuilder.node.execute import Execution, execute
 from rebuilder.node.jobs import Job, Outcome
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import statement_outputs
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.beneath import resolve_beneath
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
-from sandbox.errors import Error as SandboxError
 from sandbox.images import ImageCatalog
 from sandbox.input_policy import InputPolicy
 from sandbox.outputs import describe_outputs
@@ -52,7 +51,7 @@ WORKER_DIR_ENV = "HERMETIC_WORKER_DIR"
 MAX_RETURNED_BYTES = 256 * 1024**2  # outputs sent back through the result backend
 
 
-class RemoteError(Error):
+class RemoteError(InfrastructureError):
     """A remote worker failed (not the build): the node retries the job."""
 
 
@@ -273,7 +272,7 @@ def check_worker_result(
             unpack_source(archive, source, limits)
             spec = Spec.from_toml(source / REQUEST_SPEC)
             image = ImageCatalog(config.images_dir).resolve(spec.image)
-        except (RequestError, SandboxError) as e:
+        except (RequestError, Error) as e:
             raise refuse(f"the node cannot read the request or its image ({e})") from None
         source_digest = tree_digest(source)
         spec_digest = sha256_file(source / REQUEST_SPEC)[0]
@@ -313,7 +312,7 @@ def check_worker_result(
         raise refuse("the files returned are not the outputs listed")
     try:
         manifest = describe_outputs(artifacts, returned)
-    except SandboxError as e:
+    except Error as e:
         raise refuse(f"an output returned is unsafe ({e})") from None
     if tuple(sorted((f.path, f.sha256) for f in manifest.files)) != subjects:
         raise refuse("an output's digest is not the one stated")

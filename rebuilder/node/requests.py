@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.beneath import make_dirs_beneath, resolve_beneath
 from sandbox.source_tree import EXCLUDED_NAMES, stage_source
 
@@ -37,7 +37,7 @@ class RequestLimits:
     max_unpacked_bytes: int = 4 * 1024**3
 
 
-class RequestError(Error):
+class RequestError(UserError):
     """A submitted request is not a usable source archive."""
 
 

@@ -27,7 +27,8 @@ from rebuilder.attest.verify import verify_attestation
 from rebuilder.node.client import Credentials
 from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeTarget, RebuildResult, rebuild
-from sandbox.backend import Cancel, RunOutcome, SandboxBackend, connect_backend
+from sandbox import connect_backend
+from sandbox.backend import Cancel, RunOutcome, SandboxBackend
 from sandbox.config import SandboxConfig
 from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver
