@@ -9,6 +9,7 @@ APT_PACKAGES=(
     mmdebstrap busybox-static            # images; the in-container runner
     strace diffoscope libfaketime git ca-certificates curl
     redis-server                         # the Celery scale-out tests
+    docker-registry                      # the registry tests (started by the tests, on loopback)
     python3 python3-venv
 )
 

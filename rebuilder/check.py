@@ -181,9 +181,11 @@ def prepare_report_dir(report: Path | None, cwd: Path) -> Path:
 def variation_context(spec: Spec, config: SandboxConfig) -> VariationContext:
     """What the image and this host offer to the variations."""
     locales: tuple[str, ...] | None = None
-    if spec.image.name is not None:
-        recipe = ImageCatalog(config.images_dir).get(spec.image.name).recipe
-        locales = tuple(line.split()[0] for line in recipe.locales)
+    definition = ImageCatalog(config.images_dir).definition(
+        spec.image, spec_dir=spec.path.resolve().parent
+    )
+    if definition is not None:
+        locales = tuple(line.split()[0] for line in definition.recipe.locales)
     return VariationContext(
         locales=locales,
         cpus=len(os.sched_getaffinity(0)),

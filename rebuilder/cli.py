@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a negative outcome (not built, lock mismatch), 2 an err
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from packaging.utils import canonicalize_name
 from securesystemslib.signer import Signer
 
 from rebuilder import render
+from rebuilder.against import Published, compare_published
 from rebuilder.attest.attestor import BuildAttestor, signed_envelope
 from rebuilder.attest.check_statement import CHECK_ATTESTATION_FILE, check_statement
 from rebuilder.attest.envelope import write_envelope
@@ -51,18 +54,44 @@ from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.remote import CeleryDispatch, celery_app, run_worker
 from rebuilder.node.requests import RequestLimits
 from rebuilder.node.serve import Listen, serve
+from rebuilder.pin import (
+    DEFAULT_PLATFORM,
+    DEFAULT_PYTHON,
+    NPM_DIR,
+    WHEELS_DIR,
+    PackageIndex,
+    PinnedFile,
+    PipPinner,
+    npm_registry,
+    pin_npm_packages,
+    pip_index_url,
+    read_npm_lock,
+    read_python_lock,
+    write_inputs,
+)
 from rebuilder.progress import LiveCheckProgress, LiveProgress, PlainCheckProgress, PlainProgress
 from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
+from rebuilder.sbom import SbomFormat, SbomWriter, image_contents
+from rebuilder.scaffold import init_project
 from rebuilder.variations import parse_vary
 from sandbox import connect_backend
-from sandbox.build import BuildRequest, default_out_dir, new_build_id, refuse_root, run_build
+from sandbox.build import (
+    ARTIFACTS_DIR,
+    BuildRequest,
+    default_out_dir,
+    new_build_id,
+    refuse_root,
+    run_build,
+)
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
-from sandbox.image_build import ImageBuildStatus, build_image
-from sandbox.images import ImageCatalog
+from sandbox.image_build import ImageBuildStatus, build_image, prepare_image
+from sandbox.images import ImageCatalog, definition_for
 from sandbox.input_policy import InputPolicy
 from sandbox.podman_api import PodmanService
+from sandbox.result import BuildResult
 from sandbox.spec import Spec
+from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import parse_size
 
@@ -78,6 +107,8 @@ image_app = typer.Typer(help="Build images from images/ and list them.", no_args
 app.add_typer(image_app, name="image")
 node_app = typer.Typer(help="Run a rebuilder node and manage its tokens.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+pin_app = typer.Typer(help="Lockfiles become pinned [[inputs]] of a spec.", no_args_is_help=True)
+app.add_typer(pin_app, name="pin")
 
 
 @app.callback()
@@ -192,6 +223,14 @@ def build(
         ),
     ] = None,
     sign: Sign = None,
+    update_lock: Annotated[
+        bool,
+        typer.Option("--update-lock", help="Write a missing or stale image lock of a recipe."),
+    ] = False,
+    sbom_format: Annotated[
+        SbomFormat,
+        typer.Option("--sbom-format", help="spdx (sbom.spdx.json) or cyclonedx (sbom.cdx.json)."),
+    ] = SbomFormat.SPDX,
     allow_root: AllowRoot = False,
 ) -> None:
     """Run one hermetic build. Exit 0 built, 1 not built, 2 error (also: signing failed)."""
@@ -207,10 +246,25 @@ def build(
             spec_sha256=parsed.sha256,
             source_dir=parsed.source_dir,
         )
+        sbom = SbomWriter(
+            image=lambda result: image_contents(parsed, result.image, config),
+            sbom_format=sbom_format,
+            signers=signers,
+        )
+
+        def attest(result: BuildResult, directory: Path) -> None:
+            attestor(result, directory)
+            sbom(result, directory)
+
         build_id = new_build_id()
         out_dir = (out or default_out_dir(Path.cwd(), build_id)).resolve()
         request = BuildRequest(
-            spec=parsed, out_dir=out_dir, trace=trace or config.trace, attest=attestor
+            spec=parsed,
+            out_dir=out_dir,
+            trace=trace or config.trace,
+            attest=attest,
+            prepare_image=True,
+            update_lock=update_lock,
         )
         with connect_backend(config) as backend, _progress() as progress:
             backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
@@ -224,8 +278,11 @@ def build(
             if attestor.written:
                 note = _signature_note(signers, attestor.error)
                 typer.echo(f"attest  {out_dir / PROVENANCE_FILE} ({note})")
-        if attestor.error:
-            typer.echo(f"hermetic: error: {attestor.error}; results kept in {out_dir}", err=True)
+            for name in sbom.written:
+                typer.echo(f"sbom    {out_dir / name}")
+        error = attestor.error or sbom.error
+        if error:
+            typer.echo(f"hermetic: error: {error}; results kept in {out_dir}", err=True)
             raise typer.Exit(EXIT_ERROR)
         raise typer.Exit(EXIT_OK if result.built else EXIT_NEGATIVE)
 
@@ -267,6 +324,14 @@ def check(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print check.json on stdout.")
     ] = False,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--against",
+            help="URL#sha256=… of a published artifact to compare with the output of its "
+            "name; repeatable.",
+        ),
+    ] = None,
     sign: Sign = None,
     allow_root: AllowRoot = False,
 ) -> None:
@@ -274,6 +339,7 @@ def check(
     with _guarded(ctx):
         config = _config(allow_root)
         parsed = Spec.from_toml(spec, source_dir=source.resolve() if source else None)
+        published = [Published.parse(text) for text in against or []]
         refuse_root(config)
         signers = _signers(sign)
         variations = parse_vary(vary)
@@ -290,20 +356,155 @@ def check(
         )
         with connect_backend(config) as backend, _check_progress() as progress:
             backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
+            store = backend.image_store()
+            if store is not None:  # build (by its lock) or pull the image first, once
+                prepare_image(parsed, config=config, store=store)
             result = run_check(request, config=config, backend=backend, observer=progress)
         payload = check_statement(result, builder_id=default_builder_id())
         envelope, error = signed_envelope(payload, signers)
         write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)
+        control = result.builds[0].result
+        comparisons = [
+            compare_published(
+                item,
+                artifacts=Path(control.out_dir) / ARTIFACTS_DIR,
+                outputs=control.outputs,
+                store=ContentStore(config.store_dir),
+                report_dir=report_dir,
+            )
+            for item in published
+            if control.built
+        ]
         if json_output:
-            typer.echo(json.dumps(result.to_json(), indent=2))
+            document = result.to_json()
+            if published:
+                document["against"] = [c.to_json() for c in comparisons]
+            typer.echo(json.dumps(document, indent=2))
         else:
             typer.echo(render.check_summary(result))
             note = _signature_note(signers, error)
             typer.echo(f"attest  {report_dir / CHECK_ATTESTATION_FILE} ({note})")
+            for c in comparisons:
+                said = "MATCHES" if c.matches else "DIFFERS from"
+                diff = c.report.text if c.report and c.report.text else None
+                typer.echo(
+                    f"against {c.output} {said} {c.published.url}" + (f" ({diff})" if diff else "")
+                )
         if error:
             typer.echo(f"hermetic: error: {error}; results kept in {report_dir}", err=True)
             raise typer.Exit(EXIT_ERROR)
-        raise typer.Exit(EXIT_OK if result.reproducible else EXIT_NEGATIVE)
+        same = all(c.matches for c in comparisons) and len(comparisons) == len(published)
+        raise typer.Exit(EXIT_OK if result.reproducible and same else EXIT_NEGATIVE)
+
+
+@app.command("init")
+def init_command(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="The project (default: here).")] = Path(),
+    json_output: Annotated[bool, typer.Option("--json", help="Print what was guessed.")] = False,
+) -> None:
+    """Guess the build system; write a commented hermetic.toml (never overwrites). Exit 0/2."""
+    with _guarded(ctx):
+        done = init_project(directory)
+        guess = done.detection
+        if json_output:
+            typer.echo(
+                json.dumps(
+                    {
+                        "spec": str(done.path),
+                        "build_system": guess.system.value,
+                        "evidence": guess.evidence,
+                        "command": list(guess.command),
+                        "outputs": list(guess.outputs),
+                        "packages": guess.image["packages"],
+                        "check": list(guess.checks),
+                    },
+                    indent=2,
+                )
+            )
+            return
+        typer.echo(f"wrote {done.path}")
+        typer.echo(f"guessed {guess.system.value} (found {guess.evidence})")
+        typer.echo(f"  command  {' '.join(guess.command)}")
+        typer.echo(f"  outputs  {', '.join(guess.outputs)}")
+        typer.echo(f"  image    {', '.join(guess.image['packages'])}")
+        for item in guess.checks:
+            typer.echo(f"check   {item}")
+        where = directory if str(directory) != "." else Path()
+        typer.echo(f"next    hermetic image build {where} && hermetic build {where}")
+
+
+SpecOption = Annotated[Path, typer.Option("--spec", help="The spec to write the inputs into.")]
+
+
+def _pin_summary(files: list[PinnedFile], spec: Path, removed: int) -> str:
+    lines = [f"  {f.dest}  sha256:{f.sha256[:16]}…  {f.purl or f.url}" for f in files]
+    lines.append(f"pinned {len(files)} file(s) into {spec} (replaced {removed})")
+    return "\n".join(lines)
+
+
+@pin_app.command("pip")
+def pin_pip(
+    ctx: typer.Context,
+    requirements: Annotated[
+        list[Path], typer.Argument(help="requirements.txt (==, --hash), pylock.toml, uv.lock.")
+    ],
+    spec: SpecOption = Path("hermetic.toml"),
+    python: Annotated[str, typer.Option("--python", help="The build's Python.")] = DEFAULT_PYTHON,
+    platform: Annotated[
+        str, typer.Option("--platform", help="The build's wheel platform.")
+    ] = DEFAULT_PLATFORM,
+    no_binary: Annotated[
+        list[str] | None,
+        typer.Option("--no-binary", help="Take this project's sdist; repeatable."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the pinned files.")] = False,
+) -> None:
+    """Resolve pinned requirements to files on the index; write them as inputs. Exit 0/2."""
+    with _guarded(ctx):
+        spec_path = spec / "hermetic.toml" if spec.is_dir() else spec
+        Spec.from_toml(spec_path)  # a spec that is valid before, and after
+        wanted = [w for path in requirements for w in read_python_lock(path, python)]
+        pinner = PipPinner(
+            index=PackageIndex(pip_index_url()),
+            store=ContentStore(SandboxConfig.from_env().store_dir),
+            python=python,
+            platform=platform,
+            no_binary=frozenset(canonicalize_name(n) for n in no_binary or []),
+        )
+        files = pinner.pin(wanted)
+        removed, _ = write_inputs(spec_path, files, WHEELS_DIR)
+        Spec.from_toml(spec_path)
+        if json_output:
+            typer.echo(json.dumps([dataclasses.asdict(f) for f in files], indent=2))
+        else:
+            typer.echo(_pin_summary(files, spec_path, removed))
+
+
+@pin_app.command("npm")
+def pin_npm(
+    ctx: typer.Context,
+    lockfile: Annotated[Path, typer.Argument(help="package-lock.json (v2 or v3).")],
+    spec: SpecOption = Path("hermetic.toml"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print the pinned files.")] = False,
+) -> None:
+    """Every tarball of an npm lockfile, checked and written as inputs. Exit 0/2."""
+    with _guarded(ctx):
+        spec_path = spec / "hermetic.toml" if spec.is_dir() else spec
+        Spec.from_toml(spec_path)
+        registry, token = npm_registry(lockfile.resolve().parent)
+        files = pin_npm_packages(
+            read_npm_lock(lockfile),
+            ContentStore(SandboxConfig.from_env().store_dir),
+            token=token,
+            registry=registry,
+        )
+        removed, _ = write_inputs(spec_path, files, NPM_DIR)
+        Spec.from_toml(spec_path)
+        if json_output:
+            typer.echo(json.dumps([dataclasses.asdict(f) for f in files], indent=2))
+        else:
+            typer.echo(_pin_summary(files, spec_path, removed))
 
 
 @app.command()
@@ -763,7 +964,12 @@ def _check_progress() -> LiveCheckProgress | PlainCheckProgress:
 @image_app.command("build")
 def image_build(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="An image under images/.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A name under images/, a recipe (directory or .toml), or a spec with [image]."
+        ),
+    ],
     update_lock: Annotated[
         bool, typer.Option("--update-lock", help="Accept the built image as the new lock.")
     ] = False,
@@ -777,7 +983,7 @@ def image_build(
     with _guarded(ctx):
         config = _config(allow_root)
         refuse_root(config)
-        definition = ImageCatalog(config.images_dir).get(name)
+        definition = definition_for(name, ImageCatalog(config.images_dir))
         with _podman(config) as session:
             typer.echo(f"hermetic: building image {name} (mmdebstrap, rootless)…", err=True)
             outcome = build_image(
@@ -795,12 +1001,13 @@ def image_build(
                         "reference": outcome.built.reference,
                         "lock": json.loads(outcome.built.to_json()),
                         "package_changes": outcome.package_changes(),
+                        "lock_path": str(definition.lock_path),
                     },
                     indent=2,
                 )
             )
         else:
-            typer.echo(render.image_outcome(outcome))
+            typer.echo(render.image_outcome(outcome, definition))
         raise typer.Exit(EXIT_NEGATIVE if outcome.status is ImageBuildStatus.MISMATCH else EXIT_OK)
 
 

@@ -108,7 +108,7 @@ def image_list(definitions: list[ImageDefinition], loaded: dict[str, bool]) -> s
     )
 
 
-def image_outcome(outcome: ImageBuildOutcome) -> str:
+def image_outcome(outcome: ImageBuildOutcome, definition: ImageDefinition) -> str:
     """What ``hermetic image build`` says."""
     built = outcome.built
     messages = {
@@ -117,7 +117,10 @@ def image_outcome(outcome: ImageBuildOutcome) -> str:
         ImageBuildStatus.LOCKED: "built; lock written; loaded",
         ImageBuildStatus.MISMATCH: "built, but does NOT match its lock; not loaded",
     }
-    lines = [f"{built.name}: {messages[outcome.status]}", f"  {built.reference}"]
+    lines = [f"{definition.source or built.name}: {messages[outcome.status]}"]
+    lines.append(f"  {built.reference}")
+    if outcome.status is ImageBuildStatus.LOCKED:
+        lines.append(f"  lock {definition.lock_path}")
     lines.append(f"  image id sha256:{built.config_digest}  rootfs sha256:{built.rootfs_digest}")
     if outcome.status is ImageBuildStatus.MISMATCH and outcome.recorded is not None:
         lines.append(f"  lock says sha256:{outcome.recorded.image_digest}")
@@ -128,7 +131,7 @@ def image_outcome(outcome: ImageBuildOutcome) -> str:
         else:
             lines.append("  same package versions; the recipe or the image format changed")
         lines.append(
-            f"  if the new image is the one you trust: hermetic image build {built.name} "
+            f"  if the new image is the one you trust: {definition.build_command} "
             "--update-lock, then commit the lock"
         )
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sandbox.errors import SandboxError
 from sandbox.lifecycle import reap_directories
@@ -19,6 +20,9 @@ from sandbox.monitor import ResourceUsage
 from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
 from sandbox.trace.model import BuildTrace
+
+if TYPE_CHECKING:
+    from sandbox.image_build import ImageStore
 
 STATUS_FILE = "status"
 TASKS_FILE = "tasks"
@@ -89,6 +93,10 @@ class SandboxBackend(ABC):
         Raises:
             SandboxError: the backend is unusable or the image is missing.
         """
+
+    def image_store(self) -> ImageStore | None:
+        """Where images can be built or pulled into; None when the backend has no images."""
+        return None
 
     @abstractmethod
     def run(

@@ -22,6 +22,7 @@ from sandbox.environment import NORMALIZED, BuildEnvironment
 from sandbox.errors import Error, OutputError, RootRefused, SandboxError
 from sandbox.fetch import fetch_input
 from sandbox.git_checkout import repository_top, run_git
+from sandbox.image_build import prepare_image
 from sandbox.images import ImageCatalog
 from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver, NullObserver
@@ -55,6 +56,10 @@ class BuildRequest:
     environment: BuildEnvironment = NORMALIZED
     # Adds files about the result (the provenance) before the results are published.
     attest: Callable[[BuildResult, Path], None] | None = None
+    # Build a recipe's image or pull a registry image when it is not loaded (the CLI
+    # does; a node, which builds for others, uses only the images it holds).
+    prepare_image: bool = False
+    update_lock: bool = False  # write a missing or stale image lock (with prepare_image)
     # Set by the caller to stop the build in flight (run_build then raises BuildCancelled).
     cancel: Cancel | None = None
     # A node's rules for fetching a client's inputs; None: the local user's own inputs.
@@ -206,7 +211,23 @@ def run_build(
     spec = request.spec
     refuse_root(config)
     started_at = _now()
-    image = ImageCatalog(config.images_dir).resolve(spec.image)
+    image_store = backend.image_store() if request.prepare_image else None
+    if image_store is not None:
+        image = prepare_image(
+            spec,
+            config=config,
+            store=image_store,
+            update_lock=request.update_lock,
+            announce=lambda what: observer.stage("image", what),
+        )
+    else:
+        image = ImageCatalog(config.images_dir).resolve(
+            spec.image, spec_dir=spec.path.resolve().parent
+        )
+    if image.definition is not None and image.definition.recipe.env:
+        # the image's toolchain settings first, so that the spec's build.env wins
+        image_env = image.definition.recipe.build_env(request.environment.build_dir)
+        spec = replace(spec, env=tuple(sorted({**dict(image_env), **dict(spec.env)}.items())))
     epoch, epoch_from = resolve_source_date_epoch(spec)
     host = backend.host_capabilities(image.reference)
 

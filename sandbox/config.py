@@ -99,6 +99,8 @@ class SandboxConfig:
         trace: how builds are traced unless told otherwise (HERMETIC_TRACE).
         faketime: libfaketime, which ``hermetic check`` mounts to shift a build's clock
             (HERMETIC_FAKETIME).
+        insecure_registries: host[:port] of loopback registries pulled from without TLS
+            (HERMETIC_INSECURE_REGISTRIES, comma-separated).
         podman_idle_s: seconds the shared podman service hermetic starts stays up with
             nothing to do (HERMETIC_PODMAN_IDLE; podman's ``--time``).
         podman_timeout_s: seconds an API request may take; waiting for a build is not
@@ -118,6 +120,7 @@ class SandboxConfig:
     seccomp_base: Path = Path("/usr/share/containers/seccomp.json")
     trace: TraceLevel = TraceLevel.STANDARD
     faketime: Path = Path(_FAKETIME)
+    insecure_registries: tuple[str, ...] = ()
     podman_idle_s: int = 300
     podman_timeout_s: float = 600.0
     trace_limits: TraceLimits = DEFAULT_TRACE_LIMITS
@@ -140,6 +143,11 @@ class SandboxConfig:
             faketime=Path(env.get("HERMETIC_FAKETIME") or _FAKETIME),
             seccomp_base=Path(
                 env.get("HERMETIC_SECCOMP_BASE") or "/usr/share/containers/seccomp.json"
+            ),
+            insecure_registries=tuple(
+                item.strip()
+                for item in env.get("HERMETIC_INSECURE_REGISTRIES", "").split(",")
+                if item.strip()
             ),
             podman_idle_s=int(_seconds(env, "HERMETIC_PODMAN_IDLE", 300)),
             podman_timeout_s=_seconds(env, "HERMETIC_PODMAN_TIMEOUT", 600.0),

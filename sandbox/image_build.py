@@ -10,17 +10,22 @@ import platform
 import re
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
 from sandbox.environment import NORMALIZED
-from sandbox.errors import ImageError
-from sandbox.images import LOCK_FILENAME, ImageDefinition, ImageLock, ImageRecipe
+from sandbox.errors import ImageError, SandboxError
+from sandbox.images import ImageCatalog, ImageDefinition, ImageLock, ResolvedImage
 from sandbox.oci import describe_image, write_archive
 from sandbox.proc import run as run_program
+from sandbox.recipe import ImageRecipe
+from sandbox.registry import registry_credentials, registry_of, tls_verify_for
+from sandbox.spec import Spec
 from sandbox.workspace import remove_tree
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ class ImageStore(Protocol):
     def image_id(self, reference: str) -> str: ...
 
     def load_archive(self, archive: Path) -> list[str]: ...
+
+    def pull(self, reference: str, *, tls_verify: bool, auth_header: str | None) -> str: ...
 
 
 class ImageBuildStatus(StrEnum):
@@ -85,14 +92,11 @@ def customize_hooks(recipe: ImageRecipe) -> list[str]:
     """mmdebstrap hooks that add locales and the build user (pure).
 
     Raises:
-        ImageError: a locale line is malformed or the locales package is missing.
+        ImageError: a locale line is malformed (the recipe checks it; the hook is a shell
+            line, so it is checked again where it is made).
     """
     hooks = []
     if recipe.locales:
-        if "locales" not in recipe.packages:
-            raise ImageError(
-                f"image {recipe.name}: 'locales' must be in packages to generate locales"
-            )
         for line in recipe.locales:
             if not _LOCALE_RE.match(line):
                 raise ImageError(f"image {recipe.name}: locales: {line!r} is not 'NAME CHARSET'")
@@ -124,7 +128,7 @@ def mmdebstrap_argv(recipe: ImageRecipe, rootfs: Path) -> list[str]:
             argv.append(f"--dpkgopt=path-exclude={path}")
         argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
     argv.extend(f"--customize-hook={hook}" for hook in customize_hooks(recipe))
-    argv.extend([recipe.suite, str(rootfs), recipe.mirror])
+    argv.extend([recipe.suite, str(rootfs), *recipe.sources()])
     return argv
 
 
@@ -168,7 +172,7 @@ def build_image(
     """Build an image, compare it with its lock and load it when it may be used.
 
     Args:
-        definition: the image under images/.
+        definition: the recipe and where its lock lives.
         store: podman storage to load into.
         work_dir: scratch space (the root filesystem is written here).
         update_lock: accept the built image as the new lock.
@@ -181,13 +185,13 @@ def build_image(
         ImageError, HostToolMissing, HostToolFailed: the image could not be built.
     """
     recipe, recorded = definition.recipe, definition.lock
-    current = recorded is not None and recorded.recipe_digest == recipe.digest
+    current = definition.current_lock is not None
     if recorded is not None and current and not rebuild and store.image_exists(recorded.reference):
         return ImageBuildOutcome(
             status=ImageBuildStatus.ALREADY_LOADED, built=recorded, recorded=recorded
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=work_dir, prefix=f"image-{recipe.name}-"))
+    scratch = Path(tempfile.mkdtemp(dir=work_dir, prefix=f"image-{definition.name}-"))
     try:
         rootfs = scratch / "rootfs.tar"
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(recipe.source_date_epoch), LC_ALL="C.UTF-8")
@@ -200,14 +204,11 @@ def build_image(
             layer_size=layer_size,
             architecture=host_architecture(),
             created=recipe.source_date_epoch,
-            ref_name=f"hermetic/{recipe.name}:latest",
-            labels={
-                "dev.hermetic.image": recipe.name,
-                "dev.hermetic.recipe": f"sha256:{recipe.digest}",
-            },
+            ref_name=f"hermetic/{definition.name}:latest",
+            labels=definition.labels,
         )
         built = ImageLock(
-            name=recipe.name,
+            name=definition.name,
             architecture=host_architecture(),
             image_digest=image.manifest_digest,
             config_digest=image.config_digest,
@@ -235,15 +236,121 @@ def build_image(
             )
         status = ImageBuildStatus.MATCHES_LOCK
         if recorded is None or update_lock:
-            _write_lock(definition.directory, built)
+            _write_lock(definition.lock_path, built)
             status = ImageBuildStatus.LOCKED
         return ImageBuildOutcome(status=status, built=built, recorded=recorded)
     finally:
         remove_tree(scratch)
 
 
-def _write_lock(directory: Path, lock: ImageLock) -> None:
-    path = directory / LOCK_FILENAME
-    temp = path.with_name(f".{LOCK_FILENAME}.tmp")
+def _write_lock(path: Path, lock: ImageLock) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(lock.to_json())
     os.replace(temp, path)
+
+
+def mismatch_message(outcome: ImageBuildOutcome, definition: ImageDefinition) -> str:
+    """Why a built image was refused: the digests and each package version that differs."""
+    recorded = outcome.recorded
+    lines = [
+        f"image {definition.source or definition.name} was built as "
+        f"sha256:{outcome.built.image_digest}, but {definition.lock_path} says "
+        f"sha256:{recorded.image_digest if recorded else '(none)'}; nothing was loaded"
+    ]
+    changes = outcome.package_changes()
+    if changes:
+        lines.append("package versions that differ from the lock:")
+        lines.extend(f"  {change}" for change in changes)
+    else:
+        lines.append("same package versions: the recipe or the image format changed")
+    lines.append(
+        f"if the new image is the one you trust: '{definition.build_command} --update-lock' "
+        "(or 'hermetic build --update-lock'), then commit the lock"
+    )
+    return "\n".join(lines)
+
+
+def prepare_image(
+    spec: Spec,
+    *,
+    config: SandboxConfig,
+    store: ImageStore,
+    update_lock: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> ResolvedImage:
+    """Make the spec's image present in podman, pinned by digest, before a build.
+
+    A recipe's image is built when its locked image is not loaded, and used only when it
+    matches the lock (or the lock is written, with ``update_lock``). A registry image is
+    pulled by digest when absent; podman checks the manifest against the digest.
+
+    Args:
+        spec: the spec whose image is needed.
+        config: images directory, work directory, insecure registries.
+        store: podman's image storage.
+        update_lock: write a missing or stale lock instead of failing.
+        announce: told, in words, before a long step (a build or a pull).
+
+    Raises:
+        ImageError: no lock (without ``update_lock``), a built image that does not match
+            its lock, an unpinned or unpullable registry image.
+    """
+    catalog = ImageCatalog(config.images_dir)
+    definition = catalog.definition(spec.image, spec_dir=spec.path.resolve().parent)
+    if definition is None:
+        resolved = catalog.resolve(spec.image)
+        if not store.image_exists(resolved.reference):
+            if announce is not None:
+                announce(f"pulling {resolved.reference}")
+            pull_image(resolved.reference, store=store, config=config)
+        return resolved
+    lock = definition.current_lock
+    if lock is not None and store.image_exists(lock.reference):
+        return ResolvedImage(
+            reference=lock.reference,
+            digest=lock.image_digest,
+            name=lock.name,
+            definition=definition,
+        )
+    if lock is None and not update_lock:
+        definition.locked()  # raises: no lock, or a stale one, and what to run
+    if announce is not None:
+        announce(f"building image {definition.source or definition.name} (mmdebstrap)")
+    outcome = build_image(
+        definition, store=store, work_dir=config.work_dir, update_lock=update_lock, rebuild=True
+    )
+    if outcome.status is ImageBuildStatus.MISMATCH:
+        raise ImageError(mismatch_message(outcome, definition))
+    built = outcome.built
+    return ResolvedImage.of_lock(built, definition)
+
+
+def pull_image(reference: str, *, store: ImageStore, config: SandboxConfig) -> None:
+    """Pull an image pinned by digest from its registry, with the user's credentials.
+
+    Raises:
+        ImageError: a short name (no registry), an insecure non-loopback registry, or a
+            failed pull (unreachable, refused, or content that does not match the digest).
+    """
+    repository = reference.partition("@")[0]
+    registry = registry_of(repository)
+    if registry is None:
+        raise ImageError(
+            f"{reference} is not loaded and names no registry; write it as "
+            "'host[:port]/repository@sha256:<64 hex>' so that it can be pulled"
+        )
+    tls_verify = tls_verify_for(registry, config.insecure_registries)
+    credentials = registry_credentials(repository)
+    try:
+        store.pull(
+            reference,
+            tls_verify=tls_verify,
+            auth_header=credentials.to_header() if credentials else None,
+        )
+    except SandboxError as e:
+        raise ImageError(
+            f"could not pull {reference} from {registry}: {e}\n(a registry that serves other "
+            "content than the pinned digest is refused; check the digest and the registry)"
+        ) from e
+    if not store.image_exists(reference):
+        raise ImageError(f"podman pulled {reference} but does not hold it under that digest")

@@ -1,113 +1,34 @@
-"""Build images as data: each ``images/<name>/`` holds a recipe and a lock.
+"""Build images as data: a recipe and its lock.
 
-The recipe (``recipe.toml``, written by people) says which Debian packages make the
-image; the lock (``lock.json``, written by ``hermetic image build``) records the
-package versions and the digests the recipe produced. Specs name an image, and the
-lock turns the name into a reference pinned by digest.
+The recipe (written by people) says which Debian packages make the image; the lock
+(written by ``hermetic image build``) records the package versions and the digests the
+recipe produced, and turns the recipe into a reference pinned by digest. Recipes live
+under hermetic's ``images/<name>/`` (lock ``lock.json``), beside a project
+(``X/recipe.toml``, lock ``X/recipe.lock.json``) or inline in a spec (``[image]``,
+lock ``hermetic.lock`` beside the spec).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbox.digests import Sha256, parse_sha256, sha256_bytes
+from sandbox.digests import Sha256, parse_sha256
 from sandbox.errors import ImageError
-from sandbox.spec import ImageReference
+from sandbox.recipe import RECIPE_FILENAME
+from sandbox.recipe import ImageRecipe as ImageRecipe  # where callers found it before
+from sandbox.spec import (
+    SPEC_FILENAME,
+    ImageReference,
+    Spec,
+    recipe_image_name,
+    recipe_lock_path,
+)
 
-RECIPE_FILENAME = "recipe.toml"
 LOCK_FILENAME = "lock.json"
 REPOSITORY_PREFIX = "localhost/hermetic/"
-_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-_VARIANTS = ("essential", "minbase", "required", "important", "standard", "apt")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImageRecipe:
-    """How to make an image from Debian packages."""
-
-    name: str
-    description: str
-    suite: str
-    mirror: str
-    variant: str
-    packages: tuple[str, ...]
-    locales: tuple[str, ...]
-    source_date_epoch: int
-    strip_docs: bool
-    digest: Sha256  # of the recipe file, so a lock notices an edited recipe
-
-    @classmethod
-    def load(cls, directory: Path) -> ImageRecipe:
-        """Read ``directory/recipe.toml``.
-
-        Raises:
-            ImageError: naming the file, key and reason.
-        """
-        path = directory / RECIPE_FILENAME
-        try:
-            raw = path.read_bytes()
-            data = tomllib.loads(raw.decode("utf-8"))
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file; every image needs a recipe") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ImageError(f"{path}: {e}") from e
-
-        def fail(key: str, reason: str) -> ImageError:
-            return ImageError(f"{path}: {key}: {reason}")
-
-        allowed = {
-            "description",
-            "suite",
-            "mirror",
-            "variant",
-            "packages",
-            "locales",
-            "source_date_epoch",
-            "strip_docs",
-        }
-        for key in data:
-            if key not in allowed:
-                raise fail(key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
-        for key in ("suite", "mirror", "source_date_epoch"):
-            if key not in data:
-                raise fail(key, "missing")
-        epoch = data["source_date_epoch"]
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise fail("source_date_epoch", "must be a non-negative integer")
-        variant = data.get("variant", "essential")
-        if variant not in _VARIANTS:
-            raise fail("variant", f"must be one of {', '.join(_VARIANTS)}")
-        packages = data.get("packages", [])
-        if not isinstance(packages, list) or not all(
-            isinstance(p, str) and _PACKAGE_RE.match(p) for p in packages
-        ):
-            raise fail("packages", "must be a list of Debian package names")
-        locales = data.get("locales", [])
-        if not isinstance(locales, list) or not all(isinstance(x, str) for x in locales):
-            raise fail("locales", "must be a list of locale.gen lines, e.g. 'en_US.UTF-8 UTF-8'")
-        for key in ("description", "suite", "mirror"):
-            if not isinstance(data.get(key, ""), str):
-                raise fail(key, "must be a string")
-        for key in ("suite", "mirror"):
-            if not data[key].strip():
-                raise fail(key, "must not be empty")
-        return cls(
-            name=directory.name,
-            description=data.get("description", ""),
-            suite=data["suite"],
-            mirror=data["mirror"],
-            variant=variant,
-            packages=tuple(packages),
-            locales=tuple(locales),
-            source_date_epoch=epoch,
-            strip_docs=bool(data.get("strip_docs", True)),
-            digest=sha256_bytes(raw),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,13 +60,18 @@ class ImageLock:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def load(cls, directory: Path) -> ImageLock | None:
-        """Read ``directory/lock.json``; None when the image was never locked.
+    def load(cls, path: Path, *, fix: str = "") -> ImageLock | None:
+        """Read a lock file; None when the image was never locked.
+
+        Args:
+            path: the lock file (or an images/ directory holding lock.json).
+            fix: the command that rewrites it, for the error.
 
         Raises:
             ImageError: the lock exists but is unreadable.
         """
-        path = directory / LOCK_FILENAME
+        if path.is_dir():
+            path = path / LOCK_FILENAME
         if not path.exists():
             return None
         try:
@@ -162,21 +88,83 @@ class ImageLock:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ImageError(
                 f"{path}: unreadable lock ({e}); restore it from version control or run "
-                f"'hermetic image build {directory.name} --update-lock'"
+                f"'{fix or 'hermetic image build'} --update-lock'"
             ) from e
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImageDefinition:
-    """One directory under ``images/``."""
+    """A recipe, where its lock lives, and the lock if there is one."""
 
-    directory: Path
     recipe: ImageRecipe
+    lock_path: Path
     lock: ImageLock | None
+    catalog: bool = True  # under hermetic's images/ (else the project's own)
+    source: str = ""  # how a user names it on the command line
 
     @property
     def name(self) -> str:
-        return self.directory.name
+        """The image's name, and so its repository under localhost/hermetic/.
+
+        A project's recipe gets its recipe digest in the name: projects choose their
+        names freely, and two different images must never share a tag in podman.
+        """
+        if self.catalog:
+            return self.recipe.name
+        return f"{self.recipe.name}-{self.recipe.digest[:12]}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Image labels. A project's image carries no name, so it is the same image
+        wherever the project is checked out."""
+        labels = {"dev.hermetic.recipe": f"sha256:{self.recipe.digest}"}
+        if self.catalog:
+            labels["dev.hermetic.image"] = self.recipe.name
+        return labels
+
+    @property
+    def build_command(self) -> str:
+        return f"hermetic image build {self.source or self.name}"
+
+    @property
+    def current_lock(self) -> ImageLock | None:
+        """The lock, when it was written for this very recipe."""
+        if self.lock is not None and self.lock.recipe_digest == self.recipe.digest:
+            return self.lock
+        return None
+
+    def locked(self) -> ImageLock:
+        """The lock, which must exist and be current.
+
+        Raises:
+            ImageError: no lock, or the recipe changed since it was written.
+        """
+        if self.lock is None:
+            raise ImageError(
+                f"image {self.source or self.name} has no lock ({self.lock_path}); run "
+                f"'{self.build_command}' to build and lock it (or 'hermetic build "
+                "--update-lock')"
+            )
+        if self.current_lock is None:
+            raise ImageError(
+                f"image {self.source or self.name}: the recipe changed since the lock "
+                f"{self.lock_path} was written; run '{self.build_command} --update-lock' "
+                "and commit the lock"
+            )
+        return self.lock
+
+    @classmethod
+    def of_recipe(cls, reference: ImageReference, *, source: str) -> ImageDefinition:
+        """The definition of a project's recipe (a file beside the spec, or ``[image]``)."""
+        assert reference.recipe is not None and reference.lock_path is not None
+        fix = f"hermetic image build {source}"
+        return cls(
+            recipe=reference.recipe,
+            lock_path=reference.lock_path,
+            lock=ImageLock.load(reference.lock_path, fix=fix),
+            catalog=False,
+            source=source,
+        )
 
 
 class ImageCatalog:
@@ -197,42 +185,62 @@ class ImageCatalog:
             ImageError: no such image, or its files are invalid.
         """
         directory = self.root / name
-        if not (directory / RECIPE_FILENAME).is_file():
+        if "/" in name or not (directory / RECIPE_FILENAME).is_file():
             known = ", ".join(self.names()) or "none"
             raise ImageError(
-                f"no image named {name!r} under {self.root} (known: {known}); "
-                "name one of these or pin 'repository@sha256:<64 hex>'"
+                f"no image named {name!r} under {self.root} (known: {known}); name one of "
+                "these, a recipe beside the spec ('./path'), or pin 'repository@sha256:<64 hex>'"
             )
+        lock_path = directory / LOCK_FILENAME
         return ImageDefinition(
-            directory=directory, recipe=ImageRecipe.load(directory), lock=ImageLock.load(directory)
+            recipe=ImageRecipe.load(directory, name=name),
+            lock_path=lock_path,
+            lock=ImageLock.load(lock_path, fix=f"hermetic image build {name}"),
+            source=name,
         )
 
-    def resolve(self, reference: ImageReference) -> ResolvedImage:
-        """Turn a spec's image reference into one pinned by digest.
+    def definition(self, reference: ImageReference, *, spec_dir: Path) -> ImageDefinition | None:
+        """The recipe behind a spec's image; None for an image pinned by digest."""
+        if reference.name is not None:
+            return self.get(reference.name)
+        if reference.recipe is None:
+            return None
+        if reference.recipe_path is not None:
+            source = _relative(reference.recipe_path, spec_dir)
+        else:
+            source = _relative(spec_dir, Path.cwd())
+        return ImageDefinition.of_recipe(reference, source=source)
+
+    def resolve(self, reference: ImageReference, *, spec_dir: Path | None = None) -> ResolvedImage:
+        """Turn a spec's image reference into one pinned by digest (through its lock).
 
         Raises:
-            ImageError: the named image has no lock, or its lock is stale.
+            ImageError: the recipe has no lock, or its lock is stale.
         """
-        if reference.name is None:
+        definition = self.definition(reference, spec_dir=spec_dir or Path.cwd())
+        if definition is None:
             assert reference.repository is not None and reference.digest is not None
             return ResolvedImage(
                 reference=f"{reference.repository}@sha256:{reference.digest}",
                 digest=reference.digest,
                 name=None,
             )
-        definition = self.get(reference.name)
-        lock = definition.lock
-        if lock is None:
-            raise ImageError(
-                f"image {reference.name!r} has no lock ({definition.directory / LOCK_FILENAME}); "
-                f"run 'hermetic image build {reference.name}' to build and lock it"
-            )
-        if lock.recipe_digest != definition.recipe.digest:
-            raise ImageError(
-                f"image {reference.name!r}: {RECIPE_FILENAME} changed since the lock was written; "
-                f"run 'hermetic image build {reference.name} --update-lock' and commit the lock"
-            )
-        return ResolvedImage(reference=lock.reference, digest=lock.image_digest, name=lock.name)
+        lock = definition.locked()
+        return ResolvedImage(
+            reference=lock.reference,
+            digest=lock.image_digest,
+            name=lock.name,
+            definition=definition,
+        )
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``./relative`` when ``path`` is under ``base``, else the absolute path."""
+    try:
+        relative = path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+    return "." if relative == "." else f"./{relative}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,4 +249,54 @@ class ResolvedImage:
 
     reference: str  # repository@sha256:<digest>
     digest: Sha256
-    name: str | None  # the images/ name it came from, if any
+    name: str | None  # the image's name, when it comes from a recipe
+    definition: ImageDefinition | None = field(default=None, compare=False)
+
+    @property
+    def repository(self) -> str:
+        return self.reference.partition("@")[0]
+
+    @classmethod
+    def of_lock(cls, lock: ImageLock, definition: ImageDefinition) -> ResolvedImage:
+        return cls(
+            reference=lock.reference,
+            digest=lock.image_digest,
+            name=lock.name,
+            definition=definition,
+        )
+
+
+def definition_for(target: str, catalog: ImageCatalog) -> ImageDefinition:
+    """What ``hermetic image build TARGET`` builds: a name under images/, a recipe
+    directory or file, or a spec (its ``[image]`` or its recipe path).
+
+    Raises:
+        ImageError, SpecError: nothing buildable there, or the files are invalid.
+    """
+    path = Path(target)
+    if "/" not in target and not target.endswith(".toml") and target != ".":
+        return catalog.get(target)
+    if path.is_dir() and (path / RECIPE_FILENAME).is_file():
+        path = path / RECIPE_FILENAME
+    elif path.is_dir():
+        path = path / SPEC_FILENAME
+    if not path.is_file():
+        raise ImageError(
+            f"{target}: no recipe.toml or hermetic.toml there; give an image name under "
+            "images/, a recipe directory or file, or a spec with an [image] table"
+        )
+    if path.name == SPEC_FILENAME:
+        spec = Spec.from_toml(path)
+        definition = catalog.definition(spec.image, spec_dir=spec.path.resolve().parent)
+        if definition is None:
+            raise ImageError(
+                f"{path}: build.image is pinned by digest ({spec.image}); there is no "
+                "recipe to build (it is pulled on first use)"
+            )
+        return definition
+    reference = ImageReference(
+        recipe=ImageRecipe.load(path, name=recipe_image_name(path)),
+        recipe_path=path.resolve(),
+        lock_path=recipe_lock_path(path.resolve()),
+    )
+    return ImageDefinition.of_recipe(reference, source=_relative(path, Path.cwd()))

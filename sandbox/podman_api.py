@@ -541,6 +541,32 @@ class PodmanSession:
 
         return _call(f"load image archive {archive}", load)
 
+    def pull(self, reference: str, *, tls_verify: bool, auth_header: str | None) -> str:
+        """Pull ``repository@sha256:…`` (podman checks the manifest against the digest);
+        returns the image id. ``auth_header`` is an X-Registry-Auth value, or None."""
+
+        def pull() -> str:
+            response = self._client.api.post(
+                "/images/pull",
+                params={"reference": reference, "tlsVerify": tls_verify, "quiet": True},
+                headers={"X-Registry-Auth": auth_header} if auth_header else None,
+            )
+            # libpod streams JSON objects and reports a failed pull in one of them
+            # (with HTTP 200 once the stream began)
+            found, errors = "", []
+            for line in response.text.splitlines():
+                with suppress(ValueError):
+                    report = json.loads(line)
+                    errors.append(str(report.get("error") or ""))
+                    found = str(report.get("id") or found)
+            errors = [error for error in errors if error]
+            if errors or response.status_code >= 400 or not found:
+                detail = "; ".join(errors) or response.text[-2000:]
+                raise SandboxError(f"podman could not pull {reference}: {detail}")
+            return found
+
+        return _call(f"pull {reference}", pull)
+
     def create(self, request: dict[str, Any]) -> BuildContainer:
         """Create (not start) a container from a libpod create request.
 

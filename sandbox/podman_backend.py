@@ -106,14 +106,17 @@ class PodmanBackend(SandboxBackend):
         with service as session:
             yield cls(session, seccomp_base=config.seccomp_base, tracer=tracer)
 
+    def image_store(self) -> PodmanSession:
+        return self._session()
+
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
         session = self._session()
         if image_reference not in self._present:
             if not session.image_exists(image_reference):
                 raise SandboxError(
                     f"image {image_reference} is not loaded in this user's podman storage; "
-                    "build it with 'hermetic image build NAME' (for images under images/) "
-                    "or load it by digest"
+                    "build it with 'hermetic image build NAME|PATH' (or let 'hermetic build' "
+                    "build or pull it)"
                 )
             self._present.add(image_reference)  # images are addressed by digest: it stays
         return session.host_capabilities()

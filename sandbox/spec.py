@@ -17,11 +17,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sandbox.digests import Sha256, parse_sha256
-from sandbox.errors import SpecError
+from sandbox.errors import Error, SpecError
+from sandbox.recipe import RECIPE_FILENAME, ImageRecipe
 from sandbox.units import parse_duration, parse_size
 
 DEFAULT_IMAGE = "debian-bookworm"
 SPEC_FILENAME = "hermetic.toml"
+INLINE_LOCK_FILENAME = "hermetic.lock"  # the lock of an inline [image], beside the spec
+INLINE_IMAGE_NAME = "inline"
 _IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _PINNED_IMAGE_RE = re.compile(r"^(?P<repository>[^@\s]+)@sha256:(?P<digest>[0-9a-f]{64})$")
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -36,16 +39,36 @@ _RESERVED_ENV = {
 
 @dataclass(frozen=True, kw_only=True)
 class ImageReference:
-    """An image named under ``images/`` (``name``) or pinned by digest (``repository``)."""
+    """The spec's image: one of a name under ``images/`` (``name``), a reference pinned
+    by digest (``repository`` and ``digest``), or a recipe of the project's own
+    (``recipe``: a recipe file beside the spec, or the spec's ``[image]`` table), whose
+    lock is ``lock_path``."""
 
     name: str | None = None
     repository: str | None = None
     digest: Sha256 | None = None
+    recipe: ImageRecipe | None = None
+    recipe_path: Path | None = None  # the recipe file; None for an inline [image]
+    lock_path: Path | None = None
 
     def __str__(self) -> str:
         if self.name is not None:
             return self.name
+        if self.recipe is not None:
+            return str(self.recipe_path) if self.recipe_path else f"[image] of {self.lock_path}"
         return f"{self.repository}@sha256:{self.digest}"
+
+
+def recipe_lock_path(recipe_file: Path) -> Path:
+    """``X/recipe.toml`` -> ``X/recipe.lock.json`` (``X/foo.toml`` -> ``X/foo.lock.json``)."""
+    return recipe_file.with_name(recipe_file.stem + ".lock.json")
+
+
+def recipe_image_name(recipe_file: Path) -> str:
+    """A recipe's image name: its directory's for ``recipe.toml``, else the file's stem."""
+    stem = recipe_file.parent.name if recipe_file.name == RECIPE_FILENAME else recipe_file.stem
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")
+    return cleaned or "recipe"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,17 +168,23 @@ class _SpecParser:
         return value
 
     def parse(self, document: Mapping[str, Any], source_dir: Path) -> Spec:
-        top = self.table(dict(document), "", ("build", "inputs", "limits"))
+        top = self.table(dict(document), "", ("build", "image", "inputs", "limits"))
         if "build" not in top:
             raise self.fail("build", "missing table [build] (it needs command and outputs)")
         build = self.table(
             top["build"], "build", ("image", "command", "outputs", "env", "source_date_epoch")
         )
         inputs = self.inputs(top.get("inputs", []))
+        if "image" in top:
+            if "image" in build:
+                raise self.fail("image", "both [image] and build.image are given; keep one of them")
+            image = self.inline_image(top["image"])
+        else:
+            image = self.image(build.get("image", DEFAULT_IMAGE))
         return Spec(
             path=self.path,
             source_dir=source_dir,
-            image=self.image(build.get("image", DEFAULT_IMAGE)),
+            image=image,
             command=self.command(build.get("command")),
             outputs=self.outputs(build.get("outputs")),
             env=self.env(build.get("env", {})),
@@ -165,10 +194,49 @@ class _SpecParser:
             document=document,
         )
 
+    def inline_image(self, value: object) -> ImageReference:
+        if not isinstance(value, dict):
+            raise self.fail("image", f"expected a table, got {type(value).__name__}")
+
+        def fail(key: str, reason: str) -> Error:
+            return self.fail(f"image.{key}", reason)
+
+        recipe = ImageRecipe.from_table(value, name=INLINE_IMAGE_NAME, fail=fail)
+        return ImageReference(
+            recipe=recipe, lock_path=self.path.resolve().parent / INLINE_LOCK_FILENAME
+        )
+
+    def recipe_image(self, value: str) -> ImageReference:
+        key = "build.image"
+        relative = PurePosixPath(value)
+        if ".." in relative.parts:
+            raise self.fail(key, f"{value!r}: a recipe must be inside the project (no '..')")
+        base = self.path.resolve().parent
+        target = base / relative
+        if target.is_dir():
+            target = target / RECIPE_FILENAME
+        if not target.is_file():
+            raise self.fail(
+                key,
+                f"{value!r}: no recipe at {target}; give a directory holding {RECIPE_FILENAME} "
+                "or a .toml recipe file (see docs/images.md)",
+            )
+        try:
+            recipe = ImageRecipe.load(target, name=recipe_image_name(target))
+        except Error as e:
+            raise self.fail(key, str(e)) from None
+        return ImageReference(recipe=recipe, recipe_path=target, lock_path=recipe_lock_path(target))
+
     def image(self, value: object) -> ImageReference:
         key = "build.image"
         if not isinstance(value, str) or not value:
             raise self.fail(key, "expected an image name or 'repository@sha256:<64 hex>'")
+        if value.startswith("./"):
+            return self.recipe_image(value)
+        if value.startswith(("/", "../")):
+            raise self.fail(
+                key, f"{value!r}: a recipe path must start with './' and stay inside the project"
+            )
         if _IMAGE_NAME_RE.match(value):
             return ImageReference(name=value)
         if match := _PINNED_IMAGE_RE.match(value):
@@ -181,7 +249,8 @@ class _SpecParser:
         raise self.fail(
             key,
             f"{value!r} is a tag without a digest; pin it as '{base}@sha256:<64 hex>' "
-            "or name an image under images/ (see 'hermetic image list')",
+            "or name an image under images/ (see 'hermetic image list') "
+            "or a recipe beside the spec ('./path')",
         )
 
     def command(self, value: object) -> tuple[str, ...]:

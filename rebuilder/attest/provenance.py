@@ -9,6 +9,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from rebuilder import purls
 from rebuilder.attest.predicates import SourceRef
 from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
 from sandbox.digests import sha256_bytes
@@ -43,13 +44,14 @@ def _dependencies(
         found.append({"name": "spec", "digest": {"sha256": _bare(spec_sha256)}})
     for item in result.inputs:
         # prefixed: an input placed at "source" or "spec" must not read as hermetic's own
-        found.append(
-            {
-                "name": f"{INPUT_PREFIX}{item.dest}",
-                "uri": item.url,
-                "digest": {"sha256": _bare(item.sha256)},
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": f"{INPUT_PREFIX}{item.dest}",
+            "uri": item.url,
+            "digest": {"sha256": _bare(item.sha256)},
+        }
+        if purl := purls.for_url(item.url):  # a package from a known registry
+            entry["annotations"] = {"purl": purl}
+        found.append(entry)
     return found
 
 

@@ -47,6 +47,7 @@ from rebuilder.node.statements import (
     Agreement,
     Disagreement,
 )
+from rebuilder.sbom import CYCLONEDX_PREDICATE, SPDX_PREDICATE
 
 
 class Kind(StrEnum):
@@ -56,6 +57,7 @@ class Kind(StrEnum):
     AGREEMENT = "agreement"  # a co-signed rebuild agreement: vouches for every co-signer
     CHECK = "check"  # a `hermetic check` verdict
     DISAGREEMENT = "disagreement"  # a node's signed refusal: says otherwise
+    SBOM = "sbom"  # a build's signed SBOM (SPDX or CycloneDX)
     OTHER = "other"  # a statement the gate does not read
 
 
@@ -64,6 +66,8 @@ _KINDS = {
     AGREEMENT_PREDICATE: Kind.AGREEMENT,
     CHECK_PREDICATE: Kind.CHECK,
     DISAGREEMENT_PREDICATE: Kind.DISAGREEMENT,
+    SPDX_PREDICATE: Kind.SBOM,
+    CYCLONEDX_PREDICATE: Kind.SBOM,
 }
 VOUCHING = (Kind.PROVENANCE, Kind.AGREEMENT)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -241,6 +245,11 @@ def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
     if base.kind is Kind.DISAGREEMENT:
         refusal = Disagreement.from_statement(statement)
         return replace(base, refusal=refusal, time=refusal.created_on)
+    if base.kind is Kind.SBOM:  # the SBOM's creation time (SPDX, else CycloneDX)
+        read = Fields(predicate, "predicate")
+        info, metadata = read.table("creationInfo"), read.table("metadata")
+        time = info.time("created") if info else metadata.time("timestamp") if metadata else None
+        return replace(base, time=time)
     return base
 
 
@@ -477,6 +486,8 @@ def decide(
         e.kind is Kind.CHECK and e.reproducible is True and e.names(digest) for e in current
     ):
         reasons.append("no trusted `hermetic check` says it is reproducible")
+    if policy.require_sbom and not any(e.kind is Kind.SBOM and e.names(digest) for e in current):
+        reasons.append("no trusted, signed SBOM lists this artifact; the policy requires one")
     return Decision(
         artifact=artifact,
         sha256=digest,

@@ -11,6 +11,7 @@ allow_loopback = false           # true: loopback traffic inside the build is fi
 allow_incomplete_trace = false   # true: admit on a trace with gaps
 deny_on_disagreement = true      # one trusted operator saying otherwise denies
 require_check = false            # a trusted `hermetic check` verdict "reproducible"
+require_sbom = false             # a trusted, signed SBOM naming the artifact
 images = ["sha256:<64 hex>"]     # allowed build images (omit: any)
 sources = ["sha256:<tree digest>", "git+https://host/repo@<commit>"]  # (omit: any)
 specs = ["sha256:<sha256 of hermetic.toml>"]                          # (omit: any)
@@ -69,11 +70,11 @@ _POLICY_KEYS = {
     "allow_incomplete_trace",
     "deny_on_disagreement",
     "require_check",
+    "require_sbom",
     "images",
     "sources",
     "specs",
     "commands",
-    # require_sbom: the SBOM rule goes here (a flag, read like the others)
 }
 _OPERATOR_KEYS = {"name", "optional", "nodes", "keys", "sigstore"}
 
@@ -169,6 +170,7 @@ class Policy:
     allow_incomplete_trace: bool = False
     deny_on_disagreement: bool = True
     require_check: bool = False
+    require_sbom: bool = False
     images: frozenset[str] | None = None  # bare hex digests; None: any image
     sources: SourceRule | None = None  # None: any source (still one source for all)
     specs: frozenset[str] | None = None  # sha256 of the spec file; None: any
@@ -506,6 +508,7 @@ def parse_policy(
             path, "policy.deny_on_disagreement", settings.get("deny_on_disagreement"), True
         ),
         require_check=_flag(path, "policy.require_check", settings.get("require_check"), False),
+        require_sbom=_flag(path, "policy.require_sbom", settings.get("require_sbom"), False),
         images=_digests(path, "policy.images", settings.get("images")),
         sources=_sources(path, settings.get("sources")),
         specs=_digests(path, "policy.specs", settings.get("specs")),

@@ -194,3 +194,58 @@ def trace_of(result: BuildResult) -> dict[str, Any]:
 
 def log_of(result: BuildResult) -> str:
     return result.log.path.read_text("utf-8", "replace")
+
+
+# The toolchain images are the inline [image] tables that 'hermetic init' writes; the
+# examples under docs/examples carry the same tables and their locks. Each is built once
+# per session (a minute or so on a fresh machine) and shared by every test that needs it:
+# the example builds and the init tests.
+TOOLCHAIN_EXAMPLES = {
+    "python": "python-wheel",
+    "go": "go-hello",
+    "rust": "rust-hello",
+    "c": "cmake-hello",
+    "node": "node-pack",
+}
+
+
+class ToolchainLocks:
+    """``locks(toolchain)``: the lock of a toolchain image that is loaded now."""
+
+    def __init__(self, base: Path, session: PodmanSession, config: SandboxConfig) -> None:
+        self.base, self.session, self.config = base, session, config
+        self.locks: dict[str, Path] = {}
+
+    def __call__(self, toolchain: str) -> Path:
+        if toolchain in self.locks:
+            return self.locks[toolchain]
+        example = REPO / "docs" / "examples" / TOOLCHAIN_EXAMPLES[toolchain]
+        directory = self.base / toolchain
+        directory.mkdir()
+        for name in ("hermetic.toml", "hermetic.lock"):
+            if (example / name).is_file():
+                shutil.copy(example / name, directory / name)
+        spec = Spec.from_toml(directory)
+        definition = ImageCatalog(self.config.images_dir).definition(spec.image, spec_dir=directory)
+        assert definition is not None
+        store, work = self.session, self.config.work_dir
+        outcome = build_image(definition, store=store, work_dir=work)
+        if outcome.status is ImageBuildStatus.MISMATCH:
+            warnings.warn(
+                f"{example}/hermetic.lock no longer matches what the Debian archive gives "
+                f"({'; '.join(outcome.package_changes()[:5])}); the tests use a refreshed "
+                f"private lock. Run 'hermetic image build {example} --update-lock'.",
+                stacklevel=1,
+            )
+            build_image(definition, store=store, work_dir=work, update_lock=True)
+        self.locks[toolchain] = directory / "hermetic.lock"
+        return self.locks[toolchain]
+
+
+@pytest.fixture(scope="session")
+def toolchain_locks(
+    tmp_path_factory: pytest.TempPathFactory,
+    podman_session: PodmanSession,
+    sandbox_config: SandboxConfig,
+) -> ToolchainLocks:
+    return ToolchainLocks(tmp_path_factory.mktemp("toolchains"), podman_session, sandbox_config)

@@ -22,6 +22,7 @@ from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.node.client import Credentials
 from rebuilder.node.statements import Agreement
+from rebuilder.sbom import SPDX_PREDICATE
 
 IMAGE = "1" * 64
 SOURCE = "5" * 64  # the source tree digest every honest build here names
@@ -267,6 +268,28 @@ def test_a_required_check_verdict(world: World) -> None:
     )
     world.save(sign_payload(check, [world.signers["acme"][0]]))
     assert world.decide(policy) == (True, ())
+
+
+def test_a_required_sbom(world: World) -> None:
+    world.provenance("acme")
+    world.provenance("globex")
+    policy = world.policy(extra="require_sbom = true\n")
+    admitted, reasons = world.decide(policy)
+    assert not admitted and "SBOM" in reasons[0]
+    document = {"spdxVersion": "SPDX-2.3", "creationInfo": {"created": "2026-11-22T11:00:00Z"}}
+    # an SBOM about another artifact, an unsigned one, or an expired one does not count
+    other = make_statement([subject("hello", "0" * 64)], SPDX_PREDICATE, document)
+    world.save(sign_payload(other, [world.signers["acme"][0]]))
+    mine = make_statement([subject("hello", world.digest)], SPDX_PREDICATE, document)
+    world.save(sign_payload(mine, []))
+    old = {"spdxVersion": "SPDX-2.3", "creationInfo": {"created": "2025-01-01T00:00:00Z"}}
+    expired = make_statement([subject("hello", world.digest)], SPDX_PREDICATE, old)
+    world.save(sign_payload(expired, [world.signers["acme"][0]]))
+    assert not world.decide(policy)[0]
+    world.save(sign_payload(mine, [world.signers["acme"][0]]))
+    assert world.decide(policy) == (True, ())
+    with pytest.raises(PolicyError, match="require_sbom"):
+        load_policy(world.policy(extra='require_sbom = "yes"\n'))
 
 
 def test_an_unreachable_node_fails_closed_unless_optional(world: World) -> None:

@@ -1,0 +1,5 @@
+"""Says hello."""
+
+
+def hello(name: str = "world") -> str:
+    return f"hello, {name}"
