@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,12 +39,21 @@ from sandbox.result import BuildResult
 from sandbox.source_tree import OUT_MARKER
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.uris import CHECK_SCHEMA
 from sandbox.workspace import claim_dir
 
 log = logging.getLogger(__name__)
 
-CHECK_SCHEMA = "https://hermetic.dev/schemas/check-result/v1"
 INHERENT = "inherent"
+
+
+class BuildRole(StrEnum):
+    """Why a check made a build."""
+
+    CONTROL = "control"  # the normalized environment
+    EXPERIMENT = "experiment"  # every variation at once
+    CONTROL_AGAIN = "control-again"  # tells inherent nondeterminism from variations
+    CULPRIT_SEARCH = "culprit-search"  # a group of variations, in the search
 
 
 class CheckError(UserError):
@@ -74,7 +84,7 @@ class CheckBuild:
     """One build of a check, and why it was made."""
 
     name: str
-    role: str  # control, experiment, control-again, culprit-search
+    role: BuildRole
     variations: tuple[str, ...]
     seed: int
     result: BuildResult
@@ -82,7 +92,7 @@ class CheckBuild:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "role": self.role,
+            "role": self.role.value,
             "variations": list(self.variations),
             "seed": self.seed,
             "status": self.result.status.value,
@@ -216,14 +226,14 @@ class _Check:
         # run): the builds in flight are stopped at once instead of running to the end.
         self.cancel = Cancel()
 
-    def run(self, batch: Sequence[tuple[str, tuple[str, ...], int]]) -> list[CheckBuild]:
+    def run(self, batch: Sequence[tuple[BuildRole, tuple[str, ...], int]]) -> list[CheckBuild]:
         """Build each (role, variations, seed) side by side, up to --jobs at once.
 
         Raises:
             CheckError: the control build failed (the others were stopped).
             Error: a build could not run (the others were stopped).
         """
-        named: list[tuple[str, str, tuple[str, ...], int]] = []
+        named: list[tuple[str, BuildRole, tuple[str, ...], int]] = []
         for role, variations, seed in batch:
             name = f"{len(self.builds) + len(named) + 1:02d}-{role}"
             named.append((name, role, variations, seed))
@@ -232,14 +242,14 @@ class _Check:
         finished = [build for build in done if build is not None]
         self.builds.extend(finished)
         for build in finished:
-            if build.role == "control" and not build.result.built:
+            if build.role is BuildRole.CONTROL and not build.result.built:
                 raise control_failed(build)
         if len(finished) != len(done):
             raise CheckError("the check's builds were stopped")  # not reached: see _one
         return finished
 
     def _one(
-        self, name: str, role: str, variations: tuple[str, ...], seed: int
+        self, name: str, role: BuildRole, variations: tuple[str, ...], seed: int
     ) -> CheckBuild | None:
         if self.cancel.is_set():
             return None
@@ -263,7 +273,7 @@ class _Check:
         except BaseException:
             self.cancel.set()  # this check cannot finish: stop the others now
             raise
-        if role == "control" and not result.built:
+        if role is BuildRole.CONTROL and not result.built:
             self.cancel.set()  # nothing can be compared with a failed control
         self.observer.build_finished(name, result)
         return CheckBuild(name=name, role=role, variations=variations, seed=seed, result=result)
@@ -298,8 +308,11 @@ def run_check(
         raise CheckError("nothing to vary: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     check = _Check(request, config, backend, observer or NullCheckObserver(), context)
     first = check.run(
-        [("control", (), request.seed)]
-        + [("experiment", varied, request.seed + index) for index in range(request.builds - 1)]
+        [(BuildRole.CONTROL, (), request.seed)]
+        + [
+            (BuildRole.EXPERIMENT, varied, request.seed + index)
+            for index in range(request.builds - 1)
+        ]
     )
     control, experiments = first[0], first[1:]
     differing = [e for e in experiments if not same(control.result, e.result)]
@@ -364,9 +377,9 @@ class _CulpritSearch:
         self.inherent_checked = False
 
     def differs(self, sets: Sequence[tuple[str, ...]]) -> list[bool]:
-        batch = [("culprit-search", _in_order(group), self.seed) for group in sets]
+        batch = [(BuildRole.CULPRIT_SEARCH, _in_order(group), self.seed) for group in sets]
         if not self.inherent_checked:
-            batch.insert(0, ("control-again", (), self.seed))
+            batch.insert(0, (BuildRole.CONTROL_AGAIN, (), self.seed))
         results = self.check.run(batch)
         if not self.inherent_checked:
             self.inherent_checked = True

@@ -94,6 +94,7 @@ from sandbox.spec import Spec
 from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import parse_size
+from sandbox.uris import NODE_BUILDER
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 
@@ -360,7 +361,7 @@ def check(
             if store is not None:  # build (by its lock) or pull the image first, once
                 prepare_image(parsed, config=config, store=store)
             result = run_check(request, config=config, backend=backend, observer=progress)
-        payload = check_statement(result, builder_id=default_builder_id())
+        payload = check_statement(result, builder_id=default_builder_id(), now=datetime.now(tz=UTC))
         envelope, error = signed_envelope(payload, signers)
         write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)
         control = result.builds[0].result
@@ -676,7 +677,7 @@ def node_serve(
             directory=directory.resolve(),
             builder_id=builder_id
             or os.environ.get("HERMETIC_BUILDER_ID")
-            or f"https://hermetic.dev/builders/node#{host}:{port}",
+            or f"{NODE_BUILDER}#{host}:{port}",
             workers=workers,
             lease_s=lease,
             deadline_s=deadline,

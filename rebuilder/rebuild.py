@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import tempfile
 import time
 from collections import Counter
@@ -31,22 +30,24 @@ from rebuilder.attest.keys import (
     load_public_key,
     public_key_from_dict,
 )
-from rebuilder.attest.predicates import MAX_TEXT, BuildFacts, PredicateError, SourceRef
-from rebuilder.attest.statement import PAYLOAD_TYPE, SLSA_PROVENANCE_V1
+from rebuilder.attest.statement import PAYLOAD_TYPE
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.diffreport import DiffReport, diff_outputs
 from rebuilder.errors import Error, UserError
+from rebuilder.formats.fields import MAX_TEXT, PredicateError
+from rebuilder.formats.provenance import Provenance, SourceRef
+from rebuilder.formats.rebuild import Agreement, AgreementNode, Outputs
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.requests import pack_source
-from rebuilder.node.statements import Agreement, AgreementNode, Outputs, statement_outputs
+from rebuilder.node.statements import statement_outputs
 from sandbox.config import SandboxConfig
-from sandbox.digests import sha256_bytes, sha256_file
+from sandbox.digests import is_sha256, sha256_bytes, sha256_file
 from sandbox.source_tree import tree_digest
 from sandbox.spec import Spec
+from sandbox.uris import SLSA_PROVENANCE
 from sandbox.workspace import claim_dir, write_atomically
 
 AGREEMENT_FILE = "rebuild.intoto.json"
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 RESULT_FILE = "rebuild.json"
 
 
@@ -84,7 +85,7 @@ class NodeReport:
     attestation_sha256: str = ""
     verdict: str = "failed"  # agree, disagree, failed, invalid, refused
     report: DiffReport | None = None
-    facts: BuildFacts | None = None  # what its signed provenance says of the build
+    facts: Provenance | None = None  # what its signed provenance says of the build
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -278,9 +279,9 @@ def _read_attestation(client: NodeClient, report: NodeReport, out_dir: Path) -> 
         report.reason = "attestation does not verify: " + "; ".join(checked.reasons)
         return
     statement = checked.statement or {}
-    if report.outcome == "built" and statement.get("predicateType") == SLSA_PROVENANCE_V1:
+    if report.outcome == "built" and statement.get("predicateType") == SLSA_PROVENANCE:
         try:
-            report.facts = BuildFacts.from_predicate(statement.get("predicate"))
+            report.facts = Provenance.from_dict(statement.get("predicate"))
         except PredicateError as e:
             report.verdict, report.reason = "invalid", f"unreadable provenance: {e}"
             return
@@ -300,9 +301,7 @@ class RequestBinding:
 def _check_binding(report: NodeReport, request: RequestBinding) -> None:
     """A node whose provenance names another source or spec did not build this request
     (and one whose outputs are not (name, sha256) pairs said nothing comparable)."""
-    if not all(
-        _SHA256.fullmatch(digest) and len(name) <= MAX_TEXT for name, digest in report.outputs
-    ):
+    if not all(is_sha256(digest) and len(name) <= MAX_TEXT for name, digest in report.outputs):
         report.verdict, report.reason = "invalid", "its provenance lists malformed outputs"
         return
     facts = report.facts

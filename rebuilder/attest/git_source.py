@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from rebuilder.attest.predicates import SourceRef
 from rebuilder.errors import Error
+from rebuilder.formats.provenance import SourceRef
 from sandbox.git_checkout import history_rewritten, repository_top, run_git
 from sandbox.source_tree import EXCLUDED_NAMES, OUT_MARKER, TreeEntry, digest_entries
 

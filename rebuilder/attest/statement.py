@@ -8,7 +8,6 @@ reader accepts beside the JSON name, is refused: one payload has one reading.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,22 +18,15 @@ from in_toto_attestation.v1 import statement_pb2
 from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.errors import UserError
+from rebuilder.formats.fields import StatementError, Subject
+from sandbox.digests import canonical_json
+from sandbox.uris import SLSA_PROVENANCE
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
-
-
-class StatementError(UserError):
-    """A statement is not a valid in-toto Statement v1 (or its predicate is invalid)."""
-
-
-def subject(name: str, sha256: str) -> dict[str, Any]:
-    return {"name": name, "digest": {"sha256": sha256}}
 
 
 def make_statement(
-    subjects: Sequence[Mapping[str, Any]], predicate_type: str, predicate: Mapping[str, Any]
+    subjects: Sequence[Subject], predicate_type: str, predicate: Mapping[str, Any]
 ) -> bytes:
     """The payload bytes of a Statement, after the in-toto models accepted it.
 
@@ -43,11 +35,11 @@ def make_statement(
     """
     document = {
         "_type": STATEMENT_TYPE_URI,
-        "subject": [dict(item) for item in subjects],
+        "subject": [item.to_dict() for item in subjects],
         "predicateType": predicate_type,
         "predicate": dict(predicate),
     }
-    payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    payload = canonical_json(document)
     parse_statement(payload)  # what we sign must be what a verifier accepts
     return payload
 
@@ -99,7 +91,7 @@ def parse_statement(payload: bytes) -> dict[str, Any]:
     if kind != STATEMENT_TYPE_URI:
         found = "no _type" if kind is None else f"_type {shown(kind)}"
         raise StatementError(f"not an in-toto Statement v1: {found}, expected {STATEMENT_TYPE_URI}")
-    slsa = document.get("predicateType") == SLSA_PROVENANCE_V1
+    slsa = document.get("predicateType") == SLSA_PROVENANCE
     alias = proto_alias(document, statement_pb2.Statement.DESCRIPTOR, "statement") or (
         proto_alias(document.get("predicate"), provenance_pb2.Provenance.DESCRIPTOR, "predicate")
         if slsa

@@ -15,8 +15,9 @@ from securesystemslib.signer import Key, Signature
 from rebuilder.attest.envelope import StoredEnvelope, read_envelope
 from rebuilder.attest.keys import SIGSTORE_KEYTYPE, KeyProblem, KeyRing
 from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
-from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
+from rebuilder.attest.statement import PAYLOAD_TYPE, parse_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
+from rebuilder.formats.fields import StatementError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,43 +11,40 @@ never for it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import EnvelopeError, envelope_from_document
-from rebuilder.attest.predicates import (
+from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
+from rebuilder.attest.statement import PAYLOAD_TYPE, parse_statement
+from rebuilder.attest.untrusted_json import MAX_JSON_BYTES, UntrustedJsonError, parse_json
+from rebuilder.attest.verify import verified_keys
+from rebuilder.formats.check import CheckPredicate
+from rebuilder.formats.fields import (
     CLOCK_SKEW,
     MAX_TEXT,
-    BuildFacts,
     Fields,
     PredicateError,
-    SourceRef,
+    StatementError,
     Subject,
     format_time,
     subjects_of,
 )
-from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
-from rebuilder.attest.statement import (
-    PAYLOAD_TYPE,
-    SLSA_PROVENANCE_V1,
-    StatementError,
-    parse_statement,
-)
-from rebuilder.attest.untrusted_json import MAX_JSON_BYTES, UntrustedJsonError, parse_json
-from rebuilder.attest.verify import verified_keys
+from rebuilder.formats.provenance import Provenance, SourceRef
+from rebuilder.formats.rebuild import Agreement, Disagreement
 from rebuilder.gate.policy import Policy
-from rebuilder.node.statements import (
+from sandbox.digests import is_sha256
+from sandbox.uris import (
     AGREEMENT_PREDICATE,
+    CHECK_PREDICATE,
+    CYCLONEDX_PREDICATE,
     DISAGREEMENT_PREDICATE,
-    Agreement,
-    Disagreement,
+    SLSA_PROVENANCE,
+    SPDX_PREDICATE,
 )
-from rebuilder.sbom import CYCLONEDX_PREDICATE, SPDX_PREDICATE
 
 
 class Kind(StrEnum):
@@ -62,7 +59,7 @@ class Kind(StrEnum):
 
 
 _KINDS = {
-    SLSA_PROVENANCE_V1: Kind.PROVENANCE,
+    SLSA_PROVENANCE: Kind.PROVENANCE,
     AGREEMENT_PREDICATE: Kind.AGREEMENT,
     CHECK_PREDICATE: Kind.CHECK,
     DISAGREEMENT_PREDICATE: Kind.DISAGREEMENT,
@@ -70,7 +67,6 @@ _KINDS = {
     CYCLONEDX_PREDICATE: Kind.SBOM,
 }
 VOUCHING = (Kind.PROVENANCE, Kind.AGREEMENT)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +83,7 @@ class Evidence:
     subjects: tuple[Subject, ...]
     kind: Kind = Kind.OTHER
     time: datetime | None = None  # when its signer says it was made
-    build: BuildFacts | None = None  # provenance
+    build: Provenance | None = None  # provenance
     agreement: Agreement | None = None  # agreement
     reproducible: bool | None = None  # check
     refusal: Disagreement | None = None  # disagreement
@@ -221,7 +217,7 @@ def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
         digest = item.get("digest") if isinstance(item, dict) else None
         sha256 = digest.get("sha256") if isinstance(digest, dict) else None
         name = item.get("name") if isinstance(item, dict) else None
-        if isinstance(sha256, str) and _SHA256.fullmatch(sha256):
+        if isinstance(sha256, str) and is_sha256(sha256):
             found.append(Subject(name[:MAX_TEXT] if isinstance(name, str) else "", sha256))
     return tuple(found)
 
@@ -234,14 +230,14 @@ def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
     """
     predicate = statement.get("predicate")
     if base.kind is Kind.PROVENANCE:
-        build = BuildFacts.from_predicate(predicate)
-        return replace(base, build=build, time=build.finished_on)
+        build = Provenance.from_dict(predicate)
+        return replace(base, build=build, time=build.finished_time)
     if base.kind is Kind.AGREEMENT:
         agreement = Agreement.from_statement(statement)
         return replace(base, agreement=agreement, time=agreement.created_on)
     if base.kind is Kind.CHECK:
-        read = Fields(predicate, "predicate")
-        return replace(base, reproducible=read.flag("reproducible"), time=read.time("finishedOn"))
+        check = CheckPredicate.from_dict(predicate)
+        return replace(base, reproducible=check.reproducible, time=check.finished_on)
     if base.kind is Kind.DISAGREEMENT:
         refusal = Disagreement.from_statement(statement)
         return replace(base, refusal=refusal, time=refusal.created_on)

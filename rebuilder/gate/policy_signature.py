@@ -18,19 +18,14 @@ from securesystemslib.signer import Key, Signer
 
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
 from rebuilder.attest.keys import KeyProblem, KeyRing
-from rebuilder.attest.predicates import Fields, PredicateError, format_time, subjects_of
-from rebuilder.attest.statement import (
-    PAYLOAD_TYPE,
-    StatementError,
-    make_statement,
-    parse_statement,
-    subject,
-)
+from rebuilder.attest.statement import PAYLOAD_TYPE, make_statement, parse_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.attest.verify import verified_keys
+from rebuilder.formats.fields import PredicateError, StatementError, Subject, subjects_of
+from rebuilder.formats.gate import PolicyStatement, SignedKey
 from rebuilder.gate.policy import Policy, PolicyError, parse_policy, read_policy_bytes
+from sandbox.uris import POLICY_PREDICATE
 
-POLICY_PREDICATE = "https://hermetic.dev/attestations/gate-policy/v1"
 MAX_SIGNATURE_BYTES = 1024**2
 
 
@@ -43,19 +38,17 @@ def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
     """What the owners sign: the policy file's digest, its name, version and expiry, and
     the operator and fingerprint of every key it trusts, in file order (key files are read
     apart from the policy's bytes: their content is bound here)."""
-    predicate: dict[str, Any] = {
-        "file": name,
-        "keys": [
-            {"operator": binding.operator, "fingerprint": binding.fingerprint}
+    statement = PolicyStatement(
+        file=name,
+        keys=tuple(
+            SignedKey(operator=binding.operator, fingerprint=binding.fingerprint)
             for binding in policy.key_bindings()
-        ],
-    }
-    if policy.version is not None:
-        predicate["version"] = policy.version
-    if policy.expires is not None:
-        predicate["expires"] = format_time(policy.expires)
+        ),
+        version=policy.version,
+        expires=policy.expires,
+    )
     return make_statement(
-        [subject(name, hashlib.sha256(data).hexdigest())], POLICY_PREDICATE, predicate
+        [Subject(name, hashlib.sha256(data).hexdigest())], POLICY_PREDICATE, statement.to_dict()
     )
 
 
@@ -190,8 +183,8 @@ def _check_signed_keys(path: Path, target: Path, policy: Policy, predicate: Any)
         PolicyError: naming the first key that differs (a key file replaced after signing).
     """
     try:
-        listed = Fields(predicate, "predicate").tables("keys")
-        signed = [(item.text("operator"), item.text("fingerprint")) for item in listed]
+        keys = PolicyStatement.from_dict(predicate).keys
+        signed = [(key.operator, key.fingerprint) for key in keys]
     except PredicateError as e:
         raise PolicyError(f"{target}: not a policy signature: {e}") from None
     if not signed:

@@ -17,12 +17,23 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from rebuilder.errors import UserError
 from sandbox.workspace import write_atomically
 
-SCOPES = ("submit", "read", "read-all", "cosign")
+
+class Scope(StrEnum):
+    """What a principal may do on a node."""
+
+    SUBMIT = "submit"
+    READ = "read"  # its own jobs
+    READ_ALL = "read-all"  # every tenant's jobs
+    COSIGN = "cosign"
+
+
+SCOPES = tuple(scope.value for scope in Scope)
 
 
 class AuthConfigError(UserError):
@@ -32,15 +43,15 @@ class AuthConfigError(UserError):
 @dataclass(frozen=True)
 class Principal:
     name: str
-    scopes: frozenset[str]
+    scopes: frozenset[Scope]
 
     @property
     def sees_all(self) -> bool:
         """Whether it may read every tenant's jobs, not only its own."""
-        return "read-all" in self.scopes
+        return Scope.READ_ALL in self.scopes
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes or (scope == "read" and self.sees_all)
+    def may(self, scope: Scope | str) -> bool:
+        return scope in self.scopes or (scope == Scope.READ and self.sees_all)
 
 
 def new_token() -> str:
@@ -67,7 +78,9 @@ class TokenRegistry:
                 unknown = scopes - set(SCOPES)
                 if unknown:
                     raise ValueError(f"unknown scopes {sorted(unknown)}; known: {SCOPES}")
-                entries[str(item["sha256"])] = Principal(str(item["name"]), scopes)
+                entries[str(item["sha256"])] = Principal(
+                    str(item["name"]), frozenset(Scope(x) for x in scopes)
+                )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise AuthConfigError(
                 f"{path}: not a usable tokens file ({e!r}); expected "
@@ -135,7 +148,7 @@ class ClientScopes:
                     raise ValueError(f"{subject}: unknown scopes {sorted(unknown)}")
                 if subject in entries:
                     raise ValueError(f"{subject} is listed twice")
-                entries[subject] = Principal(subject, frozenset(scopes))
+                entries[subject] = Principal(subject, frozenset(Scope(x) for x in scopes))
         except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
             raise AuthConfigError(
                 f"{path}: not a usable client scopes file ({e}); expected "

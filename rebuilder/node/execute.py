@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rebuilder.attest.provenance import provenance_statement
+from rebuilder.formats.rebuild import Outputs
 from rebuilder.node.jobs import Outcome
 from rebuilder.node.requests import REQUEST_SPEC, RequestLimits, unpack_source
-from rebuilder.node.statements import Outputs
 from sandbox.backend import SandboxBackend
 from sandbox.build import RESULT_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig

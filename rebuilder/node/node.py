@@ -21,17 +21,17 @@ from securesystemslib.signer import Signer
 
 from rebuilder.attest.attestor import signed_envelope
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
-from rebuilder.attest.predicates import BuildFacts
 from rebuilder.attest.provenance import PROVENANCE_FILE
-from rebuilder.attest.statement import StatementError, parse_statement
+from rebuilder.attest.statement import parse_statement
 from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import Error, InfrastructureError, SigningError, UserError
+from rebuilder.formats.fields import StatementError
+from rebuilder.formats.provenance import Provenance
+from rebuilder.formats.rebuild import Outputs
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import (
-    AGREEMENT_PREDICATE,
-    Outputs,
     cosign_refusal,
     disagreement_statement,
     failure_statement,
@@ -46,6 +46,7 @@ from sandbox.errors import InputRefused, SpecError
 from sandbox.input_policy import InputPolicy
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.uris import AGREEMENT_PREDICATE
 from sandbox.workspace import write_atomically
 
 log = logging.getLogger(__name__)
@@ -435,7 +436,7 @@ class Node:
         stored = self.attestation(job_id) or b""
         try:
             provenance = parse_statement(parse_envelope(stored, f"job {job_id}").payload)
-            built: BuildFacts | None = BuildFacts.from_predicate(provenance.get("predicate"))
+            built: Provenance | None = Provenance.from_dict(provenance.get("predicate"))
         except (EnvelopeError, StatementError):
             built = None  # its own provenance unreadable: it vouches for nothing
         refusal = cosign_refusal(

@@ -27,9 +27,10 @@ from typing import Any
 
 from celery import Celery
 
-from rebuilder.attest.provenance import INPUT_PREFIX
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, StatementError, parse_statement
+from rebuilder.attest.statement import parse_statement
 from rebuilder.errors import Error, InfrastructureError
+from rebuilder.formats.fields import PredicateError, StatementError
+from rebuilder.formats.provenance import Provenance
 from rebuilder.node.execute import Execution, execute
 from rebuilder.node.jobs import Job, Outcome
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
@@ -45,6 +46,7 @@ from sandbox.outputs import describe_outputs
 from sandbox.source_tree import tree_digest
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.uris import SLSA_PROVENANCE
 
 TASK = "hermetic.rebuild"
 WORKER_DIR_ENV = "HERMETIC_WORKER_DIR"
@@ -260,11 +262,14 @@ def check_worker_result(
         statement = parse_statement(execution.statement)
     except StatementError as e:
         raise refuse(f"the statement is invalid ({e})") from None
-    if statement.get("predicateType") != SLSA_PROVENANCE_V1:
+    if statement.get("predicateType") != SLSA_PROVENANCE:
         raise refuse("the statement is not SLSA provenance")
-    predicate = statement.get("predicate", {})
-    definition = predicate.get("buildDefinition", {})
-    if predicate.get("runDetails", {}).get("builder", {}).get("id") != builder_id:
+    try:
+        provenance = Provenance.from_dict(statement.get("predicate"))
+        subjects = statement_outputs(statement)
+    except PredicateError as e:
+        raise refuse(f"the statement is invalid ({e})") from None
+    if provenance.builder_id != builder_id:
         raise refuse("another builder id")
     with tempfile.TemporaryDirectory(prefix="hermetic-check-") as scratch:
         source = Path(scratch) / "src"
@@ -277,25 +282,18 @@ def check_worker_result(
         source_digest = tree_digest(source)
         spec_digest = sha256_file(source / REQUEST_SPEC)[0]
     # the spec as the statement carries it, compared as JSON (the form it was signed in)
-    if definition.get("externalParameters", {}).get("spec") != json.loads(
-        json.dumps(dict(spec.document))
-    ):
+    if provenance.spec != json.loads(json.dumps(dict(spec.document))):
         raise refuse("another spec")
-    dependencies = {
-        str(item.get("name")): item for item in definition.get("resolvedDependencies", [])
-    }
-    if dependencies.get("source", {}).get("digest", {}).get("sha256") != source_digest:
+    if provenance.source is None or provenance.source.sha256 != source_digest:
         raise refuse("another source tree")
-    if dependencies.get("image", {}).get("digest", {}).get("sha256") != image.digest:
+    if provenance.image_sha256 != image.digest:
         raise refuse("another image")
-    stated_spec = dependencies.get("spec", {}).get("digest", {}).get("sha256")
-    if stated_spec is not None and stated_spec != spec_digest:
+    if provenance.spec_sha256 is not None and provenance.spec_sha256 != spec_digest:
         raise refuse("another spec file")
     for item in spec.inputs:
-        stated = dependencies.get(f"{INPUT_PREFIX}{item.dest}", {})
-        if stated.get("uri") != item.url or stated.get("digest", {}).get("sha256") != item.sha256:
+        stated = provenance.dependency(str(item.dest))
+        if stated is None or stated.uri != item.url or stated.sha256 != item.sha256:
             raise refuse(f"another input at {item.dest}")
-    subjects = statement_outputs(statement)
     if subjects != execution.outputs:
         raise refuse("the statement's subjects are not the outputs the worker listed")
     artifacts = results / ARTIFACTS_DIR
@@ -318,10 +316,10 @@ def check_worker_result(
         raise refuse("an output's digest is not the one stated")
     if execution.digest != f"sha256:{manifest.digest}":
         raise refuse("the output set's digest is not the one stated")
-    for byproduct in predicate.get("runDetails", {}).get("byproducts", []):
-        name, digest = byproduct.get("name"), byproduct.get("digest", {}).get("sha256")
-        if digest and name in ("result.json", "build.log", "trace.json"):
-            path = results / str(name)
+    for name in ("result.json", "build.log", "trace.json"):
+        digest = provenance.byproduct(name)
+        if digest:
+            path = results / name
             if not path.is_file() or sha256_file(path)[0] != digest:
                 raise refuse(f"{name} is not the one stated")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sandbox.trace.addresses import is_loopback
+from sandbox.uris import TRACE_SCHEMA
 
-TRACE_SCHEMA = "https://hermetic.dev/schemas/trace/v1"
 # Lists of trace.json in the order they keep their items when the file must be cut:
 # network evidence first, then attempts on hermetic's tools, programs, files.
 _CUT_ORDER = (

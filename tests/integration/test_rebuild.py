@@ -25,7 +25,6 @@ from rebuilder.attest.envelope import read_envelope
 from rebuilder.attest.statement import parse_statement
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.node.client import Credentials
-from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeTarget, RebuildResult, rebuild
 from sandbox import connect_backend
 from sandbox.backend import Cancel, RunOutcome, SandboxBackend
@@ -35,6 +34,7 @@ from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
 from sandbox.podman_api import PodmanSession
 from sandbox.spec import Spec
+from sandbox.uris import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from tests.conftest import HERMETIC, write_spec
 from tests.integration.conftest import hello_spec
 from tests.integration.nodes import TOKEN, RunningNode, free_port, write_tokens

@@ -20,8 +20,8 @@ from rebuilder.node.auth import AuthConfigError, RateLimiter, TokenRegistry, add
 from rebuilder.node.jobs import JobState, JobStore, Outcome
 from rebuilder.node.node import Node, NodeBusy, NodeSettings
 from rebuilder.node.requests import RequestError, pack_source, unpack_source
-from rebuilder.node.statements import FAILURE_PREDICATE
 from sandbox.config import SandboxConfig
+from sandbox.uris import FAILURE_PREDICATE
 from tests.conftest import write_spec
 from tests.unit.rebuilder.conftest import FAKE_SPEC
 

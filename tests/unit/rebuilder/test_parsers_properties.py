@@ -24,25 +24,22 @@ from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner
 from typer.testing import CliRunner
 
-from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload
 from rebuilder.attest.keys import generate_keypair, load_signer
-from rebuilder.attest.predicates import CLOCK_SKEW, BuildFacts, SourceRef
 from rebuilder.attest.sigstore_bundle import BundleCheck, BundleError, check_bundle
-from rebuilder.attest.statement import StatementError, make_statement, parse_statement, subject
+from rebuilder.attest.statement import make_statement, parse_statement
 from rebuilder.cli import app
+from rebuilder.formats.fields import CLOCK_SKEW, StatementError, Subject
+from rebuilder.formats.provenance import Provenance, SourceRef
+from rebuilder.formats.rebuild import Agreement, AgreementNode
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
 from rebuilder.gate.policy import Policy, PolicyError, parse_policy
 from rebuilder.node.jobs import JobState
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.requests import pack_source
-from rebuilder.node.statements import (
-    DISAGREEMENT_PREDICATE,
-    Agreement,
-    AgreementNode,
-)
 from sandbox.config import SandboxConfig
 from sandbox.images import ImageRecipe
+from sandbox.uris import CHECK_PREDICATE, DISAGREEMENT_PREDICATE
 from tests.conftest import write_spec
 from tests.unit.rebuilder.conftest import FAKE_SPEC
 from tests.unit.rebuilder.test_sigstore import BEACON, DSSE_BUNDLE, GITHUB
@@ -268,12 +265,12 @@ def honest_agreement(outputs: tuple[tuple[str, str], ...], keyid: str, job_id: s
 def honest_statements() -> dict[str, tuple[dict[str, Any], list[tuple[str | int, ...]]]]:
     """An honest statement of every kind the gate reads, and the places to mutate."""
     check = make_statement(
-        [subject("hello", DIGEST)],
+        [Subject("hello", DIGEST)],
         CHECK_PREDICATE,
         {"reproducible": True, "finishedOn": "2026-11-22T11:00:00Z"},
     )
     disagreement = make_statement(
-        [subject("hello", "f" * 64)],
+        [Subject("hello", "f" * 64)],
         DISAGREEMENT_PREDICATE,
         {
             "refusedStatement": {"sha256": "0" * 64},
@@ -456,7 +453,7 @@ def node_agreement(node: Node, job_id: str) -> dict[str, Any]:
     assert own
     stored = node.attestation(job_id)
     assert stored is not None
-    facts = BuildFacts.from_predicate(
+    facts = Provenance.from_dict(
         parse_statement(parse_envelope(stored, "job").payload)["predicate"]
     )
     assert facts.source is not None and facts.spec_sha256 is not None
