@@ -95,7 +95,11 @@ def build_result(*, traced: bool = True) -> BuildResult:
         build_dir="/build",
         limits=(
             LimitPlan(
-                name="timeout", value=3600, unit="s", enforced_by=(Enforcement.HOST_TIMER,), detail=""
+                name="timeout",
+                value=3600,
+                unit="s",
+                enforced_by=(Enforcement.HOST_TIMER,),
+                detail="",
             ),
         ),
         resources=ResourceUsage(peak_memory_bytes=1024, cpu_seconds=1.5, tasks_started=3),
