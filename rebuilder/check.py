@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.compare import Difference, differences, same
 from rebuilder.culprits import find_culprits
 from rebuilder.diffreport import DiffReport, diff_outputs
@@ -39,6 +40,7 @@ from sandbox.result import BuildResult
 from sandbox.source_tree import OUT_MARKER
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.model import BuildTrace, TraceFormatError
 from sandbox.uris import CHECK_SCHEMA
 from sandbox.workspace import claim_dir
 
@@ -324,7 +326,9 @@ def run_check(
     suspected = suspects(varied, found, [e for items in embedded.values() for e in items])
     culprits = _CulpritSearch(check, control, experiment).find(varied, suspected)
     hints = hints_for(
-        trace=_trace(experiment) if request.trace is not TraceLevel.OFF else None,
+        trace=_trace(experiment, config.trace_limits.max_file_bytes)
+        if request.trace is not TraceLevel.OFF
+        else None,
         build_dir=experiment.result.build_dir,
         found=found,
         embedded=embedded,
@@ -419,12 +423,16 @@ def _embedded(
     return found_in
 
 
-def _trace(build: CheckBuild) -> dict[str, Any] | None:
+def _trace(build: CheckBuild, max_bytes: int) -> BuildTrace | None:
+    """The build's trace.json, read and validated (unreadable evidence is no evidence)."""
+    path = Path(build.result.out_dir) / TRACE_FILE
     try:
-        trace: dict[str, Any] = json.loads((Path(build.result.out_dir) / TRACE_FILE).read_text())
-    except (OSError, ValueError):
+        return BuildTrace.from_json(parse_json(path.read_bytes(), str(path), max_bytes=max_bytes))
+    except OSError:
         return None
-    return trace
+    except (UntrustedJsonError, TraceFormatError) as e:
+        log.warning("%s; hints without the trace", e)
+        return None
 
 
 def _result(

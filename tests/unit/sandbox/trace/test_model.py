@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, MIN_FILE_BYTES, TraceLimits
-from sandbox.trace.model import BuildTrace, Execution, FileRecord, NetworkAttempt
+from sandbox.trace.model import (
+    BuildTrace,
+    Execution,
+    FileRecord,
+    NetworkAttempt,
+    NondeterminismRead,
+    OutputWriter,
+    TraceFormatError,
+)
 
 
 def trace(files: int) -> BuildTrace:
@@ -82,3 +91,31 @@ def test_trace_limits_from_the_environment() -> None:
         SandboxConfig.from_env({"HERMETIC_TRACE_MAX_EVENTS": "many"})
     with pytest.raises(ValueError, match="max_events"):
         TraceLimits(max_events=0)
+
+
+def test_trace_json_reads_back_as_the_trace() -> None:
+    written = replace(
+        trace(30),
+        gaps=("no fanotify",),
+        writers={"/build/f0.o": OutputWriter(pid=10, path="/usr/bin/cc", argv=("cc", "f0.c"))},
+        nondeterminism=(NondeterminismRead(source="listdir", pid=None, detail="/build"),),
+    )
+    assert BuildTrace.from_json(json.loads(written.to_json_bytes())) == written
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("_schema", "https://example.org/other"),
+        ("complete", True),  # with a gap: a trace cannot be both
+        ("executions", [{"seq": 1, "pid": "10", "ppid": 1, "path": "/bin/cc", "argv": []}]),
+        ("writers", {"/build/x": {"pid": 1, "program": "cc"}}),  # no argv
+        ("network", None),
+    ],
+)
+def test_a_damaged_trace_json_is_a_format_error(key: str, value: object) -> None:
+    document = replace(trace(10), gaps=("a gap",)).to_json()
+    BuildTrace.from_json(document)  # positive control
+    document[key] = value
+    with pytest.raises(TraceFormatError, match=key):
+        BuildTrace.from_json(document)
