@@ -17,11 +17,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rebuilder.attest.envelope import EnvelopeError, envelope_from_document
-from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
+from rebuilder.attest.envelope import EnvelopeError
+from rebuilder.attest.sigstore_bundle import BundleError
 from rebuilder.attest.statement import PAYLOAD_TYPE, parse_statement
-from rebuilder.attest.untrusted_json import MAX_JSON_BYTES, UntrustedJsonError, parse_json
-from rebuilder.attest.verify import verified_keys
+from rebuilder.attest.verify import Container, NotAnAttestation, open_signed
 from rebuilder.formats.check import CheckPredicate
 from rebuilder.formats.fields import (
     CLOCK_SKEW,
@@ -135,41 +134,28 @@ def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None,
     Never raises for what the bytes hold: anything wrong with them is the reason.
 
     Returns:
-        (the evidence, "") or (None, why it does not count).
+        (the evidence, "") or (None, why it does not count; "" for JSON that is no
+        attestation at all, which is not the gate's to read).
     """
     try:
-        document = parse_json(data, origin, max_bytes=MAX_JSON_BYTES)
-    except UntrustedJsonError as e:
+        signed = open_signed(data, origin, policy.ring)
+    except NotAnAttestation:
+        return None, ""
+    except EnvelopeError as e:  # names the origin
         return None, str(e)
-    if is_bundle(document):
-        return _bundle_evidence(origin, data, policy)
-    try:
-        envelope = envelope_from_document(document, origin)
-    except EnvelopeError as e:
-        return None, str(e)
-    if envelope.payload_type != PAYLOAD_TYPE:
-        return None, f"{origin}: payloadType is not {PAYLOAD_TYPE}"
-    signed = verified_keys(envelope, policy.ring)
-    if not signed:
-        return None, f"{origin}: signed by no trusted key"
-    operators = frozenset(policy.operator_of(policy.ring.fingerprint(key)) for key in signed)
-    return _read(origin, operators, envelope.payload)
-
-
-def _bundle_evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None, str]:
-    """A Sigstore bundle (DSSE) counts for the operator whose identity signed it."""
-    try:
-        checked = check_bundle(data, policy.keys)
     except BundleError as e:
         return None, f"{origin}: {e}"
-    if checked.signed_by is None:
+    bundle = signed.container is Container.BUNDLE
+    if bundle and not signed.keys:
         return None, f"{origin}: signed by no trusted Sigstore identity"
-    if checked.payload_type != PAYLOAD_TYPE or checked.payload is None:
-        return None, f"{origin}: the bundle does not hold an in-toto statement"
-    fingerprint = policy.ring.fingerprint_of(checked.signed_by)
-    if fingerprint is None:
-        return None, f"{origin}: signed by no trusted Sigstore identity"
-    return _read(origin, frozenset({policy.operator_of(fingerprint)}), checked.payload)
+    if signed.payload_type != PAYLOAD_TYPE:
+        if bundle:
+            return None, f"{origin}: the bundle does not hold an in-toto statement"
+        return None, f"{origin}: payloadType is not {PAYLOAD_TYPE}"
+    if not signed.keys:
+        return None, f"{origin}: signed by no trusted key"
+    operators = frozenset(policy.operator_of(policy.ring.fingerprint(key)) for key in signed.keys)
+    return _read(origin, operators, signed.payload)
 
 
 def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evidence | None, str]:

@@ -16,11 +16,12 @@ from typing import Any
 
 from securesystemslib.signer import Key, Signer
 
-from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
+from rebuilder.attest.envelope import EnvelopeError, sign_payload, write_envelope
 from rebuilder.attest.keys import KeyProblem, KeyRing
-from rebuilder.attest.statement import PAYLOAD_TYPE, make_statement, parse_statement
+from rebuilder.attest.sigstore_bundle import BundleError
+from rebuilder.attest.statement import make_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
-from rebuilder.attest.verify import verified_keys
+from rebuilder.attest.verify import Container, open_signed, signed_statement
 from rebuilder.formats.fields import PredicateError, StatementError, Subject, subjects_of
 from rebuilder.formats.gate import PolicyStatement, SignedKey
 from rebuilder.gate.policy import Policy, PolicyError, parse_policy, read_policy_bytes
@@ -144,16 +145,16 @@ def load_signed_policy(
             "'hermetic sign-policy' (or pass --policy-signature)"
         )
     try:
-        envelope = parse_envelope(_read(target), str(target))
-        if envelope.payload_type != PAYLOAD_TYPE:
-            raise StatementError(f"payloadType {envelope.payload_type!r} is not in-toto")
-        statement = parse_statement(envelope.payload)
+        opened = open_signed(_read(target), str(target), ring)
+        if opened.container is not Container.ENVELOPE:
+            raise EnvelopeError(f"a {opened.container}, not the DSSE envelope owners sign")
+        statement = signed_statement(opened)
         digests = {item.sha256 for item in subjects_of(statement)}
-    except (EnvelopeError, StatementError) as e:
+    except (EnvelopeError, BundleError, StatementError) as e:
         raise PolicyError(f"{target}: not a policy signature: {e}") from None
     if statement.get("predicateType") != POLICY_PREDICATE:
         raise PolicyError(f"{target}: not a policy signature ({POLICY_PREDICATE})")
-    signed = verified_keys(envelope, ring)
+    signed = opened.keys
     if len(signed) < needed:
         raise PolicyError(
             f"{path}: signed by {len(signed)} of the {len(ring)} policy owner key(s); "
