@@ -40,7 +40,6 @@ from rebuilder.formats.rebuild import Agreement, AgreementNode, NodeVerdict, Out
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 from rebuilder.node.jobs import Outcome
 from rebuilder.node.requests import pack_source
-from rebuilder.node.statements import statement_outputs
 from sandbox.config import SandboxConfig
 from sandbox.digests import is_sha256, sha256_bytes, sha256_file
 from sandbox.source_tree import tree_digest
@@ -279,14 +278,18 @@ def _read_attestation(client: NodeClient, report: NodeReport, out_dir: Path) -> 
         report.verdict = NodeVerdict.INVALID
         report.reason = "attestation does not verify: " + "; ".join(checked.reasons)
         return
-    statement = checked.statement or {}
-    if report.outcome == Outcome.BUILT and statement.get("predicateType") == SLSA_PROVENANCE:
+    statement = checked.statement
+    if (
+        report.outcome == Outcome.BUILT
+        and statement is not None
+        and statement.predicate_type == SLSA_PROVENANCE
+    ):
         try:
-            report.facts = Provenance.from_dict(statement.get("predicate"))
+            report.facts = Provenance.from_dict(statement.predicate)
         except PredicateError as e:
             report.verdict, report.reason = NodeVerdict.INVALID, f"unreadable provenance: {e}"
             return
-        report.outputs = statement_outputs(statement)
+        report.outputs = statement.outputs
         report.verdict = NodeVerdict.BUILT
 
 

@@ -15,10 +15,11 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 from in_toto_attestation.v1 import statement_pb2
-from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
+from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI
+from in_toto_attestation.v1.statement import Statement as InTotoStatement
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.formats.fields import StatementError, Subject
+from rebuilder.formats.fields import Statement, StatementError, Subject
 from sandbox.digests import canonical_json
 from sandbox.uris import SLSA_PROVENANCE
 
@@ -104,9 +105,18 @@ def parse_statement(payload: bytes) -> dict[str, Any]:
         )
     try:
         proto = json_format.ParseDict(document, statement_pb2.Statement())
-        Statement.copy_from_pb(proto).validate()
+        InTotoStatement.copy_from_pb(proto).validate()
         if slsa:
             json_format.ParseDict(document["predicate"], provenance_pb2.Provenance())
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
         raise StatementError(f"invalid statement: {shown(str(e), 300)}") from None
     return document
+
+
+def read_statement(payload: bytes) -> Statement:
+    """A Statement from payload bytes, validated and typed (see :func:`parse_statement`).
+
+    Raises:
+        StatementError: not JSON, not a Statement v1, an invalid predicate or subject.
+    """
+    return Statement.from_dict(parse_statement(payload))

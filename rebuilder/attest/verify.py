@@ -6,7 +6,6 @@ adds a threshold and artifacts for ``hermetic verify``; every failure is a reaso
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,9 +18,10 @@ from securesystemslib.signer import Key, Signature
 from rebuilder.attest.envelope import EnvelopeError, StoredEnvelope, envelope_from_document
 from rebuilder.attest.keys import SIGSTORE_KEYTYPE, KeyProblem, KeyRing
 from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
-from rebuilder.attest.statement import PAYLOAD_TYPE, parse_statement
+from rebuilder.attest.statement import PAYLOAD_TYPE, read_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
-from rebuilder.formats.fields import StatementError
+from rebuilder.formats.fields import Statement, StatementError
+from sandbox.digests import sha256_stream
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +32,7 @@ class Verification:
     signed_by: tuple[str, ...]  # key ids whose signature verified
     threshold: int
     reasons: tuple[str, ...]  # why it does not verify; empty when it does
-    statement: dict[str, Any] | None = None
+    statement: Statement | None = None
     matched: tuple[tuple[str, str], ...] = field(default=())  # (artifact, subject name)
 
     @property
@@ -40,15 +40,15 @@ class Verification:
         return not self.reasons
 
     def to_json(self) -> dict[str, Any]:
-        statement = self.statement or {}
+        document = self.statement.document if self.statement else {}
         return {
             "verified": self.ok,
             "attestation": str(self.path),
             "signed_by": list(self.signed_by),
             "threshold": self.threshold,
             "reasons": list(self.reasons),
-            "predicate_type": statement.get("predicateType"),
-            "subjects": statement.get("subject", []),
+            "predicate_type": document.get("predicateType"),
+            "subjects": document.get("subject", []),
             "artifacts": [{"path": a, "subject": s} for a, s in self.matched],
         }
 
@@ -175,7 +175,7 @@ def open_signed(data: bytes, where: str, ring: KeyRing, *, artifact: bytes | Non
     )
 
 
-def signed_statement(signed: Signed) -> dict[str, Any]:
+def signed_statement(signed: Signed) -> Statement:
     """The in-toto statement that was signed, validated.
 
     Raises:
@@ -186,7 +186,7 @@ def signed_statement(signed: Signed) -> dict[str, Any]:
             f"payloadType is {signed.payload_type!r}, not {PAYLOAD_TYPE!r}: "
             "not an in-toto attestation"
         )
-    return parse_statement(signed.payload)
+    return read_statement(signed.payload)
 
 
 def verify_attestation(
@@ -271,20 +271,20 @@ def _with_statement(
         )
     statement = None
     try:  # read even under another payload type: the reasons say all that is wrong
-        statement = parse_statement(signed.payload)
+        statement = read_statement(signed.payload)
     except StatementError as e:
         reasons.append(str(e))
     matched = []
     if statement is not None:
         for artifact in artifacts:
-            digests = _digests(artifact)
-            name = _subject_of(digests, statement.get("subject", []))
+            digest = _sha256(artifact)
+            # only sha256 is read, as nodes and the gate read it: a subject named by another
+            # algorithm alone is one no node checked
+            name = next((s.name for s in statement.subjects if s.sha256 == digest), None)
             if name is not None:
                 matched.append((str(artifact), name))
             else:
-                reasons.append(
-                    f"{artifact}: sha256:{digests['sha256']} matches no subject of the attestation"
-                )
+                reasons.append(f"{artifact}: sha256:{digest} matches no subject of the attestation")
     return Verification(
         path=path,
         signed_by=signed_by,
@@ -295,21 +295,7 @@ def _with_statement(
     )
 
 
-def _digests(artifact: Path) -> dict[str, str]:
+def _sha256(artifact: Path) -> str:
     """The sha256 of a file, streamed."""
-    hasher = hashlib.sha256()
     with artifact.resolve().open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            hasher.update(chunk)
-    return {"sha256": hasher.hexdigest()}
-
-
-def _subject_of(digests: dict[str, str], subjects: list[dict[str, Any]]) -> str | None:
-    """The name of the subject whose sha256 is the artifact's. Only sha256 is read, as
-    nodes and the gate read it: a subject named by another algorithm alone is one no
-    node checked (a node co-signs only subjects that are exactly its sha256 outputs)."""
-    for item in subjects:
-        digest = item.get("digest")
-        if isinstance(digest, dict) and digest.get("sha256") == digests["sha256"]:
-            return str(item.get("name", ""))
-    return None
+        return sha256_stream(stream)[0]

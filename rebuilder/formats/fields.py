@@ -195,6 +195,34 @@ def subjects_of(statement: Mapping[str, Any]) -> tuple[Subject, ...]:
     return tuple(found)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Statement:
+    """An in-toto Statement v1 as read (the in-toto models validated it): its predicate
+    type, the subjects named by a sha256, and the predicate, which the class of its type
+    reads (:mod:`rebuilder.formats`); ``document`` is kept for reports and exact checks."""
+
+    predicate_type: str
+    subjects: tuple[Subject, ...]
+    predicate: Any
+    document: Mapping[str, Any]
+
+    @classmethod
+    def from_dict(cls, document: Any) -> Statement:
+        """Raises: PredicateError: no predicate type, or a malformed subject."""
+        fields = Fields(document, "statement")
+        return cls(
+            predicate_type=fields.text("predicateType", required=True) or "",
+            subjects=subjects_of(document),
+            predicate=document.get("predicate"),
+            document=document,
+        )
+
+    @property
+    def outputs(self) -> tuple[tuple[str, str], ...]:
+        """(name, sha256) of its subjects, sorted, for comparison."""
+        return tuple(sorted((item.name, item.sha256) for item in self.subjects))
+
+
 def exact_subjects(statement: Mapping[str, Any]) -> tuple[Subject, ...]:
     """Subjects that are each exactly a name and a sha256, as hermetic writes them.
 

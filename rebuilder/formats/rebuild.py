@@ -7,7 +7,7 @@ alias or spelling of the client's can ride along under the node's signature."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +16,7 @@ from typing import Any
 from rebuilder.formats.fields import (
     Fields,
     PredicateError,
+    Statement,
     Subject,
     exact_subjects,
     format_time,
@@ -111,14 +112,14 @@ class Disagreement:
         return predicate
 
     @classmethod
-    def from_statement(cls, statement: Mapping[str, Any]) -> Disagreement:
+    def from_statement(cls, statement: Statement) -> Disagreement:
         """Raises: PredicateError: a field is malformed."""
-        fields = Fields(statement.get("predicate"), "predicate")
+        fields = Fields(statement.predicate, "predicate")
         source, spec = fields.table("source"), fields.table("spec")
         refused = fields.table("refusedStatement")
         builder = fields.table("builder")
         return cls(
-            own=outputs_of(exact_subjects(statement)),
+            own=outputs_of(exact_subjects(statement.document)),
             proposed_sha256=refused.sha256("sha256") if refused is not None else None,
             builder_id=(builder.text("id") if builder is not None else None) or "",
             job_id=fields.text("jobId") or "",
@@ -225,15 +226,15 @@ class Agreement:
         return make_statement(self.subjects(), AGREEMENT_PREDICATE, self.to_dict())
 
     @classmethod
-    def from_statement(cls, statement: Mapping[str, Any]) -> Agreement:
-        """Read an agreement statement (already a valid in-toto Statement).
+    def from_statement(cls, statement: Statement) -> Agreement:
+        """Read an agreement statement.
 
         Raises:
             PredicateError: not an agreement, or a field missing or malformed.
         """
-        if statement.get("predicateType") != AGREEMENT_PREDICATE:
+        if statement.predicate_type != AGREEMENT_PREDICATE:
             raise PredicateError(f"not a {AGREEMENT_PREDICATE} statement")
-        fields = Fields(statement.get("predicate"), "predicate")
+        fields = Fields(statement.predicate, "predicate")
         request, source, spec = (fields.table(k) for k in ("request", "source", "spec"))
         threshold = fields.count("threshold")
         created = fields.time("createdOn")
@@ -250,7 +251,7 @@ class Agreement:
                 "an agreement names its threshold, request, source, spec and createdOn"
             )
         return cls(
-            outputs=outputs_of(exact_subjects(statement)),
+            outputs=outputs_of(exact_subjects(statement.document)),
             threshold=threshold,
             request_sha256=request_sha256,
             source=SourceRef.from_dependency(source),

@@ -19,7 +19,7 @@ from typing import Any
 
 from rebuilder.attest.envelope import EnvelopeError
 from rebuilder.attest.sigstore_bundle import BundleError
-from rebuilder.attest.statement import PAYLOAD_TYPE, parse_statement
+from rebuilder.attest.statement import PAYLOAD_TYPE, read_statement
 from rebuilder.attest.verify import Container, NotAnAttestation, open_signed
 from rebuilder.formats.check import CheckPredicate
 from rebuilder.formats.fields import (
@@ -27,11 +27,12 @@ from rebuilder.formats.fields import (
     MAX_TEXT,
     Fields,
     PredicateError,
+    Statement,
     StatementError,
     Subject,
     format_time,
-    subjects_of,
 )
+from rebuilder.formats.gate import GateVerdict
 from rebuilder.formats.provenance import Provenance, SourceRef
 from rebuilder.formats.rebuild import Agreement, Disagreement
 from rebuilder.gate.policy import Policy
@@ -116,11 +117,15 @@ class Decision:
     used: tuple[str, ...] = ()  # attestations that counted
     notes: tuple[str, ...] = ()
 
+    @property
+    def verdict(self) -> GateVerdict:
+        return GateVerdict.of(self.admitted)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "artifact": self.artifact,
             "sha256": self.sha256,
-            "decision": "admit" if self.admitted else "deny",
+            "decision": self.verdict.value,
             "agreeing_operators": list(self.agreeing),
             "reasons": list(self.reasons),
             "attestations": list(self.used),
@@ -161,8 +166,7 @@ def evidence(origin: str, data: bytes, policy: Policy) -> tuple[Evidence | None,
 def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evidence | None, str]:
     """The statement trusted keys signed, as typed evidence."""
     try:
-        statement = parse_statement(payload)
-        subjects = subjects_of(statement)
+        statement = read_statement(payload)
     except StatementError as e:
         named = _named_anyway(payload)
         why = f"signed by {', '.join(sorted(operators))} but invalid: {e}"
@@ -176,14 +180,12 @@ def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evide
             subjects=named,
             problem=why,
         ), ""
-    predicate_type = statement.get("predicateType")
-    kind = _KINDS.get(predicate_type, Kind.OTHER) if isinstance(predicate_type, str) else Kind.OTHER
     base = Evidence(
         origin=origin,
         operators=operators,
-        predicate_type=str(predicate_type),
-        subjects=subjects,
-        kind=kind,
+        predicate_type=statement.predicate_type,
+        subjects=statement.subjects,
+        kind=_KINDS.get(statement.predicate_type, Kind.OTHER),
     )
     try:
         return _typed(base, statement), ""
@@ -208,13 +210,13 @@ def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
     return tuple(found)
 
 
-def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
+def _typed(base: Evidence, statement: Statement) -> Evidence:
     """The facts of the statement's kind, and the time its signer gave it.
 
     Raises:
         PredicateError: a field the gate reads is malformed.
     """
-    predicate = statement.get("predicate")
+    predicate = statement.predicate
     if base.kind is Kind.PROVENANCE:
         build = Provenance.from_dict(predicate)
         return replace(base, build=build, time=build.finished_time)

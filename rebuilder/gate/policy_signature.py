@@ -22,7 +22,7 @@ from rebuilder.attest.sigstore_bundle import BundleError
 from rebuilder.attest.statement import make_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.attest.verify import Container, open_signed, signed_statement
-from rebuilder.formats.fields import PredicateError, StatementError, Subject, subjects_of
+from rebuilder.formats.fields import PredicateError, StatementError, Subject
 from rebuilder.formats.gate import PolicyStatement, SignedKey
 from rebuilder.gate.policy import Policy, PolicyError, parse_policy, read_policy_bytes
 from sandbox.uris import POLICY_PREDICATE
@@ -149,10 +149,10 @@ def load_signed_policy(
         if opened.container is not Container.ENVELOPE:
             raise EnvelopeError(f"a {opened.container}, not the DSSE envelope owners sign")
         statement = signed_statement(opened)
-        digests = {item.sha256 for item in subjects_of(statement)}
+        digests = {item.sha256 for item in statement.subjects}
     except (EnvelopeError, BundleError, StatementError) as e:
         raise PolicyError(f"{target}: not a policy signature: {e}") from None
-    if statement.get("predicateType") != POLICY_PREDICATE:
+    if statement.predicate_type != POLICY_PREDICATE:
         raise PolicyError(f"{target}: not a policy signature ({POLICY_PREDICATE})")
     signed = opened.keys
     if len(signed) < needed:
@@ -167,7 +167,7 @@ def load_signed_policy(
         )
     policy = parse_policy(data, path, now=now, signed_by=tuple(key.keyid for key in signed))
     _must_expire(path, policy)
-    _check_signed_keys(path, target, policy, statement.get("predicate"))
+    _check_signed_keys(path, target, policy, statement.predicate)
     if min_version is not None and (policy.version or 0) < min_version:
         told = "has no version" if policy.version is None else f"version {policy.version}"
         raise PolicyError(

@@ -22,7 +22,7 @@ from securesystemslib.signer import Signer
 from rebuilder.attest.attestor import signed_envelope
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
 from rebuilder.attest.provenance import PROVENANCE_FILE
-from rebuilder.attest.statement import parse_statement
+from rebuilder.attest.statement import read_statement
 from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import Error, InfrastructureError, SigningError, UserError
 from rebuilder.formats.fields import StatementError
@@ -35,7 +35,6 @@ from rebuilder.node.statements import (
     cosign_refusal,
     disagreement_statement,
     failure_statement,
-    statement_outputs,
 )
 from sandbox import connect_backend
 from sandbox.beneath import open_beneath, read_link_beneath
@@ -404,7 +403,7 @@ class Node:
         if stored is None:
             return None
         envelope = parse_envelope(stored, f"job {job_id}'s attestation")
-        return statement_outputs(parse_statement(envelope.payload))
+        return read_statement(envelope.payload).outputs
 
     def cosign(
         self, job_id: str, payload: bytes, *, now: datetime | None = None
@@ -423,20 +422,20 @@ class Node:
                 agreement, or the job built nothing this node could vouch for.
         """
         now = now or datetime.now(tz=UTC)
-        statement = parse_statement(payload)
-        if statement.get("predicateType") != AGREEMENT_PREDICATE:
+        statement = read_statement(payload)
+        if statement.predicate_type != AGREEMENT_PREDICATE:
             # A node vouches with its own provenance; it co-signs agreements and nothing else.
             raise StatementError(
                 f"this node co-signs only {AGREEMENT_PREDICATE} statements, "
-                f"not {shown(statement.get('predicateType'))}"
+                f"not {shown(statement.predicate_type)}"
             )
         own = self.own_outputs(job_id) or ()
         if not own:
             raise StatementError(f"job {job_id} built nothing this node could vouch for")
         stored = self.attestation(job_id) or b""
         try:
-            provenance = parse_statement(parse_envelope(stored, f"job {job_id}").payload)
-            built: Provenance | None = Provenance.from_dict(provenance.get("predicate"))
+            provenance = read_statement(parse_envelope(stored, f"job {job_id}").payload)
+            built: Provenance | None = Provenance.from_dict(provenance.predicate)
         except (EnvelopeError, StatementError):
             built = None  # its own provenance unreadable: it vouches for nothing
         refusal = cosign_refusal(

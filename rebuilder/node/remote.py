@@ -27,14 +27,13 @@ from typing import Any
 
 from celery import Celery
 
-from rebuilder.attest.statement import parse_statement
+from rebuilder.attest.statement import read_statement
 from rebuilder.errors import Error, InfrastructureError
 from rebuilder.formats.fields import PredicateError, StatementError
 from rebuilder.formats.provenance import Provenance
 from rebuilder.node.execute import Execution, execute
 from rebuilder.node.jobs import Job, Outcome
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
-from rebuilder.node.statements import statement_outputs
 from sandbox import connect_backend
 from sandbox.beneath import resolve_beneath
 from sandbox.build import ARTIFACTS_DIR
@@ -259,14 +258,14 @@ def check_worker_result(
     if execution.statement is None:
         raise refuse("no statement")
     try:
-        statement = parse_statement(execution.statement)
+        statement = read_statement(execution.statement)
     except StatementError as e:
         raise refuse(f"the statement is invalid ({e})") from None
-    if statement.get("predicateType") != SLSA_PROVENANCE:
+    if statement.predicate_type != SLSA_PROVENANCE:
         raise refuse("the statement is not SLSA provenance")
     try:
-        provenance = Provenance.from_dict(statement.get("predicate"))
-        subjects = statement_outputs(statement)
+        provenance = Provenance.from_dict(statement.predicate)
+        subjects = statement.outputs
     except PredicateError as e:
         raise refuse(f"the statement is invalid ({e})") from None
     if provenance.builder_id != builder_id:

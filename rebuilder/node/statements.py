@@ -3,12 +3,10 @@ to co-sign a combined agreement; the formats are :mod:`rebuilder.formats.rebuild
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from rebuilder.attest.statement import make_statement
-from rebuilder.formats.fields import CLOCK_SKEW, PredicateError, format_time, subjects_of
+from rebuilder.formats.fields import CLOCK_SKEW, PredicateError, Statement, format_time
 from rebuilder.formats.provenance import Provenance, SourceRef
 from rebuilder.formats.rebuild import (
     Agreement,
@@ -16,7 +14,6 @@ from rebuilder.formats.rebuild import (
     Failure,
     NodeVerdict,
     Outputs,
-    outputs_of,
 )
 from sandbox.uris import DISAGREEMENT_PREDICATE, FAILURE_PREDICATE
 
@@ -61,7 +58,7 @@ def disagreement_statement(
 
 
 def cosign_refusal(
-    statement: Mapping[str, Any],
+    statement: Statement,
     *,
     payload: bytes,
     own: Outputs,
@@ -105,12 +102,3 @@ def cosign_refusal(
             f"({format_time(now)})"
         )
     return ""
-
-
-def statement_outputs(statement: Mapping[str, Any]) -> Outputs:
-    """(name, sha256) of a statement's subjects that name a sha256, sorted, for comparison.
-
-    Raises:
-        PredicateError: a subject is malformed.
-    """
-    return outputs_of(subjects_of(statement))

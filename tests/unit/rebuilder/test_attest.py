@@ -64,7 +64,7 @@ def test_a_signed_statement_verifies(tmp_path: Path, signer: CryptoSigner) -> No
     outcome = verify_attestation(path, [signer.public_key])
     assert outcome.ok and outcome.signed_by == (signer.public_key.keyid,)
     assert outcome.statement is not None
-    assert outcome.statement["subject"] == [{"name": "hello", "digest": {"sha256": DIGEST}}]
+    assert outcome.statement.subjects == (Subject("hello", DIGEST),)
 
 
 def test_a_changed_subject_digest_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:

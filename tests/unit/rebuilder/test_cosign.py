@@ -81,8 +81,8 @@ def refusal_of(node: Node, job_id: str, agreement: Agreement, tmp_path: Path) ->
     write_envelope(path, answer)
     checked = verify_attestation(path, [load_public_key(tmp_path / "key.pub")])
     assert checked.ok and checked.statement is not None
-    assert checked.statement["predicateType"] == DISAGREEMENT_PREDICATE
-    predicate = checked.statement["predicate"]
+    assert checked.statement.predicate_type == DISAGREEMENT_PREDICATE
+    predicate = checked.statement.predicate
     assert isinstance(predicate, dict)
     return predicate
 

@@ -15,11 +15,11 @@ import pytest
 
 from rebuilder.attest.check_statement import check_statement
 from rebuilder.attest.provenance import provenance_statement
-from rebuilder.attest.statement import make_statement, parse_statement
+from rebuilder.attest.statement import make_statement, parse_statement, read_statement
 from rebuilder.check import BuildRole, CheckBuild, CheckResult
 from rebuilder.compare import Difference
 from rebuilder.formats.check import CheckPredicate
-from rebuilder.formats.fields import PredicateError, Subject
+from rebuilder.formats.fields import PredicateError, Statement, Subject
 from rebuilder.formats.gate import (
     InputAttestation,
     PolicyStatement,
@@ -233,7 +233,11 @@ WRITERS: dict[str, tuple[str, Callable[[], bytes], Callable[[dict[str, Any]], An
     # name: (predicate type, writer, typed reader of the statement)
     "provenance": (SLSA_PROVENANCE, _provenance, lambda s: Provenance.from_dict(s["predicate"])),
     "check": (CHECK_PREDICATE, _check, lambda s: CheckPredicate.from_dict(s["predicate"])),
-    "agreement": (AGREEMENT_PREDICATE, lambda: _agreement().payload(), Agreement.from_statement),
+    "agreement": (
+        AGREEMENT_PREDICATE,
+        lambda: _agreement().payload(),
+        lambda s: Agreement.from_statement(Statement.from_dict(s)),
+    ),
     "failure": (
         FAILURE_PREDICATE,
         lambda: failure_statement(
@@ -257,7 +261,7 @@ WRITERS: dict[str, tuple[str, Callable[[], bytes], Callable[[dict[str, Any]], An
             source=SourceRef(sha256=C),
             spec_sha256=D,
         ),
-        Disagreement.from_statement,
+        lambda s: Disagreement.from_statement(Statement.from_dict(s)),
     ),
     "policy": (POLICY_PREDICATE, _policy, lambda s: PolicyStatement.from_dict(s["predicate"])),
     "vsa": (SLSA_VSA, _vsa, lambda s: VerificationSummary.from_dict(s["predicate"])),
@@ -293,7 +297,7 @@ def test_the_reader_reads_the_golden_statement_back(name: str) -> None:
 
 def test_an_agreement_read_back_writes_the_same_bytes() -> None:
     payload = _agreement().payload()
-    assert Agreement.from_statement(parse_statement(payload)).payload() == payload
+    assert Agreement.from_statement(read_statement(payload)).payload() == payload
 
 
 @pytest.mark.parametrize(

@@ -365,7 +365,7 @@ def test_a_failing_build_gets_a_signed_failure(tmp_path: Path, node: Node) -> No
     )
     checked = verify_attestation(tmp_path / "f.json", [load_public_key(tmp_path / "key.pub")])
     assert checked.ok and checked.statement is not None
-    assert checked.statement["predicateType"] == FAILURE_PREDICATE
+    assert checked.statement.predicate_type == FAILURE_PREDICATE
 
 
 def test_the_api_refuses_before_doing_anything(tmp_path: Path, node: Node) -> None:

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload
 from rebuilder.attest.keys import generate_keypair, load_signer
 from rebuilder.attest.sigstore_bundle import BundleCheck, BundleError, check_bundle
-from rebuilder.attest.statement import make_statement, parse_statement
+from rebuilder.attest.statement import make_statement, parse_statement, read_statement
 from rebuilder.attest.verify import sniff
 from rebuilder.cli import app
 from rebuilder.formats.fields import CLOCK_SKEW, StatementError, Subject
@@ -507,7 +507,7 @@ def test_a_node_co_signs_exactly_the_agreement_it_would_write(
         assert signed, answer  # positive control
     if signed:
         # only the very bytes the node itself would write about its own job
-        agreement = Agreement.from_statement(parse_statement(payload))
+        agreement = Agreement.from_statement(read_statement(payload))
         assert agreement.payload() == payload
         assert agreement.outputs == node.own_outputs(job_id)
         assert abs(agreement.created_on - NOW) <= CLOCK_SKEW
