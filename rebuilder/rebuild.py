@@ -30,7 +30,6 @@ from rebuilder.attest.keys import (
     load_public_key,
     public_key_from_dict,
 )
-from rebuilder.attest.statement import PAYLOAD_TYPE
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.diffreport import DiffReport, diff_outputs
 from rebuilder.errors import Error, UserError
@@ -44,7 +43,7 @@ from sandbox.config import SandboxConfig
 from sandbox.digests import is_sha256, sha256_bytes, sha256_file
 from sandbox.source_tree import tree_digest
 from sandbox.spec import Spec
-from sandbox.uris import SLSA_PROVENANCE
+from sandbox.uris import PAYLOAD_TYPE, SLSA_PROVENANCE
 from sandbox.workspace import claim_dir, write_atomically
 
 AGREEMENT_FILE = "rebuild.intoto.json"

@@ -1,4 +1,5 @@
-"""Every predicate, build-type and schema URI hermetic writes or reads, defined once.
+"""Every predicate, build-type and schema URI (and media type) hermetic writes or reads,
+defined once.
 
 Here, at the bottom of the import graph, so that the sandbox (``result.json``,
 ``trace.json``) and the rebuilder (statements, reports) name their formats from one table.
@@ -30,3 +31,7 @@ BUILD_TYPE: Final = "https://hermetic.dev/build-types/podman-sandbox/v1"
 LOCAL_BUILDER: Final = "https://hermetic.dev/builders/local"
 NODE_BUILDER: Final = "https://hermetic.dev/builders/node"
 SPDX_NAMESPACE: Final = "https://hermetic.dev/spdx"
+
+# media types of what carries a statement
+PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"  # a DSSE payload that is in-toto
+BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle"  # and its versions

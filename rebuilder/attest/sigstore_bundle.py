@@ -17,8 +17,7 @@ from sigstore.verify.policy import Identity
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
 from rebuilder.errors import UserError
-
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
+from sandbox.uris import BUNDLE_MEDIA_TYPE
 
 
 class BundleError(UserError):

@@ -23,8 +23,6 @@ from rebuilder.formats.fields import Statement, StatementError, Subject
 from sandbox.digests import canonical_json
 from sandbox.uris import SLSA_PROVENANCE
 
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-
 
 def make_statement(
     subjects: Sequence[Subject], predicate_type: str, predicate: Mapping[str, Any]

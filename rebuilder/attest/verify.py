@@ -18,10 +18,11 @@ from securesystemslib.signer import Key, Signature
 from rebuilder.attest.envelope import EnvelopeError, StoredEnvelope, envelope_from_document
 from rebuilder.attest.keys import SIGSTORE_KEYTYPE, KeyProblem, KeyRing
 from rebuilder.attest.sigstore_bundle import BundleError, check_bundle, is_bundle
-from rebuilder.attest.statement import PAYLOAD_TYPE, read_statement
+from rebuilder.attest.statement import read_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.formats.fields import Statement, StatementError
 from sandbox.digests import sha256_stream
+from sandbox.uris import PAYLOAD_TYPE
 
 
 @dataclass(frozen=True, kw_only=True)

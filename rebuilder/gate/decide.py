@@ -19,7 +19,7 @@ from typing import Any
 
 from rebuilder.attest.envelope import EnvelopeError
 from rebuilder.attest.sigstore_bundle import BundleError
-from rebuilder.attest.statement import PAYLOAD_TYPE, read_statement
+from rebuilder.attest.statement import read_statement
 from rebuilder.attest.verify import Container, NotAnAttestation, open_signed
 from rebuilder.formats.check import CheckPredicate
 from rebuilder.formats.fields import (
@@ -42,6 +42,7 @@ from sandbox.uris import (
     CHECK_PREDICATE,
     CYCLONEDX_PREDICATE,
     DISAGREEMENT_PREDICATE,
+    PAYLOAD_TYPE,
     SLSA_PROVENANCE,
     SPDX_PREDICATE,
 )
