@@ -87,17 +87,18 @@ class NodeReport:
     facts: Provenance | None = None  # what its signed provenance says of the build
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "builderId": self.builder_id,
-            "keyid": self.keyid,
-            "jobId": self.job_id,
-            "outcome": self.outcome,
-            "verdict": str(self.verdict),
-            "reason": self.reason,
-            "outputs": [{"name": n, "sha256": d} for n, d in self.outputs],
-            "attestation": {"sha256": self.attestation_sha256} if self.attestation_sha256 else None,
-        }
+        """As ``rebuild.json`` lists it: what the agreement says of a node, in full."""
+        return AgreementNode(
+            url=self.url,
+            builder_id=self.builder_id,
+            keyid=self.keyid,
+            job_id=self.job_id,
+            outcome=self.outcome,
+            verdict=self.verdict,
+            reason=self.reason,
+            outputs=self.outputs,
+            attestation_sha256=self.attestation_sha256 or None,
+        ).to_dict()
 
 
 @dataclass(kw_only=True)
@@ -444,20 +445,7 @@ def _combine(
         _write_result(result)
         return result
     payload = tally.statement.payload()
-    signatures = []
-    for report, client in zip(reports, clients, strict=True):
-        if report.verdict != NodeVerdict.AGREE:
-            continue
-        try:
-            signed, answer = client.cosign(report.job_id, payload)
-        except NodeError as e:
-            report.verdict, report.reason = NodeVerdict.REFUSED, f"co-signing failed: {e}"
-            continue
-        if not signed:
-            report.verdict, report.reason = NodeVerdict.REFUSED, "refused to co-sign the agreement"
-            continue
-        signatures.append(answer)
-    _collect_refusals(reports, clients, payload, out_dir)
+    signatures = _ask_to_cosign(reports, clients, payload, out_dir)
     envelope = {
         "payload": base64.b64encode(payload).decode(),
         "payloadType": PAYLOAD_TYPE,
@@ -483,27 +471,40 @@ def _combine(
     return result
 
 
-def _collect_refusals(
+def _ask_to_cosign(
     reports: list[NodeReport], clients: list[NodeClient], payload: bytes, out_dir: Path
-) -> None:
-    """A disagreeing node is shown the agreement too: it answers with a signed refusal."""
+) -> list[dict[str, Any]]:
+    """Show the agreement to every node that built: an agreeing node answers with its
+    signature (or refuses), a disagreeing one with a signed refusal, kept beside its report.
+
+    Returns:
+        The agreeing nodes' signature entries.
+    """
+    signatures = []
     for report, client in zip(reports, clients, strict=True):
-        if report.verdict != NodeVerdict.DISAGREE:
+        agrees = report.verdict == NodeVerdict.AGREE
+        if not agrees and report.verdict != NodeVerdict.DISAGREE:
             continue
         try:
             signed, answer = client.cosign(report.job_id, payload)
         except NodeError as e:
-            report.reason = f"no signed disagreement: {e}"
+            if agrees:
+                report.verdict, report.reason = NodeVerdict.REFUSED, f"co-signing failed: {e}"
+            else:
+                report.reason = f"no signed disagreement: {e}"
             continue
-        if signed:  # it signed what it did not build: its word is worth nothing
-            report.verdict, report.reason = (
-                NodeVerdict.INVALID,
-                "co-signed an agreement it disagrees with",
-            )
-            continue
-        path = out_dir / "nodes" / report.name / "disagreement.intoto.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_envelope(path, answer)
+        if agrees and signed:
+            signatures.append(answer)
+        elif agrees:
+            report.verdict, report.reason = NodeVerdict.REFUSED, "refused to co-sign the agreement"
+        elif signed:  # it signed what it did not build: its word is worth nothing
+            report.verdict = NodeVerdict.INVALID
+            report.reason = "co-signed an agreement it disagrees with"
+        else:
+            path = out_dir / "nodes" / report.name / "disagreement.intoto.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_envelope(path, answer)
+    return signatures
 
 
 def _reports_for_disagreement(

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rebuilder.attest.statement import make_statement
 from rebuilder.check import CheckResult
 from rebuilder.formats.check import CheckedBuild, CheckPredicate
 from rebuilder.formats.fields import Subject
 from sandbox.digests import sha256_file
-from sandbox.uris import CHECK_PREDICATE
 
 CHECK_ATTESTATION_FILE = "check.intoto.json"
 
@@ -58,4 +56,4 @@ def check_statement(result: CheckResult, *, builder_id: str, now: datetime) -> b
     """The Statement payload; subjects are the control build's outputs."""
     predicate = check_predicate(result, builder_id=builder_id, now=now)
     subjects = [Subject(item.path, item.sha256) for item in result.builds[0].result.outputs]
-    return make_statement(subjects, CHECK_PREDICATE, predicate.to_dict())
+    return predicate.statement(subjects)

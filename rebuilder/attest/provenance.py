@@ -9,7 +9,6 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from rebuilder.attest.statement import make_statement
 from rebuilder.formats.fields import Subject
 from rebuilder.formats.provenance import (
     INPUT_PREFIX,
@@ -20,7 +19,7 @@ from rebuilder.formats.provenance import (
 )
 from sandbox.digests import sha256_bytes
 from sandbox.result import BuildResult
-from sandbox.uris import LOCAL_BUILDER, SLSA_PROVENANCE
+from sandbox.uris import LOCAL_BUILDER
 
 PROVENANCE_FILE = "provenance.intoto.json"
 
@@ -37,7 +36,7 @@ def _bare(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
-def provenance_of(
+def provenance_statement(
     result: BuildResult,
     *,
     spec_document: Mapping[str, Any],
@@ -45,8 +44,9 @@ def provenance_of(
     builder_id: str,
     spec_sha256: str | None = None,
     source: SourceRef | None = None,
-) -> Provenance:
-    """The provenance of a build that produced its outputs.
+) -> bytes:
+    """The Statement payload of a build that produced its outputs: the subjects are the
+    outputs, the predicate its :class:`Provenance`.
 
     Args:
         result: the build.
@@ -71,7 +71,7 @@ def provenance_of(
     ]
     if trace.get("sha256"):
         byproducts.append(Dependency(name="trace.json", sha256=_bare(trace["sha256"])))
-    return Provenance(
+    provenance = Provenance(
         builder_id=builder_id,
         spec=dict(spec_document),
         environment=dict(result.env),
@@ -106,30 +106,8 @@ def provenance_of(
             exit_code=result.exit_code,
         ),
     )
+    return provenance.statement([Subject(item.path, item.sha256) for item in result.outputs])
 
 
 def _texts(value: Any) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
-
-
-def provenance_statement(
-    result: BuildResult,
-    *,
-    spec_document: Mapping[str, Any],
-    result_json: bytes,
-    builder_id: str,
-    spec_sha256: str | None = None,
-    source: SourceRef | None = None,
-) -> bytes:
-    """The Statement payload: subjects are the outputs; the predicate
-    :func:`provenance_of` the build (same arguments)."""
-    predicate = provenance_of(
-        result,
-        spec_document=spec_document,
-        result_json=result_json,
-        builder_id=builder_id,
-        spec_sha256=spec_sha256,
-        source=source,
-    )
-    subjects = [Subject(item.path, item.sha256) for item in result.outputs]
-    return make_statement(subjects, SLSA_PROVENANCE, predicate.to_dict())

@@ -235,16 +235,21 @@ def verify_attestation(
                 f"{len(signed_by)} of the {len(ring)} given key(s) signed it validly; "
                 f"{needed} needed ({signed.signatures} signature(s) in the envelope)"
             )
+    statement: Statement | None = None
     if signed.message:
-        matched = ((str(artifacts[0]), "(the signed file)"),) if signed_by else ()
-        return Verification(
-            path=path,
-            signed_by=signed_by,
-            threshold=needed,
-            reasons=tuple(reasons),
-            matched=matched,
+        matched: tuple[tuple[str, str], ...] = (
+            ((str(artifacts[0]), "(the signed file)"),) if signed_by else ()
         )
-    return _with_statement(path, signed, signed_by, needed, reasons, artifacts)
+    else:
+        statement, matched = _what_was_signed(signed, reasons, artifacts)
+    return Verification(
+        path=path,
+        signed_by=signed_by,
+        threshold=needed,
+        reasons=tuple(reasons),
+        statement=statement,
+        matched=matched,
+    )
 
 
 def _is_message_bundle(data: bytes, where: str) -> bool:
@@ -255,15 +260,11 @@ def _is_message_bundle(data: bytes, where: str) -> bool:
     return sniff(document) is Container.BUNDLE and "dsseEnvelope" not in document
 
 
-def _with_statement(
-    path: Path,
-    signed: Signed,
-    signed_by: tuple[str, ...],
-    needed: int,
-    reasons: list[str],
-    artifacts: Sequence[Path],
-) -> Verification:
-    """The checks on what was signed: payload type, statement, artifacts against subjects."""
+def _what_was_signed(
+    signed: Signed, reasons: list[str], artifacts: Sequence[Path]
+) -> tuple[Statement | None, tuple[tuple[str, str], ...]]:
+    """The checks on what was signed (payload type, statement, artifacts against
+    subjects), adding to ``reasons``: the statement, and (artifact, subject) matched."""
     if signed.payload_type != PAYLOAD_TYPE:
         reasons.insert(
             0,
@@ -286,14 +287,7 @@ def _with_statement(
                 matched.append((str(artifact), name))
             else:
                 reasons.append(f"{artifact}: sha256:{digest} matches no subject of the attestation")
-    return Verification(
-        path=path,
-        signed_by=signed_by,
-        threshold=needed,
-        reasons=tuple(reasons),
-        statement=statement,
-        matched=tuple(matched),
-    )
+    return statement, tuple(matched)
 
 
 def _sha256(artifact: Path) -> str:

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from rebuilder.formats.fields import Fields, PredicateError, format_time
+from rebuilder.formats.fields import Fields, Predicate, PredicateError, format_time
+from sandbox.uris import CHECK_PREDICATE
 
 
 class CheckVerdict(StrEnum):
@@ -18,10 +19,6 @@ class CheckVerdict(StrEnum):
 
     REPRODUCIBLE = "reproducible"
     NOT_REPRODUCIBLE = "not-reproducible"
-
-    @classmethod
-    def of(cls, reproducible: bool) -> CheckVerdict:
-        return cls.REPRODUCIBLE if reproducible else cls.NOT_REPRODUCIBLE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +68,7 @@ def _digest(item: Fields, key: str) -> str | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckPredicate:
+class CheckPredicate(Predicate):
     """The verdict of one check; ``finished_on`` is the checker's clock when it ended.
 
     Only ``reproducible`` is required of a statement read; what else it states must be
@@ -89,10 +86,11 @@ class CheckPredicate:
     checker_id: str = ""
     hermetic_version: str | None = None
     finished_on: datetime | None = None
+    predicate_type: ClassVar[str] = CHECK_PREDICATE
 
     @property
     def verdict(self) -> CheckVerdict:
-        return CheckVerdict.of(self.reproducible)
+        return CheckVerdict.REPRODUCIBLE if self.reproducible else CheckVerdict.NOT_REPRODUCIBLE
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,10 +9,11 @@ which the gate counts against admission wherever it matters.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import UserError
@@ -221,6 +222,26 @@ class Statement:
     def outputs(self) -> tuple[tuple[str, str], ...]:
         """(name, sha256) of its subjects, sorted, for comparison."""
         return tuple(sorted((item.name, item.sha256) for item in self.subjects))
+
+
+class Predicate(ABC):
+    """A typed predicate: its type URI, its document, and a statement of it."""
+
+    predicate_type: ClassVar[str]
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The predicate as it is signed."""
+
+    def statement(self, subjects: Sequence[Subject]) -> bytes:
+        """The payload of an in-toto Statement about ``subjects`` with this predicate.
+
+        Raises:
+            StatementError: no subjects, or what the in-toto models refuse.
+        """
+        from rebuilder.attest.statement import make_statement  # the in-toto models: heavy
+
+        return make_statement(subjects, self.predicate_type, self.to_dict())
 
 
 def exact_subjects(statement: Mapping[str, Any]) -> tuple[Subject, ...]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from rebuilder.formats.fields import Fields, PredicateError, format_time
+from rebuilder.formats.fields import Fields, Predicate, PredicateError, format_time
+from sandbox.uris import POLICY_PREDICATE, SLSA_VSA
 
 
 class GateVerdict(StrEnum):
@@ -17,10 +18,6 @@ class GateVerdict(StrEnum):
 
     ADMIT = "admit"
     DENY = "deny"
-
-    @classmethod
-    def of(cls, admitted: bool) -> GateVerdict:
-        return cls.ADMIT if admitted else cls.DENY
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,13 +29,14 @@ class SignedKey:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PolicyStatement:
+class PolicyStatement(Predicate):
     """The predicate of a policy signature (subject: the policy file by its sha256)."""
 
     file: str
     keys: tuple[SignedKey, ...]
     version: int | None = None
     expires: datetime | None = None
+    predicate_type: ClassVar[str] = POLICY_PREDICATE
 
     def to_dict(self) -> dict[str, Any]:
         predicate: dict[str, Any] = {
@@ -78,7 +76,7 @@ class InputAttestation:
 
 
 @dataclass(frozen=True, kw_only=True)
-class VerificationSummary:
+class VerificationSummary(Predicate):
     """A SLSA VSA v1 predicate for an admitted artifact (``PASSED`` is the only result
     the gate signs). ``policy`` is how the policy is named: its URI, digest, version,
     expiry and signers (:func:`rebuilder.gate.policy.describe`)."""
@@ -90,6 +88,7 @@ class VerificationSummary:
     inputs: tuple[InputAttestation, ...]
     agreeing_operators: tuple[str, ...]
     threshold: int
+    predicate_type: ClassVar[str] = SLSA_VSA
 
     def to_dict(self) -> dict[str, Any]:
         return {

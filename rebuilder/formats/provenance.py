@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from rebuilder.attest.untrusted_json import shown
-from rebuilder.formats.fields import Fields, PredicateError, once, parse_time
+from rebuilder.formats.fields import Fields, Predicate, PredicateError, once, parse_time
 from sandbox.digests import is_sha256
-from sandbox.uris import BUILD_TYPE
+from sandbox.uris import BUILD_TYPE, SLSA_PROVENANCE
 
 INPUT_PREFIX = "inputs/"  # an input placed at "source" or "spec" must not read as ours
 _GIT_COMMIT_LENGTHS = (40, 64)  # sha1 or sha256 repositories
@@ -157,7 +157,7 @@ def _dict(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Provenance:
+class Provenance(Predicate):
     """A SLSA Provenance v1 predicate of one hermetic build (``to_dict`` writes it,
     ``from_dict`` reads it back, or reads the facts the gate needs of another builder's).
 
@@ -185,6 +185,7 @@ class Provenance:
     hermeticity: Hermeticity | None = None
     _finished: datetime | None = field(default=None, init=False, repr=False, compare=False)
     _command: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    predicate_type: ClassVar[str] = SLSA_PROVENANCE
 
     def __post_init__(self) -> None:
         # what the gate reads must be well-formed, or the statement is invalid

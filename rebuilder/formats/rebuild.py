@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from rebuilder.formats.fields import (
     Fields,
+    Predicate,
     PredicateError,
     Statement,
     Subject,
@@ -22,7 +23,7 @@ from rebuilder.formats.fields import (
     format_time,
 )
 from rebuilder.formats.provenance import SourceRef
-from sandbox.uris import AGREEMENT_PREDICATE
+from sandbox.uris import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE, FAILURE_PREDICATE
 
 Outputs = tuple[tuple[str, str], ...]  # (path, sha256), sorted
 REQUEST_SUBJECT = "rebuild-request.tar.gz"
@@ -45,7 +46,7 @@ def outputs_of(subjects: Sequence[Subject]) -> Outputs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Failure:
+class Failure(Predicate):
     """A node's signed "I could not reproduce this", about the request it was given."""
 
     request_sha256: str
@@ -53,9 +54,14 @@ class Failure:
     reason: str
     builder_id: str
     job_id: str
+    predicate_type: ClassVar[str] = FAILURE_PREDICATE
 
     def subjects(self) -> list[Subject]:
         return [Subject(REQUEST_SUBJECT, self.request_sha256)]
+
+    def payload(self) -> bytes:
+        """The Statement's bytes, about the request."""
+        return self.statement(self.subjects())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +86,7 @@ class Failure:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Disagreement:
+class Disagreement(Predicate):
     """A node's signed refusal to co-sign: its own outputs, the statement it refused, why,
     when (the node's own clock), and the source and spec it built them from (so that a gate
     counts it only against a release of that source and spec; None: not stated)."""
@@ -93,9 +99,14 @@ class Disagreement:
     created_on: datetime | None
     source: SourceRef | None = None
     spec_sha256: str | None = None
+    predicate_type: ClassVar[str] = DISAGREEMENT_PREDICATE
 
     def subjects(self) -> list[Subject]:
         return [Subject(path, digest) for path, digest in self.own]
+
+    def payload(self) -> bytes:
+        """The Statement's bytes, about the node's own outputs."""
+        return self.statement(self.subjects())
 
     def to_dict(self) -> dict[str, Any]:
         predicate: dict[str, Any] = {
@@ -188,7 +199,7 @@ def _outputs(items: Sequence[Fields]) -> Outputs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Agreement:
+class Agreement(Predicate):
     """The combined statement the agreeing nodes co-sign: the agreed outputs, built from
     this request's source and spec, and what every node said.
 
@@ -203,6 +214,7 @@ class Agreement:
     spec_sha256: str
     nodes: tuple[AgreementNode, ...]
     created_on: datetime
+    predicate_type: ClassVar[str] = AGREEMENT_PREDICATE
 
     def subjects(self) -> list[Subject]:
         return [Subject(path, digest) for path, digest in sorted(self.outputs)]
@@ -221,9 +233,7 @@ class Agreement:
     def payload(self) -> bytes:
         """The Statement's bytes (subjects: the agreed outputs), canonical: an agreement
         read back from them gives the same bytes."""
-        from rebuilder.attest.statement import make_statement  # the in-toto models: heavy
-
-        return make_statement(self.subjects(), AGREEMENT_PREDICATE, self.to_dict())
+        return self.statement(self.subjects())
 
     @classmethod
     def from_statement(cls, statement: Statement) -> Agreement:

@@ -120,7 +120,7 @@ class Decision:
 
     @property
     def verdict(self) -> GateVerdict:
-        return GateVerdict.of(self.admitted)
+        return GateVerdict.ADMIT if self.admitted else GateVerdict.DENY
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,6 @@ from pathlib import Path
 from securesystemslib.signer import Signer
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
-from rebuilder.attest.statement import make_statement
 from rebuilder.errors import UserError
 from rebuilder.formats.fields import Subject
 from rebuilder.formats.gate import InputAttestation, VerificationSummary
@@ -23,7 +22,6 @@ from rebuilder.gate.sources import collect
 from rebuilder.node.client import Credentials
 from sandbox.digests import sha256_file
 from sandbox.source_tree import OUT_MARKER
-from sandbox.uris import SLSA_VSA
 
 
 class GateError(UserError):
@@ -109,9 +107,7 @@ def write_vsa(
         agreeing_operators=tuple(decision.agreeing),
         threshold=policy.threshold,
     )
-    payload = make_statement(
-        [Subject(Path(decision.artifact).name, decision.sha256)], SLSA_VSA, summary.to_dict()
-    )
+    payload = summary.statement([Subject(Path(decision.artifact).name, decision.sha256)])
     directory.mkdir(parents=True, exist_ok=True)
     (directory / OUT_MARKER).touch()  # not source of later builds
     # the digest keeps two artifacts of one name apart

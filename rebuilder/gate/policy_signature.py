@@ -19,7 +19,6 @@ from securesystemslib.signer import Key, Signer
 from rebuilder.attest.envelope import EnvelopeError, sign_payload, write_envelope
 from rebuilder.attest.keys import KeyProblem, KeyRing
 from rebuilder.attest.sigstore_bundle import BundleError
-from rebuilder.attest.statement import make_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.attest.verify import Container, open_signed, signed_statement
 from rebuilder.formats.fields import PredicateError, StatementError, Subject
@@ -48,9 +47,7 @@ def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
         version=policy.version,
         expires=policy.expires,
     )
-    return make_statement(
-        [Subject(name, hashlib.sha256(data).hexdigest())], POLICY_PREDICATE, statement.to_dict()
-    )
+    return statement.statement([Subject(name, hashlib.sha256(data).hexdigest())])
 
 
 def _must_expire(path: Path, policy: Policy) -> None:

@@ -27,14 +27,12 @@ from rebuilder.attest.untrusted_json import shown
 from rebuilder.errors import Error, InfrastructureError, SigningError, UserError
 from rebuilder.formats.fields import StatementError
 from rebuilder.formats.provenance import Provenance
-from rebuilder.formats.rebuild import Outputs
+from rebuilder.formats.rebuild import Disagreement, Failure, Outputs
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import (
     cosign_refusal,
-    disagreement_statement,
-    failure_statement,
 )
 from sandbox import connect_backend
 from sandbox.beneath import open_beneath, read_link_beneath
@@ -380,13 +378,13 @@ class Node:
         return Outcome.BUILT, "", execution.digest, execution.outputs, execution.executor
 
     def _sign_failure(self, job: Job, archive: bytes, outcome: Outcome, reason: str) -> None:
-        payload = failure_statement(
+        payload = Failure(
             request_sha256=sha256_bytes(archive),
             outcome=outcome.value,
             reason=reason,
             builder_id=self.settings.builder_id,
             job_id=job.id,
-        )
+        ).payload()
         envelope, error = signed_envelope(payload, [self.signer])
         if error:
             raise SigningError(error)
@@ -450,16 +448,16 @@ class Node:
         if not refusal:
             (signature,) = sign_payload(payload, [self.signer])["signatures"]
             return True, dict(signature)
-        disagreement = disagreement_statement(
+        disagreement = Disagreement(  # dated by this node's clock
             own=own,
             proposed_sha256=sha256_bytes(payload),
             builder_id=self.settings.builder_id,
             job_id=job_id,
-            now=now,
             reason=refusal,
+            created_on=now,
             source=built.source if built is not None else None,
             spec_sha256=built.spec_sha256 if built is not None else None,
-        )
+        ).payload()
         return False, sign_payload(disagreement, [self.signer])
 
 

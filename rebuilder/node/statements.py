@@ -1,60 +1,17 @@
-"""The statements a node signs (its failure, its disagreement) and its decision whether
-to co-sign a combined agreement; the formats are :mod:`rebuilder.formats.rebuild`'s."""
+"""A node's decision whether to co-sign a combined agreement (the formats it signs, its
+failure, its disagreement and the agreement, are :mod:`rebuilder.formats.rebuild`'s)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from rebuilder.attest.statement import make_statement
 from rebuilder.formats.fields import CLOCK_SKEW, PredicateError, Statement, format_time
-from rebuilder.formats.provenance import Provenance, SourceRef
+from rebuilder.formats.provenance import Provenance
 from rebuilder.formats.rebuild import (
     Agreement,
-    Disagreement,
-    Failure,
     NodeVerdict,
     Outputs,
 )
-from sandbox.uris import DISAGREEMENT_PREDICATE, FAILURE_PREDICATE
-
-
-def failure_statement(
-    *, request_sha256: str, outcome: str, reason: str, builder_id: str, job_id: str
-) -> bytes:
-    """A node's signed "I could not reproduce this": about the request it was given."""
-    failure = Failure(
-        request_sha256=request_sha256,
-        outcome=outcome,
-        reason=reason,
-        builder_id=builder_id,
-        job_id=job_id,
-    )
-    return make_statement(failure.subjects(), FAILURE_PREDICATE, failure.to_dict())
-
-
-def disagreement_statement(
-    *,
-    own: Outputs,
-    proposed_sha256: str,
-    builder_id: str,
-    job_id: str,
-    now: datetime,
-    reason: str = "",
-    source: SourceRef | None = None,
-    spec_sha256: str | None = None,
-) -> bytes:
-    """A node's signed refusal to co-sign (see :class:`Disagreement`), dated ``now``."""
-    disagreement = Disagreement(
-        own=own,
-        proposed_sha256=proposed_sha256,
-        builder_id=builder_id,
-        job_id=job_id,
-        reason=reason,
-        created_on=now,
-        source=source,
-        spec_sha256=spec_sha256,
-    )
-    return make_statement(disagreement.subjects(), DISAGREEMENT_PREDICATE, disagreement.to_dict())
 
 
 def cosign_refusal(

@@ -15,7 +15,7 @@ import pytest
 
 from rebuilder.attest.check_statement import check_statement
 from rebuilder.attest.provenance import provenance_statement
-from rebuilder.attest.statement import make_statement, parse_statement, read_statement
+from rebuilder.attest.statement import parse_statement, read_statement
 from rebuilder.check import BuildRole, CheckBuild, CheckResult
 from rebuilder.compare import Difference
 from rebuilder.formats.check import CheckPredicate
@@ -34,7 +34,6 @@ from rebuilder.formats.rebuild import (
     Failure,
     NodeVerdict,
 )
-from rebuilder.node.statements import disagreement_statement, failure_statement
 from sandbox.digests import Sha256
 from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
@@ -216,7 +215,7 @@ def _vsa() -> bytes:
         agreeing_operators=("acme", "globex"),
         threshold=2,
     )
-    return make_statement([Subject("hello", A)], SLSA_VSA, summary.to_dict())
+    return summary.statement([Subject("hello", A)])
 
 
 def _policy() -> bytes:
@@ -226,7 +225,7 @@ def _policy() -> bytes:
         version=3,
         expires=NOW,
     )
-    return make_statement([Subject("policy.toml", B)], POLICY_PREDICATE, statement.to_dict())
+    return statement.statement([Subject("policy.toml", B)])
 
 
 WRITERS: dict[str, tuple[str, Callable[[], bytes], Callable[[dict[str, Any]], Any]]] = {
@@ -240,27 +239,27 @@ WRITERS: dict[str, tuple[str, Callable[[], bytes], Callable[[dict[str, Any]], An
     ),
     "failure": (
         FAILURE_PREDICATE,
-        lambda: failure_statement(
+        lambda: Failure(
             request_sha256=B,
             outcome="build-failed",
             reason="make: no rule",
             builder_id="node",
             job_id="job-1",
-        ),
+        ).payload(),
         lambda s: Failure.from_dict(s["predicate"], s["subject"][0]["digest"]["sha256"]),
     ),
     "disagreement": (
         DISAGREEMENT_PREDICATE,
-        lambda: disagreement_statement(
+        lambda: Disagreement(
             own=(("hello", B),),
             proposed_sha256=A,
             builder_id="node",
             job_id="job-2",
-            now=NOW,
             reason="its subjects are not the outputs this node built",
+            created_on=NOW,
             source=SourceRef(sha256=C),
             spec_sha256=D,
-        ),
+        ).payload(),
         lambda s: Disagreement.from_statement(Statement.from_dict(s)),
     ),
     "policy": (POLICY_PREDICATE, _policy, lambda s: PolicyStatement.from_dict(s["predicate"])),
