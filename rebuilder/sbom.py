@@ -19,8 +19,8 @@ from securesystemslib.signer import Signer
 from rebuilder import purls
 from rebuilder.attest.attestor import signed_envelope
 from rebuilder.attest.envelope import write_envelope
-from rebuilder.attest.statement import make_statement
 from rebuilder.formats.fields import Subject
+from rebuilder.formats.sbom import Sbom
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
@@ -33,7 +33,6 @@ from sandbox.workspace import write_atomically
 SPDX_FILE = "sbom.spdx.json"
 CYCLONEDX_FILE = "sbom.cdx.json"
 SBOM_ATTESTATION_FILE = "sbom.intoto.json"
-SBOM_PREDICATES = (SPDX_PREDICATE, CYCLONEDX_PREDICATE)
 _NAMESPACE = uuid.UUID("6b7c4a1e-1f0c-4a53-9d0e-68e7a1b3c2d5")  # hermetic's, for uuid5
 
 
@@ -303,7 +302,7 @@ class SbomWriter:
         self.written.append(name)
         if self.signers:
             subjects = [Subject(item.path, item.sha256) for item in result.outputs]
-            payload = make_statement(subjects, predicate_type, document)
+            payload = Sbom(predicate_type=predicate_type, document=document).statement(subjects)
             envelope, self.error = signed_envelope(payload, self.signers)
             write_envelope(directory / SBOM_ATTESTATION_FILE, envelope)
             self.written.append(SBOM_ATTESTATION_FILE)

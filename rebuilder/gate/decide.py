@@ -25,7 +25,6 @@ from rebuilder.formats.check import CheckPredicate
 from rebuilder.formats.fields import (
     CLOCK_SKEW,
     MAX_TEXT,
-    Fields,
     PredicateError,
     Statement,
     StatementError,
@@ -35,6 +34,7 @@ from rebuilder.formats.fields import (
 from rebuilder.formats.gate import GateVerdict
 from rebuilder.formats.provenance import Provenance, SourceRef
 from rebuilder.formats.rebuild import Agreement, Disagreement
+from rebuilder.formats.sbom import Sbom
 from rebuilder.gate.policy import Policy
 from sandbox.digests import is_sha256
 from sandbox.uris import (
@@ -230,11 +230,9 @@ def _typed(base: Evidence, statement: Statement) -> Evidence:
     if base.kind is Kind.DISAGREEMENT:
         refusal = Disagreement.from_statement(statement)
         return replace(base, refusal=refusal, time=refusal.created_on)
-    if base.kind is Kind.SBOM:  # the SBOM's creation time (SPDX, else CycloneDX)
-        read = Fields(predicate, "predicate")
-        info, metadata = read.table("creationInfo"), read.table("metadata")
-        time = info.time("created") if info else metadata.time("timestamp") if metadata else None
-        return replace(base, time=time)
+    if base.kind is Kind.SBOM:
+        sbom = Sbom.from_dict(predicate, statement.predicate_type)
+        return replace(base, time=sbom.created)
     return base
 
 

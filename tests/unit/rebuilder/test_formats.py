@@ -34,6 +34,7 @@ from rebuilder.formats.rebuild import (
     Failure,
     NodeVerdict,
 )
+from rebuilder.formats.sbom import Sbom
 from sandbox.digests import Sha256
 from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
@@ -48,6 +49,7 @@ from sandbox.uris import (
     POLICY_PREDICATE,
     SLSA_PROVENANCE,
     SLSA_VSA,
+    SPDX_PREDICATE,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -228,6 +230,17 @@ def _policy() -> bytes:
     return statement.statement([Subject("policy.toml", B)])
 
 
+SPDX = {
+    "spdxVersion": "SPDX-2.3",
+    "dataLicense": "CC0-1.0",
+    "SPDXID": "SPDXRef-DOCUMENT",
+    "name": "hello",
+    "documentNamespace": "https://hermetic.dev/spdx/c/20261122T120000Z-0123abcd",
+    "creationInfo": {"created": "2026-11-22T12:00:00Z", "creators": ["Tool: hermetic-0.1.0"]},
+    "packages": [],
+}
+
+
 WRITERS: dict[str, tuple[str, Callable[[], bytes], Callable[[dict[str, Any]], Any]]] = {
     # name: (predicate type, writer, typed reader of the statement)
     "provenance": (SLSA_PROVENANCE, _provenance, lambda s: Provenance.from_dict(s["predicate"])),
@@ -264,6 +277,11 @@ WRITERS: dict[str, tuple[str, Callable[[], bytes], Callable[[dict[str, Any]], An
     ),
     "policy": (POLICY_PREDICATE, _policy, lambda s: PolicyStatement.from_dict(s["predicate"])),
     "vsa": (SLSA_VSA, _vsa, lambda s: VerificationSummary.from_dict(s["predicate"])),
+    "sbom": (
+        SPDX_PREDICATE,
+        lambda: Sbom(predicate_type=SPDX_PREDICATE, document=SPDX).statement([Subject("hello", A)]),
+        lambda s: Sbom.from_dict(s["predicate"], s["predicateType"]),
+    ),
 }
 
 
@@ -311,6 +329,7 @@ def test_an_agreement_read_back_writes_the_same_bytes() -> None:
         ("disagreement", ("createdOn",), "2026-11-22T12:00:00"),  # no zone: no time
         ("policy", ("keys",), [{"operator": "acme"}]),
         ("vsa", ("verificationResult",), "FAILED"),
+        ("sbom", ("creationInfo", "created"), "22 Nov 2026"),
     ],
 )
 def test_a_malformed_field_is_refused(name: str, path: tuple[str, ...], value: Any) -> None:
