@@ -8,7 +8,6 @@ which the gate counts against admission wherever it matters.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 MAX_TEXT = 4096  # names, URIs, paths: longer is not a value hermetic writes
 MAX_ITEMS = 10_000  # subjects, dependencies, gaps, argv
-_GIT_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # sha1 or sha256 repositories
 
 
 class StatementError(UserError):

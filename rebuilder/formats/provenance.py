@@ -9,6 +9,7 @@ absent one is ``None`` (unknown, which the gate counts against admission).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,11 +21,7 @@ from sandbox.digests import is_sha256
 from sandbox.uris import BUILD_TYPE, SLSA_PROVENANCE
 
 INPUT_PREFIX = "inputs/"  # an input placed at "source" or "spec" must not read as ours
-_GIT_COMMIT_LENGTHS = (40, 64)  # sha1 or sha256 repositories
-
-
-def _is_commit(value: str) -> bool:
-    return len(value) in _GIT_COMMIT_LENGTHS and all(c in "0123456789abcdef" for c in value)
+_GIT_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # sha1 or sha256 repositories
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +36,7 @@ class SourceRef:
     def __post_init__(self) -> None:
         if not is_sha256(self.sha256):
             raise PredicateError(f"source tree digest {shown(self.sha256)} is not 64 hex digits")
-        if self.git_commit is not None and not _is_commit(self.git_commit):
+        if self.git_commit is not None and not _GIT_COMMIT.fullmatch(self.git_commit):
             raise PredicateError(f"git commit {shown(self.git_commit)} is not a commit id")
 
     def to_dependency(self) -> dict[str, Any]:
