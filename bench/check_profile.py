@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rebuilder.check import CheckRequest, prepare_report_dir, run_check
 from rebuilder.variations import parse_vary
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.config import SandboxConfig
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.result import BuildResult

@@ -21,7 +21,7 @@ from rebuilder.attest.keys import generate_keypair, load_signer
 from rebuilder.node.jobs import JobState
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.requests import pack_source
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.build import BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.image_build import build_image

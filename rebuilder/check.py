@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.compare import Difference, differences, same
 from rebuilder.culprits import find_culprits
 from rebuilder.diffreport import DiffReport, diff_outputs
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from rebuilder.evidence import Embedded, embedded_in, marks, suspects
 from rebuilder.hints import Hint, hints_for
 from rebuilder.variations import NAMES, VariationContext, unavailable, vary
@@ -39,15 +41,25 @@ from sandbox.result import BuildResult
 from sandbox.source_tree import OUT_MARKER
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.model import BuildTrace, TraceFormatError
+from sandbox.uris import CHECK_SCHEMA
 from sandbox.workspace import claim_dir
 
 log = logging.getLogger(__name__)
 
-CHECK_SCHEMA = "https://hermetic.dev/schemas/check-result/v1"
 INHERENT = "inherent"
 
 
-class CheckError(Error):
+class BuildRole(StrEnum):
+    """Why a check made a build."""
+
+    CONTROL = "control"  # the normalized environment
+    EXPERIMENT = "experiment"  # every variation at once
+    CONTROL_AGAIN = "control-again"  # tells inherent nondeterminism from variations
+    CULPRIT_SEARCH = "culprit-search"  # a group of variations, in the search
+
+
+class CheckError(UserError):
     """A check could not decide (a build failed, nothing to vary)."""
 
 
@@ -75,7 +87,7 @@ class CheckBuild:
     """One build of a check, and why it was made."""
 
     name: str
-    role: str  # control, experiment, control-again, culprit-search
+    role: BuildRole
     variations: tuple[str, ...]
     seed: int
     result: BuildResult
@@ -83,7 +95,7 @@ class CheckBuild:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "role": self.role,
+            "role": self.role.value,
             "variations": list(self.variations),
             "seed": self.seed,
             "status": self.result.status.value,
@@ -217,14 +229,14 @@ class _Check:
         # run): the builds in flight are stopped at once instead of running to the end.
         self.cancel = Cancel()
 
-    def run(self, batch: Sequence[tuple[str, tuple[str, ...], int]]) -> list[CheckBuild]:
+    def run(self, batch: Sequence[tuple[BuildRole, tuple[str, ...], int]]) -> list[CheckBuild]:
         """Build each (role, variations, seed) side by side, up to --jobs at once.
 
         Raises:
             CheckError: the control build failed (the others were stopped).
             Error: a build could not run (the others were stopped).
         """
-        named: list[tuple[str, str, tuple[str, ...], int]] = []
+        named: list[tuple[str, BuildRole, tuple[str, ...], int]] = []
         for role, variations, seed in batch:
             name = f"{len(self.builds) + len(named) + 1:02d}-{role}"
             named.append((name, role, variations, seed))
@@ -233,14 +245,14 @@ class _Check:
         finished = [build for build in done if build is not None]
         self.builds.extend(finished)
         for build in finished:
-            if build.role == "control" and not build.result.built:
+            if build.role is BuildRole.CONTROL and not build.result.built:
                 raise control_failed(build)
         if len(finished) != len(done):
             raise CheckError("the check's builds were stopped")  # not reached: see _one
         return finished
 
     def _one(
-        self, name: str, role: str, variations: tuple[str, ...], seed: int
+        self, name: str, role: BuildRole, variations: tuple[str, ...], seed: int
     ) -> CheckBuild | None:
         if self.cancel.is_set():
             return None
@@ -248,7 +260,7 @@ class _Check:
         self.observer.build_started(name, role, variations)
         # Only an experiment's trace is ever read (the hints): the other builds are
         # compared by their digests alone and run untraced, which saves the tracer's work.
-        trace = self.request.trace if role == "experiment" else TraceLevel.OFF
+        trace = self.request.trace if role is BuildRole.EXPERIMENT else TraceLevel.OFF
         try:
             result = run_build(
                 BuildRequest(
@@ -267,7 +279,7 @@ class _Check:
         except BaseException:
             self.cancel.set()  # this check cannot finish: stop the others now
             raise
-        if role == "control" and not result.built:
+        if role is BuildRole.CONTROL and not result.built:
             self.cancel.set()  # nothing can be compared with a failed control
         self.observer.build_finished(name, result)
         return CheckBuild(name=name, role=role, variations=variations, seed=seed, result=result)
@@ -302,8 +314,11 @@ def run_check(
         raise CheckError("nothing to vary: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     check = _Check(request, config, backend, observer or NullCheckObserver(), context)
     first = check.run(
-        [("control", (), request.seed)]
-        + [("experiment", varied, request.seed + index) for index in range(request.builds - 1)]
+        [(BuildRole.CONTROL, (), request.seed)]
+        + [
+            (BuildRole.EXPERIMENT, varied, request.seed + index)
+            for index in range(request.builds - 1)
+        ]
     )
     control, experiments = first[0], first[1:]
     differing = [e for e in experiments if not same(control.result, e.result)]
@@ -335,7 +350,9 @@ def run_check(
             varied, suspected
         )
         hints = hints_for(
-            trace=_trace(experiment) if request.trace is not TraceLevel.OFF else None,
+            trace=_trace(experiment, config.trace_limits.max_file_bytes)
+            if request.trace is not TraceLevel.OFF
+            else None,
             build_dir=experiment.result.build_dir,
             found=found,
             embedded=embedded,
@@ -389,15 +406,15 @@ class _CulpritSearch:
         self.batches = 0
 
     def differs(self, sets: Sequence[tuple[str, ...]]) -> list[bool]:
-        batch = [("culprit-search", _in_order(group), self.seed) for group in sets]
+        batch = [(BuildRole.CULPRIT_SEARCH, _in_order(group), self.seed) for group in sets]
         if self._needs_control_again():
             if len(batch) % 2 == 1 or not batch:  # a slot to spare, or nothing else
-                batch.insert(0, ("control-again", (), self.seed))
+                batch.insert(0, (BuildRole.CONTROL_AGAIN, (), self.seed))
             elif self.batches > 0:
                 self._control_again()  # alone: an inherent build ends the search here
         results = self.check.run(batch)
         self.batches += 1
-        if results and results[0].role == "control-again":
+        if results and results[0].role is BuildRole.CONTROL_AGAIN:
             self._judge(results.pop(0))
         repeats = [same(self.control.result, build.result) for build in results]
         self.repeated = self.repeated or any(repeats)
@@ -407,7 +424,7 @@ class _CulpritSearch:
         return not self.inherent_checked and not self.repeated
 
     def _control_again(self) -> None:
-        (again,) = self.check.run([("control-again", (), self.seed)])
+        (again,) = self.check.run([(BuildRole.CONTROL_AGAIN, (), self.seed)])
         self._judge(again)
 
     def _judge(self, again: CheckBuild) -> None:
@@ -451,12 +468,16 @@ def _embedded(
     return found_in
 
 
-def _trace(build: CheckBuild) -> dict[str, Any] | None:
+def _trace(build: CheckBuild, max_bytes: int) -> BuildTrace | None:
+    """The build's trace.json, read and validated (unreadable evidence is no evidence)."""
+    path = Path(build.result.out_dir) / TRACE_FILE
     try:
-        trace: dict[str, Any] = json.loads((Path(build.result.out_dir) / TRACE_FILE).read_text())
-    except (OSError, ValueError):
+        return BuildTrace.from_json(parse_json(path.read_bytes(), str(path), max_bytes=max_bytes))
+    except OSError:
         return None
-    return trace
+    except (UntrustedJsonError, TraceFormatError) as e:
+        log.warning("%s; hints without the trace", e)
+        return None
 
 
 def _result(

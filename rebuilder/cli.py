@@ -74,7 +74,7 @@ from rebuilder.rebuild import NodeReport, NodeTarget, RebuildError, rebuild
 from rebuilder.sbom import SbomFormat, SbomWriter, image_contents
 from rebuilder.scaffold import init_project
 from rebuilder.variations import parse_vary
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.build import (
     ARTIFACTS_DIR,
     BuildRequest,
@@ -94,6 +94,7 @@ from sandbox.spec import Limits, Spec
 from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
 from sandbox.units import parse_duration, parse_size
+from sandbox.uris import NODE_BUILDER
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 
@@ -139,7 +140,7 @@ def _guarded(ctx: typer.Context) -> Iterator[None]:
     except Error as e:
         if ctx.obj:
             traceback.print_exc()
-        typer.echo(f"hermetic: error: {e.diagnostics()}", err=True)
+        typer.echo(f"hermetic: error: {e!s}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except OSError as e:  # a file the user named cannot be read or written
         if ctx.obj:
@@ -360,7 +361,7 @@ def check(
             if store is not None:  # build (by its lock) or pull the image first, once
                 prepare_image(parsed, config=config, store=store)
             result = run_check(request, config=config, backend=backend, observer=progress)
-        payload = check_statement(result, builder_id=default_builder_id())
+        payload = check_statement(result, builder_id=default_builder_id(), now=datetime.now(tz=UTC))
         envelope, error = signed_envelope(payload, signers)
         write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)
         control = result.builds[0].result
@@ -783,7 +784,7 @@ def node_serve(
             directory=directory.resolve(),
             builder_id=builder_id
             or os.environ.get("HERMETIC_BUILDER_ID")
-            or f"https://hermetic.dev/builders/node#{host}:{port}",
+            or f"{NODE_BUILDER}#{host}:{port}",
             workers=workers,
             lease_s=lease,
             deadline_s=deadline,

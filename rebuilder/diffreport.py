@@ -177,7 +177,7 @@ def diff_outputs(
             text=None,
             json=None,
             skipped=tuple(sorted(set(skipped))),
-            error=e.diagnostics(),
+            error=str(e),
         )
     if done.returncode not in (0, 1):  # 0 same, 1 different, anything else: failed
         error = done.stderr.decode("utf-8", "replace")[-2000:]

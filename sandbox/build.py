@@ -329,7 +329,7 @@ def run_build(
             except OutputError as e:
                 status, reason, manifest = (
                     BuildStatus.FAILED,
-                    e.diagnostics(),
+                    str(e),
                     OutputManifest.of([]),
                 )
         trace_record = _publish_trace(

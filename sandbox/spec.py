@@ -263,7 +263,7 @@ class _SpecParser:
         try:
             recipe = ImageRecipe.load(target, name=recipe_image_name(target))
         except Error as e:
-            raise self.fail(key, e.diagnostics()) from None
+            raise self.fail(key, str(e)) from None
         return ImageReference(recipe=recipe, recipe_path=target, lock_path=recipe_lock_path(target))
 
     def image(self, value: object) -> ImageReference:

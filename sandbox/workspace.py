@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from sandbox import beneath
-from sandbox.errors import Error, HostToolMissing
+from sandbox.errors import HostToolMissing, UserError
 from sandbox.lifecycle import reap_directories, stamped_prefix
 from sandbox.plan import Workspace
 from sandbox.source_tree import OUT_MARKER
@@ -80,7 +80,7 @@ def build_workspace(work_dir: Path, busybox: Path, faketime: Path) -> Iterator[W
         remove_tree(root)
 
 
-class OutDirError(Error):
+class OutDirError(UserError):
     """The output directory cannot be used."""
 
 
@@ -102,7 +102,7 @@ def claim_dir(path: Path, made_by: str) -> bool:
     return True
 
 
-class UnsafeWrite(Error):
+class UnsafeWrite(UserError):
     """A file hermetic would write is a symbolic link, or exists where it must not."""
 
 

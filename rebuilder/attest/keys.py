@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -36,7 +37,7 @@ from securesystemslib.signer import (
 )
 from securesystemslib.signer._utils import compute_default_keyid  # the library's own rule
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 
 # Sigstore is opt-in in securesystemslib (its formats are not yet stable there).
 SIGNER_FOR_URI_SCHEME.setdefault(SigstoreSigner.SCHEME, SigstoreSigner)
@@ -46,7 +47,7 @@ MAX_KEY_BYTES = 1024**2
 Passphrase = Callable[[], bytes]  # asks for a key's passphrase (the CLI prompts)
 
 
-class KeyProblem(Error):
+class KeyProblem(UserError):
     """A key or signer cannot be used; says which file and what to do."""
 
 
@@ -360,8 +361,7 @@ def _sigstore_signer(uri: str) -> Signer:
 
 def default_key_path() -> Path:
     """Where ``hermetic keygen`` puts a key by default, and where builds look for one."""
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "hermetic" / "signing-key"
+    return platformdirs.user_config_path("hermetic") / "signing-key"
 
 
 def signing_references(explicit: Sequence[str]) -> list[str]:

@@ -27,7 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from rebuilder.attest.statement import StatementError
+from rebuilder.formats.fields import StatementError
 from rebuilder.node.auth import ClientScopes, Principal, RateLimiter, TokenRegistry
 from rebuilder.node.node import Node, NodeBusy, NodeFull, UnknownJob
 from rebuilder.node.requests import RequestError

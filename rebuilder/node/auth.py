@@ -18,24 +18,35 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.workspace import write_atomically
 
-SCOPES = ("submit", "read", "read-all", "cosign")
+
+class Scope(StrEnum):
+    """What a principal may do on a node."""
+
+    SUBMIT = "submit"
+    READ = "read"  # its own jobs
+    READ_ALL = "read-all"  # every tenant's jobs
+    COSIGN = "cosign"
 
 
-class AuthConfigError(Error):
+SCOPES = tuple(scope.value for scope in Scope)
+
+
+class AuthConfigError(UserError):
     """A tokens file that cannot be used."""
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
-    scopes: frozenset[str]
+    scopes: frozenset[Scope]
     kind: str = "token"  # or "cert": a client certificate's subject
 
     @property
@@ -47,10 +58,10 @@ class Principal:
     @property
     def sees_all(self) -> bool:
         """Whether it may read every tenant's jobs, not only its own."""
-        return "read-all" in self.scopes
+        return Scope.READ_ALL in self.scopes
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes or (scope == "read" and self.sees_all)
+    def may(self, scope: Scope | str) -> bool:
+        return scope in self.scopes or (scope == Scope.READ and self.sees_all)
 
 
 def new_token() -> str:
@@ -82,7 +93,7 @@ class TokenRegistry:
                 if name in names:  # two tokens of one name would be one tenant
                     raise ValueError(f"the name {name!r} is given twice")
                 names.add(name)
-                entries[str(item["sha256"])] = Principal(name, scopes)
+                entries[str(item["sha256"])] = Principal(name, frozenset(Scope(x) for x in scopes))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise AuthConfigError(
                 f"{path}: not a usable tokens file ({e!r}); expected "
@@ -155,7 +166,7 @@ class ClientScopes:
                 name = _subject(subject)
                 if name in entries:
                     raise ValueError(f"{subject} is listed twice")
-                entries[name] = Principal(name, frozenset(scopes), "cert")
+                entries[name] = Principal(name, frozenset(Scope(x) for x in scopes), "cert")
         except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
             raise AuthConfigError(
                 f"{path}: not a usable client scopes file ({e}); expected "

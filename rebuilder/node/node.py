@@ -30,24 +30,21 @@ from securesystemslib.signer import Signer
 
 from rebuilder.attest.attestor import signed_envelope
 from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
-from rebuilder.attest.predicates import BuildFacts
 from rebuilder.attest.provenance import PROVENANCE_FILE
-from rebuilder.attest.statement import StatementError, parse_statement
+from rebuilder.attest.statement import read_statement
 from rebuilder.attest.untrusted_json import shown
-from rebuilder.errors import Error
+from rebuilder.errors import Error, InfrastructureError, SigningError, UserError
+from rebuilder.formats.fields import StatementError
+from rebuilder.formats.provenance import Provenance
+from rebuilder.formats.rebuild import Disagreement, Failure, Outputs
 from rebuilder.node.execute import Connect, Execution, execute
 from rebuilder.node.jobs import Job, JobState, JobStore, Outcome, new_job_id
 from rebuilder.node.remote import JOB_ID, tenant_key
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from rebuilder.node.statements import (
-    AGREEMENT_PREDICATE,
-    Outputs,
     cosign_refusal,
-    disagreement_statement,
-    failure_statement,
-    statement_outputs,
 )
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.beneath import (
     TreeLimits,
     TreeTooLarge,
@@ -61,10 +58,10 @@ from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_bytes
 from sandbox.errors import BuildCancelled, InputRefused, SpecError
-from sandbox.errors import Error as SandboxRootError
 from sandbox.input_policy import InputPolicy
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.uris import AGREEMENT_PREDICATE
 from sandbox.workspace import write_atomically
 
 log = logging.getLogger(__name__)
@@ -79,15 +76,15 @@ _STORED_LIMIT = 4 * 1024**3  # what the node reads back of its own job files, at
 _SIGNED_LIMIT = 64 * 1024**2  # a signed attestation of the node's
 
 
-class NodeBusy(Error):
+class NodeBusy(InfrastructureError):
     """The node has as many jobs as it accepts; try later."""
 
 
-class NodeFull(Error):
+class NodeFull(InfrastructureError):
     """The node's disk is too full to take a request; try later."""
 
 
-class UnknownJob(Error):
+class UnknownJob(UserError):
     """No job with that id on this node (or none this client may see)."""
 
 
@@ -191,7 +188,7 @@ class Node:
                 try:
                     self.settings.input_policy.check_url(item.url)
                 except InputRefused as e:
-                    raise RequestError(e.diagnostics()) from None
+                    raise RequestError(str(e)) from None
         except (RequestError, NodeBusy):
             raise
         except OSError as e:
@@ -341,7 +338,7 @@ class Node:
         try:
             with self.connect(self.config) as backend:
                 backend.reap_orphans(self.config.work_dir)
-        except SandboxRootError as e:
+        except Error as e:
             log.warning("could not look for orphaned build containers: %s", e)
 
     def clean_scratch(self, job_id: str | None = None) -> None:
@@ -549,24 +546,27 @@ class Node:
             return execution.outcome, execution.reason, None, (), execution.executor
         envelope, error = signed_envelope(execution.statement, [self.signer])
         if error:
-            raise SandboxRootError(error)  # unsigned is not a result: try again
+            raise SigningError(error)  # unsigned is not a result: try again
         if not _is_directory(directory / "out"):  # the node's own directory, never a link
-            raise SandboxRootError(f"job {job.id}: its results are not a directory")
+            raise InfrastructureError(f"job {job.id}: its results are not a directory")
         write_envelope(directory / "out" / PROVENANCE_FILE, envelope)
         return Outcome.BUILT, "", execution.digest, execution.outputs, execution.executor
 
     def _sign_failure(self, job: Job, outcome: Outcome, reason: str) -> None:
-        payload = failure_statement(
+        payload = Failure(
             request_sha256=job.spec_sha256,  # the request's digest, taken at submission
             outcome=outcome.value,
             reason=reason,
             builder_id=self.settings.builder_id,
             job_id=job.id,
-        )
+        ).payload()
         envelope, error = signed_envelope(payload, [self.signer])
         if error:
-            raise SandboxRootError(error)
-        write_envelope(self.jobs_dir / job.id / FAILURE_FILE, envelope)
+            raise SigningError(error)
+        target = self.jobs_dir / job.id / FAILURE_FILE
+        if target.is_symlink():  # planted: removed (never followed), then written anew
+            target.unlink()
+        write_envelope(target, envelope)
 
     # --- co-signing -----------------------------------------------------------------
 
@@ -579,7 +579,7 @@ class Node:
         if stored is None:
             return None
         envelope = parse_envelope(stored, f"job {job_id}'s attestation")
-        return statement_outputs(parse_statement(envelope.payload))
+        return read_statement(envelope.payload).outputs
 
     def cosign(
         self, job_id: str, payload: bytes, *, now: datetime | None = None
@@ -598,20 +598,20 @@ class Node:
                 agreement, or the job built nothing this node could vouch for.
         """
         now = now or datetime.now(tz=UTC)
-        statement = parse_statement(payload)
-        if statement.get("predicateType") != AGREEMENT_PREDICATE:
+        statement = read_statement(payload)
+        if statement.predicate_type != AGREEMENT_PREDICATE:
             # A node vouches with its own provenance; it co-signs agreements and nothing else.
             raise StatementError(
                 f"this node co-signs only {AGREEMENT_PREDICATE} statements, "
-                f"not {shown(statement.get('predicateType'))}"
+                f"not {shown(statement.predicate_type)}"
             )
         own = self.own_outputs(job_id) or ()
         if not own:
             raise StatementError(f"job {job_id} built nothing this node could vouch for")
         stored = self.attestation(job_id) or b""
         try:
-            provenance = parse_statement(parse_envelope(stored, f"job {job_id}").payload)
-            built: BuildFacts | None = BuildFacts.from_predicate(provenance.get("predicate"))
+            provenance = read_statement(parse_envelope(stored, f"job {job_id}").payload)
+            built: Provenance | None = Provenance.from_dict(provenance.predicate)
         except (EnvelopeError, StatementError):
             built = None  # its own provenance unreadable: it vouches for nothing
         refusal = cosign_refusal(
@@ -626,16 +626,16 @@ class Node:
         if not refusal:
             (signature,) = sign_payload(payload, [self.signer])["signatures"]
             return True, dict(signature)
-        disagreement = disagreement_statement(
+        disagreement = Disagreement(  # dated by this node's clock
             own=own,
             proposed_sha256=sha256_bytes(payload),
             builder_id=self.settings.builder_id,
             job_id=job_id,
-            now=now,
             reason=refusal,
+            created_on=now,
             source=built.source if built is not None else None,
             spec_sha256=built.spec_sha256 if built is not None else None,
-        )
+        ).payload()
         return False, sign_payload(disagreement, [self.signer])
 
 

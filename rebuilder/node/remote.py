@@ -38,7 +38,7 @@ from typing import Any
 from celery import Celery
 
 from rebuilder.attest.provenance import provenance_statement
-from rebuilder.errors import Error
+from rebuilder.errors import InfrastructureError
 from rebuilder.node.execute import Execution, execute
 from rebuilder.node.jobs import Job, Outcome
 from rebuilder.node.requests import RequestLimits
@@ -48,7 +48,7 @@ from rebuilder.node.worker_result import (
     node_result,
     now_text,
 )
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.beneath import (
     PATH_MAX,
     TreeLimits,
@@ -80,7 +80,7 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 _TENANT = re.compile(r"[0-9a-f]{64}")
 
 
-class RemoteError(Error):
+class RemoteError(InfrastructureError):
     """A remote worker failed (not the build), or its answer is refused: the node retries."""
 
 

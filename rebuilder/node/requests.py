@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.beneath import (
     PATH_MAX,
     ResolutionBudget,
@@ -80,7 +80,7 @@ class RequestLimits:
         return f"{REQUEST_SPEC}: more than this node allows: {'; '.join(over)}"
 
 
-class RequestError(Error):
+class RequestError(UserError):
     """A submitted request is not a usable source archive."""
 
 

@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rebuilder.errors import Error
+from rebuilder.errors import Error, InfrastructureError
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
 from sandbox.beneath import TreeLimits, TreeTooLarge, read_beneath, walk_beneath
 from sandbox.build import (
@@ -42,7 +42,6 @@ from sandbox.build import (
 from sandbox.config import SandboxConfig
 from sandbox.digests import Sha256, prefixed, sha256_bytes
 from sandbox.environment import NORMALIZED
-from sandbox.errors import Error as SandboxError
 from sandbox.images import ImageCatalog, ResolvedImage
 from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
@@ -82,7 +81,7 @@ _EVIDENCE: dict[str, type] = {
 _MAX_SUMMARY_FIELDS = 64
 
 
-class WorkerResultError(Error):
+class WorkerResultError(InfrastructureError):
     """A worker's result that the node will not sign; says the first thing wrong."""
 
 
@@ -115,7 +114,7 @@ def job_facts(archive: bytes, limits: RequestLimits, config: SandboxConfig) -> J
             unpack_source(archive, source, limits)
             spec = Spec.from_toml(source / REQUEST_SPEC)
             image = ImageCatalog(config.images_dir).resolve(spec.image, spec_dir=source)
-        except (RequestError, SandboxError) as e:
+        except (RequestError, Error) as e:
             raise _refuse(f"the node cannot read the request or its image ({e})") from None
         epoch, epoch_from = resolve_source_date_epoch(spec)
         built = with_image_env(spec, image, NORMALIZED)  # as run_build gives it the image's
@@ -185,7 +184,7 @@ def _returned_outputs(results: Path) -> OutputManifest:
         raise _refuse(f"the outputs returned cannot be read ({e})") from None
     try:
         return describe_outputs(artifacts, returned)
-    except SandboxError as e:
+    except Error as e:
         raise _refuse(f"an output returned is unsafe ({e})") from None
 
 

@@ -20,8 +20,8 @@ from rebuilder.node.auth import AuthConfigError, RateLimiter, TokenRegistry, add
 from rebuilder.node.jobs import JobState, JobStore, Outcome
 from rebuilder.node.node import Node, NodeBusy, NodeFull, NodeSettings
 from rebuilder.node.requests import RequestError, pack_source, unpack_source
-from rebuilder.node.statements import FAILURE_PREDICATE
 from sandbox.config import SandboxConfig
+from sandbox.uris import FAILURE_PREDICATE
 from tests.conftest import write_spec
 from tests.unit.rebuilder.conftest import FAKE_SPEC
 
@@ -365,7 +365,7 @@ def test_a_failing_build_gets_a_signed_failure(tmp_path: Path, node: Node) -> No
     )
     checked = verify_attestation(tmp_path / "f.json", [load_public_key(tmp_path / "key.pub")])
     assert checked.ok and checked.statement is not None
-    assert checked.statement["predicateType"] == FAILURE_PREDICATE
+    assert checked.statement.predicate_type == FAILURE_PREDICATE
 
 
 def test_the_api_refuses_before_doing_anything(tmp_path: Path, node: Node) -> None:
@@ -586,7 +586,7 @@ def test_a_spec_error_names_no_path_of_the_node(tmp_path: Path, node: Node) -> N
 
     with pytest.raises(SpecError) as raw:
         Spec.from_toml(tmp_path / "src" / "hermetic.toml")
-    assert str(tmp_path) in raw.value.diagnostics()
+    assert str(tmp_path) in str(raw.value)
     failure = http.get(f"/v1/rebuilds/{job_id}/attestation", headers=auth).text
     assert str(tmp_path) not in failure and "hermetic" not in status["executor"]
 

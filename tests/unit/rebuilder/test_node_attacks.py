@@ -28,8 +28,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rebuilder.attest.keys import generate_keypair, load_signer
-from rebuilder.attest.predicates import BuildFacts
 from rebuilder.attest.statement import parse_statement
+from rebuilder.formats.fields import Subject
+from rebuilder.formats.provenance import Provenance
+from rebuilder.formats.rebuild import NodeVerdict
 from rebuilder.node.api import MAX_COSIGN_BYTES, ApiSettings, create_app
 from rebuilder.node.auth import AuthConfigError, ClientScopes, TokenRegistry, add_token
 from rebuilder.node.execute import execute
@@ -55,8 +57,8 @@ from rebuilder.node.worker_result import (
     node_result,
     node_version,
 )
-from rebuilder.rebuild import NodeReport, _check_binding, _reports_for_disagreement
-from sandbox.backend import connect_backend
+from rebuilder.rebuild import NodeReport, _binding_problem, _reports_for_disagreement
+from sandbox import connect_backend
 from sandbox.beneath import (
     ResolutionBudget,
     TooMuchResolution,
@@ -303,8 +305,9 @@ def test_a_worker_s_own_statement_is_never_what_the_node_signs(
     """The gate-accepted lie of the review (a git commit in the source dependency) cannot be
     carried: the node's statement names the source as the node computed it."""
     from rebuilder.attest.provenance import provenance_statement
-    from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+    from rebuilder.attest.statement import make_statement
     from rebuilder.gate.policy import GitSource, SourceRule
+    from sandbox.uris import SLSA_PROVENANCE as SLSA_PROVENANCE_V1
 
     results, archive = worker_result
     facts = job_facts(archive, RequestLimits(), fake_config)
@@ -316,8 +319,8 @@ def test_a_worker_s_own_statement_is_never_what_the_node_signs(
     lie = {"name": "source", "uri": f"git+https://github.com/victim/release@{commit}"}
     lie["digest"] = {"sha256": facts.source_digest, "gitCommit": commit}  # type: ignore[assignment]
     predicate = {"buildDefinition": {"resolvedDependencies": [lie]}}
-    claimed = BuildFacts.from_predicate(
-        json.loads(make_statement([subject("out.txt", "1" * 64)], SLSA_PROVENANCE_V1, predicate))[
+    claimed = Provenance.from_dict(
+        json.loads(make_statement([Subject("out.txt", "1" * 64)], SLSA_PROVENANCE_V1, predicate))[
             "predicate"
         ]
     )
@@ -340,7 +343,7 @@ def test_a_worker_s_own_statement_is_never_what_the_node_signs(
             spec_sha256=facts.spec_sha256,
         )
     )
-    signed = BuildFacts.from_predicate(statement["predicate"])
+    signed = Provenance.from_dict(statement["predicate"])
     assert signed.source is not None and signed.source.sha256 == facts.source_digest
     assert not rule.allows_commit(signed.source)
     assert result.hermetic_version == node_version()
@@ -785,15 +788,19 @@ def test_a_hostile_peer_cannot_abort_the_rebuild(
     try:
         nested = (("x", "2" * 64), ("x/y", "3" * 64))
         # the binding check marks such an output set invalid before anything is fetched
-        report = NodeReport(url=url, name="hostile", verdict="built", outputs=nested)
-        _check_binding(report, RequestBinding(source_sha256="a", spec_sha256="b"))
-        assert report.verdict == "invalid" and "inside another" in report.reason
+        report = NodeReport(url=url, name="hostile", verdict=NodeVerdict.BUILT, outputs=nested)
+        problem = _binding_problem(report, RequestBinding(source_sha256="a", spec_sha256="b"))
+        assert "inside another" in problem
         # and fetching them never raises out of the rebuild: only that node's report says so
         honest = NodeReport(
-            url=url, name="honest", job_id="a" * 32, verdict="agree", outputs=(("out", "1" * 64),)
+            url=url,
+            name="honest",
+            job_id="a" * 32,
+            verdict=NodeVerdict.AGREE,
+            outputs=(("out", "1" * 64),),
         )
         hostile = NodeReport(
-            url=url, name="hostile", job_id="b" * 32, verdict="disagree", outputs=nested
+            url=url, name="hostile", job_id="b" * 32, verdict=NodeVerdict.DISAGREE, outputs=nested
         )
         clients = [NodeClient(url, Credentials()), NodeClient(url, Credentials())]
         _reports_for_disagreement(
@@ -809,7 +816,7 @@ def test_a_hostile_peer_cannot_abort_the_rebuild(
         # many outputs: only MAX_DIFF_FILES are fetched for diffoscope
         many = tuple((f"f{i}", "2" * 64) for i in range(3 * MAX_DIFF_FILES))
         hostile = NodeReport(
-            url=url, name="many", job_id="b" * 32, verdict="disagree", outputs=many
+            url=url, name="many", job_id="b" * 32, verdict=NodeVerdict.DISAGREE, outputs=many
         )
         served.clear()
         _reports_for_disagreement(

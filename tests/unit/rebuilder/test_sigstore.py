@@ -83,7 +83,7 @@ def test_a_dsse_bundle_yields_a_checked_in_toto_statement(
     outcome = verify_attestation(DSSE_BUNDLE, [key])
     assert outcome.ok, outcome.reasons
     assert outcome.statement is not None
-    assert outcome.statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert outcome.statement.predicate_type == "https://slsa.dev/provenance/v1"
     # its subject is another a.txt: a file that is not it is refused
     refused = verify_attestation(
         DSSE_BUNDLE, [key], artifacts=[FIXTURES / "a.dsse.staging-rekor-v2.txt"]
