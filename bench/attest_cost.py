@@ -18,8 +18,10 @@ from pathlib import Path
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.keys import generate_keypair, load_public_key, load_signer
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+from rebuilder.attest.statement import make_statement
 from rebuilder.attest.verify import verify_attestation
+from rebuilder.formats.fields import Subject
+from sandbox.uris import SLSA_PROVENANCE
 
 
 def predicate(index: int) -> dict[str, object]:
@@ -63,9 +65,7 @@ def predicate(index: int) -> dict[str, object]:
 
 def statement(index: int) -> bytes:
     digest = hashlib.sha256(str(index).encode()).hexdigest()
-    return make_statement(
-        [subject("hello-2.10/hello", digest)], SLSA_PROVENANCE_V1, predicate(index)
-    )
+    return make_statement([Subject("hello-2.10/hello", digest)], SLSA_PROVENANCE, predicate(index))
 
 
 def main() -> None:

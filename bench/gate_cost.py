@@ -15,11 +15,13 @@ from pathlib import Path
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.keys import generate_keypair, load_signer
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+from rebuilder.attest.statement import make_statement
+from rebuilder.formats.fields import Subject
 from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import load_policy
 from rebuilder.node.client import Credentials
 from sandbox.digests import sha256_bytes
+from sandbox.uris import SLSA_PROVENANCE
 
 OPERATORS = 5
 IMAGE = "1" * 64
@@ -54,7 +56,7 @@ def provenance(name: str, digest: str, builder: str) -> bytes:
             ],
         },
     }
-    return make_statement([subject(name, digest)], SLSA_PROVENANCE_V1, predicate)
+    return make_statement([Subject(name, digest)], SLSA_PROVENANCE, predicate)
 
 
 def setup(root: Path, artifacts: int) -> tuple[Path, list[Path], Path]:

@@ -21,7 +21,7 @@ from rebuilder.attest.keys import generate_keypair, load_signer
 from rebuilder.node.jobs import JobState
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.requests import pack_source
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.build import BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.image_build import build_image
@@ -70,7 +70,12 @@ def main() -> None:
         archive = pack_source(trivial, root / "pack")
 
         def node_with(workers: int, name: str) -> Node:
-            settings = NodeSettings(directory=root / name, builder_id="bench", workers=workers)
+            settings = NodeSettings(
+                directory=root / name,
+                builder_id="bench",
+                workers=workers,
+                max_client_jobs=max(args.jobs, 4),  # one client submits them all
+            )
             node = Node(settings, signer, config=config)
             node.start()
             return node

@@ -99,6 +99,8 @@ class NodeProcess:
             str(self.deadline_s),
             "--max-jobs",
             str(self.max_jobs),
+            "--max-client-jobs",  # one client submits every job of the soak
+            str(self.max_jobs),
             "--max-attempts",
             str(self.max_attempts),
             "--rate",
@@ -335,8 +337,7 @@ def judge(
         path = scratch / f"{job_id}.json"
         path.write_bytes(envelope)
         checked = verify_attestation(path, [key])
-        statement = checked.statement or {}
-        subjects = [s["digest"]["sha256"] for s in statement.get("subject", [])]
+        subjects = [s.sha256 for s in checked.statement.subjects] if checked.statement else []
         if not checked.ok or subjects != [expected[job_id]]:
             unsigned.append(job_id)  # unsigned, or signed for another output
             continue

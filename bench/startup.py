@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import stop_shared_service, user_env
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.build import BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.images import ImageCatalog

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from rebuilder.diffreport import DiffReport, diff_outputs
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.digests import Sha256, parse_sha256
 from sandbox.fetch import fetch_input
 from sandbox.outputs import OutputFile
@@ -22,7 +22,7 @@ from sandbox.store import ContentStore
 _AGAINST_RE = re.compile(r"^(?P<url>(https?|file)://[^#\s]+)#sha256=(?P<digest>[0-9a-fA-F]{64})$")
 
 
-class AgainstError(Error):
+class AgainstError(UserError):
     """A published artifact cannot be named, fetched or matched to an output."""
 
 

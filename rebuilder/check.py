@@ -1,10 +1,11 @@
 """``hermetic check``: build under variations, compare, find the culprits, explain.
 
 A control build runs in the normalized environment, experiments vary everything that
-must not matter. When they differ, a second control build tells inherent
-nondeterminism from environment sensitivity, group testing finds the culprit
-variations, diffoscope compares the differing outputs, and the trace says which
-process wrote each of them and what it consulted.
+must not matter. When they differ, group testing finds the culprit variations (and a
+rebuild of the control tells inherent nondeterminism from environment sensitivity when
+no search build repeated the control), diffoscope compares the differing outputs while
+the search runs, and the experiment's trace says which process wrote each of them and
+what it consulted.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
 from rebuilder.compare import Difference, differences, same
 from rebuilder.culprits import find_culprits
 from rebuilder.diffreport import DiffReport, diff_outputs
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from rebuilder.evidence import Embedded, embedded_in, marks, suspects
 from rebuilder.hints import Hint, hints_for
 from rebuilder.variations import NAMES, VariationContext, unavailable, vary
@@ -38,15 +41,25 @@ from sandbox.result import BuildResult
 from sandbox.source_tree import OUT_MARKER
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.model import BuildTrace, TraceFormatError
+from sandbox.uris import CHECK_SCHEMA
 from sandbox.workspace import claim_dir
 
 log = logging.getLogger(__name__)
 
-CHECK_SCHEMA = "https://hermetic.dev/schemas/check-result/v1"
 INHERENT = "inherent"
 
 
-class CheckError(Error):
+class BuildRole(StrEnum):
+    """Why a check made a build."""
+
+    CONTROL = "control"  # the normalized environment
+    EXPERIMENT = "experiment"  # every variation at once
+    CONTROL_AGAIN = "control-again"  # tells inherent nondeterminism from variations
+    CULPRIT_SEARCH = "culprit-search"  # a group of variations, in the search
+
+
+class CheckError(UserError):
     """A check could not decide (a build failed, nothing to vary)."""
 
 
@@ -74,7 +87,7 @@ class CheckBuild:
     """One build of a check, and why it was made."""
 
     name: str
-    role: str  # control, experiment, control-again, culprit-search
+    role: BuildRole
     variations: tuple[str, ...]
     seed: int
     result: BuildResult
@@ -82,7 +95,7 @@ class CheckBuild:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "role": self.role,
+            "role": self.role.value,
             "variations": list(self.variations),
             "seed": self.seed,
             "status": self.result.status.value,
@@ -218,14 +231,14 @@ class _Check:
         # run): the builds in flight are stopped at once instead of running to the end.
         self.cancel = Cancel()
 
-    def run(self, batch: Sequence[tuple[str, tuple[str, ...], int]]) -> list[CheckBuild]:
+    def run(self, batch: Sequence[tuple[BuildRole, tuple[str, ...], int]]) -> list[CheckBuild]:
         """Build each (role, variations, seed) side by side, up to --jobs at once.
 
         Raises:
             CheckError: the control build failed (the others were stopped).
             Error: a build could not run (the others were stopped).
         """
-        named: list[tuple[str, str, tuple[str, ...], int]] = []
+        named: list[tuple[str, BuildRole, tuple[str, ...], int]] = []
         for role, variations, seed in batch:
             name = f"{len(self.builds) + len(named) + 1:02d}-{role}"
             named.append((name, role, variations, seed))
@@ -234,25 +247,28 @@ class _Check:
         finished = [build for build in done if build is not None]
         self.builds.extend(finished)
         for build in finished:
-            if build.role == "control" and not build.result.built:
+            if build.role is BuildRole.CONTROL and not build.result.built:
                 raise control_failed(build)
         if len(finished) != len(done):
             raise CheckError("the check's builds were stopped")  # not reached: see _one
         return finished
 
     def _one(
-        self, name: str, role: str, variations: tuple[str, ...], seed: int
+        self, name: str, role: BuildRole, variations: tuple[str, ...], seed: int
     ) -> CheckBuild | None:
         if self.cancel.is_set():
             return None
         environment = vary(variations, seed=seed, context=self.context, base=NORMALIZED)
         self.observer.build_started(name, role, variations)
+        # Only an experiment's trace is ever read (the hints): the other builds are
+        # compared by their digests alone and run untraced, which saves the tracer's work.
+        trace = self.request.trace if role is BuildRole.EXPERIMENT else TraceLevel.OFF
         try:
             result = run_build(
                 BuildRequest(
                     spec=self.request.spec,
                     out_dir=self.request.report_dir / "builds" / name,
-                    trace=self.request.trace,
+                    trace=trace,
                     environment=environment,
                     cancel=self.cancel,
                 ),
@@ -266,7 +282,7 @@ class _Check:
         except BaseException:
             self.cancel.set()  # this check cannot finish: stop the others now
             raise
-        if role == "control" and not result.built:
+        if role is BuildRole.CONTROL and not result.built:
             self.cancel.set()  # nothing can be compared with a failed control
         self.observer.build_finished(name, result)
         return CheckBuild(name=name, role=role, variations=variations, seed=seed, result=result)
@@ -303,8 +319,11 @@ def run_check(
         raise CheckError("nothing to vary: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     check = _Check(request, config, backend, observer or NullCheckObserver(), context, euid)
     first = check.run(
-        [("control", (), request.seed)]
-        + [("experiment", varied, request.seed + index) for index in range(request.builds - 1)]
+        [(BuildRole.CONTROL, (), request.seed)]
+        + [
+            (BuildRole.EXPERIMENT, varied, request.seed + index)
+            for index in range(request.builds - 1)
+        ]
     )
     control, experiments = first[0], first[1:]
     differing = [e for e in experiments if not same(control.result, e.result)]
@@ -314,26 +333,37 @@ def run_check(
     found = tuple(differences(control.result, experiment.result))
     embedded = _embedded(experiment, found, context)
     suspected = suspects(varied, found, [e for items in embedded.values() for e in items])
-    culprits = _CulpritSearch(check, control, experiment).find(varied, suspected)
-    hints = hints_for(
-        trace=_trace(experiment) if request.trace is not TraceLevel.OFF else None,
-        build_dir=experiment.result.build_dir,
-        found=found,
-        embedded=embedded,
-        culprits=culprits,
-    )
     content = [d.path for d in found if d.kind == "content"]
-    report = (
-        diff_outputs(
-            control=Path(control.result.out_dir) / ARTIFACTS_DIR,
-            other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
-            paths=content,
-            report_dir=request.report_dir,
-            config=config,
+    # diffoscope needs only the control and this experiment: it runs while the search
+    # builds (filling the slots a search batch leaves idle), not after them. Leaving the
+    # block waits for it, also when the search raises.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hermetic-diffoscope") as side:
+        pending = (
+            side.submit(
+                diff_outputs,
+                control=Path(control.result.out_dir) / ARTIFACTS_DIR,
+                other=Path(experiment.result.out_dir) / ARTIFACTS_DIR,
+                paths=content,
+                report_dir=request.report_dir,
+                config=config,
+            )
+            if content
+            else None  # modes or missing files only: nothing for diffoscope
         )
-        if content
-        else None  # modes or missing files only: nothing for diffoscope
-    )
+        repeated = len(differing) < len(experiments)  # another experiment matched
+        culprits = _CulpritSearch(check, control, experiment, repeated=repeated).find(
+            varied, suspected
+        )
+        hints = hints_for(
+            trace=_trace(experiment, config.trace_limits.max_file_bytes)
+            if request.trace is not TraceLevel.OFF
+            else None,
+            build_dir=experiment.result.build_dir,
+            found=found,
+            embedded=embedded,
+            culprits=culprits,
+        )
+        report = pending.result() if pending is not None else None
     notes = []
     if not experiment.result.built:
         notes.append(f"the experiment build did not finish: {experiment.result.reason}")
@@ -357,34 +387,66 @@ class _CulpritSearch:
     """Builds variation sets against the control until the culprits are known.
 
     Suspects (variations the outputs point at) are built alone, beside one build of
-    everything else, and the rest is found by group testing (rebuilder.culprits). The
-    first batch also rebuilds the control with nothing varied: if that differs, the
-    build is inherently nondeterministic and varying things proves nothing.
+    everything else, and the rest is found by group testing (rebuilder.culprits).
+
+    Varying things proves nothing if the build differs with nothing varied, so the
+    control is built again ("control-again"; if it differs, the culprit is
+    ``inherent``) unless some other build already repeated the control's digest, which
+    shows the same. It costs no time in a batch with a slot to spare (an odd number of
+    builds, at the default 2 jobs) and is built there; otherwise the first batch goes
+    without it (it usually repeats the control: a suspect alone beside a reproducing
+    rest) and, if nothing has repeated the control by then, it is built alone before the
+    next batch, or at the end. The choice never depends on --jobs, so neither do the
+    builds a check makes.
     """
 
-    def __init__(self, check: _Check, control: CheckBuild, experiment: CheckBuild) -> None:
+    def __init__(
+        self, check: _Check, control: CheckBuild, experiment: CheckBuild, *, repeated: bool
+    ) -> None:
         self.check = check
         self.control = control
         self.seed = experiment.seed
+        self.repeated = repeated  # some build other than the control had its digest
         self.inherent_checked = False
+        self.batches = 0
 
     def differs(self, sets: Sequence[tuple[str, ...]]) -> list[bool]:
-        batch = [("culprit-search", _in_order(group), self.seed) for group in sets]
-        if not self.inherent_checked:
-            batch.insert(0, ("control-again", (), self.seed))
+        batch = [(BuildRole.CULPRIT_SEARCH, _in_order(group), self.seed) for group in sets]
+        if self._needs_control_again():
+            if len(batch) % 2 == 1 or not batch:  # a slot to spare, or nothing else
+                batch.insert(0, (BuildRole.CONTROL_AGAIN, (), self.seed))
+            elif self.batches > 0:
+                self._control_again()  # alone: an inherent build ends the search here
         results = self.check.run(batch)
-        if not self.inherent_checked:
-            self.inherent_checked = True
-            if not same(self.control.result, results.pop(0).result):
-                raise _Inherent
-        return [not same(self.control.result, build.result) for build in results]
+        self.batches += 1
+        if results and results[0].role is BuildRole.CONTROL_AGAIN:
+            self._judge(results.pop(0))
+        repeats = [same(self.control.result, build.result) for build in results]
+        self.repeated = self.repeated or any(repeats)
+        return [not repeat for repeat in repeats]
+
+    def _needs_control_again(self) -> bool:
+        return not self.inherent_checked and not self.repeated
+
+    def _control_again(self) -> None:
+        (again,) = self.check.run([(BuildRole.CONTROL_AGAIN, (), self.seed)])
+        self._judge(again)
+
+    def _judge(self, again: CheckBuild) -> None:
+        self.inherent_checked = True
+        if not same(self.control.result, again.result):
+            raise _Inherent
+        self.repeated = True
 
     def find(self, varied: tuple[str, ...], suspected: tuple[str, ...]) -> list[str]:
         try:
             if len(varied) == 1:
                 self.differs([])  # only the inherent check: the one variation is it
                 return list(varied)
-            return find_culprits(varied, self.differs, suspects=suspected)
+            culprits = find_culprits(varied, self.differs, suspects=suspected)
+            if self._needs_control_again():  # no search build repeated the control
+                self._control_again()
+            return culprits
         except _Inherent:
             return [INHERENT]
 
@@ -411,12 +473,16 @@ def _embedded(
     return found_in
 
 
-def _trace(build: CheckBuild) -> dict[str, Any] | None:
+def _trace(build: CheckBuild, max_bytes: int) -> BuildTrace | None:
+    """The build's trace.json, read and validated (unreadable evidence is no evidence)."""
+    path = Path(build.result.out_dir) / TRACE_FILE
     try:
-        trace: dict[str, Any] = json.loads((Path(build.result.out_dir) / TRACE_FILE).read_text())
-    except (OSError, ValueError):
+        return BuildTrace.from_json(parse_json(path.read_bytes(), str(path), max_bytes=max_bytes))
+    except OSError:
         return None
-    return trace
+    except (UntrustedJsonError, TraceFormatError) as e:
+        log.warning("%s; hints without the trace", e)
+        return None
 
 
 def _result(

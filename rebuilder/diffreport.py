@@ -2,8 +2,9 @@
 
 The files come from builds or from other nodes, so they are hostile input to diffoscope's
 many parsers: diffoscope runs in a container of the locked ``diffoscope`` image (network
-off, read-only root, all capabilities dropped, no new privileges, rlimits on memory, CPU
-time and file size, a size-capped /tmp, a timeout), with the files mounted read-only and
+off, read-only root, not root inside it (this user's own uid, as ``--userns=keep-id``
+maps it), all capabilities dropped, no new privileges, rlimits on memory, CPU time, file
+size and processes, a size-capped /tmp, a timeout), with the files mounted read-only and
 only the report directory writable. It never runs on the host.
 """
 
@@ -39,6 +40,7 @@ class DiffoscopeSandbox:
     podman: str = "podman"
     memory_bytes: int = 4 * 1024**3  # heap and anonymous maps (RLIMIT_DATA)
     tmp_bytes: int = 2 * 1024**3  # /tmp, where diffoscope unpacks archives
+    processes: int = 256  # RLIMIT_NPROC: diffoscope runs a tool per file, not a fork bomb
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> DiffoscopeSandbox:
@@ -62,10 +64,13 @@ class DiffoscopeSandbox:
             "--read-only",
             "--cap-drop=all",
             "--security-opt=no-new-privileges",
+            # not root in the container: this user's uid, which can write the reports
+            "--userns=keep-id",
             f"--timeout={cpu}",
             f"--ulimit=data={self.memory_bytes}:{self.memory_bytes}",
             f"--ulimit=cpu={cpu}:{cpu}",
             f"--ulimit=fsize={self.tmp_bytes}:{self.tmp_bytes}",
+            f"--ulimit=nproc={self.processes}:{self.processes}",
             f"--tmpfs=/tmp:rw,nosuid,nodev,noexec,size={self.tmp_bytes}",
             "--env=HOME=/tmp",
             "--env=TMPDIR=/tmp",
@@ -172,7 +177,7 @@ def diff_outputs(
             text=None,
             json=None,
             skipped=tuple(sorted(set(skipped))),
-            error=e.diagnostics(),
+            error=str(e),
         )
     if done.returncode not in (0, 1):  # 0 same, 1 different, anything else: failed
         error = done.stderr.decode("utf-8", "replace")[-2000:]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rebuilder.compare import Difference
-from rebuilder.errors import Error
 from rebuilder.evidence import Embedded
+from sandbox.trace.model import BuildTrace, NondeterminismRead, OutputWriter
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Hint:
         }
 
 
-def _command(argv: list[str]) -> str:
+def _command(argv: Sequence[str]) -> str:
     return " ".join(argv)[:200]
 
 
@@ -77,108 +77,27 @@ INPUT_HOPS = 3  # how far back through intermediate files (x.c → x.o → a.out
 _MAX_PROCESSES = 5000  # of a provenance walk; huge builds get a partial answer
 
 
-class TraceFormatError(Error):
-    """A trace.json that is not what hermetic writes (damaged, truncated, edited)."""
-
-
-def _objects(trace: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    value = trace.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
-        raise TraceFormatError(f"trace.json: {key}: expected a list of objects")
-    return value
-
-
-def _pid(record: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> Any:
-    value = record.get(key)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TraceFormatError(f"trace.json: {where}.{key}: expected a pid, got {value!r:.40}")
-    return value
-
-
-def _pids(record: Mapping[str, Any], key: str, where: str) -> list[int]:
-    value = record.get(key, [])
-    if not isinstance(value, list) or not all(
-        isinstance(pid, int) and not isinstance(pid, bool) for pid in value
-    ):
-        raise TraceFormatError(f"trace.json: {where}.{key}: expected a list of pids")
-    return value
-
-
-def _text(record: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
-    value = record.get(key, default)
-    if not isinstance(value, str):
-        raise TraceFormatError(f"trace.json: {where}.{key}: expected a string")
-    return value
-
-
 class _TraceIndex:
-    """The parts of a trace.json that hints need, indexed by pid and path.
+    """The parts of a build's trace that hints need, indexed by pid and path."""
 
-    Raises:
-        TraceFormatError: the document is not a trace hermetic wrote.
-    """
-
-    def __init__(self, trace: Any, build_dir: str) -> None:
-        if not isinstance(trace, Mapping):
-            raise TraceFormatError("trace.json: expected an object")
+    def __init__(self, trace: BuildTrace, build_dir: str) -> None:
         self.build_dir = build_dir.rstrip("/")
-        writers = trace.get("writers", {})
-        if not isinstance(writers, Mapping) or not all(
-            isinstance(path, str) and isinstance(writer, Mapping)
-            for path, writer in writers.items()
-        ):
-            raise TraceFormatError("trace.json: writers: expected an object of objects")
-        for path, writer in writers.items():
-            _pid(writer, "pid", f"writers[{path!r:.40}]")
-        self.last_writer: Mapping[str, Mapping[str, Any]] = writers
-        self.parent = {
-            _pid(p, "pid", "processes"): _pid(p, "ppid", "processes")
-            for p in _objects(trace, "processes")
-        }
+        self.last_writer: Mapping[str, OutputWriter] = trace.writers
+        self.parent = {process.pid: process.ppid for process in trace.processes}
         self.program: dict[int, str] = {}
-        self.argv: dict[int, list[str]] = {}  # by the execution's seq
-        for execution in _objects(trace, "executions"):  # the last exec of a pid names it
-            argv = execution.get("argv")
-            if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
-                raise TraceFormatError("trace.json: executions.argv: expected a list of strings")
-            self.program[_pid(execution, "pid", "executions")] = _command(argv)
-            seq = execution.get("seq")
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                self.argv[seq] = argv
-        self.touched: dict[int | None, list[Mapping[str, Any]]] = {}
-        for item in _objects(trace, "nondeterminism"):
-            source = _text(item, "source", "nondeterminism")
-            _text(item, "detail", "nondeterminism", default="")
-            if source != "heap_key":  # glibc's own, every process has it
-                pid = _pid(item, "pid", "nondeterminism", optional=True)
-                self.touched.setdefault(pid, []).append(item)
+        for execution in trace.executions:  # the last exec of a pid names it
+            self.program[execution.pid] = _command(execution.argv)
+        self.touched: dict[int | None, list[NondeterminismRead]] = {}
+        for item in trace.nondeterminism:
+            if item.source != "heap_key":  # glibc's own, every process has it
+                self.touched.setdefault(item.pid, []).append(item)
         self.writers: dict[str, list[int]] = {}
         self.reads: dict[int, list[str]] = {}
-        for record in _objects(trace, "files"):
-            path = _text(record, "path", "files")
-            pids = [*_pids(record, "created_by", "files"), *_pids(record, "written_by", "files")]
-            self.writers[path] = list(dict.fromkeys(pids))
-            for pid in _pids(record, "read_by", "files"):
-                self.reads.setdefault(pid, []).append(path)
-
-    def writer_of(self, path: str) -> dict[str, Any] | None:
-        """The last writer of ``path``: pid, program and argv (trace.json names the
-        writer's execution by its seq; older ones repeated its argv)."""
-        last = self.last_writer.get(path)
-        if last is None:
-            return None
-        argv = last.get("argv")
-        if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
-            seq = last.get("exec")
-            argv = self.argv.get(seq, []) if isinstance(seq, int) else []
-        program = last.get("program")
-        return {
-            "pid": last["pid"],
-            "program": program if isinstance(program, str) else "",
-            "argv": argv,
-        }
+        for record in trace.files:
+            pids = [*record.created_by, *record.written_by]
+            self.writers[record.path] = list(dict.fromkeys(pids))
+            for pid in record.read_by:
+                self.reads.setdefault(pid, []).append(record.path)
 
     def relative(self, path: str) -> str:
         return path.removeprefix(self.build_dir + "/")
@@ -187,7 +106,7 @@ class _TraceIndex:
         """Processes that wrote the file (None) or, up to INPUT_HOPS back, an input of
         it (that input's path): data flows through intermediate files (x.c → x.o)."""
         last = self.last_writer.get(path)
-        direct = self.writers.get(path) or ([last["pid"]] if last else [])
+        direct = self.writers.get(path) or ([last.pid] if last else [])
         related: dict[int, str | None] = {}
         frontier: dict[int, str | None] = dict.fromkeys(direct)
         for _ in range(INPUT_HOPS + 1):
@@ -213,11 +132,11 @@ class _TraceIndex:
                 seen.add(current)
                 relation = _relation(via, parent=depth > 0)
                 for item in self.touched.get(current, []):
-                    key = (item["source"], item.get("detail", ""), current)
+                    key = (item.source, item.detail, current)
                     rank = 2 * (via is not None) + (depth > 0)
                     source = Source(
-                        source=item["source"],
-                        detail=item.get("detail", ""),
+                        source=item.source,
+                        detail=item.detail,
                         pid=current,
                         program=self.program.get(current, ""),
                         relation=relation,
@@ -230,7 +149,7 @@ class _TraceIndex:
 
     def unattributed(self) -> tuple[Source, ...]:
         return tuple(
-            Source(source=item["source"], detail=item.get("detail", ""), pid=None, program="")
+            Source(source=item.source, detail=item.detail, pid=None, program="")
             for item in self.touched.get(None, [])
         )
 
@@ -243,7 +162,7 @@ def _relation(via: str | None, *, parent: bool) -> str:
 
 def hints_for(
     *,
-    trace: Mapping[str, Any] | None,
+    trace: BuildTrace | None,
     build_dir: str,
     found: Sequence[Difference],
     embedded: Mapping[str, tuple[Embedded, ...]],
@@ -252,7 +171,8 @@ def hints_for(
     """One hint per differing output, the most telling first.
 
     Args:
-        trace: the experiment build's trace.json, None when it was not traced.
+        trace: the experiment build's trace, None when it was not traced (or its
+            trace.json is unreadable: no evidence).
         build_dir: where that build ran (writers are keyed by absolute path).
         found: the differing outputs.
         embedded: varied values found in each output, by path.
@@ -264,12 +184,7 @@ def hints_for(
         for part in culprit.split("+")
         for source in SOURCES_OF.get(part, ())
     }
-    index = None
-    if trace is not None:
-        try:
-            index = _TraceIndex(trace, build_dir)
-        except TraceFormatError as e:  # unparsable evidence is no evidence
-            log.warning("%s; hints without the trace", e)
+    index = _TraceIndex(trace, build_dir) if trace is not None else None
     hints = []
     for difference in found:
         writer = None
@@ -277,7 +192,16 @@ def hints_for(
         unattributed: tuple[Source, ...] = ()
         if index is not None:
             absolute = f"{index.build_dir}/{difference.path}"
-            writer = index.writer_of(absolute)
+            found_writer = index.last_writer.get(absolute)
+            writer = (
+                {
+                    "pid": found_writer.pid,
+                    "program": found_writer.path,
+                    "argv": list(found_writer.argv),
+                }
+                if found_writer is not None
+                else None
+            )
             sources = index.sources_of(absolute)
             unattributed = index.unattributed()
         modes = None

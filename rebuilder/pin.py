@@ -47,7 +47,7 @@ from packaging.utils import (
 )
 
 from rebuilder import purls
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.credentials import (
     CredentialError,
     Scope,
@@ -78,7 +78,7 @@ _HASHES = ("sha256", "sha384", "sha512")
 _PIP_TIMEOUT_S = 600
 
 
-class PinError(Error):
+class PinError(UserError):
     """A lockfile cannot be pinned: unpinned, a wrong hash, nothing that fits, unreachable."""
 
 

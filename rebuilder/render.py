@@ -278,15 +278,16 @@ def check_summary(result: CheckResult) -> str:
 
 def verification(outcome: Verification) -> str:
     """What ``hermetic verify`` says: the verdict, then each reason or what matched."""
-    statement = outcome.statement or {}
-    subjects = statement.get("subject", [])
+    statement = outcome.statement
+    subjects = statement.subjects if statement else ()
     if outcome.ok:
         signed = ", ".join(keyid[:16] + "…" for keyid in outcome.signed_by)
         lines = [
             f"VERIFIED: {outcome.path}",
             f"  signed by {len(outcome.signed_by)} key(s) (threshold {outcome.threshold}): "
             f"{signed}",
-            f"  predicate {shown(statement.get('predicateType'))}, {len(subjects)} subject(s)",
+            f"  predicate {shown(statement and statement.predicate_type)}, "
+            f"{len(subjects)} subject(s)",
         ]
         lines.extend(f"  {shown(path)} = subject {shown(name)}" for path, name in outcome.matched)
         return "\n".join(lines)

@@ -21,21 +21,20 @@ from securesystemslib.signer import Signer
 from rebuilder import purls
 from rebuilder.attest.attestor import signed_envelope
 from rebuilder.attest.envelope import write_envelope
-from rebuilder.attest.statement import make_statement, subject
+from rebuilder.formats.fields import Subject
+from rebuilder.formats.sbom import Sbom
 from sandbox.build import ARTIFACTS_DIR
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.images import ImageCatalog, ImageLock
 from sandbox.result import BuildResult
 from sandbox.spec import Spec
+from sandbox.uris import CYCLONEDX_PREDICATE, SPDX_NAMESPACE, SPDX_PREDICATE
 from sandbox.workspace import write_atomically
 
 SPDX_FILE = "sbom.spdx.json"
 CYCLONEDX_FILE = "sbom.cdx.json"
 SBOM_ATTESTATION_FILE = "sbom.intoto.json"
-SPDX_PREDICATE = "https://spdx.dev/Document"
-CYCLONEDX_PREDICATE = "https://cyclonedx.org/bom"
-SBOM_PREDICATES = (SPDX_PREDICATE, CYCLONEDX_PREDICATE)
 _NAMESPACE = uuid.UUID("6b7c4a1e-1f0c-4a53-9d0e-68e7a1b3c2d5")  # hermetic's, for uuid5
 
 
@@ -213,7 +212,7 @@ def spdx_document(
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": f"hermetic build {result.build_id}",
-        "documentNamespace": f"https://hermetic.dev/spdx/{result.digest}/{result.build_id}",
+        "documentNamespace": f"{SPDX_NAMESPACE}/{result.digest}/{result.build_id}",
         "creationInfo": {"created": _created(result), "creators": [f"Tool: hermetic-{version}"]},
         "packages": packages,
         "files": files,
@@ -340,8 +339,8 @@ class SbomWriter:
         write_atomically(directory / name, json.dumps(document, indent=2).encode() + b"\n")
         self.written.append(name)
         if self.signers:
-            subjects = [subject(item.path, item.sha256) for item in result.outputs]
-            payload = make_statement(subjects, predicate_type, document)
+            subjects = [Subject(item.path, item.sha256) for item in result.outputs]
+            payload = Sbom(predicate_type=predicate_type, document=document).statement(subjects)
             envelope, self.error = signed_envelope(payload, self.signers)
             write_envelope(directory / SBOM_ATTESTATION_FILE, envelope)
             self.written.append(SBOM_ATTESTATION_FILE)

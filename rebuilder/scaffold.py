@@ -16,7 +16,7 @@ from typing import Any
 
 import tomlkit
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.errors import SpecError
 from sandbox.spec import SPEC_FILENAME, Spec
 from sandbox.workspace import UnsafeWrite, create_file
@@ -25,7 +25,7 @@ ARCHIVES = ["updates", "security"]
 _SKIP_DIRS = {".git", "vendor", "node_modules", "testdata", "target", "hermetic-out"}
 
 
-class InitError(Error):
+class InitError(UserError):
     """The project cannot be initialized (a spec exists, nothing recognizable)."""
 
 

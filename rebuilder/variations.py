@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from sandbox.environment import BuildEnvironment, SourceOrder
 
 
@@ -212,14 +212,16 @@ def parse_vary(text: str | None) -> tuple[str, ...]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     signed = [item[0] in "+-" for item in items]
     if any(signed) and not all(signed):
-        raise Error(
+        raise UserError(
             f"--vary={text}: use either +name/-name to change the default set, "
             "or a plain list to set it exactly, not both"
         )
     names = [item.lstrip("+-") for item in items]
     unknown = [name for name in names if name not in BY_NAME]
     if unknown:
-        raise Error(f"--vary: unknown variation {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        raise UserError(
+            f"--vary: unknown variation {', '.join(unknown)}; known: {', '.join(NAMES)}"
+        )
     if all(signed):
         chosen = set(NAMES)
         for item in items:
@@ -227,7 +229,7 @@ def parse_vary(text: str | None) -> tuple[str, ...]:
     else:
         chosen = set(names)
     if not chosen:
-        raise Error(f"--vary={text} leaves nothing to vary")
+        raise UserError(f"--vary={text} leaves nothing to vary")
     return tuple(name for name in NAMES if name in chosen)
 
 

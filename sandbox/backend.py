@@ -1,18 +1,18 @@
-"""The sandbox backend interface: run one planned build and say what happened."""
+"""The sandbox backend interface: run one planned build and say what happened, and the
+tracer interface a backend is given. Implementations (``podman_backend``, ``fake``) import
+this module; the registry that names them is the package's (``sandbox.connect_backend``)."""
 
 from __future__ import annotations
 
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError
 from sandbox.lifecycle import reap_directories
 from sandbox.logcap import LogSummary
@@ -54,6 +54,33 @@ class RunOutcome:
     log: LogSummary
     resources: ResourceUsage
     trace: BuildTrace | None = None
+
+
+class TraceRun(ABC):
+    """One build's tracer while the build runs."""
+
+    def before_create(self) -> None:  # noqa: B027 - an optional hook
+        """Get ready before the container is created (e.g. write its seccomp profile)."""
+
+    def after_start(self, init_pid: int, *, timeout_s: float) -> None:  # noqa: B027 - optional
+        """The build's container started with ``init_pid`` (host pid) as its init."""
+
+    def failure(self) -> str | None:
+        """Why the tracer failed, when a sandbox error may be its doing (None: it did not)."""
+        return None
+
+    @abstractmethod
+    def finish(self) -> BuildTrace:
+        """The trace of the build, after it ended."""
+
+
+class Tracer(ABC):
+    """Traces builds for a backend (injected: the podman backend's seccomp supervisor, or
+    a scripted tracer that gives the fake backend traces)."""
+
+    @abstractmethod
+    def session(self, plan: BuildPlan, workspace: Workspace) -> AbstractContextManager[TraceRun]:
+        """Trace one build (``plan.trace`` is set) for the duration of a ``with`` block."""
 
 
 class SandboxBackend(ABC):
@@ -135,41 +162,6 @@ def _read_number(path: Path) -> str | None:
         return None
     with os.fdopen(fd, "rb") as stream:
         return stream.read(32).decode("ascii", "replace").strip()
-
-
-BackendConnector = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]
-
-
-def _podman(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:
-    from sandbox.podman_backend import PodmanBackend  # imports podman-py only when used
-
-    return PodmanBackend.connect(config)
-
-
-def _fake(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:
-    from sandbox.fake import FakeBackend
-
-    return FakeBackend.connect(config)
-
-
-BACKENDS: dict[str, BackendConnector] = {"podman": _podman, "fake": _fake}
-"""Sandbox backends by name (HERMETIC_BACKEND)."""
-
-
-def connect_backend(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:
-    """Connect the configured backend for the duration of a ``with`` block.
-
-    Raises:
-        SandboxError: no backend has that name.
-    """
-    try:
-        connector = BACKENDS[config.backend]
-    except KeyError:
-        raise SandboxError(
-            f"unknown sandbox backend {config.backend!r} (HERMETIC_BACKEND); "
-            f"known: {', '.join(sorted(BACKENDS))}"
-        ) from None
-    return connector(config)
 
 
 def tree_size(root: Path, limit: int) -> int:

@@ -23,7 +23,7 @@ from sandbox.errors import Error, OutputError, RootRefused, SandboxError
 from sandbox.fetch import fetch_input
 from sandbox.git_checkout import repository_top, run_git
 from sandbox.image_build import prepare_image
-from sandbox.images import ImageCatalog
+from sandbox.images import ImageCatalog, ResolvedImage
 from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver, NullObserver
 from sandbox.outputs import OutputManifest, collect_outputs, copy_outputs
@@ -68,6 +68,8 @@ class BuildRequest:
     cancel: Cancel | None = None
     # A node's rules for fetching a client's inputs; None: the local user's own inputs.
     input_policy: InputPolicy | None = None
+    # A node's cap on the outputs together (None: the spec's disk limit alone).
+    max_output_bytes: int | None = None
 
 
 def refuse_root(config: SandboxConfig, *, euid: int) -> None:
@@ -201,6 +203,32 @@ def _handback_failure(out: Path) -> str | None:
     return " ".join(text.split()) or "the copy failed"
 
 
+def _check_output_size(manifest: OutputManifest, spec: Spec, cap: int | None) -> None:
+    """Outputs are copied out at their full size: a sparse file a build made for nothing
+    (``truncate -s 5G``) must not become gigabytes on the host. Together they may be no
+    larger than the build's disk limit (and a node's cap).
+
+    Raises:
+        OutputError: they are larger.
+    """
+    most = spec.limits.disk_bytes if cap is None else min(cap, spec.limits.disk_bytes)
+    total = sum(item.size for item in manifest.files)
+    if total > most:
+        raise OutputError(
+            f"the outputs are {total} bytes together, more than the {most} bytes allowed "
+            "(the disk limit, or the node's --max-output); sparse files count in full"
+        )
+
+
+def with_image_env(spec: Spec, image: ResolvedImage, environment: BuildEnvironment) -> Spec:
+    """The spec as it builds in ``image``: the image's toolchain settings first, so that
+    the spec's build.env wins (a node computes a worker's environment the same way)."""
+    if image.definition is None or not image.definition.recipe.env:
+        return spec
+    image_env = image.definition.recipe.build_env(environment.build_dir)
+    return replace(spec, env=tuple(sorted({**dict(image_env), **dict(spec.env)}.items())))
+
+
 def run_build(
     request: BuildRequest,
     *,
@@ -245,10 +273,7 @@ def run_build(
         image = ImageCatalog(config.images_dir).resolve(
             spec.image, spec_dir=spec.path.resolve().parent
         )
-    if image.definition is not None and image.definition.recipe.env:
-        # the image's toolchain settings first, so that the spec's build.env wins
-        image_env = image.definition.recipe.build_env(request.environment.build_dir)
-        spec = replace(spec, env=tuple(sorted({**dict(image_env), **dict(spec.env)}.items())))
+    spec = with_image_env(spec, image, request.environment)
     epoch, epoch_from = resolve_source_date_epoch(spec, euid=euid)
     host = backend.host_capabilities(image.reference)
 
@@ -303,11 +328,12 @@ def run_build(
             observer.stage("hash", ", ".join(spec.outputs))
             try:
                 manifest = collect_outputs(outcome.build_dir, spec.outputs)
+                _check_output_size(manifest, spec, request.max_output_bytes)
                 copy_outputs(outcome.build_dir, manifest, publish / ARTIFACTS_DIR)
             except OutputError as e:
                 status, reason, manifest = (
                     BuildStatus.FAILED,
-                    e.diagnostics(),
+                    str(e),
                     OutputManifest.of([]),
                 )
         trace_record = _publish_trace(

@@ -8,10 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.errors import Error
+import platformdirs
+
+from sandbox.errors import UserError
 from sandbox.trace.levels import TraceLevel
 from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, TraceLimits
-from sandbox.units import parse_size
+from sandbox.units import parse_duration, parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 # Debian's libfaketime, in this machine's multiarch directory
@@ -19,9 +21,9 @@ _MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 _FAKETIME = f"/usr/lib/{_MULTIARCH}/faketime/libfaketime.so.1"
 
 
-def _cache_home(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".cache")  # noqa: S108
-    return Path(base) / "hermetic"
+def _cache_home() -> Path:
+    """This user's cache directory for hermetic (``$XDG_CACHE_HOME/hermetic``)."""
+    return platformdirs.user_cache_path("hermetic")
 
 
 def _trace_level(value: str | None) -> TraceLevel:
@@ -30,22 +32,23 @@ def _trace_level(value: str | None) -> TraceLevel:
     try:
         return TraceLevel(value.lower())
     except ValueError:
-        raise Error(
+        raise UserError(
             f"HERMETIC_TRACE={value!r}: expected one of {', '.join(t.value for t in TraceLevel)}"
         ) from None
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    """Seconds from 1 to 86400: a number, or a duration such as ``10m``."""
     value = env.get(name)
     if not value:
         return default
     try:
-        seconds = float(value)
+        return parse_duration(int(value) if value.isdigit() else value, maximum=86400)
     except ValueError:
-        seconds = 0.0
-    if not 1 <= seconds <= 86400:
-        raise Error(f"{name}={value!r}: expected a number of seconds from 1 to 86400")
-    return seconds
+        raise UserError(
+            f"{name}={value!r}: expected a number of seconds from 1 to 86400 (or a duration "
+            "such as 10m)"
+        ) from None
 
 
 _TRACE_LIMIT_KEYS: dict[str, tuple[str, Callable[[str], int]]] = {
@@ -65,12 +68,12 @@ def _trace_limits(env: Mapping[str, str]) -> TraceLimits:
         try:
             values[name] = parse(text)
         except ValueError as e:
-            raise Error(f"{key}={text!r}: {e}") from None
+            raise UserError(f"{key}={text!r}: {e}") from None
     try:
         return TraceLimits(**values)
     except ValueError as e:
         key = next(k for n, (k, _) in _TRACE_LIMIT_KEYS.items() if n in str(e))
-        raise Error(f"{key}={env.get(key)!r}: {e}") from None
+        raise UserError(f"{key}={env.get(key)!r}: {e}") from None
 
 
 def default_images_dir() -> Path:
@@ -129,7 +132,7 @@ class SandboxConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxConfig:
         """Build the configuration from HERMETIC_* variables and their defaults."""
         env = os.environ if env is None else env
-        cache = _cache_home(env)
+        cache = _cache_home()
         return cls(
             store_dir=Path(env.get("HERMETIC_STORE") or cache / "store"),
             work_dir=Path(env.get("HERMETIC_WORK_DIR") or cache / "work"),
@@ -149,7 +152,7 @@ class SandboxConfig:
                 for item in env.get("HERMETIC_INSECURE_REGISTRIES", "").split(",")
                 if item.strip()
             ),
-            podman_idle_s=int(_seconds(env, "HERMETIC_PODMAN_IDLE", 300)),
-            podman_timeout_s=_seconds(env, "HERMETIC_PODMAN_TIMEOUT", 600.0),
+            podman_idle_s=_seconds(env, "HERMETIC_PODMAN_IDLE", 300),
+            podman_timeout_s=_seconds(env, "HERMETIC_PODMAN_TIMEOUT", 600),
             trace_limits=_trace_limits(env),
         )

@@ -19,12 +19,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 from requests.auth import AuthBase
 
-from sandbox.errors import Error
+from sandbox.errors import UserError
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class CredentialError(Error):
+class CredentialError(UserError):
     """A URL that should carry a credential cannot (no host, a bad port)."""
 
 

@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
-from typing import BinaryIO, NewType
+from typing import Any, BinaryIO, NewType
 
 Sha256 = NewType("Sha256", str)
 """A sha256 digest as 64 lowercase hex characters, without a prefix."""
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 _CHUNK = 1 << 20
 
 
-def parse_sha256(value: str) -> Sha256:
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is exactly a digest as documents carry it: 64 lower-case hex
+    characters, no prefix (what a signed document says is read one way only)."""
+    return isinstance(value, str) and _HEX64.match(value) is not None
+
+
+def parse_sha256(value: str, *, strict: bool = False) -> Sha256:
     """Accept 64 hex characters, optionally prefixed by ``sha256:``.
+
+    Args:
+        strict: only the ``sha256:``-prefixed or bare lower-case form (no upper case).
 
     Raises:
         ValueError: when the value is not a sha256 digest.
     """
-    text = value.removeprefix("sha256:").lower()
-    if not _HEX64.match(text):
+    text = value.removeprefix("sha256:") if isinstance(value, str) else ""
+    if not strict:
+        text = text.lower()
+    if not is_sha256(text):
         raise ValueError(f"expected a sha256 digest (64 hex characters), got {value!r}")
     return Sha256(text)
+
+
+def canonical_json(value: Any, *, ascii_only: bool = True) -> bytes:
+    """The one canonical JSON of what hermetic hashes or signs: sorted keys, no
+    insignificant whitespace; ``ascii_only`` escapes every non-ASCII character (statements,
+    recipes) or keeps it as UTF-8 (OCI documents, as podman writes them)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only
+    ).encode()
 
 
 def sha256_bytes(data: bytes) -> Sha256:

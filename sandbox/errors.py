@@ -1,6 +1,10 @@
-"""Errors of the sandbox package: one root, each with an actionable diagnostics text.
+"""hermetic's error tree (the sandbox's and the rebuilder's): one root, two branches.
 
-The CLI catches only :class:`Error`; anything else escaping is a bug.
+:class:`UserError`: what was asked is wrong (a spec, an input, a request, a file given); the
+same request gives the same error, so it is reported, never retried. :class:`InfrastructureError`:
+the machine, a service or a host tool failed, not what was asked; trying again (later, or on
+another worker) may succeed. Each message says what went wrong and what to do. The CLI
+catches only :class:`Error`; anything else escaping is a bug.
 """
 
 from __future__ import annotations
@@ -10,14 +14,18 @@ from pathlib import Path
 
 
 class Error(Exception):
-    """Root of every error the sandbox reports to a user."""
-
-    def diagnostics(self) -> str:
-        """Return the text a user reads: what went wrong and what to do."""
-        return str(self)
+    """Root of every error hermetic reports to a user (its text says what to do)."""
 
 
-class SpecError(Error):
+class UserError(Error):
+    """What was asked is wrong: the same request fails the same way (not retried)."""
+
+
+class InfrastructureError(Error):
+    """The machine, a service or a tool failed, not the request: it may be retried."""
+
+
+class SpecError(UserError):
     """A spec file is invalid; names the file, the key and the reason."""
 
     problems: tuple[str, ...] = ()  # each problem, when there are several
@@ -45,7 +53,7 @@ class SpecProblems(SpecError):
         )
 
 
-class InputError(Error):
+class InputError(UserError):
     """A pinned input could not be fetched, or its digest does not match."""
 
 
@@ -84,11 +92,11 @@ class InputRefused(InputError):
         super().__init__(f"input {url} refused by the node's input policy ({rule}): {reason}")
 
 
-class ImageError(Error):
+class ImageError(UserError):
     """An image definition, lock or reference is unusable."""
 
 
-class HostToolMissing(Error):
+class HostToolMissing(InfrastructureError):
     """A program hermetic needs is not installed."""
 
     def __init__(self, *, tool: str, package: str) -> None:
@@ -100,7 +108,7 @@ class HostToolMissing(Error):
         )
 
 
-class HostToolFailed(Error):
+class HostToolFailed(InfrastructureError):
     """A host program exited with an error; its stderr is attached."""
 
     def __init__(self, *, argv: list[str], returncode: int | None, stderr: str) -> None:
@@ -112,8 +120,9 @@ class HostToolFailed(Error):
         super().__init__(f"{argv[0]} {what}: {' '.join(argv)}\n{tail}".rstrip())
 
 
-class RootRefused(Error):
-    """hermetic was started as root without --allow-root."""
+class RootRefused(InfrastructureError):
+    """hermetic was started as root without --allow-root (the host's set-up, not the
+    request's: another worker may run it)."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -125,7 +134,7 @@ class RootRefused(Error):
         )
 
 
-class SandboxError(Error):
+class SandboxError(InfrastructureError):
     """The sandbox (podman, the runner) failed; not the build's fault."""
 
 
@@ -133,5 +142,5 @@ class BuildCancelled(Error):
     """A build was stopped on request (a check whose control build failed)."""
 
 
-class OutputError(Error):
+class OutputError(UserError):
     """The build's outputs are missing or unsafe to hand out."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sandbox.backend import (
@@ -20,6 +20,8 @@ from sandbox.backend import (
     RunOutcome,
     RunStatus,
     SandboxBackend,
+    Tracer,
+    TraceRun,
 )
 from sandbox.config import SandboxConfig
 from sandbox.errors import BuildCancelled
@@ -27,6 +29,7 @@ from sandbox.logcap import CappedLog
 from sandbox.monitor import ResourceUsage
 from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
+from sandbox.trace.model import BuildTrace
 
 CGROUP_V1_ROOTLESS = HostCapabilities(
     rootless=True,
@@ -56,11 +59,38 @@ def _succeed(build_dir: Path, plan: BuildPlan) -> FakeRun:
     return FakeRun(log=b"fake build\n")
 
 
+TraceScript = Callable[[Path, BuildPlan], BuildTrace]
+"""What a scripted tracer saw of a build: from its handed-back build directory and plan."""
+
+
+class ScriptedTracer(Tracer):
+    """Gives the fake backend's traced builds the trace ``script`` makes of them."""
+
+    def __init__(self, script: TraceScript) -> None:
+        self.script = script
+
+    @contextmanager
+    def session(self, plan: BuildPlan, workspace: Workspace) -> Iterator[TraceRun]:
+        yield _ScriptedRun(self.script, plan, workspace.out / HANDBACK_DIR)
+
+
+@dataclass(frozen=True)
+class _ScriptedRun(TraceRun):
+    script: TraceScript
+    plan: BuildPlan
+    build_dir: Path
+
+    def finish(self) -> BuildTrace:
+        return self.script(self.build_dir, self.plan)
+
+
 @dataclass
 class FakeBackend(SandboxBackend):
-    """Runs nothing; records plans; returns what ``script`` says."""
+    """Runs nothing; records plans; returns what ``script`` says, and for a traced build
+    what ``tracer`` saw (no tracer: no trace)."""
 
     script: Script = _succeed
+    tracer: Tracer | None = None
     capabilities: HostCapabilities = CGROUP_V1_ROOTLESS
     plans: list[BuildPlan] = field(default_factory=list)
     images_asked: list[str] = field(default_factory=list)
@@ -84,6 +114,23 @@ class FakeBackend(SandboxBackend):
         cancel: Cancel | None = None,
     ) -> RunOutcome:
         self.plans.append(plan)
+        traced = self.tracer is not None and plan.trace is not None
+        with (
+            self.tracer.session(plan, workspace)
+            if traced and self.tracer
+            else nullcontext() as tracing
+        ):
+            outcome = self._run(plan, workspace, log_path, observer, cancel)
+            return replace(outcome, trace=tracing.finish()) if tracing is not None else outcome
+
+    def _run(
+        self,
+        plan: BuildPlan,
+        workspace: Workspace,
+        log_path: Path,
+        observer: BuildObserver,
+        cancel: Cancel | None,
+    ) -> RunOutcome:
         build_dir = workspace.out / HANDBACK_DIR
         shutil.copytree(workspace.source, build_dir, symlinks=True)
         scripted = self.script(build_dir, plan)

@@ -67,7 +67,8 @@ def fetch_input(
         store: where verified inputs live.
         progress: receives byte counts while downloading.
         policy: a node's input policy (None: the local user's own inputs, any URL). Under
-            a policy a mismatch does not tell the actual digest.
+            a policy a mismatch does not tell the actual digest, and a stored file is used
+            only if it was fetched from the same URL.
 
     Returns:
         The stored file and whether it had to be fetched (False: already stored).
@@ -79,7 +80,9 @@ def fetch_input(
     """
     if policy is not None:
         target = policy.check_url(item.url)  # even a cached input must be allowed
-        cached = store.get(item.sha256)
+        # only what this very URL gave before (see sandbox.store): a digest alone fetched
+        # by someone else, from elsewhere, is not this input
+        cached = store.get_from(item.url, item.sha256)
         if cached is not None:
             return cached, False
         with guarded_get(target, policy) as (body, declared):
@@ -89,6 +92,7 @@ def fetch_input(
                 what=item.url,
                 on_bytes=lambda done: progress(item.url, done, declared) if progress else None,
                 disclose=False,
+                origin=item.url,
             ), True
     cached = store.get(item.sha256)
     if cached is not None:
@@ -237,7 +241,7 @@ def guarded_get(
         InputError: the server cannot be reached or does not answer 200.
     """
     context = context or _node_tls_context()
-    deadline = time.monotonic() + policy.deadline_s
+    deadline = policy.fetch_deadline()
     url = target.url
     for _ in range(MAX_REDIRECTS + 1):
         connection, response = _open(target, policy, context, deadline)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
 from sandbox.errors import InputRefused
@@ -138,7 +139,11 @@ class InputPolicy:
         networks: non-public networks the operator allows anyway (``--allow-input-network``),
             e.g. an internal mirror; every other address must be public unicast.
         max_bytes: largest input (``--max-input``); a fetch stops at the cap.
-        deadline_s: total time for one fetch, redirects included.
+        deadline_s: total time for one fetch, redirects included, and for all of one job's
+            fetches together (see :meth:`for_job`).
+        own: the node's own addresses: refused like internal ones (a service listening on
+            the node's public address is still the node's), unless in ``networks``.
+        job_deadline: when every fetch of the current job must end (time.monotonic()).
         resolver: resolves a host once; the fetch connects to an address it returned.
     """
 
@@ -148,6 +153,8 @@ class InputPolicy:
     networks: tuple[IPNetwork, ...] = ()
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES
     deadline_s: float = DEFAULT_DEADLINE_S
+    own: frozenset[IPAddress] = frozenset()
+    job_deadline: float | None = field(default=None, compare=False)
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +171,7 @@ class InputPolicy:
         networks: Sequence[str] = (),
         max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        own: Sequence[IPAddress] = (),
     ) -> InputPolicy:
         """A policy from option texts (ValueError names the bad one)."""
         parsed = []
@@ -177,32 +185,19 @@ class InputPolicy:
             networks=tuple(parsed),
             max_bytes=max_bytes,
             deadline_s=deadline_s,
+            own=frozenset(own),
         )
 
-    def to_json(self) -> dict[str, object]:
-        """The rules as data (for a scale-out worker, which applies them itself)."""
-        return {
-            "allow": [prefix.text for prefix in self.allow],
-            "networks": [str(network) for network in self.networks],
-            "max_bytes": self.max_bytes,
-            "deadline_s": self.deadline_s,
-        }
+    def for_job(self, remaining_s: float | None = None) -> InputPolicy:
+        """This policy for one job's fetches: together they end within ``deadline_s`` (and
+        within the job's ``remaining_s``), however many inputs the spec names."""
+        budget = self.deadline_s if remaining_s is None else min(self.deadline_s, remaining_s)
+        return replace(self, job_deadline=time.monotonic() + max(budget, 0.0))
 
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> InputPolicy:
-        """Raises ValueError, KeyError or TypeError for data :meth:`to_json` did not write."""
-        allow, networks = data["allow"], data["networks"]
-        max_bytes, deadline_s = data["max_bytes"], data["deadline_s"]
-        if not isinstance(allow, list) or not isinstance(networks, list):
-            raise TypeError("allow and networks must be lists")
-        if not isinstance(max_bytes, int) or not isinstance(deadline_s, int | float):
-            raise TypeError("max_bytes and deadline_s must be numbers")
-        return cls.of(
-            allow=[str(p) for p in allow],
-            networks=[str(n) for n in networks],
-            max_bytes=max_bytes,
-            deadline_s=float(deadline_s),
-        )
+    def fetch_deadline(self) -> float:
+        """When a fetch starting now must end (time.monotonic())."""
+        deadline = time.monotonic() + self.deadline_s
+        return deadline if self.job_deadline is None else min(deadline, self.job_deadline)
 
     def refuse(self, url: str, rule: str, reason: str) -> InputRefused:
         return InputRefused(url=url, rule=rule, reason=reason)
@@ -244,33 +239,68 @@ class InputPolicy:
         except ValueError:
             literal = None
         if literal is not None:
-            self.check_address(url, host, literal)
+            self.check_address(url, host, literal, told=True)
         return target
 
-    def check_address(self, url: str, host: str, address: IPAddress) -> None:
-        """Raises InputRefused unless the address is public or in an allowed network."""
+    def check_address(self, url: str, host: str, address: IPAddress, *, told: bool) -> None:
+        """Raises InputRefused unless the address is public (and not the node's own) or in
+        an allowed network.
+
+        Args:
+            told: the client wrote the address itself (its kind may be named); else it is
+                the node's resolver's answer, and the refusal says nothing of it.
+        """
         if any(address in network for network in self.networks):
             return
-        rule = address_rule(address)
-        if rule is not None:
-            # the address itself is not told: it is the node's resolver's answer
-            raise self.refuse(
-                url, "address", f"{host} is or resolves to {rule}; only public addresses"
-            )
+        rule = address_rule(address) or (
+            "an address of the node itself" if _plain(address) in self.own else None
+        )
+        if rule is None:
+            return
+        if told:
+            raise self.refuse(url, "address", f"{host} is {rule}; only public addresses")
+        raise self.refuse(url, "address", _NOT_PUBLIC.format(host=host))
 
     def addresses(self, target: Target) -> list[IPAddress]:
         """Resolve the target's host once and check every address it resolves to.
 
         Raises:
             InputRefused: the name does not resolve, or any of its addresses is refused
-                (a name that also resolves to an internal address is not trusted).
+                (a name that also resolves to an internal address is not trusted). Both
+                read the same: what the node's resolver knows is not the client's business
+                (one reason, or internal names could be enumerated).
         """
         try:
             found = list(self.resolver(target.host, target.port))
         except (OSError, UnicodeError):
             found = []
         if not found:
-            raise self.refuse(target.url, "address", f"{target.host} does not resolve")
+            raise self.refuse(target.url, "address", _NOT_PUBLIC.format(host=target.host))
         for address in found:
-            self.check_address(target.url, target.host, address)
+            self.check_address(target.url, target.host, address, told=False)
         return found
+
+
+_NOT_PUBLIC = "{host} does not resolve to public addresses only"
+
+
+def _plain(address: IPAddress) -> IPAddress:
+    """An IPv4 address carried in IPv6 as itself (the node's own may be reached either way)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def host_addresses() -> list[IPAddress]:
+    """Every address of this host's interfaces (the node refuses to fetch from itself)."""
+    import psutil  # only where a node starts
+
+    found: list[IPAddress] = []
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    found.append(ipaddress.ip_address(entry.address.split("%")[0]))
+                except ValueError:
+                    continue
+    return found

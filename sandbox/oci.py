@@ -7,14 +7,13 @@ same rootfs gives the same manifest digest on every machine.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sandbox.digests import Sha256, sha256_bytes
+from sandbox.digests import Sha256, canonical_json, sha256_bytes
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -22,9 +21,8 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def canonical_json(value: Any) -> bytes:
-    """JSON with sorted keys and no insignificant whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def _canonical(value: Any) -> bytes:
+    return canonical_json(value, ascii_only=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +64,7 @@ def describe_image(
         labels: image labels (recipe digest and the like).
     """
     timestamp = datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    config = canonical_json(
+    config = _canonical(
         {
             "architecture": architecture,
             "os": "linux",
@@ -81,7 +79,7 @@ def describe_image(
             "history": [{"created": timestamp, "created_by": "hermetic image build (mmdebstrap)"}],
         }
     )
-    manifest = canonical_json(
+    manifest = _canonical(
         {
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
@@ -95,7 +93,7 @@ def describe_image(
             ],
         }
     )
-    index = canonical_json(
+    index = _canonical(
         {
             "schemaVersion": 2,
             "manifests": [
@@ -131,7 +129,7 @@ def write_archive(image: OciImage, layer: Path, archive: Path) -> None:
 
     with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in (
-            ("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"})),
+            ("oci-layout", _canonical({"imageLayoutVersion": "1.0.0"})),
             ("index.json", image.index),
             (f"blobs/sha256/{image.config_digest}", image.config),
             (f"blobs/sha256/{image.manifest_digest}", image.manifest),

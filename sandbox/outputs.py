@@ -18,7 +18,14 @@ from typing import Any
 
 from wcmatch import glob
 
-from sandbox.beneath import make_dirs_beneath, open_beneath, resolve_beneath
+from sandbox.beneath import (
+    TreeLimits,
+    TreeTooLarge,
+    make_dirs_beneath,
+    open_beneath,
+    resolve_beneath,
+    walk_beneath,
+)
 from sandbox.digests import Sha256, sha256_bytes, sha256_stream
 from sandbox.errors import OutputError
 
@@ -88,13 +95,15 @@ def canonical_digest(files: tuple[OutputFile, ...]) -> Sha256:
 
 
 def _all_paths(root: Path) -> list[str]:
-    """Relative POSIX paths of every entry under root, without following links."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        for name in (*dirnames, *filenames):
-            found.append((here / name).relative_to(root).as_posix())
-    return found
+    """Relative POSIX paths of every entry under root, without following links.
+
+    Raises:
+        OutputError: the build left a tree too deep or too large to walk (its own doing).
+    """
+    try:
+        return [relative for relative, _ in walk_beneath(root, TreeLimits())]
+    except TreeTooLarge as e:
+        raise OutputError(f"the build directory is too large to look for outputs in: {e}") from None
 
 
 def _is_directory(path: Path) -> bool:

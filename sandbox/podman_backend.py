@@ -11,11 +11,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sandbox.backend import Cancel, RunOutcome, RunStatus, SandboxBackend, tree_size
+from sandbox.backend import (
+    Cancel,
+    RunOutcome,
+    RunStatus,
+    SandboxBackend,
+    Tracer,
+    TraceRun,
+    tree_size,
+)
 from sandbox.config import SandboxConfig
 from sandbox.cri_log import CriLogFollower
 from sandbox.errors import BuildCancelled, SandboxError
@@ -39,6 +47,7 @@ from sandbox.podman_api import (
     kill_stuck_creations,
 )
 from sandbox.trace.levels import TraceLevel
+from sandbox.trace.model import BuildTrace
 from sandbox.trace.profile import build_profile
 from sandbox.trace.session import TraceFiles, TraceSession, load_base_profile
 
@@ -59,9 +68,12 @@ _SCRATCH_NEARLY_FULL = 4 * 1024**2
 class PodmanBackend(SandboxBackend):
     """Builds in podman containers over one API session."""
 
-    def __init__(self, session: PodmanSession, *, seccomp_base: Path) -> None:
+    def __init__(
+        self, session: PodmanSession, *, seccomp_base: Path, tracer: Tracer | None = None
+    ) -> None:
         self.session = session
         self.seccomp_base = seccomp_base
+        self.tracer = tracer or SeccompTracer(seccomp_base)
         self._local = threading.local()
         self._present: set[str] = set()  # images found present by this command
         self._profiles: dict[tuple[tuple[int, ...], bool], str] = {}  # untraced profiles, rendered
@@ -78,8 +90,14 @@ class PodmanBackend(SandboxBackend):
 
     @classmethod
     @contextmanager
-    def connect(cls, config: SandboxConfig) -> Iterator[PodmanBackend]:
-        """Connect to podman (starting a private service if none answers) for a while."""
+    def connect(
+        cls, config: SandboxConfig, *, tracer: Tracer | None = None
+    ) -> Iterator[PodmanBackend]:
+        """Connect to podman (starting a private service if none answers) for a while.
+
+        Args:
+            tracer: traces builds (default: the seccomp supervisor, :class:`SeccompTracer`).
+        """
         service = PodmanService(
             url=config.podman_url,
             podman_bin=config.podman_bin,
@@ -87,7 +105,7 @@ class PodmanBackend(SandboxBackend):
             request_timeout_s=config.podman_timeout_s,
         )
         with service as session:
-            yield cls(session, seccomp_base=config.seccomp_base)
+            yield cls(session, seccomp_base=config.seccomp_base, tracer=tracer)
 
     def image_store(self) -> PodmanSession:
         return self._session()
@@ -136,7 +154,8 @@ class PodmanBackend(SandboxBackend):
         if cancel is not None and cancel.is_set():
             raise BuildCancelled("the build was cancelled before it started")
         _open_to_the_runner(workspace)
-        with self._tracing(plan, workspace) as tracing:
+        tracing_build = self.tracer.session(plan, workspace) if plan.trace else nullcontext()
+        with tracing_build as tracing:
             if tracing is not None:
                 tracing.before_create()
             else:
@@ -157,11 +176,16 @@ class PodmanBackend(SandboxBackend):
                 outcome = replace(outcome, trace=tracing.finish())
             return outcome
 
+
+class SeccompTracer(Tracer):
+    """Traces a build through its seccomp user notifications (the supervisor)."""
+
+    def __init__(self, seccomp_base: Path) -> None:
+        self.seccomp_base = seccomp_base
+
     @contextmanager
-    def _tracing(self, plan: BuildPlan, workspace: Workspace) -> Iterator[TraceSession | None]:
-        if plan.trace is None:
-            yield None
-            return
+    def session(self, plan: BuildPlan, workspace: Workspace) -> Iterator[TraceRun]:
+        assert plan.trace is not None
         # A short directory (unix socket paths are limited to 108 bytes), stamped with
         # its owner so that a later command removes it if this process is killed.
         sockets = Path(tempfile.mkdtemp(prefix=stamped_prefix(TRACE_KIND)))
@@ -182,10 +206,27 @@ class PodmanBackend(SandboxBackend):
             memfd=plan.memfd_allowed,
         )
         try:
-            yield session
+            yield _SupervisedRun(session)
         finally:
             session.close()
             shutil.rmtree(sockets, ignore_errors=True)
+
+
+class _SupervisedRun(TraceRun):
+    def __init__(self, session: TraceSession) -> None:
+        self.session = session
+
+    def before_create(self) -> None:
+        self.session.before_create()
+
+    def after_start(self, init_pid: int, *, timeout_s: float) -> None:
+        self.session.after_start(init_pid, timeout_s=timeout_s)
+
+    def failure(self) -> str | None:
+        return self.session.failure()
+
+    def finish(self) -> BuildTrace:
+        return self.session.finish()
 
 
 def _open_to_the_runner(workspace: Workspace) -> None:
@@ -261,7 +302,7 @@ class _Watch:
         container: BuildContainer,
         log_path: Path,
         observer: BuildObserver,
-        tracing: TraceSession | None,
+        tracing: TraceRun | None,
         cancel: Cancel | None,
     ) -> None:
         self.plan = plan

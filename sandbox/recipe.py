@@ -6,7 +6,6 @@ A recipe is a TOML file (``images/NAME/recipe.toml``, or one beside a project) o
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sandbox.digests import Sha256, sha256_bytes
+from sandbox.digests import Sha256, canonical_json, sha256_bytes
 from sandbox.errors import Error, ImageError
 
 RECIPE_FILENAME = "recipe.toml"
@@ -231,8 +230,7 @@ class ImageRecipe:
             if checked_text(value, _TEXT_RE) is None:
                 raise fail(f"env.{key}", "must be one line of text (no control characters)")
         if digest is None:
-            canonical = json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
-            digest = sha256_bytes(canonical.encode())
+            digest = sha256_bytes(canonical_json(dict(data)))
         return cls(
             name=name,
             description=description,

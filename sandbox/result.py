@@ -12,8 +12,7 @@ from sandbox.logcap import LogSummary
 from sandbox.monitor import ResourceUsage
 from sandbox.outputs import OutputFile
 from sandbox.plan import LimitPlan
-
-RESULT_SCHEMA = "https://hermetic.dev/schemas/build-result/v1"
+from sandbox.uris import RESULT_SCHEMA
 
 
 class BuildStatus(StrEnum):

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from sandbox.digests import Sha256, parse_sha256
 from sandbox.errors import Error, SpecError, SpecProblems
 from sandbox.recipe import RECIPE_FILENAME, ImageRecipe
-from sandbox.units import parse_duration, parse_size
+from sandbox.units import format_size, parse_duration, parse_size
 
 DEFAULT_IMAGE = "debian-bookworm"
 SPEC_FILENAME = "hermetic.toml"
@@ -38,6 +38,9 @@ _URL_SCHEMES = ("https", "http", "file")
 MAX_SOURCE_DATE_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: what file times and dates hold
 MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
 _T = TypeVar("_T")
+# A spec is a page of TOML: a larger file is refused before it is read (a node reads
+# strangers' specs; a gigabyte of comments would cost gigabytes of memory).
+MAX_SPEC_BYTES = 1024**2
 _RESERVED_ENV = {
     "SOURCE_DATE_EPOCH": "set build.source_date_epoch instead",
 }
@@ -96,6 +99,22 @@ class Limits:
     disk_bytes: int = 10 * 1024**3
     log_bytes: int = 64 * 1024**2
 
+    def above(self, ceiling: Limits) -> list[str]:
+        """The limits larger than ``ceiling`` (a node's maximums for strangers' specs), each
+        as ``limits.NAME = VALUE is more than MAXIMUM``; empty when every one fits."""
+        found = []
+        for key, attribute, shown in (
+            ("timeout", "timeout_s", lambda v: f"{v}s"),
+            ("memory", "memory_bytes", format_size),
+            ("pids", "pids", str),
+            ("disk", "disk_bytes", format_size),
+            ("log", "log_bytes", format_size),
+        ):
+            value, most = getattr(self, attribute), getattr(ceiling, attribute)
+            if value > most:
+                found.append(f"limits.{key} = {shown(value)} is more than {shown(most)}")
+        return found
+
 
 @dataclass(frozen=True, kw_only=True)
 class Spec:
@@ -127,16 +146,25 @@ class Spec:
         if path.is_dir():
             path = path / SPEC_FILENAME
         try:
-            data = path.read_bytes()
+            with path.open("rb") as stream:
+                data = stream.read(MAX_SPEC_BYTES + 1)
             text = data.decode("utf-8")
         except FileNotFoundError:
             raise SpecError(path=path, key="(file)", reason="no such file") from None
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError(path=path, key="(file)", reason=str(e)) from e
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(
+                path=path,
+                key="(file)",
+                reason=f"larger than {MAX_SPEC_BYTES} bytes; a spec is a short TOML file",
+            )
         try:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise SpecError(path=path, key="(syntax)", reason=str(e)) from e
+        except RecursionError:  # tomllib parses nested arrays and tables recursively
+            raise SpecError(path=path, key="(syntax)", reason="nested too deeply") from None
         parsed = cls.from_document(
             document, path=path, source_dir=source_dir or path.resolve().parent
         )
@@ -274,7 +302,7 @@ class _SpecParser:
         try:
             recipe = ImageRecipe.load(target, name=recipe_image_name(target))
         except Error as e:
-            raise self.fail(key, e.diagnostics()) from None
+            raise self.fail(key, str(e)) from None
         return ImageReference(recipe=recipe, recipe_path=target, lock_path=recipe_lock_path(target))
 
     def image(self, value: object) -> ImageReference:

@@ -1,4 +1,10 @@
-"""Content-addressed store of fetched inputs: a file's name is its sha256, checked on every use."""
+"""Content-addressed store of fetched inputs: a file's name is its sha256, checked on every use.
+
+A node's store also records where each file came from (its URL) and serves a file only to
+a fetch of the same URL: a digest someone else's job fetched is not handed to a spec that
+names it with another URL (the provenance would name a URL that was never fetched), and
+whether the node holds a digest tells a client nothing.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._dir = root / "sha256"
+        self._origins = root / "origins"
 
     def path_of(self, digest: Sha256) -> Path:
         """Where the file with this digest lives (whether or not it is there)."""
@@ -60,6 +67,19 @@ class ContentStore:
             return None
         return path
 
+    def get_from(self, url: str, digest: Sha256) -> Path | None:
+        """The stored file with this digest if it was fetched from ``url`` (None: never,
+        or absent, or damaged). A hit counts as a use: its time is renewed (a node prunes
+        what was not used for its retention time)."""
+        record = self._origins / _origin_name(url, digest)
+        if not record.is_file():
+            return None
+        found = self.get(digest)
+        if found is not None:
+            for path in (found, record):
+                os.utime(path)
+        return found
+
     def add(
         self,
         chunks: Iterable[bytes],
@@ -68,6 +88,7 @@ class ContentStore:
         what: str,
         on_bytes: Callable[[int], None] | None = None,
         disclose: bool = True,
+        origin: str | None = None,
     ) -> Path:
         """Write a stream into the store if, and only if, it has the expected digest.
 
@@ -77,6 +98,7 @@ class ContentStore:
             what: how the content is named in errors (its URL).
             on_bytes: called with the number of bytes written so far.
             disclose: whether a mismatch may tell the actual digest (not on a node).
+            origin: the URL it was fetched from, recorded for :meth:`get_from`.
 
         Raises:
             DigestMismatch: the content has another digest; nothing is kept.
@@ -107,6 +129,13 @@ class ContentStore:
             temp.chmod(0o444)
             final = self.path_of(expected)
             os.replace(temp, final)
+            if origin is not None:
+                self._origins.mkdir(parents=True, exist_ok=True)
+                (self._origins / _origin_name(origin, expected)).touch()
             return final
         finally:
             temp.unlink(missing_ok=True)
+
+
+def _origin_name(url: str, digest: Sha256) -> str:
+    return hashlib.sha256(f"{url}\0{digest}".encode()).hexdigest()

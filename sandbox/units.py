@@ -23,7 +23,10 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([a-zA-Z]*)\s*$")
-_DURATION_RE = re.compile(r"^(?:(\d{1,30})h)?(?:(\d{1,30})m)?(?:(\d{1,30})s)?$")
+_DURATION_RE = re.compile(
+    r"^(?:(\d{1,30})\s*d)?(?:(\d{1,30})\s*h)?(?:(\d{1,30})\s*m)?(?:(\d{1,30})\s*s)?$"
+)
+_UNIT_SECONDS = (86400, 3600, 60, 1)
 MAX_SIZE = 1024**5  # 1 PiB: above any machine's memory or disk, below every rlimit's range
 MAX_DURATION_S = 7 * 86400  # a week: longer than any build a rebuilder should wait for
 
@@ -60,31 +63,39 @@ def parse_size(value: object) -> int:
     return size
 
 
-def parse_duration(value: object) -> int:
-    """Parse a duration into whole seconds.
+def parse_duration(
+    value: object, *, maximum: int | None = MAX_DURATION_S, numbers: bool = True
+) -> int:
+    """Parse a duration into whole seconds: the one grammar of specs, policies and options.
 
     Args:
-        value: an int (seconds) or a string such as "30m", "1h30m", "45s".
+        value: a string such as "30m", "1h30m", "45s", "7d"; an int (seconds) if ``numbers``.
+        maximum: the most seconds accepted (None: any).
+        numbers: whether a bare integer counts as seconds.
 
     Returns:
         The duration in seconds, at least 1.
 
     Raises:
-        ValueError: with a reason fit for a spec error message.
+        ValueError: with a reason fit for a spec or policy error message.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '30m', got {value!r}")
+    example = "expected a duration such as '30m', '1h30m', '90s' or '7d'"
+    if isinstance(value, bool) or (isinstance(value, int) and not numbers):
+        raise ValueError(f"{example}, got {value!r}")
     if isinstance(value, int):
         seconds = value
-    elif isinstance(value, str) and value and (match := _DURATION_RE.match(value.strip())):
-        hours, minutes, secs = (int(part) if part else 0 for part in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
+    elif isinstance(value, str) and value.strip() and (match := _DURATION_RE.match(value.strip())):
+        seconds = sum(
+            int(part) * unit
+            for part, unit in zip(match.groups(), _UNIT_SECONDS, strict=True)
+            if part
+        )
     else:
-        raise ValueError(f"expected a duration such as '30m', '1h30m' or '90s', got {value!r}")
+        raise ValueError(f"{example}, got {value!r}")
     if seconds < 1:
         raise ValueError(f"duration must be at least 1s, got {value!r}")
-    if seconds > MAX_DURATION_S:
-        raise ValueError(f"duration must be at most 7 days ({MAX_DURATION_S}s), got {value!r}")
+    if maximum is not None and seconds > maximum:
+        raise ValueError(f"duration must be at most {maximum}s, got {value!r}")
     return seconds
 
 

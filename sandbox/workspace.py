@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import stat
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from sandbox.errors import Error, HostToolMissing
+from sandbox import beneath
+from sandbox.errors import HostToolMissing, UserError
 from sandbox.lifecycle import reap_directories, stamped_prefix
 from sandbox.plan import Workspace
 from sandbox.source_tree import OUT_MARKER
@@ -48,22 +47,10 @@ def require_static(busybox: Path) -> None:
             raise HostToolMissing(tool=f"{busybox} (statically linked)", package="busybox-static")
 
 
-def _force_remove(function: Callable[..., Any], path: str, _error: BaseException) -> None:
-    # A build may leave directories without write permission; we own them, so open up and retry.
-    parent = Path(path).parent
-    parent.chmod(parent.stat().st_mode | stat.S_IRWXU)
-    if Path(path).is_dir() and not Path(path).is_symlink():
-        Path(path).chmod(stat.S_IRWXU)
-    function(path)
-
-
 def remove_tree(path: Path) -> None:
-    """Remove a directory tree even when the build took permissions away."""
-
-    def onerror(function: Callable[..., Any], name: str, info: Any) -> None:
-        _force_remove(function, name, info[1])
-
-    shutil.rmtree(path, onerror=onerror)
+    """Remove a directory tree even when the build took permissions away, at any depth
+    and without following a link (see :func:`sandbox.beneath.remove_tree`)."""
+    beneath.remove_tree(path)
 
 
 @contextmanager
@@ -93,7 +80,7 @@ def build_workspace(work_dir: Path, busybox: Path, faketime: Path) -> Iterator[W
         remove_tree(root)
 
 
-class OutDirError(Error):
+class OutDirError(UserError):
     """The output directory cannot be used."""
 
 
@@ -115,7 +102,7 @@ def claim_dir(path: Path, made_by: str) -> bool:
     return True
 
 
-class UnsafeWrite(Error):
+class UnsafeWrite(UserError):
     """A file hermetic would write is a symbolic link, or exists where it must not."""
 
 

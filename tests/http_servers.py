@@ -1,14 +1,18 @@
-"""Real HTTP servers on loopback for tests of what clients send: each records every
+"""Real HTTP(S) servers on loopback for tests of what clients send: each records every
 request (path, Host, Authorization) and answers from a table of routes."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.server
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from sandbox.digests import Sha256
 
 Answer = tuple[int, dict[str, str], bytes]
 Route = Answer | Callable[[str], Answer]
@@ -90,3 +94,46 @@ def serving(*servers: Server) -> Iterator[tuple[Server, ...]]:
             httpd.shutdown()
             httpd.server_close()
             thread.join()
+
+
+# What a node may fetch, served by a Listener (the input-policy tests and the node's).
+DATA = b"an input the node may fetch\n" * 100
+DIGEST = Sha256(hashlib.sha256(DATA).hexdigest())
+
+
+class Listener:
+    """A loopback HTTP(S) server that records every request it sees."""
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self.seen: list[str] = []
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                listener.seen.append(self.path)
+                listener.headers = dict(self.headers)
+                status, headers, body = listener.routes.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for name, value in headers.items():
+                    if not name.startswith("_"):
+                        self.send_header(name, value)
+                if "_no_length" not in headers:  # else HTTP/1.0: the body ends at close
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.headers: dict[str, str] = {}
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if context is not None:
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

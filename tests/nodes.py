@@ -16,7 +16,7 @@ from rebuilder.node.auth import TokenRegistry, token_digest
 from rebuilder.node.execute import Connect
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.serve import Listen, server
-from sandbox.backend import connect_backend
+from sandbox import connect_backend
 from sandbox.config import SandboxConfig
 from sandbox.input_policy import InputPolicy
 

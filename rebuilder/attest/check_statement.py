@@ -1,16 +1,15 @@
-"""A check's verdict as an in-toto Statement: about the control build's outputs, with a
-predicate of ours. A signed "not reproducible" is evidence too."""
+"""A check's verdict as an in-toto Statement: about the control build's outputs, with the
+predicate :class:`rebuilder.formats.check.CheckPredicate`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from rebuilder.attest.statement import make_statement, subject
 from rebuilder.check import CheckResult
+from rebuilder.formats.check import CheckedBuild, CheckPredicate
+from rebuilder.formats.fields import Subject
 from sandbox.digests import sha256_file
 
-CHECK_PREDICATE = "https://hermetic.dev/attestations/check/v1"
 CHECK_ATTESTATION_FILE = "check.intoto.json"
 
 
@@ -25,31 +24,36 @@ def _report_digests(result: CheckResult) -> dict[str, str]:
     return found
 
 
-def check_statement(result: CheckResult, *, builder_id: str) -> bytes:
-    """The Statement payload; subjects are the control build's outputs."""
-    control = result.builds[0].result
-    predicate: dict[str, Any] = {
-        "reproducible": result.reproducible,
-        "culprits": list(result.culprits),
-        "variations": list(result.variations),
-        "skippedVariations": dict(result.skipped),
-        "seed": result.seed,
-        "builds": [
-            {
-                "name": build.name,
-                "role": build.role,
-                "variations": list(build.variations),
-                "status": build.result.status.value,
-                "digest": f"sha256:{build.result.digest}" if build.result.digest else None,
-                "image": build.result.image,
-                "sourceDigest": f"sha256:{build.result.source_digest}",
-            }
+def check_predicate(result: CheckResult, *, builder_id: str, now: datetime) -> CheckPredicate:
+    """The verdict of a check that ended at ``now`` (the checker's clock)."""
+    return CheckPredicate(
+        reproducible=result.reproducible,
+        culprits=tuple(result.culprits),
+        variations=tuple(result.variations),
+        skipped=dict(result.skipped),
+        seed=result.seed,
+        builds=tuple(
+            CheckedBuild(
+                name=build.name,
+                role=build.role.value,
+                variations=tuple(build.variations),
+                status=build.result.status.value,
+                sha256=build.result.digest or None,
+                image=build.result.image,
+                source_sha256=build.result.source_digest,
+            )
             for build in result.builds
-        ],
-        "differences": [difference.to_json() for difference in result.differences],
-        "reportDigests": {kind: {"sha256": d} for kind, d in _report_digests(result).items()},
-        "checker": {"id": builder_id, "version": control.hermetic_version},
-        "finishedOn": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    subjects = [subject(item.path, item.sha256) for item in control.outputs]
-    return make_statement(subjects, CHECK_PREDICATE, predicate)
+        ),
+        differences=tuple(difference.to_json() for difference in result.differences),
+        report_digests=_report_digests(result),
+        checker_id=builder_id,
+        hermetic_version=result.builds[0].result.hermetic_version,
+        finished_on=now,
+    )
+
+
+def check_statement(result: CheckResult, *, builder_id: str, now: datetime) -> bytes:
+    """The Statement payload; subjects are the control build's outputs."""
+    predicate = check_predicate(result, builder_id=builder_id, now=now)
+    subjects = [Subject(item.path, item.sha256) for item in result.builds[0].result.outputs]
+    return predicate.statement(subjects)

@@ -17,13 +17,13 @@ from typing import Any
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import Signature, Signer
 
-from rebuilder.attest.statement import PAYLOAD_TYPE
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
+from sandbox.uris import PAYLOAD_TYPE
 from sandbox.workspace import write_atomically
 
 
-class EnvelopeError(Error):
+class EnvelopeError(UserError):
     """A file is not a DSSE envelope (unreadable, truncated, not JSON, fields missing)."""
 
 

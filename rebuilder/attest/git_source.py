@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from rebuilder.attest.predicates import SourceRef
-from sandbox.errors import Error as SandboxRootError
+from rebuilder.errors import Error
+from rebuilder.formats.provenance import SourceRef
 from sandbox.git_checkout import history_rewritten, repository_top, run_git
 from sandbox.source_tree import EXCLUDED_NAMES, OUT_MARKER, TreeEntry, digest_entries
 
@@ -213,7 +213,7 @@ def git_source(source_dir: Path, tree_sha256: str, *, euid: int | None = None) -
     except NotProvable as e:
         log.info("naming the source by its digest only: %s", e)
         return plain
-    except (SandboxRootError, OSError) as e:
+    except (Error, OSError) as e:
         log.info("naming the source by its digest only: cannot read it as git: %s", e)
         return plain
     repository = repository_uri(remote) if remote else None

@@ -36,7 +36,7 @@ from securesystemslib.signer import (
 )
 from securesystemslib.signer._utils import compute_default_keyid  # the library's own rule
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 
 # Sigstore is opt-in in securesystemslib (its formats are not yet stable there).
 SIGNER_FOR_URI_SCHEME.setdefault(SigstoreSigner.SCHEME, SigstoreSigner)
@@ -46,7 +46,7 @@ MAX_KEY_BYTES = 1024**2
 Passphrase = Callable[[], bytes]  # asks for a key's passphrase (the CLI prompts)
 
 
-class KeyProblem(Error):
+class KeyProblem(UserError):
     """A key or signer cannot be used; says which file and what to do."""
 
 

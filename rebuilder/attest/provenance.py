@@ -1,77 +1,27 @@
-"""SLSA Provenance v1 for one hermetic build: what was built, from what, how, and the
-evidence that it was hermetic (network namespace, network attempts, limits in force)."""
+"""SLSA Provenance v1 for one hermetic build, made from its result (the format is
+:class:`rebuilder.formats.provenance.Provenance`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from rebuilder import purls
-from rebuilder.attest.predicates import SourceRef
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+from rebuilder.formats.fields import Subject
+from rebuilder.formats.provenance import (
+    INPUT_PREFIX,
+    Dependency,
+    Hermeticity,
+    Provenance,
+    SourceRef,
+)
 from sandbox.digests import sha256_bytes
 from sandbox.result import BuildResult
 
-BUILD_TYPE = "https://hermetic.dev/build-types/podman-sandbox/v1"
-INPUT_PREFIX = "inputs/"
 PROVENANCE_FILE = "provenance.intoto.json"
 
 
 def _bare(digest: str) -> str:
     return digest.removeprefix("sha256:")
-
-
-def _dependencies(
-    result: BuildResult, source: SourceRef, spec_sha256: str | None
-) -> list[dict[str, Any]]:
-    repository, _, image_digest = result.image.partition("@")
-    found = [
-        {"name": "image", "uri": repository, "digest": {"sha256": _bare(image_digest)}},
-        source.to_dependency(),
-    ]
-    if spec_sha256 is not None:
-        found.append({"name": "spec", "digest": {"sha256": _bare(spec_sha256)}})
-    for item in result.inputs:
-        # prefixed: an input placed at "source" or "spec" must not read as hermetic's own
-        entry: dict[str, Any] = {
-            "name": f"{INPUT_PREFIX}{item.dest}",
-            "uri": item.url,
-            "digest": {"sha256": _bare(item.sha256)},
-        }
-        if purl := purls.for_url(item.url):  # a package from a known registry
-            entry["annotations"] = {"purl": purl}
-        found.append(entry)
-    return found
-
-
-def _byproducts(result: BuildResult, result_json: bytes) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = [
-        {"name": "result.json", "digest": {"sha256": sha256_bytes(result_json)}},
-        {"name": "build.log", "digest": {"sha256": _bare(result.log.sha256)}},
-    ]
-    trace = result.trace
-    if trace.get("sha256"):
-        found.append({"name": "trace.json", "digest": {"sha256": _bare(trace["sha256"])}})
-    found.append(
-        {
-            "name": "hermeticity",
-            "annotations": {
-                "networkInterfaces": trace.get("network_interfaces"),
-                # Attempts to reach outside the build's network namespace; traffic on
-                # its own loopback is counted apart.
-                "networkAttempts": trace.get("network_attempts"),
-                "loopbackAttempts": trace.get("loopback_attempts"),
-                "networkTargets": trace.get("network_targets"),
-                "traceLevel": trace.get("level"),
-                "traceComplete": trace.get("complete"),
-                "traceGaps": trace.get("gaps"),
-                "limits": {limit.name: limit.to_json() for limit in result.limits},
-                "resources": result.resources.to_json(),
-                "exitCode": result.exit_code,
-            },
-        }
-    )
-    return found
 
 
 def provenance_statement(
@@ -83,10 +33,11 @@ def provenance_statement(
     spec_sha256: str | None = None,
     source: SourceRef | None = None,
 ) -> bytes:
-    """The Statement payload: subjects are the outputs; the predicate SLSA Provenance v1.
+    """The Statement payload of a build that produced its outputs: the subjects are the
+    outputs, the predicate its :class:`Provenance`.
 
     Args:
-        result: a build that produced its outputs.
+        result: the build.
         spec_document: the spec as given (the parsed hermetic.toml).
         result_json: the bytes of result.json as published (its digest is a byproduct).
         builder_id: who built it (runDetails.builder.id).
@@ -94,33 +45,57 @@ def provenance_statement(
             counts the spec as unknown).
         source: the source as bound (see :func:`rebuilder.attest.git_source.git_source`);
             default: the result's tree digest alone.
+
+    Raises:
+        ValueError: ``source`` is not the tree the build used.
     """
     if source is not None and source.sha256 != result.source_digest:
         raise ValueError("the source named must be the tree the build used")
-    predicate = {
-        "buildDefinition": {
-            "buildType": BUILD_TYPE,
-            "externalParameters": {"spec": dict(spec_document)},
-            "internalParameters": {
-                "environment": dict(result.env),
-                "buildDir": result.build_dir,
-                "sourceDateEpoch": result.source_date_epoch,
-                "sourceDateEpochFrom": result.source_date_epoch_from,
-                "traceLevel": result.trace.get("level"),
-            },
-            "resolvedDependencies": _dependencies(
-                result, source or SourceRef(sha256=result.source_digest), spec_sha256
-            ),
-        },
-        "runDetails": {
-            "builder": {"id": builder_id, "version": {"hermetic": result.hermetic_version}},
-            "metadata": {
-                "invocationId": result.build_id,
-                "startedOn": result.started_at,
-                "finishedOn": result.finished_at,
-            },
-            "byproducts": _byproducts(result, result_json),
-        },
-    }
-    subjects = [subject(item.path, item.sha256) for item in result.outputs]
-    return make_statement(subjects, SLSA_PROVENANCE_V1, predicate)
+    repository, _, image_digest = result.image.partition("@")
+    trace = result.trace
+    byproducts = [
+        Dependency(name="result.json", sha256=sha256_bytes(result_json)),
+        Dependency(name="build.log", sha256=_bare(result.log.sha256)),
+    ]
+    if trace.get("sha256"):
+        byproducts.append(Dependency(name="trace.json", sha256=_bare(trace["sha256"])))
+    provenance = Provenance(
+        builder_id=builder_id,
+        spec=dict(spec_document),
+        environment=dict(result.env),
+        build_dir=result.build_dir,
+        source_date_epoch=result.source_date_epoch,
+        source_date_epoch_from=result.source_date_epoch_from,
+        trace_level=trace.get("level"),
+        image=Dependency(name="image", uri=repository, sha256=_bare(image_digest)),
+        source=source or SourceRef(sha256=result.source_digest),
+        spec_sha256=_bare(spec_sha256) if spec_sha256 is not None else None,
+        inputs=tuple(
+            Dependency(name=f"{INPUT_PREFIX}{item.dest}", uri=item.url, sha256=_bare(item.sha256))
+            for item in result.inputs
+        ),
+        hermetic_version=result.hermetic_version,
+        invocation_id=result.build_id,
+        started_on=result.started_at,
+        finished_on=result.finished_at,
+        byproducts=tuple(byproducts),
+        hermeticity=Hermeticity(
+            network_interfaces=_texts(trace.get("network_interfaces")),
+            # attempts to reach outside the build's network namespace; traffic on its
+            # own loopback is counted apart
+            network_attempts=trace.get("network_attempts"),
+            loopback_attempts=trace.get("loopback_attempts"),
+            network_targets=_texts(trace.get("network_targets")),
+            trace_level=trace.get("level"),
+            trace_complete=trace.get("complete"),
+            trace_gaps=_texts(trace.get("gaps")),
+            limits={limit.name: limit.to_json() for limit in result.limits},
+            resources=result.resources.to_json(),
+            exit_code=result.exit_code,
+        ),
+    )
+    return provenance.statement([Subject(item.path, item.sha256) for item in result.outputs])
+
+
+def _texts(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)

@@ -15,12 +15,11 @@ from sigstore.verify import Verifier
 from sigstore.verify.policy import Identity
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
+from sandbox.uris import BUNDLE_MEDIA_TYPE
 
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
 
-
-class BundleError(Error):
+class BundleError(UserError):
     """A Sigstore bundle cannot be parsed."""
 
 

@@ -8,7 +8,6 @@ reader accepts beside the JSON name, is refused: one payload has one reading.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,25 +15,17 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 from in_toto_attestation.v1 import statement_pb2
-from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
+from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI
+from in_toto_attestation.v1.statement import Statement as InTotoStatement
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.errors import Error
-
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
-
-
-class StatementError(Error):
-    """A statement is not a valid in-toto Statement v1 (or its predicate is invalid)."""
-
-
-def subject(name: str, sha256: str) -> dict[str, Any]:
-    return {"name": name, "digest": {"sha256": sha256}}
+from rebuilder.formats.fields import Statement, StatementError, Subject
+from sandbox.digests import canonical_json
+from sandbox.uris import SLSA_PROVENANCE
 
 
 def make_statement(
-    subjects: Sequence[Mapping[str, Any]], predicate_type: str, predicate: Mapping[str, Any]
+    subjects: Sequence[Subject], predicate_type: str, predicate: Mapping[str, Any]
 ) -> bytes:
     """The payload bytes of a Statement, after the in-toto models accepted it.
 
@@ -43,11 +34,11 @@ def make_statement(
     """
     document = {
         "_type": STATEMENT_TYPE_URI,
-        "subject": [dict(item) for item in subjects],
+        "subject": [item.to_dict() for item in subjects],
         "predicateType": predicate_type,
         "predicate": dict(predicate),
     }
-    payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    payload = canonical_json(document)
     parse_statement(payload)  # what we sign must be what a verifier accepts
     return payload
 
@@ -99,7 +90,7 @@ def parse_statement(payload: bytes) -> dict[str, Any]:
     if kind != STATEMENT_TYPE_URI:
         found = "no _type" if kind is None else f"_type {shown(kind)}"
         raise StatementError(f"not an in-toto Statement v1: {found}, expected {STATEMENT_TYPE_URI}")
-    slsa = document.get("predicateType") == SLSA_PROVENANCE_V1
+    slsa = document.get("predicateType") == SLSA_PROVENANCE
     alias = proto_alias(document, statement_pb2.Statement.DESCRIPTOR, "statement") or (
         proto_alias(document.get("predicate"), provenance_pb2.Provenance.DESCRIPTOR, "predicate")
         if slsa
@@ -112,9 +103,18 @@ def parse_statement(payload: bytes) -> dict[str, Any]:
         )
     try:
         proto = json_format.ParseDict(document, statement_pb2.Statement())
-        Statement.copy_from_pb(proto).validate()
+        InTotoStatement.copy_from_pb(proto).validate()
         if slsa:
             json_format.ParseDict(document["predicate"], provenance_pb2.Provenance())
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
         raise StatementError(f"invalid statement: {shown(str(e), 300)}") from None
     return document
+
+
+def read_statement(payload: bytes) -> Statement:
+    """A Statement from payload bytes, validated and typed (see :func:`parse_statement`).
+
+    Raises:
+        StatementError: not JSON, not a Statement v1, an invalid predicate or subject.
+    """
+    return Statement.from_dict(parse_statement(payload))

@@ -7,14 +7,14 @@ import json
 import math
 from typing import Any
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 
 MAX_JSON_BYTES = 16 * 1024**2
 MAX_DEPTH = 64  # hermetic's own documents nest about 8 deep
 MAX_SHOWN = 80  # characters of a hostile value quoted in a reason
 
 
-class UntrustedJsonError(Error):
+class UntrustedJsonError(UserError):
     """A document is not JSON we accept (too large, too deep, NaN, duplicate keys…)."""
 
 

@@ -1,27 +1,28 @@
-"""Verifying an attestation: signatures (distinct keys against a threshold), payload and
-statement types, and that artifacts match subjects. Every failure is a reason to show."""
+"""Verifying attestations, one path for ``verify``, ``rebuild`` and ``gate``: bytes →
+:func:`sniff` (a DSSE envelope or a Sigstore bundle) → :func:`open_signed` (the distinct
+trusted keys or identities whose signature holds, and what they signed) →
+:func:`signed_statement` (the in-toto statement, validated). :func:`verify_attestation`
+adds a threshold and artifacts for ``hermetic verify``; every failure is a reason to show."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
 from securesystemslib.signer import Key, Signature
 
-from rebuilder.attest.envelope import StoredEnvelope, read_envelope
+from rebuilder.attest.envelope import EnvelopeError, StoredEnvelope, envelope_from_document
 from rebuilder.attest.keys import SIGSTORE_KEYTYPE, KeyProblem, KeyRing
-from rebuilder.attest.sigstore_bundle import (
-    BundleError,
-    SigstoreTrust,
-    check_bundle,
-    is_bundle,
-)
-from rebuilder.attest.statement import PAYLOAD_TYPE, StatementError, parse_statement
+from rebuilder.attest.sigstore_bundle import BundleError, SigstoreTrust, check_bundle, is_bundle
+from rebuilder.attest.statement import read_statement
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
+from rebuilder.formats.fields import Statement, StatementError
+from sandbox.digests import sha256_stream
+from sandbox.uris import PAYLOAD_TYPE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +33,7 @@ class Verification:
     signed_by: tuple[str, ...]  # key ids whose signature verified
     threshold: int
     reasons: tuple[str, ...]  # why it does not verify; empty when it does
-    statement: dict[str, Any] | None = None
+    statement: Statement | None = None
     matched: tuple[tuple[str, str], ...] = field(default=())  # (artifact, subject name)
 
     @property
@@ -40,15 +41,15 @@ class Verification:
         return not self.reasons
 
     def to_json(self) -> dict[str, Any]:
-        statement = self.statement or {}
+        document = self.statement.document if self.statement else {}
         return {
             "verified": self.ok,
             "attestation": str(self.path),
             "signed_by": list(self.signed_by),
             "threshold": self.threshold,
             "reasons": list(self.reasons),
-            "predicate_type": statement.get("predicateType"),
-            "subjects": statement.get("subject", []),
+            "predicate_type": document.get("predicateType"),
+            "subjects": document.get("subject", []),
             "artifacts": [{"path": a, "subject": s} for a, s in self.matched],
         }
 
@@ -93,6 +94,110 @@ def _signed_by(key: Key, signature: Signature, pae: bytes) -> bool:
     return True
 
 
+class NotAnAttestation(EnvelopeError):
+    """JSON that is neither a DSSE envelope nor a Sigstore bundle (not ours to read)."""
+
+
+class Container(StrEnum):
+    """What holds a signed payload."""
+
+    ENVELOPE = "DSSE envelope"
+    BUNDLE = "Sigstore bundle"
+
+
+def sniff(document: Any) -> Container | None:
+    """What a parsed attestation file is (None: neither, not an attestation of ours)."""
+    if is_bundle(document):
+        return Container.BUNDLE
+    if isinstance(document, dict) and "payloadType" in document:
+        return Container.ENVELOPE
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signed:
+    """Attestation bytes whose signatures were checked against a key ring."""
+
+    container: Container
+    keys: tuple[Key, ...]  # the ring's keys (or Sigstore identities) whose signature holds
+    payload_type: str
+    payload: bytes  # empty for a message-signature bundle: it signs the artifact itself
+    signatures: int  # signature entries it holds
+    failures: tuple[str, ...] = ()  # why each Sigstore identity did not verify
+    message: bool = False  # a message-signature bundle
+
+
+def open_signed(
+    data: bytes,
+    where: str,
+    ring: KeyRing,
+    *,
+    artifact: bytes | None = None,
+    trust: SigstoreTrust = SigstoreTrust(),  # noqa: B008 - frozen: one value, never changed
+) -> Signed:
+    """Check the signatures of an attestation file's bytes against ``ring``.
+
+    Args:
+        data: the file as stored (the payload is checked as stored, never re-serialized).
+        where: names the file in errors.
+        artifact: for a message-signature bundle, the signed file's bytes.
+        trust: the Sigstore instance that verifies a bundle.
+
+    Raises:
+        NotAnAttestation: JSON that is neither a bundle nor a DSSE envelope.
+        EnvelopeError: not JSON we accept, or a malformed envelope.
+        BundleError: a Sigstore bundle that cannot be parsed or used.
+    """
+    try:
+        document = parse_json(data, where)
+    except UntrustedJsonError as e:
+        raise EnvelopeError(f"{e}; truncated or not an attestation — fetch it again") from None
+    if sniff(document) is Container.BUNDLE:
+        message = "dsseEnvelope" not in document
+        checked = check_bundle(data, ring.keys, artifact if message else None, trust=trust)
+        identity = tuple(
+            key
+            for key in ring.keys
+            if key.keyid == checked.signed_by and key.keytype == SIGSTORE_KEYTYPE
+        )[:1]
+        return Signed(
+            container=Container.BUNDLE,
+            keys=identity,
+            payload_type=checked.payload_type or "",
+            payload=checked.payload or b"",
+            signatures=1,
+            failures=checked.failures,
+            message=message,
+        )
+    try:
+        envelope = envelope_from_document(document, where)
+    except EnvelopeError as e:
+        if sniff(document) is None:  # JSON, but no attestation at all
+            raise NotAnAttestation(str(e)) from None
+        raise
+    return Signed(
+        container=Container.ENVELOPE,
+        keys=verified_keys(envelope, ring),
+        payload_type=envelope.payload_type,
+        payload=envelope.payload,
+        signatures=len(envelope.signatures),
+    )
+
+
+def signed_statement(signed: Signed) -> Statement:
+    """The in-toto statement that was signed, validated.
+
+    Raises:
+        StatementError: the payload is not an in-toto statement (its type or its content).
+    """
+    if signed.payload_type != PAYLOAD_TYPE:
+        raise StatementError(
+            f"payloadType is {signed.payload_type!r}, not {PAYLOAD_TYPE!r}: "
+            "not an in-toto attestation"
+        )
+    return read_statement(signed.payload)
+
+
 def verify_attestation(
     path: Path,
     keys: Sequence[Key],
@@ -119,125 +224,91 @@ def verify_attestation(
     needed = len(ring) if threshold is None else threshold
     if needed < 1 or needed > len(ring):
         raise KeyProblem(f"threshold {needed}: expected 1 to {len(ring)} (the distinct keys given)")
-    if _is_bundle_file(path):
-        return _verify_bundle(path, ring, needed, artifacts, trust)
-    envelope = read_envelope(path)
-    reasons = []
-    signed_by = tuple(key.keyid for key in verified_keys(envelope, ring))
-    if len(signed_by) < needed:
-        reasons.append(
-            f"{len(signed_by)} of the {len(ring)} given key(s) signed it validly; "
-            f"{needed} needed ({len(envelope.signatures)} signature(s) in the envelope)"
-        )
-    return _with_statement(
-        path, envelope.payload_type, envelope.payload, signed_by, needed, reasons, artifacts
-    )
-
-
-def _is_bundle_file(path: Path) -> bool:
     try:
-        return is_bundle(parse_json(path.read_bytes(), str(path)))
-    except (OSError, UntrustedJsonError):
-        return False  # read_envelope says what is wrong with it
-
-
-def _verify_bundle(
-    path: Path, keys: KeyRing, needed: int, artifacts: Sequence[Path], trust: SigstoreTrust
-) -> Verification:
-    data = path.read_bytes()
-    message = "dsseEnvelope" not in parse_json(data, str(path))
+        data = path.read_bytes()
+    except OSError as e:
+        raise EnvelopeError(f"{path}: cannot read: {e.strerror}") from None
+    message = _is_message_bundle(data, str(path))
     if message and len(artifacts) != 1:
         raise BundleError(
             f"{path}: a message-signature bundle vouches for one file: give exactly one --artifact"
         )
-    check = check_bundle(
-        data, keys.keys, artifacts[0].read_bytes() if message else None, trust=trust
+    signed = open_signed(
+        data,
+        str(path),
+        ring,
+        artifact=artifacts[0].read_bytes() if message else None,
+        trust=trust,
     )
-    signed_by = (check.signed_by,) if check.signed_by else ()
-    reasons = (
-        []
-        if len(signed_by) >= needed
-        else [
-            f"{len(signed_by)} identity(ies) verified the Sigstore bundle; {needed} needed",
-            *check.failures,
-        ]
-    )
-    if message:
-        matched = ((str(artifacts[0]), "(the signed file)"),) if signed_by else ()
-        return Verification(
-            path=path,
-            signed_by=signed_by,
-            threshold=needed,
-            reasons=tuple(reasons),
-            matched=matched,
+    signed_by = tuple(key.keyid for key in signed.keys)
+    reasons = []
+    if len(signed_by) < needed:
+        if signed.container is Container.BUNDLE:
+            reasons += [
+                f"{len(signed_by)} identity(ies) verified the Sigstore bundle; {needed} needed",
+                *signed.failures,
+            ]
+        else:
+            reasons.append(
+                f"{len(signed_by)} of the {len(ring)} given key(s) signed it validly; "
+                f"{needed} needed ({signed.signatures} signature(s) in the envelope)"
+            )
+    statement: Statement | None = None
+    if signed.message:
+        matched: tuple[tuple[str, str], ...] = (
+            ((str(artifacts[0]), "(the signed file)"),) if signed_by else ()
         )
-    return _with_statement(
-        path,
-        check.payload_type or "",
-        check.payload or b"",
-        signed_by,
-        needed,
-        reasons,
-        artifacts,
-    )
-
-
-def _with_statement(
-    path: Path,
-    payload_type: str,
-    payload: bytes,
-    signed_by: tuple[str, ...],
-    needed: int,
-    reasons: list[str],
-    artifacts: Sequence[Path],
-) -> Verification:
-    """The checks on what was signed: payload type, statement, artifacts against subjects."""
-    if payload_type != PAYLOAD_TYPE:
-        reasons.insert(
-            0,
-            f"payloadType is {payload_type!r}, not {PAYLOAD_TYPE!r}: not an in-toto attestation",
-        )
-    statement = None
-    try:
-        statement = parse_statement(payload)
-    except StatementError as e:
-        reasons.append(str(e))
-    matched = []
-    if statement is not None:
-        for artifact in artifacts:
-            digests = _digests(artifact)
-            name = _subject_of(digests, statement.get("subject", []))
-            if name is not None:
-                matched.append((str(artifact), name))
-            else:
-                reasons.append(
-                    f"{artifact}: sha256:{digests['sha256']} matches no subject of the attestation"
-                )
+    else:
+        statement, matched = _what_was_signed(signed, reasons, artifacts)
     return Verification(
         path=path,
         signed_by=signed_by,
         threshold=needed,
         reasons=tuple(reasons),
         statement=statement,
-        matched=tuple(matched),
+        matched=matched,
     )
 
 
-def _digests(artifact: Path) -> dict[str, str]:
+def _is_message_bundle(data: bytes, where: str) -> bool:
+    try:
+        document = parse_json(data, where)
+    except UntrustedJsonError:
+        return False  # open_signed says what is wrong with it
+    return sniff(document) is Container.BUNDLE and "dsseEnvelope" not in document
+
+
+def _what_was_signed(
+    signed: Signed, reasons: list[str], artifacts: Sequence[Path]
+) -> tuple[Statement | None, tuple[tuple[str, str], ...]]:
+    """The checks on what was signed (payload type, statement, artifacts against
+    subjects), adding to ``reasons``: the statement, and (artifact, subject) matched."""
+    if signed.payload_type != PAYLOAD_TYPE:
+        reasons.insert(
+            0,
+            f"payloadType is {signed.payload_type!r}, not {PAYLOAD_TYPE!r}: "
+            "not an in-toto attestation",
+        )
+    statement = None
+    try:  # read even under another payload type: the reasons say all that is wrong
+        statement = read_statement(signed.payload)
+    except StatementError as e:
+        reasons.append(str(e))
+    matched = []
+    if statement is not None:
+        for artifact in artifacts:
+            digest = _sha256(artifact)
+            # only sha256 is read, as nodes and the gate read it: a subject named by another
+            # algorithm alone is one no node checked
+            name = next((s.name for s in statement.subjects if s.sha256 == digest), None)
+            if name is not None:
+                matched.append((str(artifact), name))
+            else:
+                reasons.append(f"{artifact}: sha256:{digest} matches no subject of the attestation")
+    return statement, tuple(matched)
+
+
+def _sha256(artifact: Path) -> str:
     """The sha256 of a file, streamed."""
-    hasher = hashlib.sha256()
     with artifact.resolve().open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            hasher.update(chunk)
-    return {"sha256": hasher.hexdigest()}
-
-
-def _subject_of(digests: dict[str, str], subjects: list[dict[str, Any]]) -> str | None:
-    """The name of the subject whose sha256 is the artifact's. Only sha256 is read, as
-    nodes and the gate read it: a subject named by another algorithm alone is one no
-    node checked (a node co-signs only subjects that are exactly its sha256 outputs)."""
-    for item in subjects:
-        digest = item.get("digest")
-        if isinstance(digest, dict) and digest.get("sha256") == digests["sha256"]:
-            return str(item.get("name", ""))
-    return None
+        return sha256_stream(stream)[0]

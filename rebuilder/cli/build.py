@@ -77,7 +77,7 @@ def build(
         from rebuilder.attest.attestor import BuildAttestor
         from rebuilder.attest.provenance import PROVENANCE_FILE
         from rebuilder.sbom import SbomFormat, SbomWriter, image_contents
-        from sandbox.backend import connect_backend
+        from sandbox import connect_backend
         from sandbox.build import BuildRequest, default_out_dir, new_build_id, run_build
         from sandbox.result import BuildResult
         from sandbox.spec import Spec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,7 +88,7 @@ def check(
         from rebuilder.attest.envelope import write_envelope
         from rebuilder.check import CheckRequest, prepare_report_dir, run_check
         from rebuilder.variations import parse_vary
-        from sandbox.backend import connect_backend
+        from sandbox import connect_backend
         from sandbox.build import ARTIFACTS_DIR
         from sandbox.image_build import prepare_image
         from sandbox.spec import Spec
@@ -120,7 +121,9 @@ def check(
             result = run_check(
                 request, config=config, backend=backend, observer=progress, euid=settings.euid
             )
-        payload = check_statement(result, builder_id=settings.signing.local_builder_id())
+        payload = check_statement(
+            result, builder_id=settings.signing.local_builder_id(), now=datetime.now(tz=UTC)
+        )
         envelope, error = signed_envelope(payload, signers)
         write_envelope(report_dir / CHECK_ATTESTATION_FILE, envelope)
         control = result.builds[0].result

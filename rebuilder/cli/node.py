@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,120 @@ from rebuilder.cli.common import (
     size_option,
 )
 from rebuilder.cli.output import Output, Report
+
+if TYPE_CHECKING:
+    from rebuilder.node.requests import RequestLimits
+    from sandbox.input_policy import InputPolicy
+
+# What a node accepts of a stranger's request: options of both `node serve` and
+# `node worker` (a worker takes its rules from its own options, never from a task).
+AllowInputOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-input",
+        metavar="PREFIX",
+        help="URL prefix inputs may be fetched from; repeatable (default: https://).",
+    ),
+]
+AllowInputNetworkOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-input-network",
+        metavar="CIDR",
+        help="A non-public network inputs may come from (e.g. a mirror); repeatable.",
+    ),
+]
+MaxInputOption = Annotated[
+    str, typer.Option("--max-input", metavar="SIZE", help="Largest input; a fetch stops there.")
+]
+InputDeadlineOption = Annotated[
+    float,
+    typer.Option(
+        "--input-deadline", min=1, metavar="S", help="Seconds for all of one job's input fetches."
+    ),
+]
+MaxUnpackedOption = Annotated[
+    str, typer.Option("--max-unpacked", metavar="SIZE", help="Largest request once unpacked.")
+]
+MaxMembersOption = Annotated[
+    int, typer.Option("--max-members", min=1, metavar="N", help="Most files in one request.")
+]
+MaxTimeoutOption = Annotated[
+    str,
+    typer.Option("--max-timeout", metavar="DURATION", help="Largest limits.timeout of a spec."),
+]
+MaxMemoryOption = Annotated[
+    str, typer.Option("--max-memory", metavar="SIZE", help="Largest limits.memory of a spec.")
+]
+MaxPidsOption = Annotated[
+    int, typer.Option("--max-pids", min=1, metavar="N", help="Largest limits.pids of a spec.")
+]
+MaxDiskOption = Annotated[
+    str, typer.Option("--max-disk", metavar="SIZE", help="Largest limits.disk of a spec.")
+]
+MaxLogOption = Annotated[
+    str, typer.Option("--max-log", metavar="SIZE", help="Largest limits.log of a spec.")
+]
+MaxInputsOption = Annotated[
+    int, typer.Option("--max-inputs", min=0, metavar="N", help="Most [[inputs]] in one spec.")
+]
+MaxOutputOption = Annotated[
+    str,
+    typer.Option("--max-output", metavar="SIZE", help="Largest outputs of one build, together."),
+]
+
+
+def _request_rules(
+    *,
+    allow_input: list[str] | None,
+    allow_input_network: list[str] | None,
+    max_input: str,
+    input_deadline: float,
+    max_unpacked: str,
+    max_members: int,
+    max_timeout: str,
+    max_memory: str,
+    max_pids: int,
+    max_disk: str,
+    max_log: str,
+    max_inputs: int,
+    max_output: str,
+) -> tuple[InputPolicy, RequestLimits]:
+    """A node's (or worker's) input policy and request limits from its options."""
+    from rebuilder.node.requests import RequestLimits
+    from sandbox.input_policy import InputPolicy, host_addresses
+    from sandbox.spec import Limits
+    from sandbox.units import parse_duration
+
+    try:
+        input_policy = InputPolicy.of(
+            allow=allow_input or [],
+            networks=allow_input_network or [],
+            max_bytes=size_option(max_input, "--max-input"),
+            deadline_s=input_deadline,
+            own=host_addresses(),  # the node's own addresses are as internal as loopback
+        )
+    except ValueError as e:
+        raise typer.BadParameter(f"--allow-input / --allow-input-network: {e}") from None
+    try:
+        timeout_s = parse_duration(max_timeout)
+    except ValueError as e:
+        raise typer.BadParameter(f"--max-timeout: {e}") from None
+    limits = RequestLimits(
+        max_members=max_members,
+        max_unpacked_bytes=size_option(max_unpacked, "--max-unpacked"),
+        ceilings=Limits(
+            timeout_s=timeout_s,
+            memory_bytes=size_option(max_memory, "--max-memory"),
+            pids=max_pids,
+            disk_bytes=size_option(max_disk, "--max-disk"),
+            log_bytes=size_option(max_log, "--max-log"),
+        ),
+        max_inputs=max_inputs,
+        max_output_bytes=size_option(max_output, "--max-output"),
+    )
+    return input_policy, limits
+
 
 BrokerOption = Annotated[
     str | None,
@@ -85,42 +199,52 @@ def node_serve(
     max_request: Annotated[
         str, typer.Option("--max-request", metavar="SIZE", help="Largest request.")
     ] = "64MiB",
-    max_unpacked: Annotated[
-        str, typer.Option("--max-unpacked", metavar="SIZE", help="Largest request once unpacked.")
-    ] = "4GiB",
-    max_members: Annotated[
-        int,
-        typer.Option("--max-members", min=1, metavar="N", help="Most files in one request."),
-    ] = 100_000,
-    allow_input: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-input",
-            metavar="PREFIX",
-            help="URL prefix inputs may be fetched from; repeatable (default: https://).",
-        ),
-    ] = None,
-    allow_input_network: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-input-network",
-            metavar="CIDR",
-            help="A non-public network inputs may come from (e.g. a mirror); repeatable.",
-        ),
-    ] = None,
-    max_input: Annotated[
-        str, typer.Option("--max-input", metavar="SIZE", help="Largest input; a fetch stops there.")
-    ] = "2GiB",
-    input_deadline: Annotated[
-        float,
-        typer.Option("--input-deadline", min=1, metavar="S", help="Seconds per input fetch."),
-    ] = 900.0,
+    max_unpacked: MaxUnpackedOption = "1GiB",
+    max_members: MaxMembersOption = 100_000,
+    allow_input: AllowInputOption = None,
+    allow_input_network: AllowInputNetworkOption = None,
+    max_input: MaxInputOption = "2GiB",
+    input_deadline: InputDeadlineOption = 900.0,
+    max_timeout: MaxTimeoutOption = "1h",
+    max_memory: MaxMemoryOption = "8GiB",
+    max_pids: MaxPidsOption = 16384,
+    max_disk: MaxDiskOption = "20GiB",
+    max_log: MaxLogOption = "256MiB",
+    max_inputs: MaxInputsOption = 64,
+    max_output: MaxOutputOption = "4GiB",
     min_free_disk: Annotated[
         str,
         typer.Option(
-            "--min-free-disk", metavar="SIZE", help="No build starts below this free space."
+            "--min-free-disk", metavar="SIZE", help="No request or build below this free space."
         ),
     ] = "2GiB",
+    max_client_jobs: Annotated[
+        int,
+        typer.Option(
+            "--max-client-jobs", min=1, metavar="N", help="Queued + running of one client."
+        ),
+    ] = 4,
+    client_quota: Annotated[
+        str,
+        typer.Option(
+            "--client-quota", metavar="SIZE", help="What one client's jobs may keep on disk."
+        ),
+    ] = "20GiB",
+    retention_days: Annotated[
+        float,
+        typer.Option(
+            "--retention-days",
+            min=0.001,
+            metavar="DAYS",
+            help="Days a finished job's results stay.",
+        ),
+    ] = 7.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections", min=1, metavar="N", help="Open HTTP connections at most."
+        ),
+    ] = 256,
     client_scopes: Annotated[
         Path | None,
         typer.Option(
@@ -140,9 +264,8 @@ def node_serve(
         from rebuilder.node.api import ApiSettings
         from rebuilder.node.auth import ClientScopes, TokenRegistry
         from rebuilder.node.node import Node, NodeSettings
-        from rebuilder.node.requests import RequestLimits
         from rebuilder.node.serve import Listen, serve
-        from sandbox.input_policy import InputPolicy
+        from sandbox.uris import NODE_BUILDER
 
         settings = cli.settings()
         config = sandbox_config(settings, allow_root)
@@ -156,23 +279,27 @@ def node_serve(
             )
         if client_scopes and not client_ca:
             raise KeyProblem("--client-scopes needs mutual TLS: --client-ca CA.pem")
-        try:
-            input_policy = InputPolicy.of(
-                allow=allow_input or [],
-                networks=allow_input_network or [],
-                max_bytes=size_option(max_input, "--max-input"),
-                deadline_s=input_deadline,
-            )
-        except ValueError as e:
-            raise typer.BadParameter(f"--allow-input / --allow-input-network: {e}") from None
+        input_policy, request_limits = _request_rules(
+            allow_input=allow_input,
+            allow_input_network=allow_input_network,
+            max_input=max_input,
+            input_deadline=input_deadline,
+            max_unpacked=max_unpacked,
+            max_members=max_members,
+            max_timeout=max_timeout,
+            max_memory=max_memory,
+            max_pids=max_pids,
+            max_disk=max_disk,
+            max_log=max_log,
+            max_inputs=max_inputs,
+            max_output=max_output,
+        )
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise KeyProblem(f"--listen {listen!r}: expected HOST:PORT, such as 127.0.0.1:8470")
         node_settings = NodeSettings(
             directory=directory.resolve(),
-            builder_id=builder_id
-            or settings.signing.builder_id
-            or f"https://hermetic.dev/builders/node#{host}:{port}",
+            builder_id=builder_id or settings.signing.builder_id or f"{NODE_BUILDER}#{host}:{port}",
             workers=workers,
             lease_s=lease,
             deadline_s=deadline,
@@ -180,11 +307,11 @@ def node_serve(
             max_active_jobs=max_jobs,
             trace=config.trace,
             input_policy=input_policy,
-            request_limits=RequestLimits(
-                max_members=max_members,
-                max_unpacked_bytes=size_option(max_unpacked, "--max-unpacked"),
-            ),
+            request_limits=request_limits,
             min_free_bytes=size_option(min_free_disk, "--min-free-disk"),
+            max_client_jobs=max_client_jobs,
+            client_quota_bytes=size_option(client_quota, "--client-quota"),
+            retention_s=retention_days * 86400,
         )
         node = Node(node_settings, load_signer(key, ask_passphrase(key)), config=config)
         broker = broker or settings.node.broker
@@ -198,7 +325,6 @@ def node_serve(
                 builder_id=node_settings.builder_id,
                 trace=node_settings.trace,
                 config=node.config,
-                input_policy=node_settings.input_policy,
                 limits=node_settings.request_limits,
             )
         api = ApiSettings(
@@ -206,6 +332,7 @@ def node_serve(
             client_scopes=ClientScopes.load(client_scopes) if client_scopes else None,
             max_request_bytes=size_option(max_request, "--max-request"),
             requests_per_minute=rate,
+            max_connections=max_connections,
         )
         keyid = node.signer.public_key.keyid
         output.note(f"hermetic node {node_settings.builder_id} on {listen} (key {keyid[:16]}…)")
@@ -228,20 +355,61 @@ def node_worker(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, metavar="N", help="Builds at once.")
     ] = 1,
+    max_unpacked: MaxUnpackedOption = "1GiB",
+    max_members: MaxMembersOption = 100_000,
+    allow_input: AllowInputOption = None,
+    allow_input_network: AllowInputNetworkOption = None,
+    max_input: MaxInputOption = "2GiB",
+    input_deadline: InputDeadlineOption = 900.0,
+    max_timeout: MaxTimeoutOption = "1h",
+    max_memory: MaxMemoryOption = "8GiB",
+    max_pids: MaxPidsOption = 16384,
+    max_disk: MaxDiskOption = "20GiB",
+    max_log: MaxLogOption = "256MiB",
+    max_inputs: MaxInputsOption = 64,
+    max_output: MaxOutputOption = "4GiB",
+    deadline: Annotated[
+        float,
+        typer.Option("--deadline", min=1, metavar="S", help="Seconds a task may take at most."),
+    ] = 3600.0,
     allow_root: AllowRootOption = False,
 ) -> None:
-    """Build for a node over its Celery broker (scale-out). Runs until interrupted."""
+    """Build for a node over its Celery broker (scale-out). Runs until interrupted.
+
+    The rules are this worker's own (give it the node's): a task cannot change them."""
     output = Output.chosen(False)
     with guarded(ctx, output) as cli:
-        from rebuilder.errors import Error
-        from rebuilder.node.remote import run_worker
+        from rebuilder.errors import UserError
+        from rebuilder.node.remote import WorkerSettings, run_worker
 
         settings = cli.settings()
         config = sandbox_config(settings, allow_root)
         url = broker or settings.node.broker
         if not url:
-            raise Error("a worker needs its node's broker: --broker URL, or HERMETIC_BROKER")
-        run_worker(url, directory, concurrency=concurrency, config=config)
+            raise UserError("a worker needs its node's broker: --broker URL, or HERMETIC_BROKER")
+        input_policy, request_limits = _request_rules(
+            allow_input=allow_input,
+            allow_input_network=allow_input_network,
+            max_input=max_input,
+            input_deadline=input_deadline,
+            max_unpacked=max_unpacked,
+            max_members=max_members,
+            max_timeout=max_timeout,
+            max_memory=max_memory,
+            max_pids=max_pids,
+            max_disk=max_disk,
+            max_log=max_log,
+            max_inputs=max_inputs,
+            max_output=max_output,
+        )
+        worker = WorkerSettings(
+            directory=directory,
+            input_policy=input_policy,
+            limits=request_limits,
+            max_deadline_s=deadline,
+            config=config,
+        )
+        run_worker(url, worker, concurrency=concurrency)
 
 
 def node_token(

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
 from sandbox.config import SandboxConfig
+from sandbox.uris import LOCAL_BUILDER
 
 _TRUE = {"1", "true", "yes", "on"}
-LOCAL_BUILDER = "https://hermetic.dev/builders/local"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,12 +98,18 @@ class Settings:
             references = ()
         elif configured:
             references = tuple(item.strip() for item in configured.split(",") if item.strip())
-        config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        # platformdirs reads the process's environment; an injected one names its own
+        configured_home = env.get("XDG_CONFIG_HOME")
+        config_dir = (
+            Path(configured_home) / "hermetic"
+            if configured_home
+            else platformdirs.user_config_path("hermetic")
+        )
         return cls(
             sandbox=SandboxConfig.from_env(env),
             signing=SigningSettings(
                 references=references,
-                default_key=config_home / "hermetic" / "signing-key",
+                default_key=config_dir / "signing-key",
                 builder_id=env.get("HERMETIC_BUILDER_ID") or None,
             ),
             node=NodeClientSettings(

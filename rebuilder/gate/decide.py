@@ -11,48 +11,41 @@ never for it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rebuilder.attest.check_statement import CHECK_PREDICATE
-from rebuilder.attest.envelope import EnvelopeError, envelope_from_document
-from rebuilder.attest.predicates import (
+from rebuilder.attest.envelope import EnvelopeError
+from rebuilder.attest.sigstore_bundle import BundleError, SigstoreTrust
+from rebuilder.attest.statement import read_statement
+from rebuilder.attest.verify import Container, NotAnAttestation, open_signed
+from rebuilder.formats.check import CheckPredicate
+from rebuilder.formats.fields import (
     CLOCK_SKEW,
     MAX_TEXT,
-    BuildFacts,
-    Fields,
     PredicateError,
-    SourceRef,
+    Statement,
+    StatementError,
     Subject,
     format_time,
-    subjects_of,
 )
-from rebuilder.attest.sigstore_bundle import (
-    BundleError,
-    SigstoreTrust,
-    check_bundle,
-    is_bundle,
-)
-from rebuilder.attest.statement import (
-    PAYLOAD_TYPE,
-    SLSA_PROVENANCE_V1,
-    StatementError,
-    parse_statement,
-)
-from rebuilder.attest.untrusted_json import MAX_JSON_BYTES, UntrustedJsonError, parse_json
-from rebuilder.attest.verify import verified_keys
+from rebuilder.formats.gate import GateVerdict
+from rebuilder.formats.provenance import Provenance, SourceRef
+from rebuilder.formats.rebuild import Agreement, Disagreement
+from rebuilder.formats.sbom import Sbom
 from rebuilder.gate.policy import Policy
-from rebuilder.node.statements import (
+from sandbox.digests import is_sha256
+from sandbox.uris import (
     AGREEMENT_PREDICATE,
+    CHECK_PREDICATE,
+    CYCLONEDX_PREDICATE,
     DISAGREEMENT_PREDICATE,
-    Agreement,
-    Disagreement,
+    PAYLOAD_TYPE,
+    SLSA_PROVENANCE,
+    SPDX_PREDICATE,
 )
-from rebuilder.sbom import CYCLONEDX_PREDICATE, SPDX_PREDICATE
 
 
 class Kind(StrEnum):
@@ -67,7 +60,7 @@ class Kind(StrEnum):
 
 
 _KINDS = {
-    SLSA_PROVENANCE_V1: Kind.PROVENANCE,
+    SLSA_PROVENANCE: Kind.PROVENANCE,
     AGREEMENT_PREDICATE: Kind.AGREEMENT,
     CHECK_PREDICATE: Kind.CHECK,
     DISAGREEMENT_PREDICATE: Kind.DISAGREEMENT,
@@ -75,7 +68,6 @@ _KINDS = {
     CYCLONEDX_PREDICATE: Kind.SBOM,
 }
 VOUCHING = (Kind.PROVENANCE, Kind.AGREEMENT)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +84,7 @@ class Evidence:
     subjects: tuple[Subject, ...]
     kind: Kind = Kind.OTHER
     time: datetime | None = None  # when its signer says it was made
-    build: BuildFacts | None = None  # provenance
+    build: Provenance | None = None  # provenance
     agreement: Agreement | None = None  # agreement
     reproducible: bool | None = None  # check
     refusal: Disagreement | None = None  # disagreement
@@ -126,11 +118,15 @@ class Decision:
     used: tuple[str, ...] = ()  # attestations that counted
     notes: tuple[str, ...] = ()
 
+    @property
+    def verdict(self) -> GateVerdict:
+        return GateVerdict.ADMIT if self.admitted else GateVerdict.DENY
+
     def to_json(self) -> dict[str, Any]:
         return {
             "artifact": self.artifact,
             "sha256": self.sha256,
-            "decision": "admit" if self.admitted else "deny",
+            "decision": self.verdict.value,
             "agreeing_operators": list(self.agreeing),
             "reasons": list(self.reasons),
             "attestations": list(self.used),
@@ -151,50 +147,34 @@ def evidence(
     Never raises for what the bytes hold: anything wrong with them is the reason.
 
     Returns:
-        (the evidence, "") or (None, why it does not count).
+        (the evidence, "") or (None, why it does not count; "" for JSON that is no
+        attestation at all, which is not the gate's to read).
     """
     try:
-        document = parse_json(data, origin, max_bytes=MAX_JSON_BYTES)
-    except UntrustedJsonError as e:
+        signed = open_signed(data, origin, policy.ring, trust=trust)
+    except NotAnAttestation:
+        return None, ""
+    except EnvelopeError as e:  # names the origin
         return None, str(e)
-    if is_bundle(document):
-        return _bundle_evidence(origin, data, policy, trust)
-    try:
-        envelope = envelope_from_document(document, origin)
-    except EnvelopeError as e:
-        return None, str(e)
-    if envelope.payload_type != PAYLOAD_TYPE:
-        return None, f"{origin}: payloadType is not {PAYLOAD_TYPE}"
-    signed = verified_keys(envelope, policy.ring)
-    if not signed:
-        return None, f"{origin}: signed by no trusted key"
-    operators = frozenset(policy.operator_of(policy.ring.fingerprint(key)) for key in signed)
-    return _read(origin, operators, envelope.payload)
-
-
-def _bundle_evidence(
-    origin: str, data: bytes, policy: Policy, trust: SigstoreTrust
-) -> tuple[Evidence | None, str]:
-    """A Sigstore bundle (DSSE) counts for the operator whose identity signed it."""
-    try:
-        checked = check_bundle(data, policy.keys, trust=trust)
     except BundleError as e:
         return None, f"{origin}: {e}"
-    if checked.signed_by is None:
+    bundle = signed.container is Container.BUNDLE
+    if bundle and not signed.keys:
         return None, f"{origin}: signed by no trusted Sigstore identity"
-    if checked.payload_type != PAYLOAD_TYPE or checked.payload is None:
-        return None, f"{origin}: the bundle does not hold an in-toto statement"
-    fingerprint = policy.ring.fingerprint_of(checked.signed_by)
-    if fingerprint is None:
-        return None, f"{origin}: signed by no trusted Sigstore identity"
-    return _read(origin, frozenset({policy.operator_of(fingerprint)}), checked.payload)
+    if signed.payload_type != PAYLOAD_TYPE:
+        if bundle:
+            return None, f"{origin}: the bundle does not hold an in-toto statement"
+        return None, f"{origin}: payloadType is not {PAYLOAD_TYPE}"
+    if not signed.keys:
+        return None, f"{origin}: signed by no trusted key"
+    operators = frozenset(policy.operator_of(policy.ring.fingerprint(key)) for key in signed.keys)
+    return _read(origin, operators, signed.payload)
 
 
 def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evidence | None, str]:
     """The statement trusted keys signed, as typed evidence."""
     try:
-        statement = parse_statement(payload)
-        subjects = subjects_of(statement)
+        statement = read_statement(payload)
     except StatementError as e:
         named = _named_anyway(payload)
         why = f"signed by {', '.join(sorted(operators))} but invalid: {e}"
@@ -208,14 +188,12 @@ def _read(origin: str, operators: frozenset[str], payload: bytes) -> tuple[Evide
             subjects=named,
             problem=why,
         ), ""
-    predicate_type = statement.get("predicateType")
-    kind = _KINDS.get(predicate_type, Kind.OTHER) if isinstance(predicate_type, str) else Kind.OTHER
     base = Evidence(
         origin=origin,
         operators=operators,
-        predicate_type=str(predicate_type),
-        subjects=subjects,
-        kind=kind,
+        predicate_type=statement.predicate_type,
+        subjects=statement.subjects,
+        kind=_KINDS.get(statement.predicate_type, Kind.OTHER),
     )
     try:
         return _typed(base, statement), ""
@@ -235,35 +213,33 @@ def _named_anyway(payload: bytes) -> tuple[Subject, ...]:
         digest = item.get("digest") if isinstance(item, dict) else None
         sha256 = digest.get("sha256") if isinstance(digest, dict) else None
         name = item.get("name") if isinstance(item, dict) else None
-        if isinstance(sha256, str) and _SHA256.fullmatch(sha256):
+        if isinstance(sha256, str) and is_sha256(sha256):
             found.append(Subject(name[:MAX_TEXT] if isinstance(name, str) else "", sha256))
     return tuple(found)
 
 
-def _typed(base: Evidence, statement: dict[str, Any]) -> Evidence:
+def _typed(base: Evidence, statement: Statement) -> Evidence:
     """The facts of the statement's kind, and the time its signer gave it.
 
     Raises:
         PredicateError: a field the gate reads is malformed.
     """
-    predicate = statement.get("predicate")
+    predicate = statement.predicate
     if base.kind is Kind.PROVENANCE:
-        build = BuildFacts.from_predicate(predicate)
-        return replace(base, build=build, time=build.finished_on)
+        build = Provenance.from_dict(predicate)
+        return replace(base, build=build, time=build.finished_time)
     if base.kind is Kind.AGREEMENT:
         agreement = Agreement.from_statement(statement)
         return replace(base, agreement=agreement, time=agreement.created_on)
     if base.kind is Kind.CHECK:
-        read = Fields(predicate, "predicate")
-        return replace(base, reproducible=read.flag("reproducible"), time=read.time("finishedOn"))
+        check = CheckPredicate.from_dict(predicate)
+        return replace(base, reproducible=check.reproducible, time=check.finished_on)
     if base.kind is Kind.DISAGREEMENT:
         refusal = Disagreement.from_statement(statement)
         return replace(base, refusal=refusal, time=refusal.created_on)
-    if base.kind is Kind.SBOM:  # the SBOM's creation time (SPDX, else CycloneDX)
-        read = Fields(predicate, "predicate")
-        info, metadata = read.table("creationInfo"), read.table("metadata")
-        time = info.time("created") if info else metadata.time("timestamp") if metadata else None
-        return replace(base, time=time)
+    if base.kind is Kind.SBOM:
+        sbom = Sbom.from_dict(predicate, statement.predicate_type)
+        return replace(base, time=sbom.created)
     return base
 
 

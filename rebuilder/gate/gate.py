@@ -13,10 +13,10 @@ from pathlib import Path
 from securesystemslib.signer import Signer
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
-from rebuilder.attest.predicates import format_time
 from rebuilder.attest.sigstore_bundle import SigstoreTrust
-from rebuilder.attest.statement import make_statement, subject
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
+from rebuilder.formats.fields import Subject
+from rebuilder.formats.gate import InputAttestation, VerificationSummary
 from rebuilder.gate.decide import Decision, Evidence, decide, evidence
 from rebuilder.gate.policy import Policy, describe
 from rebuilder.gate.sources import collect
@@ -24,10 +24,8 @@ from rebuilder.node.client import Credentials
 from sandbox.digests import sha256_file
 from sandbox.source_tree import OUT_MARKER
 
-VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
 
-
-class GateError(Error):
+class GateError(UserError):
     """The gate cannot decide (an artifact is missing)."""
 
 
@@ -58,7 +56,7 @@ def run_gate(
         item, why = evidence(origin, data, policy, trust=trust)
         if item is not None:
             found.append(item)
-        elif b"payloadType" in data[:4096]:  # an envelope that does not count; others: not ours
+        elif why:  # an attestation that does not count (JSON of another kind: not ours)
             notes.append(why)
     by_digest: dict[str, list[Evidence]] = {}
     by_name: dict[str, list[Evidence]] = {}
@@ -100,23 +98,19 @@ def write_vsa(
     if not decision.admitted:
         raise GateError(f"{decision.artifact}: a VSA is written only for an admitted artifact")
     used = [(o, d) for o, d in attestations if o in decision.used]
-    predicate = {
-        "verifier": {"id": verifier_id},
-        "timeVerified": format_time(now),
-        "resourceUri": Path(decision.artifact).name,
-        "policy": dict(describe(policy)),
-        "inputAttestations": [
-            {"uri": origin, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
+    summary = VerificationSummary(
+        verifier_id=verifier_id,
+        time_verified=now,
+        resource_uri=Path(decision.artifact).name,
+        policy=dict(describe(policy)),
+        inputs=tuple(
+            InputAttestation(uri=origin, sha256=hashlib.sha256(data).hexdigest())
             for origin, data in used
-        ],
-        "verificationResult": "PASSED",
-        "verifiedLevels": [],
-        "slsaVersion": "1.0",
-        "hermetic": {"agreeingOperators": list(decision.agreeing), "threshold": policy.threshold},
-    }
-    payload = make_statement(
-        [subject(Path(decision.artifact).name, decision.sha256)], VSA_PREDICATE, predicate
+        ),
+        agreeing_operators=tuple(decision.agreeing),
+        threshold=policy.threshold,
     )
+    payload = summary.statement([Subject(Path(decision.artifact).name, decision.sha256)])
     directory.mkdir(parents=True, exist_ok=True)
     (directory / OUT_MARKER).touch()  # not source of later builds
     # the digest keeps two artifacts of one name apart

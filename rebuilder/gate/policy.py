@@ -50,14 +50,14 @@ from rebuilder.attest.keys import (
     public_key_from_pem,
     sigstore_identity,
 )
-from rebuilder.attest.predicates import EARLIEST, LATEST, SourceRef, format_time
 from rebuilder.attest.untrusted_json import shown
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
+from rebuilder.formats.fields import EARLIEST, LATEST, format_time
+from rebuilder.formats.provenance import SourceRef
+from sandbox.digests import is_sha256
+from sandbox.units import parse_duration
 
 MAX_POLICY_BYTES = 1024**2
-_DURATION = re.compile(r"^(\d{1,9})\s*([smhd])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _GIT_SOURCE = re.compile(
     r"^git\+(?P<repo>[^@#\s]+)@(?P<commit>[0-9a-f]{40}|[0-9a-f]{64})(?:#(?P<dir>[^\s]+))?$"
 )
@@ -80,7 +80,7 @@ _POLICY_KEYS = {
 _OPERATOR_KEYS = {"name", "optional", "nodes", "keys", "sigstore"}
 
 
-class PolicyError(Error):
+class PolicyError(UserError):
     """The policy cannot be used; names the file, the key and why."""
 
 
@@ -271,14 +271,14 @@ def _fail(path: Path, key: str, reason: str) -> PolicyError:
 
 
 def _duration(path: Path, value: object) -> int:
-    match = _DURATION.match(value.strip()) if isinstance(value, str) else None
-    if not match or int(match.group(1)) == 0:
+    try:
+        return parse_duration(value, maximum=None, numbers=False)
+    except ValueError:
         raise _fail(
             path,
             "policy.max_age",
             f"expected a duration such as '30d' or '12h', got {shown(value)}",
-        )
-    return int(match.group(1)) * _SECONDS[match.group(2)]
+        ) from None
 
 
 def _key(path: Path, where: str, entry: Any) -> Key:
@@ -336,7 +336,7 @@ def _digests(path: Path, key: str, value: object) -> frozenset[str] | None:
     found = set()
     for item in items:
         digest = item.removeprefix("sha256:") if isinstance(item, str) else ""
-        if not _HEX64.fullmatch(digest):
+        if not is_sha256(digest):
             raise _fail(path, key, f"{shown(item)} is not sha256:<64 lower-case hex>")
         found.add(digest)
     return frozenset(found)
@@ -350,7 +350,7 @@ def _sources(path: Path, value: object) -> SourceRule | None:
     for item in items:
         text = item if isinstance(item, str) else ""
         match = _GIT_SOURCE.match(text)
-        if text.startswith("sha256:") and _HEX64.fullmatch(text.removeprefix("sha256:")):
+        if text.startswith("sha256:") and is_sha256(text.removeprefix("sha256:")):
             trees.add(text.removeprefix("sha256:"))
         elif match is not None:
             git.append(GitSource(match["repo"], match["commit"], match["dir"] or ""))

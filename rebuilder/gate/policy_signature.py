@@ -16,21 +16,16 @@ from typing import Any
 
 from securesystemslib.signer import Key, Signer
 
-from rebuilder.attest.envelope import EnvelopeError, parse_envelope, sign_payload, write_envelope
+from rebuilder.attest.envelope import EnvelopeError, sign_payload, write_envelope
 from rebuilder.attest.keys import KeyProblem, KeyRing
-from rebuilder.attest.predicates import Fields, PredicateError, format_time, subjects_of
-from rebuilder.attest.statement import (
-    PAYLOAD_TYPE,
-    StatementError,
-    make_statement,
-    parse_statement,
-    subject,
-)
+from rebuilder.attest.sigstore_bundle import BundleError
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json
-from rebuilder.attest.verify import verified_keys
+from rebuilder.attest.verify import Container, open_signed, signed_statement
+from rebuilder.formats.fields import PredicateError, StatementError, Subject
+from rebuilder.formats.gate import PolicyStatement, SignedKey
 from rebuilder.gate.policy import Policy, PolicyError, parse_policy, read_policy_bytes
+from sandbox.uris import POLICY_PREDICATE
 
-POLICY_PREDICATE = "https://hermetic.dev/attestations/gate-policy/v1"
 MAX_SIGNATURE_BYTES = 1024**2
 
 
@@ -43,20 +38,16 @@ def policy_statement(data: bytes, name: str, policy: Policy) -> bytes:
     """What the owners sign: the policy file's digest, its name, version and expiry, and
     the operator and fingerprint of every key it trusts, in file order (key files are read
     apart from the policy's bytes: their content is bound here)."""
-    predicate: dict[str, Any] = {
-        "file": name,
-        "keys": [
-            {"operator": binding.operator, "fingerprint": binding.fingerprint}
+    statement = PolicyStatement(
+        file=name,
+        keys=tuple(
+            SignedKey(operator=binding.operator, fingerprint=binding.fingerprint)
             for binding in policy.key_bindings()
-        ],
-    }
-    if policy.version is not None:
-        predicate["version"] = policy.version
-    if policy.expires is not None:
-        predicate["expires"] = format_time(policy.expires)
-    return make_statement(
-        [subject(name, hashlib.sha256(data).hexdigest())], POLICY_PREDICATE, predicate
+        ),
+        version=policy.version,
+        expires=policy.expires,
     )
+    return statement.statement([Subject(name, hashlib.sha256(data).hexdigest())])
 
 
 def _must_expire(path: Path, policy: Policy) -> None:
@@ -151,16 +142,16 @@ def load_signed_policy(
             "'hermetic sign-policy' (or pass --policy-signature)"
         )
     try:
-        envelope = parse_envelope(_read(target), str(target))
-        if envelope.payload_type != PAYLOAD_TYPE:
-            raise StatementError(f"payloadType {envelope.payload_type!r} is not in-toto")
-        statement = parse_statement(envelope.payload)
-        digests = {item.sha256 for item in subjects_of(statement)}
-    except (EnvelopeError, StatementError) as e:
+        opened = open_signed(_read(target), str(target), ring)
+        if opened.container is not Container.ENVELOPE:
+            raise EnvelopeError(f"a {opened.container}, not the DSSE envelope owners sign")
+        statement = signed_statement(opened)
+        digests = {item.sha256 for item in statement.subjects}
+    except (EnvelopeError, BundleError, StatementError) as e:
         raise PolicyError(f"{target}: not a policy signature: {e}") from None
-    if statement.get("predicateType") != POLICY_PREDICATE:
+    if statement.predicate_type != POLICY_PREDICATE:
         raise PolicyError(f"{target}: not a policy signature ({POLICY_PREDICATE})")
-    signed = verified_keys(envelope, ring)
+    signed = opened.keys
     if len(signed) < needed:
         raise PolicyError(
             f"{path}: signed by {len(signed)} of the {len(ring)} policy owner key(s); "
@@ -173,7 +164,7 @@ def load_signed_policy(
         )
     policy = parse_policy(data, path, now=now, signed_by=tuple(key.keyid for key in signed))
     _must_expire(path, policy)
-    _check_signed_keys(path, target, policy, statement.get("predicate"))
+    _check_signed_keys(path, target, policy, statement.predicate)
     if min_version is not None and (policy.version or 0) < min_version:
         told = "has no version" if policy.version is None else f"version {policy.version}"
         raise PolicyError(
@@ -190,8 +181,8 @@ def _check_signed_keys(path: Path, target: Path, policy: Policy, predicate: Any)
         PolicyError: naming the first key that differs (a key file replaced after signing).
     """
     try:
-        listed = Fields(predicate, "predicate").tables("keys")
-        signed = [(item.text("operator"), item.text("fingerprint")) for item in listed]
+        keys = PolicyStatement.from_dict(predicate).keys
+        signed = [(key.operator, key.fingerprint) for key in keys]
     except PredicateError as e:
         raise PolicyError(f"{target}: not a policy signature: {e}") from None
     if not signed:

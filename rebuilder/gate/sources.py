@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rebuilder.errors import Error
+from rebuilder.errors import UserError
 from rebuilder.gate.policy import Policy
 from rebuilder.node.client import Credentials, NodeClient, NodeError
 
@@ -22,7 +22,7 @@ MAX_NODE_BYTES = 64 * 1024**2  # all one node's answers: honest attestations are
 MAX_NODE_SECONDS = 300.0  # all one node's answers
 
 
-class SourceError(Error):
+class SourceError(UserError):
     """An attestation source the user named does not exist."""
 
 

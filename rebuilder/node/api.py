@@ -16,6 +16,7 @@ job that does not exist.
 
 # No "from __future__ import annotations": FastAPI reads the dependency annotations at
 # runtime, and they name closures.
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from rebuilder.attest.statement import StatementError
+from rebuilder.formats.fields import StatementError
 from rebuilder.node.auth import ClientScopes, Principal, RateLimiter, TokenRegistry
-from rebuilder.node.node import Node, NodeBusy, UnknownJob
+from rebuilder.node.node import Node, NodeBusy, NodeFull, UnknownJob
 from rebuilder.node.requests import RequestError
 
 API_VERSION = "hermetic-node/v1"
@@ -36,6 +37,8 @@ API_VERSION = "hermetic-node/v1"
 
 TLS_SUBJECT = "hermetic_tls_subject"  # request.state key the TLS layer fills (serve.py)
 _READ_CHUNK = 1 << 20
+MAX_COSIGN_BYTES = 1024**2  # an agreement statement is a few kilobytes
+BODY_TIMEOUT_S = 600.0  # a request body arrives within this, or the request is dropped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +54,7 @@ class ApiSettings:
     client_scopes: ClientScopes | None = None
     max_request_bytes: int = 64 * 1024**2
     requests_per_minute: int = 600
+    max_connections: int = 256  # open HTTP connections (serve.py closes the rest)
 
     def __post_init__(self) -> None:
         if self.tokens is None and self.client_scopes is None:
@@ -101,7 +105,7 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
             raise HTTPException(
                 401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
             )
-        if not limiter.allow(who.name):
+        if not limiter.allow(who.tenant):
             raise _error(429, "rate limit exceeded; slow down")
         return who
 
@@ -115,14 +119,25 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
 
     def tenant(who: Principal) -> str | None:
         """Whose jobs a client sees: its own, or everyone's with read-all."""
-        return None if who.sees_all else who.name
+        return None if who.sees_all else who.tenant
 
-    async def body(request: Request) -> bytes:
+    async def body(request: Request, limit: int) -> bytes:
+        """The body, read up to ``limit`` bytes and within BODY_TIMEOUT_S (a client that
+        drips its body holds a connection no longer)."""
         data = bytearray()
-        async for chunk in request.stream():
-            data.extend(chunk)
-            if len(data) > settings.max_request_bytes:
-                raise _error(413, f"request larger than {settings.max_request_bytes} bytes")
+
+        async def read() -> None:
+            async for chunk in request.stream():
+                data.extend(chunk)
+                if len(data) > limit:
+                    raise _error(413, f"request larger than {limit} bytes")
+
+        try:
+            await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+        except TimeoutError:
+            raise _error(
+                408, f"the request body did not arrive within {BODY_TIMEOUT_S:.0f}s"
+            ) from None
         return bytes(data)
 
     def job_json(job_id: str, who: Principal) -> dict[str, Any]:
@@ -154,15 +169,17 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
     async def submit(
         request: Request, who: Annotated[Principal, Depends(scope("submit"))]
     ) -> dict[str, Any]:
-        archive = await body(request)
+        archive = await body(request, settings.max_request_bytes)
         try:
             # unpacking is slow work on untrusted bytes: never on the event loop
             await run_in_threadpool(node.check_request, archive)  # refuse bad requests now
-            job = await run_in_threadpool(node.submit, archive, who.name)
+            job = await run_in_threadpool(node.submit, archive, who.tenant)
         except RequestError as e:
             raise _error(400, str(e)) from None
         except NodeBusy as e:
             raise _error(429, str(e)) from None
+        except NodeFull as e:
+            raise HTTPException(503, str(e), {"Retry-After": "600"}) from None
         return job_json(job.id, who)
 
     @app.get("/v1/rebuilds/{job_id}")
@@ -200,9 +217,10 @@ def create_app(node: Node, settings: ApiSettings) -> FastAPI:
         job_id: str, request: Request, who: Annotated[Principal, Depends(scope("cosign"))]
     ) -> JSONResponse:
         job_json(job_id, who)
-        payload = await body(request)
+        payload = await body(request, MAX_COSIGN_BYTES)
         try:
-            agreed, answer = node.cosign(job_id, payload)
+            # parsing and signing are work on a stranger's bytes: never on the event loop
+            agreed, answer = await run_in_threadpool(node.cosign, job_id, payload)
         except StatementError as e:
             raise _error(400, str(e)) from None
         if agreed:

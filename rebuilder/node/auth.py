@@ -3,8 +3,9 @@ client certificates mapped to scopes by subject (mutual TLS; the TLS layer check
 chain), and a per-client rate limit.
 
 Scopes: ``submit``, ``read`` (the client's own jobs), ``read-all`` (every tenant's jobs),
-``cosign``. A principal's name is its tenant: jobs are visible under the name they were
-submitted with.
+``cosign``. A principal's tenant is its kind and name (``token:ci``, ``cert:CN=ci,O=Acme``):
+jobs are visible under the tenant they were submitted by, a token and a certificate never
+share one, and a name appears once in a tokens or client scopes file.
 """
 
 from __future__ import annotations
@@ -17,30 +18,50 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from rebuilder.errors import Error
+from cryptography import x509
+
+from rebuilder.errors import UserError
 from sandbox.workspace import write_atomically
 
-SCOPES = ("submit", "read", "read-all", "cosign")
+
+class Scope(StrEnum):
+    """What a principal may do on a node."""
+
+    SUBMIT = "submit"
+    READ = "read"  # its own jobs
+    READ_ALL = "read-all"  # every tenant's jobs
+    COSIGN = "cosign"
 
 
-class AuthConfigError(Error):
+SCOPES = tuple(scope.value for scope in Scope)
+
+
+class AuthConfigError(UserError):
     """A tokens file that cannot be used."""
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
-    scopes: frozenset[str]
+    scopes: frozenset[Scope]
+    kind: str = "token"  # or "cert": a client certificate's subject
+
+    @property
+    def tenant(self) -> str:
+        """Whose jobs these are: the kind and the name, so that a token named like a
+        certificate subject (or the reverse) is another tenant."""
+        return f"{self.kind}:{self.name}"
 
     @property
     def sees_all(self) -> bool:
         """Whether it may read every tenant's jobs, not only its own."""
-        return "read-all" in self.scopes
+        return Scope.READ_ALL in self.scopes
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes or (scope == "read" and self.sees_all)
+    def may(self, scope: Scope | str) -> bool:
+        return scope in self.scopes or (scope == Scope.READ and self.sees_all)
 
 
 def new_token() -> str:
@@ -62,12 +83,17 @@ class TokenRegistry:
         try:
             document = json.loads(path.read_text())
             entries = {}
+            names: set[str] = set()
             for item in document["tokens"]:
                 scopes = frozenset(item["scopes"])
                 unknown = scopes - set(SCOPES)
                 if unknown:
                     raise ValueError(f"unknown scopes {sorted(unknown)}; known: {SCOPES}")
-                entries[str(item["sha256"])] = Principal(str(item["name"]), scopes)
+                name = str(item["name"])
+                if name in names:  # two tokens of one name would be one tenant
+                    raise ValueError(f"the name {name!r} is given twice")
+                names.add(name)
+                entries[str(item["sha256"])] = Principal(name, frozenset(Scope(x) for x in scopes))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise AuthConfigError(
                 f"{path}: not a usable tokens file ({e!r}); expected "
@@ -94,6 +120,8 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
     if path.exists():
         TokenRegistry.load(path)  # refuse to extend a broken file
         document = json.loads(path.read_text())
+    if any(item.get("name") == name for item in document["tokens"]):
+        raise AuthConfigError(f"{path}: a token named {name!r} exists; choose another name")
     token = new_token()
     document["tokens"].append({"name": name, "sha256": token_digest(token), "scopes": scopes})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +136,9 @@ class ClientScopes:
         subject = "CN=rebuild-ci,O=Acme"   # RFC 4514, as openssl x509 -subject -nameopt RFC2253
         scopes = ["submit", "read", "cosign"]
 
-    A certified client whose subject is not listed has no scope at all.
+    A certified client whose subject is not listed has no scope at all. Subjects are
+    compared as names, not spellings: escapes (``\\C3\\A9`` as openssl writes é) read as
+    the characters they stand for.
     """
 
     def __init__(self, entries: dict[str, Principal]) -> None:
@@ -133,9 +163,10 @@ class ClientScopes:
                 unknown = set(scopes) - set(SCOPES)
                 if unknown:
                     raise ValueError(f"{subject}: unknown scopes {sorted(unknown)}")
-                if subject in entries:
+                name = _subject(subject)
+                if name in entries:
                     raise ValueError(f"{subject} is listed twice")
-                entries[subject] = Principal(subject, frozenset(scopes))
+                entries[name] = Principal(name, frozenset(Scope(x) for x in scopes), "cert")
         except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
             raise AuthConfigError(
                 f"{path}: not a usable client scopes file ({e}); expected "
@@ -145,7 +176,21 @@ class ClientScopes:
         return cls(entries)
 
     def principal(self, subject: str) -> Principal | None:
-        return self._by_subject.get(subject)
+        try:
+            return self._by_subject.get(_subject(subject))
+        except ValueError:
+            return None
+
+
+def _subject(text: str) -> str:
+    """A subject as cryptography writes it (RFC 4514): one spelling per name."""
+    try:
+        return x509.Name.from_rfc4514_string(text).rfc4514_string()
+    except ValueError as e:
+        raise ValueError(
+            f"{text!r} is not an RFC 4514 name (as openssl x509 -noout -subject "
+            f"-nameopt RFC2253 prints it): {e}"
+        ) from None
 
 
 class RateLimiter:

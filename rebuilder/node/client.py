@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
-from rebuilder.errors import Error
+from rebuilder.errors import InfrastructureError
 
 MAX_JOBS = 1000  # per subject: more is not an answer the gate reads
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class NodeError(Error):
+class NodeError(InfrastructureError):
     """A node could not be reached, or refused a request; names the node and why."""
 
 

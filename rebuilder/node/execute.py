@@ -1,37 +1,35 @@
 """Running one rebuild request: unpack, build in the sandbox, and state what was built.
 
 Shared by the node's own workers and by Celery workers on other machines; it never signs
-(the node's key stays on the node). Request faults (a bad archive or spec, a refused or
-mismatched input) are results; anything else raised is the infrastructure's fault and is
-retried. A reason a client reads names nothing of the node: no host path, no digest of
-what the node read, no text of the node's own files.
+(the node's key stays on the node). A :class:`~sandbox.errors.UserError` (a bad archive or
+spec, a refused or mismatched input) is the request's fault and a result; anything else
+raised is the infrastructure's fault and is retried. A reason a client reads names nothing
+of the node: no host path, no digest of what the node read, no text of the node's own files.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from rebuilder.attest.provenance import provenance_statement
+from rebuilder.formats.rebuild import Outputs
 from rebuilder.node.jobs import Outcome
-from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
-from rebuilder.node.statements import Outputs
-from sandbox.backend import SandboxBackend
+from rebuilder.node.requests import REQUEST_SPEC, RequestLimits, unpack_source
+from sandbox.backend import Cancel, SandboxBackend
+from sandbox.beneath import remove_tree
 from sandbox.build import RESULT_FILE, BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
-from sandbox.errors import Error, ImageError, InputError, OutputError, SpecError
+from sandbox.errors import SpecError, UserError
 from sandbox.input_policy import InputPolicy
 from sandbox.result import BuildResult
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
 
 Connect = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]
-# The request's own fault: rebuilding it elsewhere or later gives the same answer.
-REQUEST_FAULTS = (RequestError, SpecError, InputError, ImageError, OutputError)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,15 +55,22 @@ def execute(
     input_policy: InputPolicy,
     limits: RequestLimits | None = None,
     executor: str = "",
+    cancel: Cancel | None = None,
 ) -> Execution:
     """Build a request in ``directory`` (results in ``directory/out``).
 
     Args:
-        input_policy: what the request's inputs may be fetched from.
-        limits: caps on the unpacked request.
+        input_policy: what the request's inputs may be fetched from (for this job: see
+            :meth:`InputPolicy.for_job`).
+        limits: caps on the unpacked request and the largest limits its spec may ask for.
+        cancel: set when the job's deadline passes: the build is stopped.
+
+    Raises:
+        BuildCancelled: ``cancel`` was set while the build ran.
     """
+    limits = limits or RequestLimits()
     source = directory / f"src-{attempt}"
-    shutil.rmtree(source, ignore_errors=True)
+    remove_tree(source)
     statements: list[bytes] = []
     private = {
         source: "",  # the request's own files are named as the client named them
@@ -77,6 +82,9 @@ def execute(
     try:
         unpack_source(archive, source, limits)
         spec = Spec.from_toml(source / REQUEST_SPEC)
+        refusal = limits.refusal(spec)
+        if refusal is not None:
+            return Execution(outcome=Outcome.BUILD_FAILED, reason=refusal, executor=executor)
 
         def state(result: BuildResult, published: Path) -> None:
             if result.built and result.outputs:
@@ -96,14 +104,16 @@ def execute(
             trace=trace,
             attest=state,
             input_policy=input_policy,
+            cancel=cancel,
+            max_output_bytes=limits.max_output_bytes,
         )
         with connect(config) as backend:
             result = run_build(request, config=config, backend=backend)
-    except REQUEST_FAULTS as e:
+    except UserError as e:  # the request's fault: elsewhere or later, the same answer
         reason = client_reason(e, private)
         return Execution(outcome=Outcome.BUILD_FAILED, reason=reason, executor=executor)
     finally:
-        shutil.rmtree(source, ignore_errors=True)
+        remove_tree(source)
     if not result.built:
         reason = scrub(result.reason, private)
         return Execution(outcome=Outcome.BUILD_FAILED, reason=reason, executor=executor)
@@ -117,12 +127,12 @@ def execute(
     )
 
 
-def client_reason(error: Error, private: dict[Path, str]) -> str:
+def client_reason(error: UserError, private: dict[Path, str]) -> str:
     """A request fault as its client may read it."""
     if isinstance(error, SpecError):
         # the spec's path on the node is not the client's business: name it as sent
         return scrub(f"{REQUEST_SPEC}: {error.key}: {error.reason}", private)
-    return scrub(error.diagnostics(), private)
+    return scrub(str(error), private)
 
 
 def scrub(text: str, private: dict[Path, str]) -> str:

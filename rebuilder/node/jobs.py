@@ -3,6 +3,8 @@
 A worker claims a job by taking a lease and renews it while the build runs. A worker that
 dies stops renewing; once the lease lapses the job is claimed again, until its attempts are
 used up or its deadline passes. A job finishes once: only the lease holder can finish it.
+Tenants (the names jobs were submitted under) take turns: the next job claimed is one of
+the tenant with the fewest jobs running, and among those the one served longest ago.
 
 Leases, deadlines and back-offs are kept on the monotonic clock, which every process of one
 boot shares and no clock step (NTP, an operator, a VM resumed) moves: a step of the wall
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import sqlite3
 import threading
 import time
@@ -71,10 +74,7 @@ class Job:
             "outcome": self.outcome.value if self.outcome else None,
             "reason": self.reason,
             "digest": self.digest,
-            # which worker, as a label: the worker's host name is the node's, not the client's
-            "executor": hashlib.sha256(self.executor.encode()).hexdigest()[:16]
-            if self.executor
-            else "",
+            "executor": _label(self.executor),
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "spec_sha256": self.spec_sha256,
@@ -82,6 +82,17 @@ class Job:
             "created": self.created,
             "deadline": self.deadline,
         }
+
+
+def _label(executor: str) -> str:
+    """The executor as stored: a label (Node.executor_label) since labels are keyed; a
+    job of an older node stored the host and thread, which a client never reads."""
+    if not executor or _LABEL.fullmatch(executor):
+        return executor
+    return hashlib.sha256(executor.encode()).hexdigest()[:16]
+
+
+_LABEL = re.compile(r"[0-9a-f]{16}")
 
 
 class Clock(Protocol):
@@ -132,6 +143,10 @@ CREATE TABLE IF NOT EXISTS subjects (
     sha256 TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS subjects_digest ON subjects (sha256);
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    last_claim INTEGER NOT NULL DEFAULT 0
+);
 """
 # Added later (a queue of an older node gains them, then rebased from the wall clock):
 # the boot whose monotonic clock the three readings below are on.
@@ -140,6 +155,10 @@ _MONOTONIC_COLUMNS = {
     "deadline_mono": "REAL NOT NULL DEFAULT 0",
     "next_try_mono": "REAL NOT NULL DEFAULT 0",
     "lease_mono": "REAL",
+    # what a finished job keeps on disk (request and results), and when it finished
+    "stored_bytes": "INTEGER NOT NULL DEFAULT 0",
+    "finished_at": "REAL",
+    "pruned": "INTEGER NOT NULL DEFAULT 0",
 }
 
 
@@ -214,13 +233,52 @@ class JobStore:
             )
         return job_id
 
-    def active(self) -> int:
-        """Jobs queued or running (the concurrent-job limit counts these)."""
+    def active(self, submitted_by: str | None = None) -> int:
+        """Jobs queued or running (the concurrent-job limits count these), of every tenant
+        or of one."""
+        query = "SELECT COUNT(*) FROM jobs WHERE state != ?"
+        args: tuple[str, ...] = (JobState.FINISHED,)
+        if submitted_by is not None:
+            query += " AND submitted_by = ?"
+            args += (submitted_by,)
+        with self._lock:
+            row = self._db.execute(query, args).fetchone()
+        return int(row[0])
+
+    def stored_bytes(self, submitted_by: str) -> int:
+        """What a tenant's jobs keep on the node's disk (its quota counts this)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE state != ?", (JobState.FINISHED,)
+                "SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE submitted_by = ?",
+                (submitted_by,),
             ).fetchone()
         return int(row[0])
+
+    def set_stored_bytes(self, job_id: str, size: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET stored_bytes = ? WHERE id = ?", (size, job_id))
+
+    def to_prune(self, finished_before: float) -> list[str]:
+        """Finished jobs, not yet pruned, that finished before a wall-clock time."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE state = ? AND pruned = 0 AND finished_at IS NOT NULL"
+                " AND finished_at < ?",
+                (JobState.FINISHED, finished_before),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def mark_pruned(self, job_id: str, stored_bytes: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET pruned = 1, stored_bytes = ? WHERE id = ?",
+                (stored_bytes, job_id),
+            )
+
+    def pruned(self, job_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT pruned FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
 
     def claim(self, owner: str, lease_s: float) -> Job | None:
         """The next job to run: queued and due, or running with a lapsed lease.
@@ -230,10 +288,17 @@ class JobStore:
         now = self.clock.monotonic()
         with self._transaction() as db:
             self._expire(db, now)
+            # Tenants take turns: fewest jobs running first, then the one served longest
+            # ago, then the oldest job (one tenant's many jobs never starve another's).
             row = db.execute(
-                "SELECT id FROM jobs WHERE (state = ? AND next_try_mono <= ?)"
-                " OR (state = ? AND COALESCE(lease_mono, 0) < ?) ORDER BY rowid LIMIT 1",
-                (JobState.QUEUED, now, JobState.RUNNING, now),
+                "SELECT j.id, j.submitted_by FROM jobs j LEFT JOIN tenants t"
+                " ON t.name = j.submitted_by"
+                " WHERE (j.state = ? AND j.next_try_mono <= ?)"
+                " OR (j.state = ? AND COALESCE(j.lease_mono, 0) < ?)"
+                " ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.state = ?"
+                " AND r.submitted_by = j.submitted_by AND COALESCE(r.lease_mono, 0) >= ?),"
+                " COALESCE(t.last_claim, 0), j.rowid LIMIT 1",
+                (JobState.QUEUED, now, JobState.RUNNING, now, JobState.RUNNING, now),
             ).fetchone()
             if row is None:
                 return None
@@ -242,25 +307,33 @@ class JobStore:
                 " attempts = attempts + 1 WHERE id = ?",
                 (JobState.RUNNING, owner, self.clock.wall() + lease_s, now + lease_s, row[0]),
             )
+            db.execute(
+                "INSERT INTO tenants (name, last_claim) VALUES"
+                " (?, (SELECT COALESCE(MAX(last_claim), 0) + 1 FROM tenants))"
+                " ON CONFLICT (name) DO UPDATE SET last_claim = excluded.last_claim",
+                (row[1],),
+            )
         return self.get(row[0])
 
     def _expire(self, db: sqlite3.Connection, now: float) -> None:
+        wall = self.clock.wall()
         db.execute(
-            "UPDATE jobs SET state = ?, outcome = ?, reason = ?, lease_owner = NULL"
-            " WHERE state != ? AND deadline_mono < ?",
+            "UPDATE jobs SET state = ?, outcome = ?, reason = ?, lease_owner = NULL,"
+            " finished_at = ? WHERE state != ? AND deadline_mono < ?",
             (
                 JobState.FINISHED,
                 Outcome.DEADLINE_EXCEEDED,
                 "the job's deadline passed",
+                wall,
                 JobState.FINISHED,
                 now,
             ),
         )
         db.execute(
-            "UPDATE jobs SET state = ?, outcome = ?, lease_owner = NULL,"
+            "UPDATE jobs SET state = ?, outcome = ?, lease_owner = NULL, finished_at = ?,"
             " reason = 'a worker was lost ' || attempts || ' time(s); attempts used up'"
             " WHERE state = ? AND COALESCE(lease_mono, 0) < ? AND attempts >= max_attempts",
-            (JobState.FINISHED, Outcome.INFRASTRUCTURE_FAILED, JobState.RUNNING, now),
+            (JobState.FINISHED, Outcome.INFRASTRUCTURE_FAILED, wall, JobState.RUNNING, now),
         )
 
     def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
@@ -294,13 +367,15 @@ class JobStore:
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE jobs SET state = ?, outcome = ?, reason = ?, digest = ?, executor = ?,"
-                " lease_owner = NULL WHERE id = ? AND lease_owner = ? AND state = ?",
+                " lease_owner = NULL, finished_at = ? WHERE id = ? AND lease_owner = ?"
+                " AND state = ?",
                 (
                     JobState.FINISHED,
                     outcome,
                     reason,
                     digest,
                     executor,
+                    self.clock.wall(),
                     job_id,
                     owner,
                     JobState.RUNNING,
@@ -320,8 +395,8 @@ class JobStore:
             db.execute(
                 "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN ? ELSE ? END,"
                 " outcome = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,"
-                " reason = ?, next_try = ?, next_try_mono = ?, lease_owner = NULL"
-                " WHERE id = ? AND lease_owner = ? AND state = ?",
+                " reason = ?, next_try = ?, next_try_mono = ?, lease_owner = NULL,"
+                " finished_at = ? WHERE id = ? AND lease_owner = ? AND state = ?",
                 (
                     JobState.FINISHED,
                     JobState.QUEUED,
@@ -329,6 +404,7 @@ class JobStore:
                     reason,
                     self.clock.wall() + backoff_s,
                     self.clock.monotonic() + backoff_s,
+                    self.clock.wall(),
                     job_id,
                     owner,
                     JobState.RUNNING,
@@ -349,9 +425,18 @@ class JobStore:
         job's (its disk filled up): the attempt does not count."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE jobs SET state = ?, reason = ?, next_try = ?, lease_owner = NULL,"
-                " attempts = MAX(attempts - 1, 0) WHERE id = ? AND lease_owner = ? AND state = ?",
-                (JobState.QUEUED, reason, time.time() + delay_s, job_id, owner, JobState.RUNNING),
+                "UPDATE jobs SET state = ?, reason = ?, next_try = ?, next_try_mono = ?,"
+                " lease_owner = NULL, attempts = MAX(attempts - 1, 0)"
+                " WHERE id = ? AND lease_owner = ? AND state = ?",
+                (
+                    JobState.QUEUED,
+                    reason,
+                    self.clock.wall() + delay_s,
+                    self.clock.monotonic() + delay_s,
+                    job_id,
+                    owner,
+                    JobState.RUNNING,
+                ),
             )
 
     def get(self, job_id: str) -> Job | None:

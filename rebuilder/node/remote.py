@@ -1,12 +1,18 @@
 """Scale-out: the node hands builds to Celery workers over a Redis broker.
 
 The node keeps its queue, its leases and its key; a worker (``hermetic node worker``, on
-any machine, with its own directory and input store) builds and returns the unsigned
-statement and the result files. The node trusts none of it blindly: before signing it
-checks the statement against the job (the request's spec and source tree, the image the
-node itself resolves, the builder id, the inputs) and the returned files against the
-statement (outputs listed = files returned, their digests and the set's digest). Tasks are
+any machine, with its own directory, input store and rules) builds and returns what it
+found: the outcome, result.json, build.log, trace.json and the outputs. The node trusts
+none of it blindly: it reads an answer only up to a cap, writes the returned files below
+the job through no link (every name and link target checked before anything is written,
+every link resolved inside once all are in place), and writes and signs the provenance
+itself from facts it computed or checked (:mod:`rebuilder.node.worker_result`). Tasks are
 acknowledged late: a worker killed mid-build leaves its task to another worker.
+
+A worker takes its rules (input policy, request limits and ceilings, the longest job)
+from its own configuration, never from a task: anyone who can write to the broker can
+send it one. A task names only the job id (32 hex digits), the request, the attempt, the
+trace level, the tenant's store key (64 hex digits) and the time left.
 
 The broker is the workers' only channel: give it a password (``redis://:PASSWORD@host``)
 or TLS (``rediss://``); anyone who can write to it can hand the node results to check.
@@ -15,56 +21,99 @@ or TLS (``rediss://``); anyone who can write to it can hand the node results to 
 from __future__ import annotations
 
 import base64
-import json
+import binascii
+import contextlib
+import hashlib
+import logging
 import os
-import shutil
+import re
 import socket
 import stat
-import tempfile
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from rebuilder.attest.provenance import INPUT_PREFIX
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, StatementError, parse_statement
-from rebuilder.errors import Error
+from rebuilder.attest.provenance import provenance_statement
+from rebuilder.errors import InfrastructureError
 from rebuilder.node.execute import Execution, execute
 from rebuilder.node.jobs import Job, Outcome
-from rebuilder.node.requests import REQUEST_SPEC, RequestError, RequestLimits, unpack_source
-from rebuilder.node.statements import statement_outputs
-from sandbox.backend import connect_backend
-from sandbox.beneath import resolve_beneath
-from sandbox.build import ARTIFACTS_DIR
+from rebuilder.node.requests import RequestLimits
+from rebuilder.node.worker_result import (
+    WorkerResultError,
+    job_facts,
+    node_result,
+    now_text,
+)
+from sandbox import connect_backend
+from sandbox.beneath import (
+    PATH_MAX,
+    TreeLimits,
+    TreeTooLarge,
+    read_beneath,
+    remove_tree,
+    resolve_all_beneath,
+    symlink_beneath,
+    walk_beneath,
+    write_beneath,
+)
+from sandbox.build import ARTIFACTS_DIR, RESULT_FILE
 from sandbox.config import SandboxConfig
-from sandbox.digests import sha256_file
-from sandbox.errors import Error as SandboxError
-from sandbox.images import ImageCatalog
+from sandbox.errors import BuildCancelled
 from sandbox.input_policy import InputPolicy
-from sandbox.outputs import describe_outputs
-from sandbox.source_tree import tree_digest
-from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.workspace import write_atomically
 
-TASK = "hermetic.rebuild"
+log = logging.getLogger(__name__)
+
+TASK = "hermetic.rebuild.v2"  # v2: the worker returns facts, the node writes the statement
 MAX_RETURNED_BYTES = 256 * 1024**2  # outputs sent back through the result backend
+# the answer as stored in the result backend: base64 of the files and a little JSON
+MAX_ANSWER_BYTES = MAX_RETURNED_BYTES * 4 // 3 + 16 * 1024**2
+MAX_RETURNED_FILES = 100_000
+MAX_REASON = 2000
+_POLL_S = 0.2
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+_TENANT = re.compile(r"[0-9a-f]{64}")
 
 
-class RemoteError(Error):
-    """A remote worker failed (not the build): the node retries the job."""
+class RemoteError(InfrastructureError):
+    """A remote worker failed (not the build), or its answer is refused: the node retries."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """A worker's own rules (``hermetic node worker`` options); a task cannot change them.
+
+    Attributes:
+        directory: the worker's own directory (stores, scratch).
+        input_policy: what inputs may be fetched from (as ``node serve``).
+        limits: what a request may unpack to and ask for (as ``node serve``).
+        max_deadline_s: the most time a task may take, whatever it asks for.
+        config: the worker's sandbox settings, read once when it starts (None: from the
+            environment when a task runs); its stores and scratch are under ``directory``.
+    """
+
+    directory: Path
+    input_policy: InputPolicy = field(default_factory=InputPolicy)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    max_deadline_s: float = 3600.0
+    config: SandboxConfig | None = None
+
+
+def tenant_key(tenant: str) -> str:
+    """The name of a tenant's own input store on a worker (see sandbox.store)."""
+    return hashlib.sha256(tenant.encode()).hexdigest()
 
 
 def celery_app(
-    broker: str,
-    *,
-    visibility_timeout_s: float = 3600.0,
-    worker: WorkerPlace | None = None,
+    broker: str, *, worker: WorkerSettings | None = None, visibility_timeout_s: float = 3600.0
 ) -> Celery:
-    """The Celery app of nodes and workers (JSON only: no pickle from the network).
-
-    A node only sends tasks; a worker (``worker``: its own directory and sandbox
-    settings) also runs them."""
+    """The Celery app of nodes and workers (JSON only: no pickle from the network); a
+    worker's app (``worker`` given) runs the rebuild task under the worker's own rules."""
     app = Celery("hermetic", broker=broker, backend=broker)
     app.conf.update(
         task_serializer="json",
@@ -78,77 +127,123 @@ def celery_app(
         broker_connection_retry_on_startup=True,
     )
     if worker is not None:
+        settings = worker
 
-        def rebuild(*arguments: Any) -> dict[str, Any]:
-            # looked up when it runs, so a test can stand in for the module's function
-            return _rebuild_task(worker, *arguments)
+        @app.task(name=TASK)  # type: ignore[untyped-decorator]
+        def rebuild(
+            job_id: object,
+            archive_b64: object,
+            attempt: object,
+            trace: object,
+            tenant: object,
+            remaining_s: object,
+        ) -> dict[str, Any]:
+            return _rebuild_task(settings, job_id, archive_b64, attempt, trace, tenant, remaining_s)
 
-        app.task(name=TASK)(rebuild)
     return app
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkerPlace:
-    """Where a worker builds: its own directory (input store, scratch, jobs), and its
-    sandbox settings, read once when the worker starts."""
-
-    directory: Path
-    config: SandboxConfig
+def _task_arguments(
+    job_id: object, archive_b64: object, attempt: object, trace: object, tenant: object
+) -> tuple[str, bytes, int, TraceLevel, str]:
+    """A task's arguments, checked: a broker writer chooses them."""
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise RemoteError("a task's job id is not 32 hex digits")
+    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+        raise RemoteError("a task's tenant is not 64 hex digits")
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 < attempt < 1000:
+        raise RemoteError("a task's attempt is not a small number")
+    if not isinstance(archive_b64, str) or not isinstance(trace, str):
+        raise RemoteError("a task's request or trace level is malformed")
+    try:
+        return (
+            job_id,
+            base64.b64decode(archive_b64, validate=True),
+            attempt,
+            TraceLevel(trace),
+            tenant,
+        )
+    except (binascii.Error, ValueError):
+        raise RemoteError("a task's request or trace level is malformed") from None
 
 
 def _rebuild_task(
-    place: WorkerPlace,
-    job_id: str,
-    archive_b64: str,
-    attempt: int,
-    builder_id: str,
-    trace: str,
-    input_policy: dict[str, Any],
-    limits: dict[str, int],
+    settings: WorkerSettings,
+    job_id: object,
+    archive_b64: object,
+    attempt: object,
+    trace: object,
+    tenant: object,
+    remaining_s: object,
 ) -> dict[str, Any]:
     """Runs on a worker: build in its own directory, return what the node needs."""
-    root = place.directory
+    job_id, archive, attempt, level, tenant = _task_arguments(
+        job_id, archive_b64, attempt, trace, tenant
+    )
+    if isinstance(remaining_s, bool) or not isinstance(remaining_s, int | float):
+        raise RemoteError("a task's time left is not a number")
+    remaining = min(float(remaining_s), settings.max_deadline_s)
+    root = settings.directory.resolve()
     directory = root / "jobs" / job_id
     directory.mkdir(parents=True, exist_ok=True)
-    config = replace(place.config, store_dir=root / "store", work_dir=root / "work")
-    execution = execute(
-        base64.b64decode(archive_b64),
-        directory,
-        attempt=attempt,
-        config=config,
-        connect=connect_backend,
-        trace=TraceLevel(trace),
-        builder_id=builder_id,
-        input_policy=InputPolicy.from_json(input_policy),
-        limits=RequestLimits(**limits),
-        executor=f"{socket.gethostname()}:{os.getpid()}",
+    config = replace(
+        settings.config or SandboxConfig.from_env(),
+        store_dir=root / "store" / tenant,
+        work_dir=root / "work",
     )
+    executor = f"{socket.gethostname()}:{os.getpid()}"
+    cancel = threading.Event()
+    timer = threading.Timer(max(remaining, 0.0), cancel.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        execution = execute(
+            archive,
+            directory,
+            attempt=attempt,
+            config=config,
+            connect=connect_backend,
+            trace=level,
+            builder_id="",  # the node writes the statement; the worker's is not sent
+            input_policy=settings.input_policy.for_job(remaining),
+            limits=settings.limits,
+            executor=executor,
+            cancel=cancel,
+        )
+        return _answer(execution)
+    except BuildCancelled:
+        return {
+            "outcome": Outcome.DEADLINE_EXCEEDED.value,
+            "reason": "the job's deadline passed while it was building; the build was stopped",
+            "files": {},
+            "links": {},
+            "modes": {},
+            "executor": executor,
+        }
+    finally:
+        timer.cancel()
+        remove_tree(directory)  # the node keeps the results, not us
+
+
+def _answer(execution: Execution) -> dict[str, Any]:
     files: dict[str, str] = {}
     links: dict[str, str] = {}
     modes: dict[str, int] = {}
-    try:
-        if execution.out_dir is not None:
-            total = 0
-            for path in sorted(execution.out_dir.rglob("*")):
-                relative = path.relative_to(execution.out_dir).as_posix()
-                if path.is_symlink():
-                    links[relative] = os.readlink(path)
-                elif path.is_file():
-                    total += path.stat().st_size
-                    if total > MAX_RETURNED_BYTES:
-                        raise RemoteError(f"outputs exceed {MAX_RETURNED_BYTES} bytes to return")
-                    files[relative] = base64.b64encode(path.read_bytes()).decode()
-                    modes[relative] = stat.S_IMODE(path.stat().st_mode)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)  # the node keeps the results, not us
+    if execution.outcome is Outcome.BUILT and execution.out_dir is not None:
+        total = 0
+        for relative, mode in walk_beneath(execution.out_dir, TreeLimits()):
+            if stat.S_ISLNK(mode):
+                links[relative] = os.readlink(execution.out_dir / relative)
+            elif stat.S_ISREG(mode):
+                data = read_beneath(execution.out_dir, relative, limit=MAX_RETURNED_BYTES)
+                total += len(data)
+                if total > MAX_RETURNED_BYTES:
+                    raise RemoteError(f"outputs exceed {MAX_RETURNED_BYTES} bytes to return")
+                files[relative] = base64.b64encode(data).decode()
+                modes[relative] = stat.S_IMODE(mode)
     return {
         "outcome": execution.outcome.value,
         "reason": execution.reason,
-        "digest": execution.digest,
-        "outputs": [list(item) for item in execution.outputs],
-        "statement": base64.b64encode(execution.statement).decode()
-        if execution.statement
-        else None,
         "files": files,
         "links": links,
         "modes": modes,
@@ -157,7 +252,8 @@ def _rebuild_task(
 
 
 class CeleryDispatch:
-    """The node's side: send a job to the workers and wait for its result."""
+    """The node's side: send a job to the workers, wait for its answer, check it, and
+    state what was built (the statement the node then signs)."""
 
     def __init__(
         self,
@@ -166,199 +262,203 @@ class CeleryDispatch:
         builder_id: str,
         trace: TraceLevel,
         config: SandboxConfig,
-        input_policy: InputPolicy | None = None,
         limits: RequestLimits | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.app = app
         self.builder_id = builder_id
         self.trace = trace
         self.config = config  # the node's: its images resolve what a worker must have used
-        self.input_policy = input_policy or InputPolicy()
         self.limits = limits or RequestLimits()
+        self.max_answer_bytes = max_answer_bytes
 
-    def __call__(self, job: Job, archive: bytes, directory: Path) -> Execution:
+    def __call__(
+        self, job: Job, archive: bytes, directory: Path, cancel: threading.Event | None = None
+    ) -> Execution:
+        """Run a job on a worker (``cancel``: the job's time is up or the node stops).
+
+        Raises:
+            RemoteError: no usable answer (the node retries the job).
+            BuildCancelled: ``cancel`` was set first (the task is revoked if not started;
+                a worker that started it stops at the time it was given).
+        """
+        started = now_text()
         pending = self.app.send_task(
             TASK,
             args=[
                 job.id,
                 base64.b64encode(archive).decode(),
                 job.attempts,
-                self.builder_id,
                 self.trace.value,
-                self.input_policy.to_json(),
-                {
-                    "max_members": self.limits.max_members,
-                    "max_unpacked_bytes": self.limits.max_unpacked_bytes,
-                },
+                tenant_key(job.submitted_by),
+                job.remaining_s,
             ],
         )
+        answer = self._answer(pending.id, max(job.remaining_s, 1.0), cancel)
         try:
-            answer: dict[str, Any] = pending.get(timeout=max(job.remaining_s, 1), propagate=True)
-        except Exception as e:  # noqa: BLE001 - Celery, kombu and redis raise many kinds
-            raise RemoteError(f"remote worker: {e}") from None
-        try:
-            return self._checked(job, archive, directory, answer)
+            return self._checked(archive, directory, answer, started)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise RemoteError(f"a worker's answer is malformed: {e!r}") from None
+            raise RemoteError(f"a worker's answer is malformed: {type(e).__name__}") from None
+        except WorkerResultError as e:
+            raise RemoteError(str(e)) from None
 
-    def _checked(
-        self, job: Job, archive: bytes, directory: Path, answer: dict[str, Any]
-    ) -> Execution:
+    def _answer(self, task_id: str, timeout_s: float, cancel: threading.Event | None) -> Any:
+        """The task's answer once it is stored, read only if it is within the cap."""
+        backend = self.app.backend
+        key = backend.get_key_for_task(task_id)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not (size := int(backend.client.strlen(key))):
+                if time.monotonic() > deadline:
+                    raise RemoteError("no worker answered before the job's deadline")
+                if cancel is not None and cancel.wait(_POLL_S):
+                    with contextlib.suppress(Exception):  # best effort: a broker may be down
+                        self.app.control.revoke(task_id)
+                    raise BuildCancelled("the job was stopped while a worker had it")
+                if cancel is None:
+                    time.sleep(_POLL_S)
+            if size > self.max_answer_bytes:
+                raise RemoteError(f"a worker's answer of {size} bytes is over the cap")
+            meta = backend.get_task_meta(task_id)
+        except (RemoteError, BuildCancelled):
+            backend.client.delete(key)
+            raise
+        except Exception as e:  # noqa: BLE001 - redis and kombu raise many kinds
+            raise RemoteError(f"the broker: {type(e).__name__}") from None
+        backend.client.delete(key)
+        if not isinstance(meta, dict) or meta.get("status") != "SUCCESS":
+            shown = meta.get("status") if isinstance(meta, dict) else None
+            raise RemoteError(f"the worker did not finish the task ({shown!r})")
+        return meta.get("result")
+
+    def _checked(self, archive: bytes, directory: Path, answer: Any, started: str) -> Execution:
+        finished = now_text()
+        if not isinstance(answer, dict):
+            raise RemoteError("a worker's answer is not an object")
+        outcome = Outcome(answer["outcome"])
+        executor = str(answer.get("executor", ""))[:200]
         out = directory / "out"
+        if outcome is not Outcome.BUILT:
+            if outcome not in (Outcome.BUILD_FAILED, Outcome.DEADLINE_EXCEEDED):
+                raise RemoteError("a worker's answer has an outcome only the node decides")
+            reason = answer.get("reason")
+            if not isinstance(reason, str) or not reason.isprintable():
+                raise RemoteError("a worker's reason is not printable text")
+            return Execution(outcome=outcome, reason=reason[:MAX_REASON], executor=executor)
         partial = directory / ".out.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for relative, data in answer["files"].items():
-            target = partial / _plain(relative)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.parent.is_symlink() or os.path.lexists(target):
-                raise RemoteError(f"a worker returned {relative!r} twice or through a link")
-            target.write_bytes(base64.b64decode(data, validate=True))
-            target.chmod(int(answer["modes"][relative]) & 0o777)
-        for relative, link in answer.get("links", {}).items():
-            target = partial / _plain(relative)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(str(link), target)
-        for relative in answer.get("links", {}):  # checked once all are in place
-            if resolve_beneath(partial, _plain(relative)) is None:
-                raise RemoteError(f"a worker returned a link leading out: {relative!r}")
-        statement = answer.get("statement")
-        execution = Execution(
-            outcome=Outcome(answer["outcome"]),
-            reason=str(answer["reason"]),
-            digest=answer.get("digest"),
-            outputs=tuple(sorted((str(p), str(d)) for p, d in answer["outputs"])),
-            statement=base64.b64decode(statement, validate=True) if statement else None,
-            out_dir=out,
-            executor=str(answer.get("executor", "")),
-        )
-        if execution.outcome is Outcome.BUILT:
-            check_worker_result(
-                execution,
-                archive=archive,
-                results=partial,
-                builder_id=self.builder_id,
-                config=self.config,
-                limits=self.limits,
+        remove_tree(partial)
+        partial.mkdir()
+        try:
+            _write_results(partial, answer)
+            facts = job_facts(archive, self.limits, self.config)
+            result = node_result(
+                partial,
+                facts,
+                trace=self.trace,
+                out_dir=out,
+                started_at=started,
+                finished_at=finished,
             )
-        shutil.rmtree(out, ignore_errors=True)
-        partial.rename(out)
-        return execution
+            result_json = result.to_json_text().encode()
+            write_atomically(partial / RESULT_FILE, result_json)
+            statement = provenance_statement(
+                result,
+                spec_document=facts.spec.document,
+                result_json=result_json,
+                builder_id=self.builder_id,
+                spec_sha256=facts.spec_sha256,
+            )
+            remove_tree(out)
+            partial.rename(out)
+        finally:
+            remove_tree(partial)
+        return Execution(
+            outcome=Outcome.BUILT,
+            digest=f"sha256:{result.digest}",
+            outputs=tuple(sorted((item.path, item.sha256) for item in result.outputs)),
+            statement=statement,
+            out_dir=out,
+            executor=executor,
+        )
 
 
 def _plain(relative: object) -> str:
     """A returned file's name, if it is a plain relative path (else RemoteError)."""
     text = str(relative)
-    parts = PurePosixPath(text).parts
-    if not parts or text.startswith("/") or any(p in ("..", ".", "") for p in text.split("/")):
-        raise RemoteError(f"a worker returned a file outside the results: {text!r}")
+    if (
+        not text
+        or text.startswith("/")
+        or "\0" in text
+        or len(os.fsencode(text)) > PATH_MAX
+        or any(p in ("..", ".", "") for p in text.split("/"))
+    ):
+        raise RemoteError(f"a worker returned a file outside the results: {text[:200]!r}")
     return text
 
 
-def check_worker_result(
-    execution: Execution,
-    *,
-    archive: bytes,
-    results: Path,
-    builder_id: str,
-    config: SandboxConfig,
-    limits: RequestLimits,
-) -> None:
-    """Check a worker's built result against the job before the node signs it.
+def _write_results(partial: Path, answer: dict[str, Any]) -> None:
+    """Write a worker's files and links below ``partial``, through no link.
 
-    The statement must be SLSA provenance by this node's builder id, of this request's
-    spec and source tree, built in the image the node resolves for that spec with the
-    spec's inputs; its subjects must be exactly the outputs the worker listed and the
-    files it returned, with their digests, and the set digest must be theirs.
+    Every name and link target is checked before anything is written: plain relative
+    names, each once, none inside another returned file or link, links only among the
+    outputs, targets relative and short. Links are created last, through directory
+    descriptors that follow none, and all must resolve inside once in place.
 
     Raises:
-        RemoteError: naming the first thing that does not match.
+        RemoteError: naming what is refused.
     """
-
-    def refuse(what: str) -> RemoteError:
-        return RemoteError(f"a worker's result does not match the job: {what}; not signed")
-
-    if execution.statement is None:
-        raise refuse("no statement")
-    try:
-        statement = parse_statement(execution.statement)
-    except StatementError as e:
-        raise refuse(f"the statement is invalid ({e})") from None
-    if statement.get("predicateType") != SLSA_PROVENANCE_V1:
-        raise refuse("the statement is not SLSA provenance")
-    predicate = statement.get("predicate", {})
-    definition = predicate.get("buildDefinition", {})
-    if predicate.get("runDetails", {}).get("builder", {}).get("id") != builder_id:
-        raise refuse("another builder id")
-    with tempfile.TemporaryDirectory(prefix="hermetic-check-") as scratch:
-        source = Path(scratch) / "src"
+    files, links, modes = answer["files"], answer.get("links", {}), answer["modes"]
+    if not (isinstance(files, dict) and isinstance(links, dict) and isinstance(modes, dict)):
+        raise RemoteError("a worker's files, links or modes are not tables")
+    if len(files) + len(links) > MAX_RETURNED_FILES:
+        raise RemoteError(f"a worker returned more than {MAX_RETURNED_FILES} files")
+    names = [_plain(name) for name in (*files, *links)]
+    taken = set(names)
+    if len(taken) != len(names):
+        raise RemoteError("a worker returned a name twice")
+    for name in names:
+        parts = name.split("/")
+        if any("/".join(parts[:i]) in taken for i in range(1, len(parts))):
+            raise RemoteError(f"a worker returned {name[:200]!r} inside another file or link")
+    for name, target in links.items():
+        if not name.startswith(f"{ARTIFACTS_DIR}/"):
+            raise RemoteError("a worker returned a link that is not an output")
+        if (
+            not isinstance(target, str)
+            or not target
+            or target.startswith("/")
+            or "\0" in target
+            or len(os.fsencode(target)) > PATH_MAX
+        ):
+            raise RemoteError(f"a worker returned a link leading out: {name[:200]!r}")
+    total = 0
+    decoded = {}
+    for name, data in files.items():
+        if not isinstance(data, str) or not isinstance(modes.get(name), int):
+            raise RemoteError("a worker's file or its mode is malformed")
         try:
-            unpack_source(archive, source, limits)
-            spec = Spec.from_toml(source / REQUEST_SPEC)
-            image = ImageCatalog(config.images_dir).resolve(spec.image)
-        except (RequestError, SandboxError) as e:
-            raise refuse(f"the node cannot read the request or its image ({e})") from None
-        source_digest = tree_digest(source)
-        spec_digest = sha256_file(source / REQUEST_SPEC)[0]
-    # the spec as the statement carries it, compared as JSON (the form it was signed in)
-    if definition.get("externalParameters", {}).get("spec") != json.loads(
-        json.dumps(dict(spec.document))
-    ):
-        raise refuse("another spec")
-    dependencies = {
-        str(item.get("name")): item for item in definition.get("resolvedDependencies", [])
-    }
-    if dependencies.get("source", {}).get("digest", {}).get("sha256") != source_digest:
-        raise refuse("another source tree")
-    if dependencies.get("image", {}).get("digest", {}).get("sha256") != image.digest:
-        raise refuse("another image")
-    stated_spec = dependencies.get("spec", {}).get("digest", {}).get("sha256")
-    if stated_spec is not None and stated_spec != spec_digest:
-        raise refuse("another spec file")
-    for item in spec.inputs:
-        stated = dependencies.get(f"{INPUT_PREFIX}{item.dest}", {})
-        if stated.get("uri") != item.url or stated.get("digest", {}).get("sha256") != item.sha256:
-            raise refuse(f"another input at {item.dest}")
-    subjects = statement_outputs(statement)
-    if subjects != execution.outputs:
-        raise refuse("the statement's subjects are not the outputs the worker listed")
-    artifacts = results / ARTIFACTS_DIR
-    returned = (
-        sorted(
-            path.relative_to(artifacts).as_posix()
-            for path in artifacts.rglob("*")
-            if path.is_symlink() or path.is_file()
-        )
-        if artifacts.is_dir()
-        else []
-    )
-    if returned != sorted(name for name, _ in subjects):
-        raise refuse("the files returned are not the outputs listed")
+            decoded[name] = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise RemoteError("a worker's file is not base64") from None
+        total += len(decoded[name])
+        if total > MAX_RETURNED_BYTES:
+            raise RemoteError(f"a worker returned more than {MAX_RETURNED_BYTES} bytes")
     try:
-        manifest = describe_outputs(artifacts, returned)
-    except SandboxError as e:
-        raise refuse(f"an output returned is unsafe ({e})") from None
-    if tuple(sorted((f.path, f.sha256) for f in manifest.files)) != subjects:
-        raise refuse("an output's digest is not the one stated")
-    if execution.digest != f"sha256:{manifest.digest}":
-        raise refuse("the output set's digest is not the one stated")
-    for byproduct in predicate.get("runDetails", {}).get("byproducts", []):
-        name, digest = byproduct.get("name"), byproduct.get("digest", {}).get("sha256")
-        if digest and name in ("result.json", "build.log", "trace.json"):
-            path = results / str(name)
-            if not path.is_file() or sha256_file(path)[0] != digest:
-                raise refuse(f"{name} is not the one stated")
+        for name in sorted(decoded):
+            write_beneath(partial, name, decoded[name], modes[name] & 0o777)
+        for name in sorted(links):
+            symlink_beneath(partial, name, links[name])
+        resolved = resolve_all_beneath(partial, sorted(links))
+    except (OSError, ValueError, TreeTooLarge) as e:
+        raise RemoteError(f"a worker's results cannot be written safely ({e!r})") from None
+    if any(where is None for where in resolved):
+        raise RemoteError("a worker returned a link leading out once the links are followed")
 
 
-def run_worker(
-    broker: str, directory: Path, *, concurrency: int = 1, config: SandboxConfig | None = None
-) -> None:
-    """``hermetic node worker``: serve builds from the broker until interrupted.
-
-    ``config``: the worker's sandbox settings (default: from the environment, read once)."""
-    place = WorkerPlace(directory=directory.resolve(), config=config or SandboxConfig.from_env())
-    place.directory.mkdir(parents=True, exist_ok=True)
-    app = celery_app(broker, worker=place)
+def run_worker(broker: str, settings: WorkerSettings, *, concurrency: int = 1) -> None:
+    """``hermetic node worker``: serve builds from the broker until interrupted."""
+    settings.directory.mkdir(parents=True, exist_ok=True)
+    app = celery_app(broker, worker=settings)
     pool = (
         ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]
     )

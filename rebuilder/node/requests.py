@@ -1,7 +1,8 @@
 """A rebuild request on the wire: the spec's directory as a gzipped tar, and unpacking it
 on a node without trusting it: no absolute paths, no '..', nothing written through a link,
 no link whose resolution leaves the tree, a regular hermetic.toml at the root, and caps on
-members, unpacked bytes and extended headers that stop a bomb early with bounded memory."""
+members, unpacked bytes, path length and depth, link targets, the work of resolving links
+and extended headers that stop a bomb early with bounded memory and time."""
 
 from __future__ import annotations
 
@@ -13,13 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rebuilder.errors import Error
-from sandbox.beneath import make_dirs_beneath, resolve_beneath
+from rebuilder.errors import UserError
+from sandbox.beneath import (
+    PATH_MAX,
+    ResolutionBudget,
+    TooMuchResolution,
+    TreeLimits,
+    TreeTooLarge,
+    make_dirs_beneath,
+    resolve_all_beneath,
+    walk_beneath,
+)
 from sandbox.source_tree import EXCLUDED_NAMES, stage_source
+from sandbox.spec import Limits, Spec
 
 REQUEST_SPEC = "hermetic.toml"
 _CHUNK = 1 << 20
 _HEADER_BUDGET = 4 * 1024**2  # pax and GNU long-name data, all headers together
+_PAX_HEADER_MAX = 1024**2  # one pax header
+MAX_DEPTH = 128  # directories in one member's path
+# Every link of a request resolved together: a legitimate tree needs a few lookups per link.
+RESOLUTION_STEPS = 1_000_000
+_TREE = TreeLimits(max_depth=MAX_DEPTH + 1, max_entries=10_000_000)  # members are capped
 _LONG_HEADERS = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -27,17 +43,44 @@ _LONG_HEADERS = (
     tarfile.GNUTYPE_LONGNAME,
     tarfile.GNUTYPE_LONGLINK,
 )
+_NAME_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+# A node's maximums for what a stranger's spec may ask of it (``node serve --max-timeout``
+# and the others): the spec defaults fit, with room for larger builds.
+DEFAULT_CEILINGS = Limits(
+    timeout_s=3600,
+    memory_bytes=8 * 1024**3,
+    pids=16384,
+    disk_bytes=20 * 1024**3,
+    log_bytes=256 * 1024**2,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RequestLimits:
-    """How much a request may unpack to (``node serve --max-unpacked``, ``--max-members``)."""
+    """What a node accepts of a request: how much it may unpack to (``--max-unpacked``,
+    ``--max-members``), the largest limits its spec may ask for (``--max-timeout``,
+    ``--max-memory``, ``--max-pids``, ``--max-disk``, ``--max-log``), how many inputs it
+    may name (``--max-inputs``) and how large its outputs may be together (``--max-output``)."""
 
     max_members: int = 100_000
-    max_unpacked_bytes: int = 4 * 1024**3
+    max_unpacked_bytes: int = 1024**3
+    ceilings: Limits = DEFAULT_CEILINGS
+    max_inputs: int = 64
+    max_output_bytes: int = 4 * 1024**3
+
+    def refusal(self, spec: Spec) -> str | None:
+        """Why a node does not build this spec for a stranger (None: it does)."""
+        over = spec.limits.above(self.ceilings)
+        if len(spec.inputs) > self.max_inputs:
+            over.append(f"{len(spec.inputs)} inputs are more than {self.max_inputs}")
+        if not over:
+            return None
+        return f"{REQUEST_SPEC}: more than this node allows: {'; '.join(over)}"
 
 
-class RequestError(Error):
+class RequestError(UserError):
     """A submitted request is not a usable source archive."""
 
 
@@ -80,6 +123,10 @@ def _safe(member: tarfile.TarInfo) -> str | None:
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
         return "a path outside the tree"
+    if len(os.fsencode(member.name)) > PATH_MAX or len(name.parts) > MAX_DEPTH:
+        return f"a path longer than {PATH_MAX} bytes or deeper than {MAX_DEPTH} directories"
+    if member.issym() and len(os.fsencode(member.linkname)) > PATH_MAX:
+        return f"a symlink target longer than {PATH_MAX} bytes"
     if any(part in EXCLUDED_NAMES for part in name.parts):
         return "a git directory (hermetic never sends one; git would read its config)"
     if member.issparse() or not (member.isfile() or member.isdir() or member.issym()):
@@ -101,6 +148,10 @@ class _GuardedTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
         if self.type in _LONG_HEADERS:
+            # a long name is a path (PATH_MAX); a pax header carries a few short records
+            largest = _PAX_HEADER_MAX if self.type not in _NAME_HEADERS else PATH_MAX + 1
+            if self.size > largest:
+                raise _TooLarge(f"an extended header larger than {largest} bytes")
             spent = getattr(tarfile_, "_hermetic_header_bytes", 0) + self.size
             if spent > _HEADER_BUDGET:
                 raise _TooLarge(f"extended headers larger than {_HEADER_BUDGET} bytes")
@@ -196,14 +247,21 @@ def _unpack_member(archive: tarfile.TarFile, member: tarfile.TarInfo, dest: Path
 
 
 def _check_links(root: Path) -> None:
-    """Every link must resolve inside the tree, following the links on its way."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in (*dirnames, *filenames):
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                relative = path.relative_to(root).as_posix()
-                if resolve_beneath(root, relative) is None:
-                    raise RequestError(
-                        f"refused {relative!r} in the source archive: a symlink that leads "
-                        "out of the tree once the links on its way are followed"
-                    )
+    """Every link must resolve inside the tree, following the links on its way; each link
+    is resolved once, and all of them within one budget of lookups."""
+    try:
+        links = [path for path, mode in walk_beneath(root, _TREE) if stat.S_ISLNK(mode)]
+        resolved = resolve_all_beneath(root, links, budget=ResolutionBudget(RESOLUTION_STEPS))
+    except TreeTooLarge as e:
+        raise RequestError(f"the source archive is too large a tree: {e}") from None
+    except TooMuchResolution:
+        raise RequestError(
+            "the source archive's links take too much work to resolve "
+            f"(more than {RESOLUTION_STEPS} lookups)"
+        ) from None
+    for relative, where in zip(links, resolved, strict=True):
+        if where is None:
+            raise RequestError(
+                f"refused {relative!r} in the source archive: a symlink that leads "
+                "out of the tree once the links on its way are followed"
+            )

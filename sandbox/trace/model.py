@@ -6,9 +6,15 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sandbox.errors import UserError
 from sandbox.trace.addresses import is_loopback
+from sandbox.uris import TRACE_SCHEMA
 
-TRACE_SCHEMA = "https://hermetic.dev/schemas/trace/v1"
+
+class TraceFormatError(UserError):
+    """A trace.json that is not what hermetic writes (damaged, truncated, edited)."""
+
+
 # Lists of trace.json in the order they keep their items when the file must be cut:
 # network evidence first, then attempts on hermetic's tools, programs, files.
 _CUT_ORDER = (
@@ -46,6 +52,17 @@ class Execution:
             "outcome": self.outcome,
         }
 
+    @classmethod
+    def from_json(cls, read: _Read) -> Execution:
+        return cls(
+            seq=read.integer("seq"),
+            pid=read.integer("pid"),
+            ppid=read.integer("ppid"),
+            path=read.text("path"),
+            argv=read.strs("argv"),
+            outcome=read.maybe_text("outcome") or "ran",
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class FailedExecution:
@@ -57,6 +74,10 @@ class FailedExecution:
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "path": self.path, "argv": list(self.argv)}
+
+    @classmethod
+    def from_json(cls, read: _Read) -> FailedExecution:
+        return cls(pid=read.integer("pid"), path=read.text("path"), argv=read.strs("argv"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +96,15 @@ class Process:
             "execs": list(self.execs),
             "exit_status": self.exit_status,
         }
+
+    @classmethod
+    def from_json(cls, read: _Read) -> Process:
+        return cls(
+            pid=read.integer("pid"),
+            ppid=read.integer("ppid"),
+            execs=read.ints("execs"),
+            exit_status=read.maybe_integer("exit_status"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +131,19 @@ class FileRecord:
         if self.renamed_from is not None:
             data["renamed_from"] = self.renamed_from
         return data
+
+    @classmethod
+    def from_json(cls, read: _Read) -> FileRecord:
+        return cls(
+            path=read.text("path"),
+            read_by=read.ints("read_by", optional=True),
+            unattributed_reads=read.maybe_integer("unattributed_reads") or 0,
+            written_by=read.ints("written_by", optional=True),
+            created_by=read.ints("created_by", optional=True),
+            removed_by=read.ints("removed_by", optional=True),
+            changed_by=read.ints("changed_by", optional=True),
+            renamed_from=read.maybe_text("renamed_from"),
+        )
 
 
 # What the kernel answered when a connect or bind succeeded (or goes on), and what a
@@ -157,6 +200,18 @@ class NetworkAttempt:
             "loopback": self.loopback,
         }
 
+    @classmethod
+    def from_json(cls, read: _Read) -> NetworkAttempt:
+        return cls(
+            pid=read.integer("pid"),
+            call=read.text("call"),
+            family=read.text("family"),
+            type=read.text("type"),
+            address=read.text("address"),
+            port=read.integer("port"),
+            outcome=read.text("outcome"),
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class HermeticPathAttempt:
@@ -169,6 +224,10 @@ class HermeticPathAttempt:
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "call": self.call, "path": self.path}
+
+    @classmethod
+    def from_json(cls, read: _Read) -> HermeticPathAttempt:
+        return cls(pid=read.integer("pid"), call=read.text("call"), path=read.text("path"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +246,14 @@ class TracerUsage:
             "peak_memory_bytes": self.peak_memory_bytes,
         }
 
+    @classmethod
+    def from_json(cls, read: _Read) -> TracerUsage:
+        return cls(
+            events=read.integer("events"),
+            dropped=read.integer("dropped"),
+            peak_memory_bytes=read.integer("peak_memory_bytes"),
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class NondeterminismRead:
@@ -203,6 +270,15 @@ class NondeterminismRead:
             data["detail"] = self.detail
         return data
 
+    @classmethod
+    def from_json(cls, read: _Read) -> NondeterminismRead:
+        return cls(
+            source=read.text("source"),
+            pid=read.maybe_integer("pid"),
+            detail=read.maybe_text("detail") or "",
+            count=read.integer("count"),
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class OutputWriter:
@@ -215,8 +291,27 @@ class OutputWriter:
 
     def to_json(self) -> dict[str, Any]:
         # The command line is the execution's, named by its seq: one process that writes
-        # N files with a long command line would otherwise repeat it N times.
-        return {"pid": self.pid, "program": self.path, "exec": self.seq}
+        # N files with a long command line would otherwise repeat it N times. A writer read
+        # from an older trace.json has no seq, only its argv: that is kept as it was read.
+        written: dict[str, Any] = {"pid": self.pid, "program": self.path, "exec": self.seq}
+        if self.seq is None and self.argv:
+            written["argv"] = list(self.argv)
+        return written
+
+    @classmethod
+    def from_json(cls, read: _Read, argv_of: dict[int, tuple[str, ...]]) -> OutputWriter:
+        """``argv_of``: each execution's argv by its seq (older trace.json files wrote the
+        writer's argv itself)."""
+        seq = read.maybe_integer("exec")
+        if "argv" in read.document:
+            argv = read.strs("argv")
+        elif seq is None:
+            argv = ()
+        elif seq in argv_of:
+            argv = argv_of[seq]
+        else:
+            raise TraceFormatError(f"{read.where}.exec: no execution has seq {seq}")
+        return cls(pid=read.integer("pid"), path=read.text("program"), argv=argv, seq=seq)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,6 +384,55 @@ class BuildTrace:
 
     def to_json_bytes(self) -> bytes:
         return _encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, document: Any) -> BuildTrace:
+        """Read a trace.json as :meth:`to_json` writes it.
+
+        Raises:
+            TraceFormatError: not a trace hermetic wrote (a field missing, of the wrong type
+                or inconsistent), naming the field.
+        """
+        read = _Read(document, "trace.json")
+        if read.text("_schema") != TRACE_SCHEMA:
+            raise TraceFormatError(f"trace.json: _schema: expected {TRACE_SCHEMA}")
+        gaps = read.strs("gaps")
+        if read.flag("complete") is bool(gaps):
+            raise TraceFormatError("trace.json: complete: true only when there are no gaps")
+        executions = tuple(Execution.from_json(r) for r in read.objects("executions"))
+        argv_of = {execution.seq: execution.argv for execution in executions}
+        # traces written before the kernel's count and failed executions were kept lack
+        # them: the count is then unknown (None), as when it could not be read
+        kernel = _Read(read.document.get("kernel", {}), "trace.json.kernel")
+        return cls(
+            level=read.text("level"),
+            executions=executions,
+            failed_executions=tuple(
+                FailedExecution.from_json(r)
+                for r in read.objects("failed_executions", optional=True)
+            ),
+            processes=tuple(Process.from_json(r) for r in read.objects("processes")),
+            exec_failures=read.integer("exec_failures"),
+            files=tuple(FileRecord.from_json(r) for r in read.objects("files")),
+            network=tuple(NetworkAttempt.from_json(r) for r in read.objects("network")),
+            nondeterminism=tuple(
+                NondeterminismRead.from_json(r) for r in read.objects("nondeterminism")
+            ),
+            interfaces=read.strs("network_interfaces"),
+            gaps=gaps,
+            notifications=read.integer("notifications"),
+            writers={
+                path: OutputWriter.from_json(writer, argv_of)
+                for path, writer in read.table("writers")
+            },
+            other_reads=tuple(FileRecord.from_json(r) for r in read.objects("other_reads")),
+            hermetic_path_attempts=tuple(
+                HermeticPathAttempt.from_json(r) for r in read.objects("hermetic_path_attempts")
+            ),
+            tracer=TracerUsage.from_json(_Read(read.value("tracer"), "trace.json.tracer")),
+            kernel_no_route=kernel.maybe_integer("no_route"),
+            unseen_network_attempts=kernel.maybe_integer("unseen_network_attempts") or 0,
+        )
 
     def fitted(self, max_bytes: int) -> tuple[BuildTrace, bytes]:
         """This trace and its trace.json, cut to at most ``max_bytes``.
@@ -379,3 +523,78 @@ def _encode(value: Any) -> bytes:
     # ASCII: a name that is not UTF-8 (its bytes kept as surrogates) is escaped as
     # \udcXX, so trace.json is valid UTF-8 JSON whatever names the build made.
     return (json.dumps(value, indent=1, ensure_ascii=True) + "\n").encode("ascii")
+
+
+class _Read:
+    """Typed, validated reading of one object of a trace.json (errors name the field)."""
+
+    def __init__(self, document: Any, where: str) -> None:
+        if not isinstance(document, dict):
+            raise TraceFormatError(f"{where}: expected an object")
+        self.document = document
+        self.where = where
+
+    def _fail(self, key: str, expected: str) -> TraceFormatError:
+        shown = repr(self.document.get(key))[:40]
+        return TraceFormatError(f"{self.where}.{key}: expected {expected}, got {shown}")
+
+    def value(self, key: str) -> Any:
+        if key not in self.document:
+            raise TraceFormatError(f"{self.where}.{key}: missing")
+        return self.document[key]
+
+    def integer(self, key: str) -> int:
+        value = self.value(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, "an integer")
+        return value
+
+    def maybe_integer(self, key: str) -> int | None:
+        return None if self.document.get(key) is None else self.integer(key)
+
+    def text(self, key: str) -> str:
+        value = self.value(key)
+        if not isinstance(value, str):
+            raise self._fail(key, "a string")
+        return value
+
+    def maybe_text(self, key: str) -> str | None:
+        return None if self.document.get(key) is None else self.text(key)
+
+    def flag(self, key: str) -> bool:
+        value = self.value(key)
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false")
+        return value
+
+    def _list(self, key: str, optional: bool) -> list[Any]:
+        value = self.document.get(key, []) if optional else self.value(key)
+        if not isinstance(value, list):
+            raise self._fail(key, "a list")
+        return value
+
+    def ints(self, key: str, *, optional: bool = False) -> tuple[int, ...]:
+        value = self._list(key, optional)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise self._fail(key, "a list of integers")
+        return tuple(value)
+
+    def strs(self, key: str) -> tuple[str, ...]:
+        value = self._list(key, False)
+        if not all(isinstance(v, str) for v in value):
+            raise self._fail(key, "a list of strings")
+        return tuple(value)
+
+    def objects(self, key: str, *, optional: bool = False) -> list[_Read]:
+        return [
+            _Read(item, f"{self.where}.{key}[{i}]")
+            for i, item in enumerate(self._list(key, optional))
+        ]
+
+    def table(self, key: str) -> list[tuple[str, _Read]]:
+        value = self.value(key)
+        if not isinstance(value, dict):
+            raise self._fail(key, "an object")
+        return [
+            (str(k), _Read(v, f"{self.where}.{key}[{str(k)[:40]!r}]")) for k, v in value.items()
+        ]

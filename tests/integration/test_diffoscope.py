@@ -60,3 +60,47 @@ def test_diffoscope_runs_in_its_container_not_on_the_host(
         config=missing,
     )
     assert none.text is None and "diffoscope" in none.error
+
+
+PROBE = """
+import os, socket
+print("uid", os.getuid())
+lines = open("/proc/net/dev").read().splitlines()[2:]
+print("interfaces", ",".join(sorted(line.split(":")[0].strip() for line in lines)))
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    probe.connect(("192.0.2.1", 9))
+    print("route", "yes")
+except OSError:
+    print("route", "no")
+limits = open("/proc/self/limits").read().splitlines()
+print("processes", next(line for line in limits if line.startswith("Max processes")).split()[2])
+"""
+
+
+def probe(argv: list[str]) -> dict[str, str]:
+    from sandbox.proc import run as run_program
+
+    done = run_program(argv, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.decode().splitlines() if " " in line)
+
+
+def test_inside_diffoscope_s_container_there_is_no_network_and_no_root(
+    tmp_path: Path, sandbox_config: SandboxConfig, podman_session: PodmanSession
+) -> None:
+    import sys
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    sandbox = DiffoscopeSandbox.from_config(sandbox_config)
+    argv = sandbox.argv(tmp_path / "in", tmp_path / "out", 60, ["python3", "-c", PROBE])
+    inside = probe(argv)
+    assert inside["interfaces"] == "lo" and inside["route"] == "no", inside
+    assert inside["uid"] != "0" and inside["processes"] == str(sandbox.processes), inside
+    # negative controls: the probe sees a network where there is one (this host), and
+    # root where the container's user is not mapped away
+    outside = probe([sys.executable, "-c", PROBE])
+    assert outside["route"] == "yes" and outside["interfaces"] != "lo", outside
+    as_root = probe([arg for arg in argv if arg != "--userns=keep-id"])
+    assert as_root["uid"] == "0", as_root

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rebuilder.attest.predicates import BuildFacts
 from rebuilder.cli import app
+from rebuilder.formats.provenance import Provenance
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
 from sandbox.podman_api import PodmanSession
@@ -123,9 +123,7 @@ def test_a_build_from_a_git_checkout_names_its_commit_and_spec(
     )
     assert built.returncode == 0, built.stderr
     envelope = json.loads((out / "provenance.intoto.json").read_text())
-    facts = BuildFacts.from_predicate(
-        json.loads(base64.b64decode(envelope["payload"]))["predicate"]
-    )
+    facts = Provenance.from_dict(json.loads(base64.b64decode(envelope["payload"]))["predicate"])
     assert facts.source is not None and facts.source.git_commit == commit
     assert facts.source.uri == f"git+https://git.example/acme/release.git@{commit}"
     assert facts.spec_sha256 == sha256_file(source / "hermetic.toml")[0]

@@ -25,15 +25,16 @@ from rebuilder.attest.envelope import read_envelope
 from rebuilder.attest.statement import parse_statement
 from rebuilder.attest.verify import verify_attestation
 from rebuilder.node.client import Credentials
-from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeTarget, RebuildResult, rebuild
-from sandbox.backend import Cancel, RunOutcome, SandboxBackend, connect_backend
+from sandbox import connect_backend
+from sandbox.backend import Cancel, RunOutcome, SandboxBackend
 from sandbox.config import SandboxConfig
 from sandbox.input_policy import InputPolicy
 from sandbox.observer import BuildObserver
 from sandbox.plan import BuildPlan, HostCapabilities, Workspace
 from sandbox.podman_api import PodmanSession
 from sandbox.spec import Spec
+from sandbox.uris import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from tests.conftest import HERMETIC, write_spec
 from tests.integration.conftest import hello_spec
 from tests.nodes import TOKEN, RunningNode, free_port, write_tokens
@@ -158,8 +159,8 @@ def test_three_nodes_agree_on_hello_and_co_sign_one_statement(
     combined = verify_attestation(result.attestation, keys, threshold=3)
     assert combined.ok and len(combined.signed_by) == 3
     assert combined.statement is not None
-    assert combined.statement["predicateType"] == AGREEMENT_PREDICATE
-    listed = combined.statement["predicate"]["nodes"]
+    assert combined.statement.predicate_type == AGREEMENT_PREDICATE
+    listed = combined.statement.predicate["nodes"]
     assert {n["attestation"]["sha256"] for n in listed} == {
         n.attestation_sha256 for n in result.nodes
     }
@@ -193,7 +194,7 @@ def test_a_compromised_node_disagrees_k2_forms_k3_fails(
         assert validate_envelope(report.attestation) == "provenance.schema.json"
     signed_no = verify_attestation(refusal, [running[2].key])
     assert signed_no.ok and signed_no.statement is not None
-    assert signed_no.statement["predicateType"] == DISAGREEMENT_PREDICATE
+    assert signed_no.statement.predicate_type == DISAGREEMENT_PREDICATE
     assert two.attestation is not None
     assert verify_attestation(two.attestation, [n.key for n in running[:2]], threshold=2).ok
     assert not three.agreed and three.attestation is None
@@ -283,9 +284,9 @@ def test_a_node_refuses_to_co_sign_other_subjects(
     refusal.write_text(json.dumps(answer.json()["disagreement"]))
     checked = verify_attestation(refusal, [node.key])
     assert checked.ok and checked.statement is not None
-    assert checked.statement["predicateType"] == DISAGREEMENT_PREDICATE
+    assert checked.statement.predicate_type == DISAGREEMENT_PREDICATE
     own = {"name": "out.txt", "digest": {"sha256": result.outputs[0][1]}}
-    assert checked.statement["subject"] == [own]  # its own outputs, not the proposal
+    assert checked.statement.document["subject"] == [own]  # its own outputs, not the proposal
 
 
 def test_a_node_killed_mid_build_finishes_the_job_once_after_restart(

@@ -3,6 +3,8 @@ that requires a password; a worker that lies about what it built is not signed f
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import shutil
@@ -25,6 +27,7 @@ from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.remote import CeleryDispatch, celery_app
 from rebuilder.node.requests import pack_source
 from sandbox.config import SandboxConfig
+from sandbox.digests import sha256_bytes
 from sandbox.trace.levels import TraceLevel
 from tests.conftest import HERMETIC, write_spec
 from tests.nodes import free_port
@@ -33,6 +36,13 @@ SPEC = """
 [build]
 image = "{image}"
 command = ["sh", "-c", "sleep 3; echo {word} > out.txt"]
+outputs = ["out.txt"]
+source_date_epoch = 1700000000
+"""
+QUICK_SPEC = """
+[build]
+image = "{image}"
+command = ["sh", "-c", "echo out > out.txt"]
 outputs = ["out.txt"]
 source_date_epoch = 1700000000
 """
@@ -157,50 +167,75 @@ def test_two_celery_workers_build_for_one_node(
     node.close()
 
 
-LYING_WORKER = """
-import base64, json, sys
+EVIL_WORKER = """
+import base64, json, os, sys
+from pathlib import Path
 from rebuilder.node import remote
 
 real = remote._rebuild_task
+directory, key = Path(sys.argv[2]), sys.argv[3]
 
 
-def lying(*args, **kwargs):
-    answer = real(*args, **kwargs)
-    # a statement for other outputs: the subjects and the listed outputs agree with
-    # each other, but not with the files the worker built and returns
-    statement = json.loads(base64.b64decode(answer["statement"]))
-    for item in statement["subject"]:
-        item["digest"]["sha256"] = "ab" * 32
-    answer["statement"] = base64.b64encode(json.dumps(statement).encode()).decode()
-    answer["outputs"] = [[name, "ab" * 32] for name, _ in answer["outputs"]]
+def encoded(data):
+    return base64.b64encode(data).decode()
+
+
+def evil(settings, *args):
+    mode = (directory / "mode").read_text().strip()
+    if mode == "plant":  # the review's links: "x" -> "..", then one through it
+        links = {"x": "..", "x/failure.intoto.json": key}
+        return {"outcome": "built", "reason": "", "files": {}, "modes": {}, "links": links,
+                "executor": "evil"}
+    answer = real(settings, *args)
+    files = answer["files"]
+    if mode == "outputs":  # other bytes for the output; result.json states the real ones
+        files["artifacts/out.txt"] = encoded(b"backdoored\\n")
+    elif mode == "statement":  # a statement of its own, with a git claim a gate would take
+        commit = "c0ffee" * 6 + "c0ff"
+        answer["statement"] = encoded(json.dumps({"predicate": {"buildDefinition": {
+            "resolvedDependencies": [{"name": "source", "digest": {"gitCommit": commit}}]}}}
+        ).encode())
+    elif mode == "environment":  # result.json claims another environment
+        result = json.loads(base64.b64decode(files["result.json"]))
+        result["environment"]["LD_PRELOAD"] = "/evil.so"
+        files["result.json"] = encoded(json.dumps(result).encode())
+    elif mode == "huge":  # an answer larger than the node reads
+        files["padding"] = encoded(os.urandom(3 << 20))
+        answer["modes"]["padding"] = 0o644
     return answer
 
 
-remote._rebuild_task = lying
-remote.run_worker(sys.argv[1], __import__("pathlib").Path(sys.argv[2]))
+remote._rebuild_task = evil
+remote.run_worker(sys.argv[1], remote.WorkerSettings(directory=directory))
 """
 
 
-def test_a_worker_s_statement_for_other_outputs_is_not_signed(
+def test_a_worker_s_lies_and_planted_links_are_not_signed(
     tmp_path: Path, broker: str, sandbox_config: SandboxConfig, minimal_image: str
 ) -> None:
-    script = tmp_path / "lying_worker.py"
-    script.write_text(LYING_WORKER)
+    key = tmp_path / "key"
+    generate_keypair(key)
+    script = tmp_path / "evil_worker.py"
+    script.write_text(EVIL_WORKER)
+    evil_dir = tmp_path / "evil"
+    evil_dir.mkdir()
     env = {**os.environ, "HERMETIC_IMAGES_DIR": str(sandbox_config.images_dir)}
     worker = subprocess.Popen(
-        [sys.executable, str(script), broker, str(tmp_path / "liar")],
+        [sys.executable, str(script), broker, str(evil_dir), str(key)],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    generate_keypair(tmp_path / "key")
     settings = NodeSettings(
-        directory=tmp_path / "node", builder_id="https://hermetic.test/checked", max_attempts=1
+        directory=tmp_path / "node",
+        builder_id="https://hermetic.test/checked",
+        max_attempts=1,
+        max_client_jobs=10,
     )
     node = Node(
         settings,
-        load_signer(str(tmp_path / "key")),
+        load_signer(str(key)),
         config=replace(sandbox_config, store_dir=tmp_path / "store", work_dir=tmp_path / "work"),
     )
     node.dispatch = CeleryDispatch(
@@ -208,24 +243,45 @@ def test_a_worker_s_statement_for_other_outputs_is_not_signed(
         builder_id=settings.builder_id,
         trace=TraceLevel.STANDARD,
         config=node.config,
+        max_answer_bytes=2 * 1024**2,
     )
-    spec = write_spec(tmp_path / "src", SPEC.format(image=minimal_image, word="lie"))
-    job = node.submit(pack_source(spec.parent, tmp_path / "pack"), "tester")
+    spec = write_spec(tmp_path / "src", QUICK_SPEC.format(image=minimal_image))
+    archive = pack_source(spec.parent, tmp_path / "pack")
+    outcomes = {}
     node.start()
     try:
-        deadline = time.monotonic() + 300
-        while node.job(job.id).state is not JobState.FINISHED:
-            assert time.monotonic() < deadline, node.job(job.id)
-            time.sleep(0.5)
+        for mode in ("plant", "outputs", "environment", "huge", "statement", "honest"):
+            (evil_dir / "mode").write_text(mode)
+            job = node.submit(archive, "token:tester")
+            deadline = time.monotonic() + 300
+            while node.job(job.id).state is not JobState.FINISHED:
+                assert time.monotonic() < deadline, node.job(job.id)
+                time.sleep(0.2)
+            outcomes[mode] = node.job(job.id)
     finally:
         node.close()
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
-    node = Node(settings, load_signer(str(tmp_path / "key")))
-    done = node.job(job.id)
-    assert done.outcome is Outcome.INFRASTRUCTURE_FAILED, done
-    assert "RemoteError" in done.reason
-    out = tmp_path / "node" / "jobs" / job.id / "out"
-    assert not (out / "provenance.intoto.json").exists()  # nothing signed for it
-    assert node.store.by_subject("ab" * 32) == []
+    node = Node(settings, load_signer(str(key)))
+    public = load_public_key(tmp_path / "key.pub")
+    for mode in ("plant", "outputs", "environment", "huge"):
+        done = outcomes[mode]
+        assert done.outcome is Outcome.INFRASTRUCTURE_FAILED, (mode, done)
+        directory = tmp_path / "node" / "jobs" / done.id
+        assert not (directory / "out" / "provenance.intoto.json").exists(), mode
+        served = node.attestation(done.id)  # a signed failure, never the node's key
+        assert served is not None and key.read_bytes() not in served, mode
+        assert not any(p.is_symlink() for p in directory.iterdir()), mode
+    assert node.store.by_subject(sha256_bytes(b"backdoored\n")) == []
+    # a worker's own statement is not what the node signs: built (the build was honest),
+    # and the signed source is the tree alone, with no git claim for a gate to admit
+    for mode in ("statement", "honest"):  # positive control: honest results are signed
+        done = outcomes[mode]
+        assert done.outcome is Outcome.BUILT, (mode, done)
+        provenance = tmp_path / "node" / "jobs" / done.id / "out" / "provenance.intoto.json"
+        assert verify_attestation(provenance, [public]).ok
+        envelope = json.loads(provenance.read_text())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        assert "gitCommit" not in json.dumps(statement), mode
+        assert statement["predicate"]["runDetails"]["builder"]["id"] == settings.builder_id
     node.close()

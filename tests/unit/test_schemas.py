@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from rebuilder.attest.predicates import SourceRef
 from rebuilder.attest.statement import make_statement
-from rebuilder.node.statements import disagreement_statement, failure_statement
-from sandbox.backend import BACKENDS
+from rebuilder.formats.fields import Subject
+from rebuilder.formats.provenance import SourceRef
+from rebuilder.formats.rebuild import Disagreement, Failure
+from sandbox import BACKENDS
 from sandbox.config import SandboxConfig
 from sandbox.fake import FakeBackend, FakeRun
 from sandbox.plan import BuildPlan
@@ -119,20 +120,20 @@ def test_node_token_writes_a_tokens_file_its_schema_accepts(
 
 def test_node_statements_validate() -> None:
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    failure = failure_statement(
+    failure = Failure(
         request_sha256=HEX, outcome="build-failed", reason="no", builder_id="b", job_id="j"
-    )
+    ).payload()
     validate(json.loads(failure), schema_by_uri()[json.loads(failure)["predicateType"]])
-    disagreement = disagreement_statement(
+    disagreement = Disagreement(
         own=(("out", HEX),),
         proposed_sha256=HEX,
         builder_id="b",
         job_id="j",
-        now=now,
+        created_on=now,
         reason="other outputs",
         source=SourceRef(sha256=HEX),
         spec_sha256=HEX,
-    )
+    ).payload()
     document = json.loads(disagreement)
     validate(document, schema_by_uri()[document["predicateType"]])
 
@@ -183,7 +184,7 @@ def test_the_schemas_refuse_what_hermetic_would_not_write(tmp_path: Path) -> Non
     }
     assert errors(result, "build-result.schema.json")  # incomplete
     payload = make_statement(
-        [{"name": "a", "digest": {"sha256": HEX}}],
+        [Subject("a", HEX)],
         "https://hermetic.dev/attestations/rebuild-failure/v1",
         {"outcome": "x", "reason": "y", "builder": {"id": "b"}, "jobId": "j"},
     )

@@ -64,6 +64,7 @@ def check(
     variations: tuple[str, ...] = NAMES,
     seed: int = 1,
     builds: int = 2,
+    trace: TraceLevel = TraceLevel.OFF,
 ) -> tuple[CheckResult, FakeBackend]:
     backend = FakeBackend(script=script)
     request = CheckRequest(
@@ -72,7 +73,7 @@ def check(
         variations=variations,
         seed=seed,
         builds=builds,
-        trace=TraceLevel.OFF,
+        trace=trace,
     )
     return run_check(request, config=config, backend=backend, euid=1000), backend
 
@@ -130,10 +131,124 @@ def test_values_in_the_output_make_suspects_and_save_builds(
     result, _ = check(tmp_path, config, spec, script(lambda env: env.hostname.encode()))
     assert result.suspects == ("hostname",)
     roles = [b.role for b in result.builds]
-    # control + experiment, then control-again + hostname alone + everything else
-    assert roles == ["control", "experiment", "control-again"] + ["culprit-search"] * 2
+    # control + experiment, then hostname alone + everything else; the latter repeats
+    # the control's digest, which shows the build repeats: no control-again is needed
+    assert roles == ["control", "experiment"] + ["culprit-search"] * 2
+    assert [b.variations for b in result.builds[2:]] == [
+        ("hostname",),
+        tuple(n for n in NAMES if n != "hostname"),
+    ]
     (hint,) = result.hints
     assert hint.embedded[0].variation == "hostname"
+
+
+def test_control_again_fills_a_spare_slot(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    # two suspects and the rest: three builds on two jobs leave a slot for the control
+    result, _ = check(
+        tmp_path, config, spec, script(lambda env: f"{env.hostname} {env.home}".encode())
+    )
+    assert result.suspects == ("hostname", "home")
+    assert list(result.culprits) == ["hostname", "home"]
+    roles = [b.role for b in result.builds]
+    assert roles == ["control", "experiment", "control-again"] + ["culprit-search"] * 3
+
+
+def test_control_again_at_the_end_when_nothing_repeated_the_control(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    # every search build varies a culprit: none repeats the control, so it is built again
+    result, _ = check(
+        tmp_path,
+        config,
+        spec,
+        script(lambda env: f"{env.hostname} {env.home}".encode()),
+        variations=("hostname", "home"),
+    )
+    assert list(result.culprits) == ["hostname", "home"]
+    roles = [b.role for b in result.builds]
+    assert roles == ["control", "experiment", "culprit-search", "culprit-search", "control-again"]
+
+
+def test_inherent_when_the_first_search_batch_repeats_nothing(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    # random bytes beside the host name: the host name is a suspect, but neither it
+    # alone nor the rest repeats the control; the control built again differs too
+    result, _ = check(
+        tmp_path, config, spec, script(lambda env: os.urandom(8) + env.hostname.encode())
+    )
+    assert result.suspects == ("hostname",)
+    assert list(result.culprits) == ["inherent"]
+    roles = [b.role for b in result.builds]
+    assert roles == ["control", "experiment", "culprit-search", "culprit-search", "control-again"]
+
+
+def test_a_single_variation_is_checked_against_the_control_again(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    result, _ = check(
+        tmp_path, config, spec, script(lambda env: env.hostname.encode()), variations=("hostname",)
+    )
+    assert list(result.culprits) == ["hostname"]
+    assert [b.role for b in result.builds] == ["control", "experiment", "control-again"]
+    random, _ = check(
+        tmp_path / "random", config, spec, script(lambda env: os.urandom(8)), variations=("home",)
+    )
+    assert list(random.culprits) == ["inherent"]
+
+
+def test_another_experiment_that_repeats_the_control_shows_the_build_repeats(
+    tmp_path: Path, config: SandboxConfig, spec: Spec
+) -> None:
+    # --builds 3 with different seeds: the second experiment's varied user happens to
+    # write what the control wrote (uid parity), the first's does not
+    def parity(env: BuildEnvironment) -> bytes:
+        return b"even" if env.uid % 2 == 0 else b"odd"
+
+    for seed in range(1, 40):
+        result, _ = check(
+            tmp_path / str(seed),
+            config,
+            spec,
+            script(parity),
+            variations=("user_group", "hostname"),
+            seed=seed,
+            builds=3,
+        )
+        experiments = [b for b in result.builds if b.role == "experiment"]
+        digests = {b.result.digest for b in experiments}
+        control = result.builds[0].result.digest
+        if control in digests and len(digests) == 2:
+            break
+    else:
+        pytest.fail("no seed gives one experiment of each parity")
+    assert list(result.culprits) == ["user_group"]
+    assert "control-again" not in [b.role for b in result.builds]
+
+
+def test_only_the_experiments_are_traced(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:
+    # the hints read the differing experiment's trace, and nothing reads the others'
+    result, backend = check(
+        tmp_path,
+        config,
+        spec,
+        script(lambda env: env.hostname.encode()),
+        trace=TraceLevel.STANDARD,
+    )
+    assert {b.role for b in result.builds} == {"control", "experiment", "culprit-search"}
+    assert len(backend.plans) == len(result.builds) == 4
+    # the experiment is the one build that varies both the host name and the build path
+    # (the search builds the host name alone, and the rest without it)
+    everything = [
+        p
+        for p in backend.plans
+        if p.environment.hostname != NORMALIZED.hostname
+        and p.environment.build_dir != NORMALIZED.build_dir
+    ]
+    assert len(everything) == 1
+    assert [p for p in backend.plans if p.trace is not None] == everything
 
 
 def test_reproducible(tmp_path: Path, config: SandboxConfig, spec: Spec) -> None:

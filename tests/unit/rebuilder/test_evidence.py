@@ -12,6 +12,8 @@ from rebuilder.variations import NAMES, vary
 from sandbox.digests import Sha256
 from sandbox.environment import NORMALIZED
 from sandbox.outputs import OutputFile
+from sandbox.trace.model import BuildTrace
+from sandbox.uris import TRACE_SCHEMA
 from tests.unit.rebuilder.conftest import CONTEXT
 
 
@@ -95,12 +97,40 @@ TRACE: dict[str, Any] = {
 }
 
 
+def traced(compact: dict[str, Any]) -> BuildTrace:
+    """A trace.json with the compact trace's records (and what hermetic adds), read back."""
+    document = {
+        "_schema": TRACE_SCHEMA,
+        "level": "standard",
+        "complete": True,
+        "gaps": [],
+        "network_interfaces": ["lo"],
+        "notifications": 0,
+        "tracer": {"events": 0, "dropped": 0, "peak_memory_bytes": 0},
+        "exec_failures": 0,
+        "other_reads": [],
+        "network": [],
+        "hermetic_path_attempts": [],
+        "processes": [{**p, "execs": [], "exit_status": 0} for p in compact["processes"]],
+        "executions": [
+            {"seq": i, "ppid": 0, "path": e["argv"][0], **e}
+            for i, e in enumerate(compact["executions"])
+        ],
+        "nondeterminism": [{"count": 1, **n} for n in compact["nondeterminism"]],
+        "files": compact["files"],
+        "writers": compact["writers"],
+    }
+    return BuildTrace.from_json(document)
+
+
 def out_bin() -> list[Difference]:
     return [Difference(path="out.bin", control=output("out.bin", "1"), other=None)]
 
 
 def test_hints_follow_every_writer_their_inputs_and_ancestors() -> None:
-    (hint,) = hints_for(trace=TRACE, build_dir="/build", found=out_bin(), embedded={}, culprits=[])
+    (hint,) = hints_for(
+        trace=traced(TRACE), build_dir="/build", found=out_bin(), embedded={}, culprits=[]
+    )
     assert hint.writer is not None and hint.writer["pid"] == 10  # the last one
     touched = [(s.source, s.pid, s.relation) for s in hint.sources]
     assert touched == [
@@ -117,7 +147,11 @@ def test_hints_follow_every_writer_their_inputs_and_ancestors() -> None:
 
 def test_sources_matching_a_culprit_come_first() -> None:
     (hint,) = hints_for(
-        trace=TRACE, build_dir="/build/", found=out_bin(), embedded={}, culprits=["fileordering"]
+        trace=traced(TRACE),
+        build_dir="/build/",
+        found=out_bin(),
+        embedded={},
+        culprits=["fileordering"],
     )
     assert hint.sources[0].source == "listdir"
 

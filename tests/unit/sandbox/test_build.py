@@ -14,10 +14,11 @@ from sandbox.backend import RunStatus
 from sandbox.build import BuildRequest, run_build
 from sandbox.config import SandboxConfig
 from sandbox.errors import DigestMismatch, RootRefused
-from sandbox.fake import FakeBackend, FakeRun
+from sandbox.fake import FakeBackend, FakeRun, ScriptedTracer
 from sandbox.plan import BuildPlan
 from sandbox.result import BuildResult, BuildStatus
 from sandbox.spec import Spec
+from sandbox.trace.model import BuildTrace, NetworkAttempt
 from tests.conftest import write_spec
 from tests.unit.conftest import locked_images
 
@@ -212,3 +213,45 @@ def test_a_planted_link_in_the_handback_is_not_followed(tmp_path: Path) -> None:
     (out / "status").write_text("0\n")  # negative control: the runner's own file is read
     (out / "build").mkdir()
     assert SandboxBackend.read_handback(workspace) == (0, 0, out / "build")
+
+
+def test_an_injected_tracer_gives_the_fake_backend_traces(
+    config: SandboxConfig, tmp_path: Path
+) -> None:
+    def saw(build_dir: Path, plan: BuildPlan) -> BuildTrace:
+        assert (build_dir / "out.txt").is_file()  # traced after the build ran
+        return BuildTrace(
+            level="standard",
+            executions=(),
+            processes=(),
+            exec_failures=0,
+            files=(),
+            network=(
+                NetworkAttempt(
+                    pid=7,
+                    call="connect",
+                    family="inet",
+                    type="stream",
+                    address="192.0.2.1",
+                    port=443,
+                    outcome="unreachable",
+                ),
+            ),
+            nondeterminism=(),
+            interfaces=("lo",),
+        )
+
+    traced = FakeBackend(script=make_out, tracer=ScriptedTracer(saw))
+    result = run_build(
+        BuildRequest(spec=spec_in(tmp_path), out_dir=tmp_path / "t"), config=config, backend=traced
+    )
+    assert result.trace["network_attempts"] == 1
+    assert json.loads((tmp_path / "t" / "trace.json").read_text())["network"][0]["port"] == 443
+    # negative control: without a tracer the fake backend's build has no trace
+    untraced = run_build(
+        BuildRequest(spec=spec_in(tmp_path / "u"), out_dir=tmp_path / "u" / "o"),
+        config=config,
+        backend=FakeBackend(script=make_out),
+    )
+    assert "network_attempts" not in untraced.trace
+    assert not (tmp_path / "u" / "o" / "trace.json").exists()

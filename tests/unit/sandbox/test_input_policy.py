@@ -27,48 +27,9 @@ from sandbox.fetch import fetch_input, guarded_get
 from sandbox.input_policy import AllowedPrefix, InputPolicy, IPAddress, address_rule
 from sandbox.spec import InputSpec
 from sandbox.store import ContentStore
+from tests.http_servers import DATA, DIGEST, Listener
 
-DATA = b"an input the node may fetch\n" * 100
-DIGEST = Sha256(hashlib.sha256(DATA).hexdigest())
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
-
-
-class Listener:
-    """A loopback HTTP(S) server that records every request it sees."""
-
-    def __init__(self, context: ssl.SSLContext | None = None) -> None:
-        self.seen: list[str] = []
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        listener = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                listener.seen.append(self.path)
-                listener.headers = dict(self.headers)
-                status, headers, body = listener.routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for name, value in headers.items():
-                    if not name.startswith("_"):
-                        self.send_header(name, value)
-                if "_no_length" not in headers:  # else HTTP/1.0: the body ends at close
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.headers: dict[str, str] = {}
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if context is not None:
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -201,7 +162,7 @@ def test_a_public_looking_name_resolving_to_loopback_is_refused(
 ) -> None:
     url = f"http://mirror.example.org:{listener.port}/dep.bin"
     resolve = {"mirror.example.org": ["127.0.0.1"]}
-    with pytest.raises(InputRefused, match="loopback"):
+    with pytest.raises(InputRefused, match="does not resolve to public addresses only"):
         fetch_input(
             item(url), ContentStore(tmp_path / "s"), policy=policy(("http://",), resolve=resolve)
         )
@@ -220,8 +181,43 @@ def test_a_public_looking_name_resolving_to_loopback_is_refused(
 def test_a_name_with_one_internal_address_is_refused(listener: Listener) -> None:
     mixed = policy(("http://",), resolve={"a.example.org": ["93.184.215.14", "10.0.0.7"]})
     target = mixed.check_url("http://a.example.org/dep.bin")
-    with pytest.raises(InputRefused, match="private"), guarded_get(target, mixed):
+    with (
+        pytest.raises(InputRefused, match="does not resolve to public addresses only"),
+        guarded_get(target, mixed),
+    ):
         pass
+
+
+def test_a_name_that_does_not_resolve_reads_like_one_that_resolves_inside() -> None:
+    """What the node's resolver knows is not told: internal names cannot be enumerated."""
+    names = {"inside.example.org": ["10.0.0.7"], "public.example.org": ["93.184.215.14"]}
+    checked = policy(("http://",), resolve=names)
+    reasons = []
+    for host in ("inside.example.org", "nowhere.example.org"):
+        target = checked.check_url(f"http://{host}/x")
+        with pytest.raises(InputRefused) as refused:
+            checked.addresses(target)
+        reasons.append(str(refused.value).replace(host, "HOST"))
+    assert reasons[0] == reasons[1]
+    # control: the policy does know the kind (a literal address, the client's own words,
+    # is refused naming it), and a public name passes
+    with pytest.raises(InputRefused, match="private"):
+        checked.check_url("http://10.0.0.7/x")
+    assert checked.addresses(checked.check_url("http://public.example.org/x"))
+
+
+def test_the_node_s_own_public_address_is_refused() -> None:
+    own = ipaddress.ip_address("93.184.215.14")
+    names = {"me.example.org": [str(own)]}
+    base = policy(("http://",), resolve=names)
+    mine = InputPolicy(allow=base.allow, own=frozenset({own}), resolver=base.resolver)
+    target = mine.check_url("http://me.example.org/x")
+    with pytest.raises(InputRefused, match="does not resolve to public addresses only"):
+        mine.addresses(target)
+    with pytest.raises(InputRefused, match="the node itself"):
+        mine.check_url(f"http://{own}/x")
+    # control: the same address is public to a policy that does not know it is the node's
+    assert base.addresses(base.check_url("http://me.example.org/x")) == [own]
 
 
 def test_a_redirect_is_checked_like_the_first_url(tmp_path: Path, listener: Listener) -> None:
@@ -302,13 +298,13 @@ def test_a_mismatch_on_a_node_does_not_tell_the_digest(tmp_path: Path, listener:
     url = f"http://127.0.0.1:{listener.port}/dep.bin"
     with pytest.raises(DigestMismatch) as caught:
         fetch_input(item(url, other), ContentStore(tmp_path / "s"), policy=allowed)
-    text = caught.value.diagnostics()
+    text = str(caught.value)
     assert "does not match" in text and other in text
     assert DIGEST not in text
     # control: the local CLI (no policy) tells both, the user's own file
     with pytest.raises(DigestMismatch) as local:
         fetch_input(item(url, other), ContentStore(tmp_path / "t"))
-    assert DIGEST in local.value.diagnostics() and other in local.value.diagnostics()
+    assert DIGEST in str(local.value) and other in str(local.value)
 
 
 def test_a_cached_input_is_still_checked_against_the_policy(tmp_path: Path) -> None:

@@ -21,11 +21,13 @@ DURATIONS = [
     ("30m", 1800),
     ("1h30m", 5400),
     ("90s", 90),
+    ("1d", 86400),
+    ("1d12h", 129600),
     ("1h", 3600),
     ("2h3m4s", 7384),
     (45, 45),
 ]
-BAD_DURATIONS = ["", "30", "1d", "m", "-5s", 0, "0s", True, "30 minutes", None]
+BAD_DURATIONS = ["", "30", "8d", "m", "-5s", 0, "0s", True, "30 minutes", None]
 
 
 @pytest.mark.parametrize(("text", "expected"), SIZES)

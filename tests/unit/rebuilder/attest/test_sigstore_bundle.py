@@ -76,7 +76,7 @@ def test_a_dsse_bundle_yields_a_checked_in_toto_statement(tmp_path: Path) -> Non
     outcome = verify_attestation(DSSE_BUNDLE, [key], trust=OFFLINE_STAGING)
     assert outcome.ok, outcome.reasons
     assert outcome.statement is not None
-    assert outcome.statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert outcome.statement.predicate_type == "https://slsa.dev/provenance/v1"
     # its subject is another a.txt: a file that is not it is refused
     refused = verify_attestation(
         DSSE_BUNDLE,

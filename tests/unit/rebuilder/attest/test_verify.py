@@ -19,21 +19,17 @@ from rebuilder.attest.keys import (
     load_public_key,
     load_signer,
 )
-from rebuilder.attest.statement import (
-    SLSA_PROVENANCE_V1,
-    StatementError,
-    make_statement,
-    parse_statement,
-    subject,
-)
+from rebuilder.attest.statement import make_statement, parse_statement
 from rebuilder.attest.verify import verify_attestation
+from rebuilder.formats.fields import StatementError, Subject
+from sandbox.uris import SLSA_PROVENANCE
 from tests.unit.rebuilder.conftest import PREDICATE
 
 DIGEST = "a" * 64
 
 
 def payload() -> bytes:
-    return make_statement([subject("hello", DIGEST)], SLSA_PROVENANCE_V1, PREDICATE)
+    return make_statement([Subject("hello", DIGEST)], SLSA_PROVENANCE, PREDICATE)
 
 
 def raw_payload(document: dict[str, Any]) -> bytes:
@@ -64,7 +60,7 @@ def test_a_signed_statement_verifies(tmp_path: Path, signer: CryptoSigner) -> No
     outcome = verify_attestation(path, [signer.public_key])
     assert outcome.ok and outcome.signed_by == (signer.public_key.keyid,)
     assert outcome.statement is not None
-    assert outcome.statement["subject"] == [{"name": "hello", "digest": {"sha256": DIGEST}}]
+    assert outcome.statement.subjects == (Subject("hello", DIGEST),)
 
 
 def test_a_changed_subject_digest_is_caught(tmp_path: Path, signer: CryptoSigner) -> None:
@@ -175,7 +171,7 @@ def test_artifacts_must_match_a_subject(tmp_path: Path, signer: CryptoSigner) ->
     import hashlib
 
     digest = hashlib.sha256(content).hexdigest()
-    statement = make_statement([subject("bin/hello", digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    statement = make_statement([Subject("bin/hello", digest)], SLSA_PROVENANCE, PREDICATE)
     path = write(tmp_path, sign_payload(statement, [signer]))
     good, bad = tmp_path / "hello", tmp_path / "modified"
     good.write_bytes(content)
@@ -212,7 +208,7 @@ def test_an_artifact_matches_a_subject_by_its_sha256_only(
 @pytest.mark.parametrize(
     ("where", "alias", "value"),
     [
-        ((), "predicate_type", SLSA_PROVENANCE_V1),  # beside predicateType: two readings
+        ((), "predicate_type", SLSA_PROVENANCE),  # beside predicateType: two readings
         (("predicate",), "build_definition", {"buildType": "https://evil"}),
         (("predicate",), "run_details", {"builder": {"id": "https://evil"}}),
         (("predicate", "buildDefinition"), "build_type", "https://evil"),
@@ -252,9 +248,9 @@ def test_the_verifier_checks_the_stored_bytes(tmp_path: Path, signer: CryptoSign
 
 def test_statements_are_validated_by_the_in_toto_models() -> None:
     with pytest.raises(StatementError, match="At least one subject"):
-        make_statement([], SLSA_PROVENANCE_V1, PREDICATE)
+        make_statement([], SLSA_PROVENANCE, PREDICATE)
     with pytest.raises(StatementError, match="no field named"):
-        make_statement([subject("a", DIGEST)], SLSA_PROVENANCE_V1, {"buildDefinitionX": {}})
+        make_statement([Subject("a", DIGEST)], SLSA_PROVENANCE, {"buildDefinitionX": {}})
     with pytest.raises(StatementError, match="not JSON"):
         parse_statement(b"\xff")
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rebuilder.cli import app
-from sandbox.backend import BACKENDS
+from sandbox import BACKENDS
 from sandbox.config import SandboxConfig
 from sandbox.fake import FakeBackend, FakeRun
 from sandbox.plan import BuildPlan

@@ -14,12 +14,14 @@ from securesystemslib.signer import CryptoSigner
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.keys import generate_keypair, load_public_key, load_signer
-from rebuilder.attest.predicates import SourceRef
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+from rebuilder.attest.statement import make_statement
+from rebuilder.formats.fields import Subject
+from rebuilder.formats.provenance import SourceRef
+from rebuilder.formats.rebuild import Agreement
 from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import load_policy
 from rebuilder.node.client import Credentials
-from rebuilder.node.statements import Agreement
+from sandbox.uris import SLSA_PROVENANCE
 
 IMAGE = "1" * 64
 SOURCE = "5" * 64  # the source tree digest every honest build here names
@@ -111,9 +113,7 @@ class World:
                 "byproducts": [{"name": "hermeticity", "annotations": annotations}],
             },
         }
-        payload = make_statement(
-            [subject(name, digest or self.digest)], SLSA_PROVENANCE_V1, predicate
-        )
+        payload = make_statement([Subject(name, digest or self.digest)], SLSA_PROVENANCE, predicate)
         return self.save(sign_payload(payload, [signer or self.signers[by][key_index]]))
 
     def agreement(

@@ -10,15 +10,15 @@ import pytest
 from securesystemslib.signer import CryptoSigner
 from typer.testing import CliRunner
 
-from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import sign_payload
 from rebuilder.attest.keys import load_signer
-from rebuilder.attest.statement import make_statement, subject
+from rebuilder.attest.statement import make_statement
 from rebuilder.cli import app
+from rebuilder.formats.fields import Subject
 from rebuilder.gate.gate import run_gate
 from rebuilder.gate.policy import PolicyError, load_policy
 from rebuilder.node.client import Credentials
-from rebuilder.sbom import SPDX_PREDICATE
+from sandbox.uris import CHECK_PREDICATE, SPDX_PREDICATE
 from tests.schemas import validate_envelope
 from tests.unit.rebuilder.gate.conftest import IMAGE, NOW, World
 
@@ -120,7 +120,7 @@ def test_a_required_check_verdict(world: World) -> None:
     admitted, reasons = world.decide(policy)
     assert not admitted and "`hermetic check`" in reasons[0]
     check = make_statement(
-        [subject("hello", world.digest)],
+        [Subject("hello", world.digest)],
         CHECK_PREDICATE,
         {"reproducible": True, "finishedOn": "2026-11-22T11:00:00Z"},
     )
@@ -136,12 +136,12 @@ def test_a_required_sbom(world: World) -> None:
     assert not admitted and "SBOM" in reasons[0]
     document = {"spdxVersion": "SPDX-2.3", "creationInfo": {"created": "2026-11-22T11:00:00Z"}}
     # an SBOM about another artifact, an unsigned one, or an expired one does not count
-    other = make_statement([subject("hello", "0" * 64)], SPDX_PREDICATE, document)
+    other = make_statement([Subject("hello", "0" * 64)], SPDX_PREDICATE, document)
     world.save(sign_payload(other, [world.signers["acme"][0]]))
-    mine = make_statement([subject("hello", world.digest)], SPDX_PREDICATE, document)
+    mine = make_statement([Subject("hello", world.digest)], SPDX_PREDICATE, document)
     world.save(sign_payload(mine, []))
     old = {"spdxVersion": "SPDX-2.3", "creationInfo": {"created": "2025-01-01T00:00:00Z"}}
-    expired = make_statement([subject("hello", world.digest)], SPDX_PREDICATE, old)
+    expired = make_statement([Subject("hello", world.digest)], SPDX_PREDICATE, old)
     world.save(sign_payload(expired, [world.signers["acme"][0]]))
     assert not world.decide(policy)[0]
     world.save(sign_payload(mine, [world.signers["acme"][0]]))

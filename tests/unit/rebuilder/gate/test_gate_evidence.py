@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 from typer.testing import CliRunner
 
-from rebuilder.attest.check_statement import CHECK_PREDICATE
 from rebuilder.attest.envelope import parse_envelope, sign_payload, write_envelope
 from rebuilder.attest.keys import (
     KeyProblem,
@@ -28,16 +27,21 @@ from rebuilder.attest.keys import (
     load_signer,
     public_key_from_dict,
 )
-from rebuilder.attest.predicates import PredicateError, parse_time
-from rebuilder.attest.statement import SLSA_PROVENANCE_V1, make_statement, subject
+from rebuilder.attest.statement import make_statement
 from rebuilder.attest.verify import verified_keys, verify_attestation
 from rebuilder.cli import app
+from rebuilder.formats.fields import PredicateError, Subject, parse_time
 from rebuilder.gate.gate import run_gate, write_vsa
 from rebuilder.gate.policy import Operator, Policy, PolicyError, load_policy
 from rebuilder.gate.policy_signature import load_signed_policy, sign_policy, signature_path
 from rebuilder.node.client import Credentials
-from rebuilder.node.statements import AGREEMENT_PREDICATE, DISAGREEMENT_PREDICATE
 from rebuilder.rebuild import NodeReport, distinct_keys
+from sandbox.uris import (
+    AGREEMENT_PREDICATE,
+    CHECK_PREDICATE,
+    DISAGREEMENT_PREDICATE,
+    SLSA_PROVENANCE,
+)
 from tests.unit.rebuilder.conftest import PREDICATE
 from tests.unit.rebuilder.gate.conftest import (
     NOW,
@@ -103,7 +107,7 @@ def test_a_keyless_signature_counts_for_one_key_only(world: World) -> None:
         SSlibKey.from_crypto(Ed25519PublicKey.from_public_bytes(raw))
         for raw in (identity, identity[:31] + b"\x80")
     ]
-    payload = make_statement([subject("hello", world.digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    payload = make_statement([Subject("hello", world.digest)], SLSA_PROVENANCE, PREDICATE)
     envelope = parse_envelope(
         json.dumps(
             {
@@ -128,7 +132,7 @@ def test_a_keyless_signature_counts_for_one_key_only(world: World) -> None:
 
 def test_one_key_signing_twice_under_other_ids_counts_once(world: World, tmp_path: Path) -> None:
     signer = world.signers["acme"][0]
-    payload = make_statement([subject("hello", world.digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    payload = make_statement([Subject("hello", world.digest)], SLSA_PROVENANCE, PREDICATE)
     envelope = sign_payload(payload, [signer])
     first = envelope["signatures"][0]
     envelope["signatures"] = [
@@ -147,7 +151,7 @@ def test_one_key_signing_twice_under_other_ids_counts_once(world: World, tmp_pat
 def test_verify_counts_keys_not_spellings(world: World, tmp_path: Path) -> None:
     pem = world.keys["acme"][0]
     spelled = upper_case_json(pem, tmp_path / "upper.json")
-    payload = make_statement([subject("hello", world.digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    payload = make_statement([Subject("hello", world.digest)], SLSA_PROVENANCE, PREDICATE)
     path = tmp_path / "a.intoto.json"
     write_envelope(path, sign_payload(payload, [world.signers["acme"][0]]))
     both = [load_public_key(pem), load_public_key(spelled)]
@@ -236,7 +240,7 @@ def test_a_trusted_disagreement_denies_whatever_its_time(
     predicate: dict[str, Any] = {"refusedStatement": {"sha256": "0" * 64}, "jobId": "j"}
     if created is not None:
         predicate["createdOn"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    payload = make_statement([subject("hello", "f" * 64)], DISAGREEMENT_PREDICATE, predicate)
+    payload = make_statement([Subject("hello", "f" * 64)], DISAGREEMENT_PREDICATE, predicate)
     assert world.decide(world.policy()) == (True, ())  # control: without it, admitted
     world.save(sign_payload(payload, [world.signers["initech"][0]]))
     admitted, reasons = world.decide(world.policy())
@@ -276,7 +280,7 @@ def test_a_node_s_signed_refusal_denies_only_about_the_same_source(
         "source": {"name": "source", "digest": {"sha256": source}},
         "spec": {"sha256": spec},
     }
-    payload = make_statement([subject("hello", "f" * 64)], DISAGREEMENT_PREDICATE, predicate)
+    payload = make_statement([Subject("hello", "f" * 64)], DISAGREEMENT_PREDICATE, predicate)
     world.save(sign_payload(payload, [world.signers["initech"][0]]))
     admitted, reasons = world.decide(world.policy())
     assert admitted is not denies, reasons
@@ -313,7 +317,7 @@ def dated_statement(world: World, kind: str, stamp: str) -> bytes:
         ),
     }
     predicate_type, predicate = kinds[kind]
-    return make_statement([subject("hello", world.digest)], predicate_type, predicate)
+    return make_statement([Subject("hello", world.digest)], predicate_type, predicate)
 
 
 @pytest.mark.parametrize("stamp", BEYOND_THE_CALENDAR)
@@ -547,7 +551,7 @@ def test_deep_nesting_and_huge_strings_are_reasons(world: World) -> None:
     deep = b'{"payloadType": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     (world.store / "deep.json").write_bytes(deep)
     assert world.decide(world.policy()) == (True, ())  # control: nested junk is only a note
-    huge = make_statement([subject("x" * 2_000_000, world.digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    huge = make_statement([Subject("x" * 2_000_000, world.digest)], SLSA_PROVENANCE, PREDICATE)
     world.save(sign_payload(huge, [world.signers["initech"][0]]))
     decisions, _ = run_gate(
         [world.artifact],
@@ -673,7 +677,7 @@ def test_the_library_refuses_a_policy_that_admits_by_accident(world: World) -> N
 
 
 def test_the_library_refuses_to_verify_against_nothing(world: World, tmp_path: Path) -> None:
-    payload = make_statement([subject("hello", world.digest)], SLSA_PROVENANCE_V1, PREDICATE)
+    payload = make_statement([Subject("hello", world.digest)], SLSA_PROVENANCE, PREDICATE)
     path = tmp_path / "a.json"
     write_envelope(path, sign_payload(payload, [world.signers["acme"][0]]))
     key = load_public_key(world.keys["acme"][0])

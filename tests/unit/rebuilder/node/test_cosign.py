@@ -17,16 +17,17 @@ import pytest
 
 from rebuilder.attest.envelope import write_envelope
 from rebuilder.attest.keys import generate_keypair, load_public_key, load_signer
-from rebuilder.attest.predicates import SourceRef
-from rebuilder.attest.statement import StatementError
 from rebuilder.attest.verify import verify_attestation
+from rebuilder.formats.fields import StatementError
+from rebuilder.formats.provenance import SourceRef
+from rebuilder.formats.rebuild import Agreement, AgreementNode
 from rebuilder.node.jobs import JobState
 from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.requests import pack_source
-from rebuilder.node.statements import DISAGREEMENT_PREDICATE, Agreement, AgreementNode
 from sandbox.config import SandboxConfig
 from sandbox.digests import sha256_file
 from sandbox.source_tree import tree_digest
+from sandbox.uris import DISAGREEMENT_PREDICATE
 from tests.conftest import write_spec
 from tests.unit.conftest import FAKE_SPEC
 
@@ -80,8 +81,8 @@ def refusal_of(node: Node, job_id: str, agreement: Agreement, tmp_path: Path) ->
     write_envelope(path, answer)
     checked = verify_attestation(path, [load_public_key(tmp_path / "key.pub")])
     assert checked.ok and checked.statement is not None
-    assert checked.statement["predicateType"] == DISAGREEMENT_PREDICATE
-    predicate = checked.statement["predicate"]
+    assert checked.statement.predicate_type == DISAGREEMENT_PREDICATE
+    predicate = checked.statement.predicate
     assert isinstance(predicate, dict)
     return predicate
 

@@ -28,6 +28,8 @@ from rebuilder.node.node import Node, NodeSettings
 from rebuilder.node.requests import REQUEST_SPEC, RequestError, unpack_source
 from sandbox.digests import Sha256
 from sandbox.outputs import OutputFile
+from sandbox.trace.model import BuildTrace, TraceFormatError
+from sandbox.uris import TRACE_SCHEMA
 from tests.strategies import ANYTHING, SPECS, TEXT, toml_document
 from tests.unit.conftest import FAKE_SPEC, fake_sandbox
 
@@ -137,8 +139,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
     """A node's API (on the fake backend); its workers never start here."""
     root = tmp_path_factory.mktemp("api")
     generate_keypair(root / "key")
-    settings = NodeSettings(
-        directory=root / "node", builder_id="https://t/n", max_active_jobs=10**6
+    settings = NodeSettings(  # no queue cap answers 429: every request is judged
+        directory=root / "node",
+        builder_id="https://t/n",
+        max_active_jobs=10**6,
+        max_client_jobs=10**6,
     )
     node = Node(settings, load_signer(str(root / "key")), config=fake_sandbox(root))
     token = add_token(root / "tokens.json", "t", ["submit"])
@@ -203,12 +208,23 @@ def test_a_bad_spec_on_a_node_ends_in_a_signed_failure(document: dict[str, Any])
 
 PIDS = st.one_of(st.integers(-2, 50), ANYTHING)
 RECORDS = {
-    "processes": st.fixed_dictionaries({"pid": PIDS, "ppid": PIDS}),
+    "processes": st.fixed_dictionaries(
+        {"pid": PIDS, "ppid": PIDS, "execs": st.lists(PIDS, max_size=2), "exit_status": PIDS}
+    ),
     "executions": st.fixed_dictionaries(
-        {"pid": PIDS, "argv": st.one_of(st.lists(TEXT, max_size=3), ANYTHING)}
+        {
+            "seq": PIDS,
+            "pid": PIDS,
+            "ppid": PIDS,
+            "path": TEXT,
+            "argv": st.one_of(st.lists(TEXT, max_size=3), ANYTHING),
+        }
     ),
     "nondeterminism": st.fixed_dictionaries(
-        {"source": st.one_of(st.sampled_from(["random", "uname", "heap_key"]), ANYTHING)},
+        {
+            "source": st.one_of(st.sampled_from(["random", "uname", "heap_key"]), ANYTHING),
+            "count": PIDS,
+        },
         optional={"pid": st.one_of(st.none(), PIDS), "detail": TEXT},
     ),
     "files": st.fixed_dictionaries(
@@ -230,7 +246,12 @@ TRACES = st.one_of(
             "writers": st.one_of(
                 st.dictionaries(
                     st.one_of(st.just("/build/out.txt"), TEXT),
-                    st.one_of(st.fixed_dictionaries({"pid": PIDS}), ANYTHING),
+                    st.one_of(
+                        st.fixed_dictionaries(
+                            {"pid": PIDS, "program": TEXT, "argv": st.lists(TEXT, max_size=2)}
+                        ),
+                        ANYTHING,
+                    ),
                     max_size=3,
                 ),
                 ANYTHING,
@@ -246,13 +267,36 @@ DIFFERENCE = Difference(
 )
 
 
+# what every trace.json has beside the records drawn above
+FRAME: dict[str, Any] = {
+    "_schema": TRACE_SCHEMA,
+    "level": "standard",
+    "complete": True,
+    "gaps": [],
+    "network_interfaces": [],
+    "notifications": 0,
+    "tracer": {"events": 0, "dropped": 0, "peak_memory_bytes": 0},
+    "exec_failures": 0,
+    **{key: [] for key in ("executions", "processes", "files", "other_reads", "network")},
+    **{key: [] for key in ("hermetic_path_attempts", "nondeterminism")},
+    "writers": {},
+}
+
+
 @given(TRACES)
 @example({"writers": {"/build/out.txt": {}}})  # a writer without a pid
+@example({"writers": {"/build/out.txt": {"pid": 0, "program": "", "argv": [""]}}})  # older
 @example({"files": [{"path": "/build/out.txt", "read_by": "1"}]})
 @example([])  # not an object: AttributeError escaped from hints before
-def test_any_trace_gives_hints_or_none_never_an_error(trace: Any) -> None:
+def test_any_trace_json_is_a_trace_or_a_format_error_and_gives_hints(trace: Any) -> None:
+    document = {**FRAME, **trace} if isinstance(trace, dict) else trace
+    try:
+        parsed = BuildTrace.from_json(document)
+    except TraceFormatError:
+        return
+    assert BuildTrace.from_json(parsed.to_json()) == parsed  # what it read, it writes
     hints = hints_for(
-        trace=trace, build_dir="/build", found=[DIFFERENCE], embedded={}, culprits=["inherent"]
+        trace=parsed, build_dir="/build", found=[DIFFERENCE], embedded={}, culprits=["inherent"]
     )
     assert [hint.path for hint in hints] == ["out.txt"]
     hint = hints[0]

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import Error
 from sandbox.trace.limits import DEFAULT_TRACE_LIMITS, MIN_FILE_BYTES, TraceLimits
-from sandbox.trace.model import BuildTrace, Execution, FileRecord, NetworkAttempt
+from sandbox.trace.model import (
+    BuildTrace,
+    Execution,
+    FileRecord,
+    NetworkAttempt,
+    NondeterminismRead,
+    OutputWriter,
+    TraceFormatError,
+)
 
 
 def trace(files: int) -> BuildTrace:
@@ -99,3 +108,35 @@ def test_names_that_are_not_utf8_keep_trace_json_valid() -> None:
     data = bad.to_json_bytes()
     data.decode("ascii")  # before: invalid UTF-8, and check dropped every hint
     assert json.loads(data)["files"][0]["path"] == odd
+
+
+def test_trace_json_reads_back_as_the_trace() -> None:
+    execution = trace(30).executions[0]  # trace.json names a writer's exec by its seq
+    writer = OutputWriter(
+        pid=execution.pid, path=execution.path, argv=execution.argv, seq=execution.seq
+    )
+    written = replace(
+        trace(30),
+        gaps=("no fanotify",),
+        writers={"/build/f0.o": writer},
+        nondeterminism=(NondeterminismRead(source="listdir", pid=None, detail="/build"),),
+    )
+    assert BuildTrace.from_json(json.loads(written.to_json_bytes())) == written
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("_schema", "https://example.org/other"),
+        ("complete", True),  # with a gap: a trace cannot be both
+        ("executions", [{"seq": 1, "pid": "10", "ppid": 1, "path": "/bin/cc", "argv": []}]),
+        ("writers", {"/build/x": {"pid": 1, "program": "cc", "exec": 99999}}),  # no such exec
+        ("network", None),
+    ],
+)
+def test_a_damaged_trace_json_is_a_format_error(key: str, value: object) -> None:
+    document = replace(trace(10), gaps=("a gap",)).to_json()
+    BuildTrace.from_json(document)  # positive control
+    document[key] = value
+    with pytest.raises(TraceFormatError, match=key):
+        BuildTrace.from_json(document)

@@ -1,5 +1,4 @@
-"""What the gate and the nodes read of a statement, as typed values: subjects, the facts of
-a SLSA provenance (image, source, spec, hermeticity), and statement times.
+"""Strict, typed reading of untrusted statement JSON: fields, subjects and times.
 
 Every reader validates: a wrong type, a negative count, an unparsable time or a malformed
 digest raises :class:`PredicateError` naming the field, so a hostile statement is one
@@ -9,22 +8,25 @@ which the gate counts against admission wherever it matters.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from rebuilder.attest.statement import StatementError
 from rebuilder.attest.untrusted_json import shown
+from rebuilder.errors import UserError
+from sandbox.digests import is_sha256
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far a statement's time may lie ahead of the reader's clock and still count."""
 
 MAX_TEXT = 4096  # names, URIs, paths: longer is not a value hermetic writes
 MAX_ITEMS = 10_000  # subjects, dependencies, gaps, argv
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_GIT_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # sha1 or sha256 repositories
+
+
+class StatementError(UserError):
+    """A statement is not a valid in-toto Statement v1 (or its predicate is invalid)."""
 
 
 class PredicateError(StatementError):
@@ -87,6 +89,24 @@ class Fields:
             raise self._fail(key, f"expected a count (an integer >= 0), got {shown(value)}")
         return value
 
+    def integer(self, key: str) -> int | None:
+        """Any integer (an exit code may be negative; a bool or a float is no integer)."""
+        value = self.document.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, f"expected an integer, got {shown(value)}")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any] | None:
+        """A free-form object (the spec as given, limits, resources), as it is."""
+        value = self.document.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise self._fail(key, f"expected an object, got {shown(value)}")
+        return dict(value)
+
     def flag(self, key: str) -> bool | None:
         value = self.document.get(key)
         if value is None:
@@ -99,7 +119,7 @@ class Fields:
         value = self.document.get(key)
         if value is None:
             return None
-        if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        if not isinstance(value, str) or not is_sha256(value):
             raise self._fail(key, f"expected 64 lower-case hex digits, got {shown(value)}")
         return value
 
@@ -149,8 +169,13 @@ def format_time(value: datetime) -> str:
 
 @dataclass(frozen=True)
 class Subject:
+    """One artifact a statement is about, named by its sha256."""
+
     name: str
     sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": {"sha256": self.sha256}}
 
 
 def subjects_of(statement: Mapping[str, Any]) -> tuple[Subject, ...]:
@@ -170,125 +195,76 @@ def subjects_of(statement: Mapping[str, Any]) -> tuple[Subject, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SourceRef:
-    """What a build was made from: hermetic's source tree digest and, when the builder saw
-    that the tree is exactly a git commit's content, that commit and its repository."""
+class Statement:
+    """An in-toto Statement v1 as read (the in-toto models validated it): its predicate
+    type, the subjects named by a sha256, and the predicate, which the class of its type
+    reads (:mod:`rebuilder.formats`); ``document`` is kept for reports and exact checks."""
 
-    sha256: str
-    git_commit: str | None = None
-    uri: str | None = None  # git+<repository>@<commit>[#<subdirectory>]
-
-    def __post_init__(self) -> None:
-        if not _SHA256.fullmatch(self.sha256):
-            raise PredicateError(f"source tree digest {shown(self.sha256)} is not 64 hex digits")
-        if self.git_commit is not None and not _GIT_COMMIT.fullmatch(self.git_commit):
-            raise PredicateError(f"git commit {shown(self.git_commit)} is not a commit id")
-
-    def to_dependency(self) -> dict[str, Any]:
-        """As a SLSA resolved dependency named ``source``."""
-        digest = {"sha256": self.sha256}
-        if self.git_commit is not None:
-            digest["gitCommit"] = self.git_commit
-        found: dict[str, Any] = {"name": "source", "digest": digest}
-        if self.uri is not None:
-            found["uri"] = self.uri
-        return found
+    predicate_type: str
+    subjects: tuple[Subject, ...]
+    predicate: Any
+    document: Mapping[str, Any]
 
     @classmethod
-    def from_dependency(cls, dependency: Fields) -> SourceRef:
-        digest = dependency.table("digest")
-        tree = digest.sha256("sha256") if digest is not None else None
-        if digest is None or tree is None:
-            raise PredicateError(f"{dependency.where}: the source names no sha256 tree digest")
-        commit = digest.text("gitCommit")
-        return cls(sha256=tree, git_commit=commit, uri=dependency.text("uri"))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Hermeticity:
-    """The ``hermeticity`` byproduct's evidence the gate decides on (None: not recorded).
-
-    ``network_attempts`` counts attempts to reach outside the build's own network
-    namespace; ``loopback_attempts`` those inside it (recorded since loopback is told apart).
-    """
-
-    network_attempts: int | None = None
-    loopback_attempts: int | None = None
-    trace_complete: bool | None = None
-    trace_gaps: tuple[str, ...] | None = None
-
-    @classmethod
-    def from_annotations(cls, annotations: Fields) -> Hermeticity:
+    def from_dict(cls, document: Any) -> Statement:
+        """Raises: PredicateError: no predicate type, or a malformed subject."""
+        fields = Fields(document, "statement")
         return cls(
-            network_attempts=annotations.count("networkAttempts"),
-            loopback_attempts=annotations.count("loopbackAttempts"),
-            trace_complete=annotations.flag("traceComplete"),
-            trace_gaps=annotations.texts("traceGaps"),
+            predicate_type=fields.text("predicateType", required=True) or "",
+            subjects=subjects_of(document),
+            predicate=document.get("predicate"),
+            document=document,
         )
 
     @property
-    def complete(self) -> bool:
-        """The trace says it saw everything: complete, and no gap recorded."""
-        return self.trace_complete is True and not self.trace_gaps
+    def outputs(self) -> tuple[tuple[str, str], ...]:
+        """(name, sha256) of its subjects, sorted, for comparison."""
+        return tuple(sorted((item.name, item.sha256) for item in self.subjects))
 
 
-@dataclass(frozen=True, kw_only=True)
-class BuildFacts:
-    """What a SLSA provenance of hermetic's says about one build, validated."""
+class Predicate(ABC):
+    """A typed predicate: its type URI, its document, and a statement of it."""
 
-    image_sha256: str | None
-    source: SourceRef | None
-    spec_sha256: str | None
-    command: tuple[str, ...] | None
-    hermeticity: Hermeticity | None
-    finished_on: datetime | None
+    predicate_type: ClassVar[str]
 
-    @classmethod
-    def from_predicate(cls, predicate: Any) -> BuildFacts:
-        """Read a SLSA Provenance v1 predicate.
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The predicate as it is signed."""
+
+    def statement(self, subjects: Sequence[Subject]) -> bytes:
+        """The payload of an in-toto Statement about ``subjects`` with this predicate.
 
         Raises:
-            PredicateError: a field the gate reads is malformed.
+            StatementError: no subjects, or what the in-toto models refuse.
         """
-        fields = Fields(predicate, "predicate")
-        definition = fields.table("buildDefinition") or Fields({}, "predicate.buildDefinition")
-        run = fields.table("runDetails") or Fields({}, "predicate.runDetails")
-        image = source = spec = None
-        for dependency in definition.tables("resolvedDependencies"):
-            name = dependency.text("name")
-            digest = dependency.table("digest")
-            if name == "image" and digest is not None:
-                image = _once(image, digest.sha256("sha256"), dependency)
-            elif name == "source":
-                source = _once(source, SourceRef.from_dependency(dependency), dependency)
-            elif name == "spec" and digest is not None:
-                spec = _once(spec, digest.sha256("sha256"), dependency)
-        hermeticity = None
-        for byproduct in run.tables("byproducts"):
-            if byproduct.text("name") == "hermeticity":
-                annotations = byproduct.table("annotations")
-                found = Hermeticity.from_annotations(
-                    annotations or Fields({}, f"{byproduct.where}.annotations")
-                )
-                hermeticity = _once(hermeticity, found, byproduct)
-        metadata = run.table("metadata")
-        parameters = definition.table("externalParameters")
-        spec_document = parameters.table("spec") if parameters is not None else None
-        build = spec_document.table("build") if spec_document is not None else None
-        return cls(
-            image_sha256=image,
-            source=source,
-            spec_sha256=spec,
-            command=build.texts("command") if build is not None else None,
-            hermeticity=hermeticity,
-            finished_on=metadata.time("finishedOn") if metadata is not None else None,
-        )
+        from rebuilder.attest.statement import make_statement  # the in-toto models: heavy
+
+        return make_statement(subjects, self.predicate_type, self.to_dict())
+
+
+def exact_subjects(statement: Mapping[str, Any]) -> tuple[Subject, ...]:
+    """Subjects that are each exactly a name and a sha256, as hermetic writes them.
+
+    Raises:
+        PredicateError: a subject with anything else (a sha512 alone, a second digest
+            algorithm, a field of its own), or without a name.
+    """
+    found = []
+    for item in Fields(statement, "statement").tables("subject"):
+        digest = item.table("digest")
+        name = item.text("name")
+        if set(item.document) != {"name", "digest"} or digest is None or name is None:
+            raise PredicateError(f"{item.where}: a subject is exactly a name and a digest")
+        if set(digest.document) != {"sha256"}:
+            raise PredicateError(f"{digest.where}: exactly one digest, sha256, is named")
+        found.append(Subject(name, digest.sha256("sha256") or ""))
+    return tuple(found)
 
 
 T = TypeVar("T")
 
 
-def _once(previous: T | None, value: T | None, where: Fields) -> T | None:
+def once(previous: T | None, value: T | None, where: Fields) -> T | None:
     """A fact stated twice could be read either way: it is an error, not a choice."""
     if previous is not None:
         raise PredicateError(f"{where.where}: stated a second time")
