@@ -452,11 +452,11 @@ def pin_pip(
     spec: SpecOption = Path("hermetic.toml"),
     python: Annotated[
         str | None,
-        typer.Option("--python", help="The build's Python (default: the image lock's)."),
+        typer.Option("--python", help="The build's Python (default: from the image's lock)."),
     ] = None,
     platform: Annotated[
         str | None,
-        typer.Option("--platform", help="The build's wheel platform (default: the image's)."),
+        typer.Option("--platform", help="The wheel platform (default: from the image's lock)."),
     ] = None,
     no_binary: Annotated[
         list[str] | None,
