@@ -9,6 +9,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from rebuilder import purls
 from rebuilder.formats.fields import Subject
 from rebuilder.formats.provenance import (
     INPUT_PREFIX,
@@ -83,7 +84,12 @@ def provenance_statement(
         source=source or SourceRef(sha256=result.source_digest),
         spec_sha256=_bare(spec_sha256) if spec_sha256 is not None else None,
         inputs=tuple(
-            Dependency(name=f"{INPUT_PREFIX}{item.dest}", uri=item.url, sha256=_bare(item.sha256))
+            Dependency(
+                name=f"{INPUT_PREFIX}{item.dest}",
+                uri=item.url,
+                sha256=_bare(item.sha256),
+                purl=purls.for_url(item.url),  # a package from a known registry
+            )
             for item in result.inputs
         ),
         hermetic_version=result.hermetic_version,

@@ -292,7 +292,10 @@ class OutputWriter:
     def to_json(self) -> dict[str, Any]:
         # The command line is the execution's, named by its seq: one process that writes
         # N files with a long command line would otherwise repeat it N times.
-        return {"pid": self.pid, "program": self.path, "exec": self.seq}
+        data: dict[str, Any] = {"pid": self.pid, "program": self.path, "exec": self.seq}
+        if self.seq is None and self.argv:  # no execution to name: the argv itself
+            data["argv"] = list(self.argv)
+        return data
 
     @classmethod
     def from_json(cls, read: _Read, argv_of: dict[int, tuple[str, ...]]) -> OutputWriter:

@@ -143,7 +143,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
     root = tmp_path_factory.mktemp("api")
     generate_keypair(root / "key")
     settings = NodeSettings(
-        directory=root / "node", builder_id="https://t/n", max_active_jobs=10**6
+        directory=root / "node",
+        builder_id="https://t/n",
+        max_active_jobs=10**6,
+        max_client_jobs=10**6,  # one client submits every example; its cap is tested elsewhere
     )
     node = Node(settings, load_signer(str(root / "key")), config=_fake_config(root))
     token = add_token(root / "tokens.json", "t", ["submit"])
