@@ -55,13 +55,12 @@ from rebuilder.node.remote import CeleryDispatch, WorkerSettings, celery_app, ru
 from rebuilder.node.requests import RequestLimits
 from rebuilder.node.serve import Listen, serve
 from rebuilder.pin import (
-    DEFAULT_PLATFORM,
-    DEFAULT_PYTHON,
     NPM_DIR,
     WHEELS_DIR,
     PackageIndex,
     PinnedFile,
     PipPinner,
+    build_target,
     npm_registry,
     pin_npm_packages,
     pip_index_url,
@@ -451,10 +450,14 @@ def pin_pip(
         list[Path], typer.Argument(help="requirements.txt (==, --hash), pylock.toml, uv.lock.")
     ],
     spec: SpecOption = Path("hermetic.toml"),
-    python: Annotated[str, typer.Option("--python", help="The build's Python.")] = DEFAULT_PYTHON,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="The build's Python (default: from the image's lock)."),
+    ] = None,
     platform: Annotated[
-        str, typer.Option("--platform", help="The build's wheel platform.")
-    ] = DEFAULT_PLATFORM,
+        str | None,
+        typer.Option("--platform", help="The wheel platform (default: from the image's lock)."),
+    ] = None,
     no_binary: Annotated[
         list[str] | None,
         typer.Option("--no-binary", help="Take this project's sdist; repeatable."),
@@ -464,7 +467,9 @@ def pin_pip(
     """Resolve pinned requirements to files on the index; write them as inputs. Exit 0/2."""
     with _guarded(ctx):
         spec_path = spec / "hermetic.toml" if spec.is_dir() else spec
-        Spec.from_toml(spec_path)  # a spec that is valid before, and after
+        parsed = Spec.from_toml(spec_path)  # a spec that is valid before, and after
+        images = ImageCatalog(SandboxConfig.from_env().images_dir)
+        python, platform = build_target(parsed, images, python=python, platform=platform)
         wanted = [
             w for path in requirements for w in read_python_lock(path, python, platform=platform)
         ]
