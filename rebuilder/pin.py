@@ -56,8 +56,9 @@ from sandbox.credentials import (
     strip_credentials,
 )
 from sandbox.digests import Sha256, parse_sha256
-from sandbox.errors import DigestMismatch, SpecError
+from sandbox.errors import DigestMismatch, ImageError, SpecError
 from sandbox.fetch import trusted_cas
+from sandbox.images import ImageCatalog, ImageLock
 from sandbox.spec import Spec
 from sandbox.store import ContentStore
 from sandbox.workspace import UnsafeWrite, write_atomically
@@ -68,8 +69,17 @@ PYPI = "https://pypi.org/simple/"
 NPM_REGISTRY = "https://registry.npmjs.org/"
 WHEELS_DIR = "wheels"
 NPM_DIR = "npm"
-DEFAULT_PYTHON = "3.11"  # the python image's (Debian 12)
+DEFAULT_PYTHON = "3.11"  # read_python_lock's and PipPinner's (Debian 12's)
 DEFAULT_PLATFORM = "manylinux_2_36_x86_64"  # glibc 2.36, Debian 12
+# Debian architectures -> the machine in manylinux tags (the ones manylinux has)
+_MACHINES = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "i386": "i686",
+    "armhf": "armv7l",
+    "ppc64el": "ppc64le",
+    "s390x": "s390x",
+}
 _SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _TIMEOUT = (15, 120)
 _SDIST_BUILD_DEFAULT = ("setuptools>=40.8.0", "wheel")  # PEP 517's default backend
@@ -199,6 +209,65 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
 
 
 # ---------------------------------------------------------------- Python lockfiles
+
+
+def build_target(
+    spec: Spec, images: ImageCatalog, *, python: str | None = None, platform: str | None = None
+) -> tuple[str, str]:
+    """The build's Python (``3.11``) and wheel platform (``manylinux_2_36_x86_64``): the
+    ones given, else what the lock of the spec's image lists (``python3``'s version;
+    ``libc6``'s glibc and the lock's architecture).
+
+    Raises:
+        PinError: a value is not given and the image's lock cannot say it.
+    """
+    if python is not None and platform is not None:
+        return python, platform
+    image = str(spec.image)
+    definition = images.definition(spec.image, spec_dir=spec.path.resolve().parent)
+    flags = "pass --python and --platform (e.g. --python 3.11 --platform manylinux_2_36_x86_64)"
+    if definition is None:
+        raise PinError(
+            f"the spec's image {image} is pinned by digest: no lock lists its packages, so "
+            f"its Python and platform are unknown; {flags}"
+        )
+    try:
+        lock = definition.locked()
+    except ImageError as e:
+        raise PinError(f"{e}; it tells pin the image's Python and platform, or {flags}") from e
+    found_python = python or _lock_python(lock)
+    found_platform = platform or _lock_platform(lock)
+    if found_python is None or found_platform is None:
+        missing = "python3 package" if found_python is None else "libc6 of a known architecture"
+        lock_path = str(definition.lock_path)
+        where = "" if lock_path in image else f" ({lock_path})"
+        raise PinError(
+            f"the spec's image {image}: its lock{where} lists no {missing} (add python3 to "
+            f"the image's packages if the build runs pip), or {flags}"
+        )
+    return found_python, found_platform
+
+
+def _lock_python(lock: ImageLock) -> str | None:
+    """``python3`` 3.11.2-1+b1 -> 3.11; without it, the one ``python3.X`` package."""
+    if "python3" in lock.packages:
+        match = re.match(r"^(?:\d+:)?(3\.\d+)\.", lock.packages["python3"])
+        return match.group(1) if match else None
+    found = {
+        match.group(1)
+        for name in lock.packages
+        if (match := re.fullmatch(r"python(3\.\d+)(?:-minimal)?", name))
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def _lock_platform(lock: ImageLock) -> str | None:
+    """``libc6`` 2.36-9+deb12u14 on amd64 -> manylinux_2_36_x86_64."""
+    match = re.match(r"^(?:\d+:)?2\.(\d+)", lock.packages.get("libc6", ""))
+    machine = _MACHINES.get(lock.architecture)
+    if match is None or machine is None:
+        return None
+    return f"manylinux_2_{match.group(1)}_{machine}"
 
 
 def read_python_lock(path: Path, python: str, *, platform: str = DEFAULT_PLATFORM) -> list[Wanted]:

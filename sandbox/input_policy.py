@@ -123,7 +123,9 @@ def address_rule(address: IPAddress) -> str | None:
         return "a link-local address"
     if address.is_multicast:
         return "a multicast address"
-    if address.is_private:
+    # fec0::/10 (site-local, deprecated by RFC 3879) is still routed inside some
+    # networks, and Python calls it global
+    if address.is_private or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local):
         return "a private address"
     if not address.is_global or address.is_reserved:
         return "a reserved address"

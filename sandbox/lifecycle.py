@@ -91,8 +91,10 @@ def owner_in_name(name: str, kind: str) -> Owner | None:
     return Owner.parse(match[1]) if match else None
 
 
-def reap_directories(parent: Path, kind: str) -> list[Path]:
-    """Remove the directories under ``parent`` stamped ``<kind>-<stamp>-`` whose owner is gone.
+def reap_directories(parent: Path, kind: str, *, euid: int | None = None) -> list[Path]:
+    """Remove the directories under ``parent`` stamped ``<kind>-<stamp>-`` whose owner is gone
+    and that belong to this account (``euid``, default this process's): in a /tmp shared
+    by several accounts, another's are not ours to remove or to warn about.
 
     Returns:
         What was removed.
@@ -104,9 +106,15 @@ def reap_directories(parent: Path, kind: str) -> list[Path]:
         entries = list(parent.iterdir())
     except OSError:
         return []
+    me = os.geteuid() if euid is None else euid
     for entry in entries:
         owner = owner_in_name(entry.name, kind)
         if owner is None or owner.alive() or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            if entry.lstat().st_uid != me:  # another account's (a shared /tmp): not ours
+                continue
+        except OSError:
             continue
         log.info("removing %s, left by a hermetic process that no longer runs", entry)
         try:

@@ -10,7 +10,7 @@
 # /abs/PROGRAM ARG...": nsenter drops every supplementary group, becomes UID:GID (which
 # empties the capability sets; no_new_privileges keeps them empty across exec) and
 # execs a program of the image, the trampoline ("/usr/bin/nice -n 0", or in an image
-# without coreutils "/bin/busybox nice -n 0": the image's own), which execs the
+# without coreutils "/bin/busybox sh -c 'exec "$0" "$@"'": the image's own), which execs the
 # WRAPPERs and finally the program, which so gets exactly the planned environment.
 # Hermetic's busybox never execs the build's program itself: a program that is a link
 # to /proc/self/exe (or whose interpreter, by #! or by its ELF header, is one) would
@@ -117,10 +117,12 @@ case $resolved in
         ;;
 esac
 
+# The image's busybox may lack "nice" (Debian's busybox-static has none); its shell is
+# in every busybox, and runs as the build user: "exec" replaces it by the program.
 if [ -f /usr/bin/nice ] && [ -x /usr/bin/nice ]; then
-    trampoline=/usr/bin/nice
+    trampoline=nice
 elif [ -f /bin/busybox ] && [ -x /bin/busybox ]; then
-    trampoline="/bin/busybox nice"
+    trampoline=busybox
 else
     trampoline=
 fi
@@ -132,8 +134,13 @@ for arg in "$@"; do
     shift
     i=$((i + 1))
     if [ "$i" -eq "$((count + 1))" ]; then
-        # shellcheck disable=SC2086 # the trampoline's words
-        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" -- $trampoline -n 0
+        set -- "$@" "$BB" nsenter -S "$uid" -G "$gid" --
+        if [ "$trampoline" = nice ]; then
+            set -- "$@" /usr/bin/nice -n 0
+        else
+            # shellcheck disable=SC2016 # $0 and $@ are the trampoline shell's own
+            set -- "$@" /bin/busybox sh -c 'exec "$0" "$@"'
+        fi
         continue
     fi
     if [ "$i" -eq "$first" ]; then set -- "$@" "$resolved"; else set -- "$@" "$arg"; fi

@@ -96,11 +96,15 @@ def pin_pip(
     spec: SpecOption = Path("hermetic.toml"),
     python: Annotated[
         str | None,
-        typer.Option("--python", metavar="X.Y", help="The build's Python (default: Debian 12's)."),
+        typer.Option(
+            "--python", metavar="X.Y", help="The build's Python (default: from the image's lock)."
+        ),
     ] = None,
     platform: Annotated[
         str | None,
-        typer.Option("--platform", metavar="TAG", help="The build's wheel platform tag."),
+        typer.Option(
+            "--platform", metavar="TAG", help="The wheel platform (default: from the image's lock)."
+        ),
     ] = None,
     no_binary: Annotated[
         list[str] | None,
@@ -118,27 +122,30 @@ def pin_pip(
         from packaging.utils import canonicalize_name
 
         from rebuilder.pin import (
-            DEFAULT_PLATFORM,
-            DEFAULT_PYTHON,
             WHEELS_DIR,
             PackageIndex,
             PipPinner,
+            build_target,
             pip_index_url,
             read_python_lock,
             write_inputs,
         )
+        from sandbox.images import ImageCatalog
         from sandbox.spec import Spec
         from sandbox.store import ContentStore
 
         spec_path = _spec_file(spec)
-        python = python or DEFAULT_PYTHON
-        platform = platform or DEFAULT_PLATFORM
+        settings = cli.settings()
+        images = ImageCatalog(settings.sandbox.images_dir)
+        python, platform = build_target(
+            Spec.from_toml(spec_path), images, python=python, platform=platform
+        )
         wanted = [
             w for path in requirements for w in read_python_lock(path, python, platform=platform)
         ]
         pinner = PipPinner(
             index=PackageIndex(pip_index_url()),
-            store=ContentStore(cli.settings().sandbox.store_dir),
+            store=ContentStore(settings.sandbox.store_dir),
             python=python,
             platform=platform,
             no_binary=frozenset(canonicalize_name(n) for n in no_binary or []),

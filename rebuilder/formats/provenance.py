@@ -66,21 +66,26 @@ class Dependency:
     name: str
     sha256: str | None
     uri: str | None = None
+    purl: str | None = None  # a package of a known registry (annotations.purl)
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"name": self.name}
         if self.uri is not None:
             found["uri"] = self.uri
         found["digest"] = {"sha256": self.sha256}
+        if self.purl is not None:
+            found["annotations"] = {"purl": self.purl}
         return found
 
     @classmethod
     def from_fields(cls, item: Fields) -> Dependency:
         digest = item.table("digest")
+        annotations = item.table("annotations")
         return cls(
             name=item.text("name") or "",
             sha256=digest.sha256("sha256") if digest is not None else None,
             uri=item.text("uri"),
+            purl=annotations.text("purl") if annotations is not None else None,
         )
 
 

@@ -48,7 +48,14 @@ def cosign_refusal(
     if len(listed) != 1 or listed[0].verdict != NodeVerdict.AGREE or listed[0].outputs != own:
         return "it does not describe this node's job, key and outputs as they are"
     source = built.source if built is not None else None
-    if source is None or agreement.source.sha256 != source.sha256:
+    claimed = agreement.source
+    # a git commit or repository it names must be the one this node's provenance names:
+    # the node vouches for nothing it did not prove (the tree digest alone is always fine)
+    if (
+        source is None
+        or claimed.sha256 != source.sha256
+        or (claimed.git_commit, claimed.uri) not in ((None, None), (source.git_commit, source.uri))
+    ):
         return "its source is not the source this node built"
     if built is None or agreement.spec_sha256 != built.spec_sha256:
         return "its spec is not the spec this node built"

@@ -291,12 +291,11 @@ class OutputWriter:
 
     def to_json(self) -> dict[str, Any]:
         # The command line is the execution's, named by its seq: one process that writes
-        # N files with a long command line would otherwise repeat it N times. A writer read
-        # from an older trace.json has no seq, only its argv: that is kept as it was read.
-        written: dict[str, Any] = {"pid": self.pid, "program": self.path, "exec": self.seq}
-        if self.seq is None and self.argv:
-            written["argv"] = list(self.argv)
-        return written
+        # N files with a long command line would otherwise repeat it N times.
+        data: dict[str, Any] = {"pid": self.pid, "program": self.path, "exec": self.seq}
+        if self.seq is None and self.argv:  # no execution to name: the argv itself
+            data["argv"] = list(self.argv)
+        return data
 
     @classmethod
     def from_json(cls, read: _Read, argv_of: dict[int, tuple[str, ...]]) -> OutputWriter:

@@ -165,18 +165,23 @@ def test_wrong_hashes_and_unpinned_requirements_are_refused(
     store = tmp_path / "store" / "sha256"
     wrong = "0" * 64
     (project / "requirements.txt").write_text(f"click==8.1.7 --hash=sha256:{wrong}\n")
-    refused = hermetic(project, "pin", "pip", "requirements.txt")
+    # the spec's image (debian-bookworm) has no Python: its Python and platform are asked for
+    unknown = hermetic(project, "pin", "pip", "requirements.txt")
+    assert unknown.returncode == 2 and "image debian-bookworm" in unknown.stderr
+    assert "--python and --platform" in unknown.stderr
+    target = ("--python", "3.11", "--platform", "manylinux_2_36_x86_64")
+    refused = hermetic(project, "pin", "pip", "requirements.txt", *target)
     assert refused.returncode == 2 and "nothing was downloaded" in refused.stderr
     assert spec.read_text() == before
     assert not (store / CLICK_WHEEL_SHA256).exists(), "nothing was fetched"
     (project / "requirements.txt").write_text("click>=8\n")
-    unpinned = hermetic(project, "pin", "pip", "requirements.txt")
+    unpinned = hermetic(project, "pin", "pip", "requirements.txt", *target)
     assert unpinned.returncode == 2 and "requirements.txt:1: 'click>=8' is not pinned" in (
         unpinned.stderr
     )
     # control: the right hash pins, and the file is in the store
     (project / "requirements.txt").write_text(f"click==8.1.7 --hash=sha256:{CLICK_WHEEL_SHA256}\n")
-    pinned = hermetic(project, "pin", "pip", "requirements.txt")
+    pinned = hermetic(project, "pin", "pip", "requirements.txt", *target)
     assert pinned.returncode == 0, pinned.stderr
     assert (store / CLICK_WHEEL_SHA256).is_file()
     assert f'sha256 = "{CLICK_WHEEL_SHA256}"' in spec.read_text()

@@ -9,14 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from rebuilder.against import AgainstError, Published
+from rebuilder.cli import app
 from rebuilder.pin import (
+    DEFAULT_PLATFORM,
+    DEFAULT_PYTHON,
     PackageIndex,
     PinError,
     PinnedFile,
     PipPinner,
     Wanted,
+    build_target,
     choose_file,
     npm_dest,
     npm_registry,
@@ -28,9 +33,10 @@ from rebuilder.pin import (
     write_inputs,
 )
 from sandbox.digests import Sha256
+from sandbox.images import ImageCatalog
 from sandbox.spec import Spec
 from sandbox.store import ContentStore
-from tests.conftest import write_spec
+from tests.conftest import REPO, write_spec
 
 A, B = "a" * 64, "b" * 64
 
@@ -352,3 +358,85 @@ def test_a_lockfile_naming_one_dest_twice_is_refused(tmp_path: Path) -> None:
             read_npm_lock(path), ContentStore(tmp_path / "s"), registry="https://r.invalid/"
         )
     assert not (tmp_path / "s").exists()
+
+
+def _image_of(spec_dir: Path) -> tuple[Spec, ImageCatalog]:
+    """The spec and the images 'hermetic pin pip' finds its image among."""
+    return Spec.from_toml(spec_dir / "hermetic.toml"), ImageCatalog(REPO / "images")
+
+
+@pytest.mark.parametrize("example", ["python-sdists", "python-venv", "python-wheel"])
+def test_the_examples_images_give_their_python_and_platform(example: str) -> None:
+    assert build_target(*_image_of(REPO / "docs" / "examples" / example)) == (
+        "3.11",
+        "manylinux_2_36_x86_64",
+    )
+
+
+def test_the_python_and_platform_come_from_the_image_lock(tmp_path: Path) -> None:
+    example = REPO / "docs" / "examples" / "python-sdists"
+    (tmp_path / "hermetic.toml").write_text((example / "hermetic.toml").read_text())
+    lock = json.loads((example / "hermetic.lock").read_text())
+    lock["architecture"] = "arm64"
+    lock["packages"].update({"python3": "3.13.5-1", "libc6": "2.41-12"})
+    (tmp_path / "hermetic.lock").write_text(json.dumps(lock))
+    spec, images = _image_of(tmp_path)
+    found = build_target(spec, images)
+    assert found == ("3.13", "manylinux_2_41_aarch64")
+    # negative control: what pin assumed before, whatever the image
+    assert found != (DEFAULT_PYTHON, DEFAULT_PLATFORM)
+    files: list[dict[str, Any]] = [
+        {"filename": f"pkg-1.0-{tag}.whl", "url": url, "hashes": {"sha256": A}}
+        for tag, url in [
+            ("cp311-cp311-manylinux_2_17_x86_64", "u/x86"),
+            ("cp313-cp313-manylinux_2_17_aarch64", "u/arm"),
+        ]
+    ]
+    wanted = Wanted(name="pkg", version="1.0", where="r:1")
+    assert choose_file(files, wanted, target_tags(*found), sdist_only=False)["url"] == "u/arm"
+    old = target_tags(DEFAULT_PYTHON, DEFAULT_PLATFORM)
+    assert choose_file(files, wanted, old, sdist_only=False)["url"] == "u/x86"
+    # without python3, the one python3.X the lock lists
+    lock["packages"] = {k: v for k, v in lock["packages"].items() if "python3" not in k}
+    lock["packages"]["python3.13-minimal"] = "3.13.5-2"
+    (tmp_path / "hermetic.lock").write_text(json.dumps(lock))
+    assert build_target(*_image_of(tmp_path))[0] == "3.13"
+    # the flags win, each on its own
+    assert build_target(spec, images, python="3.12") == ("3.12", "manylinux_2_41_aarch64")
+    assert build_target(spec, images, platform="manylinux_2_28_x86_64") == (
+        "3.13",
+        "manylinux_2_28_x86_64",
+    )
+
+
+def test_an_image_that_cannot_say_its_python_is_refused(tmp_path: Path) -> None:
+    given = ("3.12", "manylinux_2_17_x86_64")  # the flags, which are then enough
+    pinned = tmp_path / "pinned"
+    write_spec(
+        pinned, f'[build]\nimage = "r.example/py@sha256:{A}"\ncommand = ["true"]\noutputs = ["x"]\n'
+    )
+    with pytest.raises(PinError, match=r"r.example/py@sha256:a+ is pinned by digest.*--python"):
+        build_target(*_image_of(pinned))
+    assert build_target(*_image_of(pinned), python=given[0], platform=given[1]) == given
+    unlocked = tmp_path / "unlocked"
+    write_spec(
+        unlocked, '[build]\ncommand = ["true"]\noutputs = ["x"]\n[image]\npackages = ["python3"]\n'
+    )
+    with pytest.raises(PinError, match=r"has no lock.*hermetic image build.*or pass --python"):
+        build_target(*_image_of(unlocked))
+    assert build_target(*_image_of(unlocked), python=given[0], platform=given[1]) == given
+    unknown = write_spec(
+        tmp_path / "unknown", '[build]\nimage = "nowhere"\ncommand = ["true"]\noutputs = ["x"]\n'
+    )
+    assert build_target(*_image_of(unknown.parent), python=given[0], platform=given[1]) == given
+    # the default image (debian-bookworm) has no Python: refused by the CLI, naming it
+    spec = write_spec(tmp_path / "default", '[build]\ncommand = ["true"]\noutputs = ["x"]\n')
+    (spec.parent / "requirements.txt").write_text("click==8.1.7\n")
+    env = {"HERMETIC_IMAGES_DIR": str(REPO / "images"), "HERMETIC_STORE": str(tmp_path / "s")}
+    args = ["pin", "pip", str(spec.parent / "requirements.txt"), "--spec", str(spec)]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2
+    assert "image debian-bookworm: its lock" in result.output
+    assert "lists no python3 package" in result.output
+    assert "--python and --platform" in result.output
+    assert not (tmp_path / "s").exists(), "nothing was fetched"

@@ -143,6 +143,7 @@ def test_prefixes_compare_host_and_port_not_spelling() -> None:
         ("fe80::1", "link-local"),
         ("192.168.1.1", "private"),
         ("fd00::1", "private"),
+        ("fec0::1", "private"),  # site-local: Python's is_global says True
         ("100.64.0.1", "reserved"),
         ("239.1.2.3", "multicast"),
         ("ff02::1", "multicast"),

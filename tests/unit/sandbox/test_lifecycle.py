@@ -3,6 +3,7 @@ name alone, and removed; what a live one (or anyone else) owns is left alone."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,12 @@ def _ended(process: psutil.Process) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_another_accounts_directories_are_left_alone(tmp_path: Path) -> None:
+    orphan = tmp_path / f"build-{dead_owner().stamp}-x1"
+    orphan.mkdir()
+    # as another account (its uid injected), the orphan is not this one's to reap
+    assert reap_directories(tmp_path, "build", euid=os.getuid() + 1) == []
+    assert orphan.exists()
+    assert reap_directories(tmp_path, "build") == [orphan]  # control: its own account's

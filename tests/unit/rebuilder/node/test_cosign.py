@@ -123,6 +123,25 @@ def test_another_source_or_spec_is_refused(
     assert "spec" in str(refusal_of(node, job_id, other, tmp_path)["reason"])
 
 
+def test_a_git_commit_the_node_never_proved_is_refused(
+    built: tuple[Node, str, Agreement], tmp_path: Path
+) -> None:
+    node, job_id, honest = built
+    commit = "a" * 40
+    forged = replace(
+        honest,
+        source=SourceRef(
+            sha256=honest.source.sha256,
+            git_commit=commit,
+            uri=f"git+https://example.org/release.git@{commit}",
+        ),
+    )
+    # the same tree digest, now bound to a commit this node's provenance does not name
+    assert "source" in str(refusal_of(node, job_id, forged, tmp_path)["reason"])
+    # control: the tree digest alone (what an honest client writes) is co-signed
+    assert node.cosign(job_id, honest.payload(), now=NODE_CLOCK)[0]
+
+
 def test_an_agreement_without_source_is_refused(
     built: tuple[Node, str, Agreement], tmp_path: Path
 ) -> None:
