@@ -766,7 +766,14 @@ class BuildContainer:
         """Host pid of the container's first process, while it runs."""
 
         def pid() -> int | None:
-            self._container.reload()
+            try:
+                self._container.reload()
+            except podman.errors.APIError as e:
+                # podman reads /proc/PID/cgroup of a running container: a process that
+                # ends while it looks fails the inspection (500, "no such process")
+                if "no such process" in str(e).lower():
+                    return None
+                raise
             value = self._container.attrs.get("State", {}).get("Pid", 0)
             return int(value) or None
 
