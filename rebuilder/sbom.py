@@ -13,10 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from securesystemslib.signer import Signer
 
 from rebuilder import purls
 from rebuilder.attest.attestor import signed_envelope
@@ -31,6 +29,9 @@ from sandbox.result import BuildResult
 from sandbox.spec import Spec
 from sandbox.uris import CYCLONEDX_PREDICATE, SPDX_NAMESPACE, SPDX_PREDICATE
 from sandbox.workspace import write_atomically
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signer
 
 SPDX_FILE = "sbom.spdx.json"
 CYCLONEDX_FILE = "sbom.cdx.json"

@@ -7,19 +7,22 @@ connected, so that ``import sandbox`` stays cheap (podman-py is loaded by a podm
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
-
 from sandbox.errors import Error, SandboxError
 
+# Imports for type checkers only (they read any TYPE_CHECKING as true): the tracing
+# helpers import this package first, and typing, collections and contextlib would be
+# most of its cost to them.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
     from sandbox.backend import SandboxBackend
     from sandbox.config import SandboxConfig
 
-__all__ = ["BACKENDS", "BackendConnector", "Error", "connect_backend"]
+    BackendConnector = Callable[[SandboxConfig], AbstractContextManager[SandboxBackend]]
 
-BackendConnector = Callable[["SandboxConfig"], AbstractContextManager["SandboxBackend"]]
+__all__ = ["BACKENDS", "Error", "connect_backend"]
 
 
 def _podman(config: SandboxConfig) -> AbstractContextManager[SandboxBackend]:

@@ -62,6 +62,9 @@ class TraceRun(ABC):
     def before_create(self) -> None:  # noqa: B027 - an optional hook
         """Get ready before the container is created (e.g. write its seccomp profile)."""
 
+    def before_start(self) -> None:  # noqa: B027 - an optional hook
+        """Ready to trace: called after the container is created, before it starts."""
+
     def after_start(self, init_pid: int, *, timeout_s: float) -> None:  # noqa: B027 - optional
         """The build's container started with ``init_pid`` (host pid) as its init."""
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from sandbox.store import ContentStore
 from sandbox.trace.levels import TraceLevel
 from sandbox.trace.model import BuildTrace
 from sandbox.trace.session import new_token
+from sandbox.version import __version__
 from sandbox.workspace import build_workspace, publishing
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,6 @@ def _publish_trace(
     trace, data = trace.fitted(max_bytes)
     (publish / TRACE_FILE).write_bytes(data)
     return {"file": TRACE_FILE, "sha256": prefixed(sha256_bytes(data)), **trace.summary()}
-
-
-def _version() -> str:
-    try:
-        return metadata.version("hermetic")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def _now() -> str:
@@ -365,7 +358,7 @@ def run_build(
             finished_at=_now(),
             spec_path=str(spec.path),
             out_dir=str(request.out_dir),
-            hermetic_version=_version(),
+            hermetic_version=__version__,
         )
         (publish / RESULT_FILE).write_text(result.to_json_text())
         if request.attest is not None:

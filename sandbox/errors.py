@@ -9,8 +9,11 @@ catches only :class:`Error`; anything else escaping is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import os
+
+TYPE_CHECKING = False  # not typing's: see sandbox/__init__.py
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class Error(Exception):
@@ -30,8 +33,8 @@ class SpecError(UserError):
 
     problems: tuple[str, ...] = ()  # each problem, when there are several
 
-    def __init__(self, *, path: Path | str, key: str, reason: str) -> None:
-        self.path = str(path)
+    def __init__(self, *, path: os.PathLike[str] | str, key: str, reason: str) -> None:
+        self.path = os.fspath(path)
         self.key = key
         self.reason = reason
         super().__init__(f"{self.path}: {key}: {reason}")

@@ -698,11 +698,12 @@ def kill_stuck_creations() -> list[str]:
         The ids of the containers whose creation was ended.
     """
     ended = []
-    for process in psutil.process_iter(["name", "cmdline", "uids"]):
+    # By name first (one /proc read per process); a conmon's owner and command line after.
+    for process in psutil.process_iter(["name"]):
         try:
-            if process.info["name"] != "conmon" or process.info["uids"].real != os.getuid():
+            if process.info["name"] != "conmon" or process.uids().real != os.getuid():
                 continue
-            command = process.info["cmdline"] or []
+            command = process.cmdline()
             owner = _conmon_owner(command)
             if owner is None or owner.alive():
                 continue

@@ -163,6 +163,8 @@ class PodmanBackend(SandboxBackend):
                 workspace.seccomp_profile.write_text(profile)
             container = self._session().create(plan.container)
             try:
+                if tracing is not None:
+                    tracing.before_start()
                 watch = _Watch(plan, workspace, container, log_path, observer, tracing, cancel)
                 outcome = watch.run()
             except SandboxError as e:
@@ -218,6 +220,9 @@ class _SupervisedRun(TraceRun):
 
     def before_create(self) -> None:
         self.session.before_create()
+
+    def before_start(self) -> None:
+        self.session.before_start()
 
     def after_start(self, init_pid: int, *, timeout_s: float) -> None:
         self.session.after_start(init_pid, timeout_s=timeout_s)

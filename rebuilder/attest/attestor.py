@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from securesystemslib.signer import Signer
+from typing import TYPE_CHECKING, Any
 
 from rebuilder.attest.envelope import sign_payload, write_envelope
 from rebuilder.attest.git_source import git_source
 from rebuilder.attest.provenance import PROVENANCE_FILE, provenance_statement
 from sandbox.build import RESULT_FILE
 from sandbox.result import BuildResult
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signer
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from securesystemslib.dsse import Envelope
-from securesystemslib.signer import Signature, Signer
+from typing import TYPE_CHECKING, Any
 
 from rebuilder.attest.untrusted_json import UntrustedJsonError, parse_json, shown
 from rebuilder.errors import UserError
 from sandbox.uris import PAYLOAD_TYPE
 from sandbox.workspace import write_atomically
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signature, Signer
 
 
 class EnvelopeError(UserError):
@@ -29,6 +29,17 @@ class EnvelopeError(UserError):
 
 def sign_payload(payload: bytes, signers: Sequence[Signer]) -> dict[str, Any]:
     """A DSSE envelope of an in-toto payload, signed by every signer (none: unsigned)."""
+    if not signers:
+        # DSSE's shape with no signature, as securesystemslib writes it (a test holds the
+        # two equal), without loading the signing stack: securesystemslib's signers and
+        # cryptography are most of what an unsigned build would import.
+        return {
+            "payload": base64.standard_b64encode(payload).decode(),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [],
+        }
+    from securesystemslib.dsse import Envelope
+
     envelope = Envelope(payload=payload, payload_type=PAYLOAD_TYPE, signatures={})
     for signer in signers:
         envelope.sign(signer)
@@ -50,6 +61,8 @@ class StoredEnvelope:
 
     def pae(self) -> bytes:
         """What the signatures sign (DSSE's pre-authentication encoding)."""
+        from securesystemslib.dsse import Envelope
+
         return Envelope(self.payload, self.payload_type, {}).pae()
 
 
@@ -121,6 +134,8 @@ def _signature(entry: Any) -> Signature:
     keyid, sig = entry.get("keyid", ""), entry.get("sig")
     if not isinstance(keyid, str) or not isinstance(sig, str):
         raise ValueError("a signature entry has a string sig (and keyid)")
+    from securesystemslib.signer import Signature
+
     return Signature(
         keyid=keyid,
         sig=base64.b64decode(sig, validate=True).hex(),

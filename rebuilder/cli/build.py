@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+import threading
+from contextlib import suppress
 from dataclasses import replace
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,6 +40,18 @@ def sandbox_config(settings: Settings, allow_root: bool) -> SandboxConfig:
     config = replace(settings.sandbox, allow_root=True) if allow_root else settings.sandbox
     refuse_root(config, euid=settings.euid)
     return config
+
+
+def warm_attestation_imports() -> None:
+    """Import, on a daemon thread, the in-toto models (protobuf) that attesting the build
+    needs afterwards: the main thread mostly waits on podman meanwhile, so the import
+    costs the command nothing. A failing import fails again, reported, where it is used."""
+
+    def load() -> None:
+        with suppress(ImportError):
+            import_module("rebuilder.attest.statement")
+
+    threading.Thread(target=load, name="hermetic-warm-imports", daemon=True).start()
 
 
 def progress_display() -> Any:
@@ -120,6 +135,7 @@ def build(
             prepare_image=True,
             update_lock=update_lock,
         )
+        warm_attestation_imports()
         with connect_backend(config) as backend, progress_display() as progress:
             backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
             result = run_build(

@@ -178,6 +178,8 @@ def ask_passphrase(reference: str) -> Any:
 
 def load_signers(references: Sequence[str]) -> list[Signer]:
     """Loaded before any work: a wrong passphrase or a missing key costs no build time."""
+    if not references:
+        return []  # an unsigned build loads no signing code
     from rebuilder.attest.keys import load_signer
 
     return [load_signer(ref, ask_passphrase(ref)) for ref in references]

@@ -25,7 +25,6 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from sandbox.result import BuildResult, BuildStatus, InputRecord
 from sandbox.source_tree import tree_digest
 from sandbox.spec import Spec
 from sandbox.trace.levels import TraceLevel
+from sandbox.version import __version__
 
 MAX_RESULT_JSON = 16 * 1024**2
 MAX_TRACE_JSON = 256 * 1024**2
@@ -130,10 +130,7 @@ def job_facts(archive: bytes, limits: RequestLimits, config: SandboxConfig) -> J
 
 
 def node_version() -> str:
-    try:
-        return metadata.version("hermetic")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def now_text() -> str:

@@ -1,22 +1,18 @@
 """fanotify on the build's tmpfs: every file read in the build directory.
 
-A short-lived helper process joins the container's user namespace (where the build
-tmpfs was mounted, so filesystem marks are allowed), creates the fanotify group,
-marks the build and state filesystems, and hands the group's fd back over a unix
-socket. The kernel hides the pid of each event from such unprivileged listeners,
-so these events say which file was read, not by whom.
+The group is made by a helper process inside the container's user namespace
+(:mod:`sandbox.trace.fanotify_group`) and read here. The kernel hides the pid of each
+event from such unprivileged listeners, so these events say which file was read, not by
+whom.
 
 Events name a file by its parent directory's file handle plus its name; paths are
 rebuilt from a tree of directory handles (each directory: its parent's handle and its
 name), seeded from the tree as it stands when the build starts and kept current from
 directory create and rename events, so a renamed directory moves everything below it.
-
-Run as ``python -m sandbox.trace.fanotify --pid PID --fd FD PATH...`` (the helper).
 """
 
 from __future__ import annotations
 
-import argparse
 import array
 import ctypes
 import json
@@ -25,6 +21,7 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections import Counter
@@ -32,41 +29,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLONE_NEWUSER = 0x10000000
-AT_FDCWD = -100
-FAN_CLOEXEC = 0x1
-FAN_NONBLOCK = 0x2
-FAN_REPORT_FID = 0x200
-FAN_REPORT_DIR_FID = 0x400
-FAN_REPORT_NAME = 0x800
-FAN_REPORT_TARGET_FID = 0x1000
-FAN_MARK_ADD = 0x1
-FAN_MARK_FILESYSTEM = 0x100
-FAN_CLOSE_NOWRITE = 0x10
-FAN_CREATE = 0x100
-FAN_DELETE = 0x200
-FAN_Q_OVERFLOW = 0x4000
-FAN_RENAME = 0x10000000
-FAN_ONDIR = 0x40000000
-INFO_FID = 1
-INFO_DFID_NAME = 2
-INFO_OLD_DFID_NAME = 10
-INFO_NEW_DFID_NAME = 12
-MAX_HANDLE_SZ = 128
-_INIT_FLAGS = (
-    FAN_CLOEXEC
-    | FAN_NONBLOCK
-    | FAN_REPORT_FID
-    | FAN_REPORT_DIR_FID
-    | FAN_REPORT_NAME
-    | FAN_REPORT_TARGET_FID
+from sandbox.trace.fanotify_group import (
+    AT_FDCWD,
+    FAN_CLOSE_NOWRITE,
+    FAN_CREATE,
+    FAN_ONDIR,
+    FAN_Q_OVERFLOW,
+    FAN_RENAME,
+    INFO_DFID_NAME,
+    INFO_FID,
+    INFO_NEW_DFID_NAME,
+    MAX_HANDLE_SZ,
+    USER_LIMITS,
+    FanotifyError,
+    check,
+    libc,
 )
-_MASK = FAN_CLOSE_NOWRITE | FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR
+
+__all__ = ["USER_LIMITS", "BuildReads", "FanotifyError", "FileReads", "PendingGroup"]
+
 _METADATA = struct.Struct("<IBBHQii")
 _INFO = struct.Struct("<BBH")
 _HANDLE = struct.Struct("<Ii")
 
 log = logging.getLogger(__name__)
+_HELPER_TIMEOUT_S = 60.0
 
 Handle = bytes
 """fsid (8 bytes) + handle type (4 bytes) + handle bytes: a directory's identity."""
@@ -75,29 +62,6 @@ Place = tuple[Handle | None, str]
 _MAX_DEPTH = 4096
 _NAME_OVERHEAD = 96  # bytes a kept name or path costs besides its characters
 _PATH_CACHE_BYTES = 16 * 1024**2  # paths of directories worked out, kept for reuse
-# What a traced build may hold of the kernel objects counted per user across every
-# user namespace (ucounts): set in the build's own user namespace, so that one build
-# cannot use up the host user's inotify or fanotify quota (128 instances by default).
-USER_LIMITS = {
-    "max_inotify_instances": 32,
-    "max_inotify_watches": 65536,
-    "max_fanotify_groups": 4,  # hermetic's own group counts among them
-    "max_fanotify_marks": 1024,
-}
-
-
-class FanotifyError(Exception):
-    """The fanotify watch could not be set up."""
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        raise FanotifyError(f"{what}: {os.strerror(ctypes.get_errno())}")
-    return result
 
 
 def directory_handle(path: str, fsid: bytes) -> Handle:
@@ -112,80 +76,14 @@ def directory_handle(path: str, fsid: bytes) -> Handle:
 
     handle = FileHandle(handle_bytes=MAX_HANDLE_SZ)
     mount_id = ctypes.c_int()
-    _check(
-        _libc().name_to_handle_at(
+    check(
+        libc().name_to_handle_at(
             AT_FDCWD, os.fsencode(path), ctypes.byref(handle), ctypes.byref(mount_id), 0
         ),
         f"name_to_handle_at {path}",
     )
     raw = bytes(handle.f_handle)[: handle.handle_bytes]
     return fsid + struct.pack("<i", handle.handle_type) + raw
-
-
-def filesystem_id(path: str) -> bytes:
-    """The fsid fanotify puts in its events for the filesystem holding ``path``."""
-    return struct.pack("<Q", os.statvfs(path).f_fsid)
-
-
-# --- the helper ---------------------------------------------------------------------
-
-
-def _helper(pid: int, fd: int, paths: list[str]) -> int:
-    channel = socket.socket(fileno=fd)
-    try:
-        libc = _libc()
-        with open(f"/proc/{pid}/ns/user", "rb") as namespace:
-            _check(
-                libc.setns(namespace.fileno(), CLONE_NEWUSER),
-                "setns into the build's user namespace",
-            )
-        group = _check(libc.fanotify_init(_INIT_FLAGS, os.O_RDONLY | os.O_CLOEXEC), "fanotify_init")
-        for path in paths:
-            _check(
-                libc.fanotify_mark(
-                    group,
-                    FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
-                    ctypes.c_uint64(_MASK),
-                    AT_FDCWD,
-                    os.fsencode(f"/proc/{pid}/root{path}"),
-                ),
-                f"fanotify_mark {path}",
-            )
-        # From inside the namespace: the host user may not be able to reach these paths.
-        fsids = [filesystem_id(f"/proc/{pid}/root{path}").hex() for path in paths]
-        limited = _limit_user_namespace()
-        fds = array.array("i", [group])
-        message = json.dumps({"ok": True, "fsids": fsids, "limited": limited}).encode()
-        channel.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        return 0
-    except (FanotifyError, OSError) as e:
-        channel.sendall(json.dumps({"ok": False, "error": str(e)}).encode())
-        return 1
-    finally:
-        channel.close()
-
-
-def _limit_user_namespace() -> str:
-    """Set ``USER_LIMITS`` in the user namespace this helper joined (where the helper has
-    every capability); an empty string when they were set, else why not."""
-    for name, value in USER_LIMITS.items():
-        try:
-            with open(f"/proc/sys/user/{name}", "w") as limit:
-                limit.write(str(value))
-        except FileNotFoundError:
-            continue  # an older kernel without this counter
-        except OSError as e:
-            return f"user.{name}: {e.strerror}"
-    return ""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="hermetic's fanotify helper")
-    parser.add_argument("--pid", type=int, required=True)
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("paths", nargs="+")
-    args = parser.parse_args(argv)
-    return _helper(args.pid, args.fd, args.paths)
 
 
 # --- the reader ---------------------------------------------------------------------
@@ -356,45 +254,63 @@ class BuildReads:
                 self.result.dropped += 1
 
 
-def open_group(pid: int, paths: list[str]) -> tuple[int, list[bytes]]:
-    """Run the helper; return the fanotify group fd it made and the fsid of each path.
+class PendingGroup:
+    """The fanotify helper, started before the container so that its start-up (a Python
+    interpreter) overlaps podman's instead of delaying the build; it waits for the pid
+    of the container's init, then joins its user namespace and makes the group.
 
-    Raises:
-        FanotifyError: the kernel or the namespaces refused.
+    ``paths`` are the filesystems to mark, as the container sees them.
     """
-    import subprocess
 
-    parent, child = socket.socketpair()
-    with parent, child:
-        try:
-            done = subprocess.run(
+    def __init__(self, paths: list[str]) -> None:
+        self._channel, child = socket.socketpair()
+        with child:
+            self._process = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "sandbox.trace.fanotify",
-                    "--pid",
-                    str(pid),
+                    "sandbox.trace.fanotify_group",
                     "--fd",
-                    str(child.fileno()),
+                    f"{child.fileno()}",
                     *paths,
                 ],
                 pass_fds=[child.fileno()],
-                capture_output=True,
-                timeout=60,
-                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
-        except subprocess.TimeoutExpired as e:
-            raise FanotifyError("the fanotify helper did not answer") from e
-        child.close()
+
+    def open(self, pid: int, *, timeout_s: float = _HELPER_TIMEOUT_S) -> tuple[int, list[bytes]]:
+        """Send ``pid``; return the fanotify group fd the helper made and the fsid of
+        each path.
+
+        Raises:
+            FanotifyError: the kernel or the namespaces refused, or the helper failed.
+        """
         fds = array.array("i")
-        message, ancillary, _, _ = parent.recvmsg(4096, socket.CMSG_LEN(fds.itemsize))
+        try:
+            self._channel.settimeout(timeout_s)
+            self._channel.sendall(f"{pid}\n".encode())
+            message, ancillary, _, _ = self._channel.recvmsg(4096, socket.CMSG_LEN(fds.itemsize))
+            returncode = self._process.wait(timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.close()
+            raise FanotifyError(f"the fanotify helper did not answer: {e}") from e
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-        answer = json.loads(message or b"{}")
-        if done.returncode != 0 or not fds:
-            reason = answer.get("error") or done.stderr.decode()[-2000:]
+        try:
+            answer = json.loads(message or b"{}")
+        except ValueError:
+            answer = {}
+        if returncode != 0 or not fds or not answer.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            stderr = self._process.stderr.read() if self._process.stderr else b""
+            self.close()
+            reason = answer.get("error") or stderr.decode("utf-8", "replace")[-2000:]
             raise FanotifyError(f"fanotify watch refused: {reason}")
+        self.close()
         if answer.get("limited"):
             log.warning(
                 "the build's inotify and fanotify quotas were not capped (%s): it may use "
@@ -402,6 +318,18 @@ def open_group(pid: int, paths: list[str]) -> tuple[int, list[bytes]]:
                 answer["limited"],
             )
         return fds[0], [bytes.fromhex(fsid) for fsid in answer.get("fsids", [])]
+
+    def close(self) -> None:
+        """Let the helper go (it exits when the channel closes) and reap it."""
+        self._channel.close()
+        if self._process.poll() is None:
+            try:
+                self._process.wait(timeout=_HELPER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._process.stderr is not None and not self._process.stderr.closed:
+            self._process.stderr.close()
 
 
 def seed_directories(root_on_host: Path, build_dir: str, fsid: bytes) -> dict[Handle, Place]:
@@ -419,7 +347,3 @@ def seed_directories(root_on_host: Path, build_dir: str, fsid: bytes) -> dict[Ha
             handles[full] = handle
             tree[handle] = (parent, name)
     return tree
-
-
-if __name__ == "__main__":
-    sys.exit(main())

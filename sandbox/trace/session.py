@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ from sandbox.trace.fanotify import (
     BuildReads,
     FanotifyError,
     FileReads,
-    open_group,
+    PendingGroup,
     seed_directories,
 )
 from sandbox.trace.levels import TraceLevel
@@ -117,6 +118,7 @@ class TraceSession:
         self.initial_paths = initial_paths
         self._base = base_profile
         self._supervisor: subprocess.Popen[bytes] | None = None
+        self._pending_group: PendingGroup | None = None
         self._reads: BuildReads | None = None
         self._gaps: list[str] = []
         self._interfaces: list[str] = []
@@ -124,23 +126,9 @@ class TraceSession:
         self._events_seen = 0
 
     def before_create(self) -> None:
-        """Write the profile, make the gate and start the supervisor listening.
-
-        Raises:
-            SandboxError: the supervisor did not come up.
-        """
-        profile = build_profile(
-            self._base,
-            level=self.level,
-            listener=str(self.files.socket),
-            personalities=self.personalities,
-            memfd=self.memfd,
-        )
-        self.files.profile.write_text(json.dumps(profile))
-        self.files.gate.unlink(missing_ok=True)
-        os.mkfifo(self.files.gate)
-        # The runner (the container's root, not this user inside) opens it for reading.
-        self.files.gate.chmod(0o644)
+        """Write the profile and the gate, and start the supervisor and the fanotify
+        helper, without waiting for either: their start-up overlaps the container's
+        creation (:meth:`before_start` waits)."""
         self._supervisor = subprocess.Popen(
             [
                 sys.executable,
@@ -156,19 +144,46 @@ class TraceSession:
                 str(self.limits.max_event_bytes),
                 "--sentinel",
                 f"{STATE_DIR}/{self.token}",
+                "--ready",
             ],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not self.files.socket.exists():
-            if self._supervisor.poll() is not None:
-                error = self._supervisor.stderr.read().decode() if self._supervisor.stderr else ""
-                raise SandboxError(f"the trace supervisor exited at start:\n{error[-3000:]}")
-            if time.monotonic() > deadline:
-                raise SandboxError("the trace supervisor did not start listening")
-            time.sleep(0.01)
+        self._pending_group = PendingGroup([self.build_dir, STATE_DIR])
+        profile = build_profile(
+            self._base,
+            level=self.level,
+            listener=str(self.files.socket),
+            personalities=self.personalities,
+            memfd=self.memfd,
+        )
+        self.files.profile.write_text(json.dumps(profile))
+        self.files.gate.unlink(missing_ok=True)
+        os.mkfifo(self.files.gate)
+        # The runner (the container's root, not this user inside) opens it for reading.
+        self.files.gate.chmod(0o644)
+
+    def before_start(self) -> None:
+        """Wait until the supervisor listens (runc hands it the notification fd while
+        starting the container).
+
+        Raises:
+            SandboxError: the supervisor did not come up.
+        """
+        process = self._supervisor
+        if process is None or process.stdout is None:
+            raise SandboxError("the trace supervisor was not started")
+        ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT_S)
+        line = process.stdout.readline() if ready else b""
+        process.stdout.close()
+        if line == b"ready\n":
+            return
+        if not ready:
+            raise SandboxError("the trace supervisor did not start listening")
+        process.wait(timeout=_START_TIMEOUT_S)
+        error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+        raise SandboxError(f"the trace supervisor exited at start:\n{error[-3000:]}")
 
     def after_start(self, init_pid: int, *, timeout_s: float) -> None:
         """Once the runner waits at its gate: start the file watch, then let the build go."""
@@ -186,7 +201,10 @@ class TraceSession:
                 )
             try:
                 build_on_host = Path(f"/proc/{init_pid}/root") / self.build_dir.lstrip("/")
-                group, (build_fs, state_fs) = open_group(init_pid, [self.build_dir, STATE_DIR])
+                pending, self._pending_group = self._pending_group, None
+                if pending is None:
+                    raise FanotifyError("the fanotify helper was not started")
+                group, (build_fs, state_fs) = pending.open(init_pid)
                 self._reads = BuildReads(
                     group,
                     seed_directories(build_on_host, self.build_dir, build_fs),
@@ -302,6 +320,9 @@ class TraceSession:
 
     def close(self) -> None:
         """Stop whatever still runs (after an error or an interrupt)."""
+        if self._pending_group is not None:
+            self._pending_group.close()  # the container never reached its gate
+            self._pending_group = None
         if self._reads is not None:
             self._reads.stop()
             self._reads = None

@@ -45,9 +45,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from sandbox.trace.syscalls import (
     ARG_MAX_STRING,
@@ -56,6 +53,14 @@ from sandbox.trace.syscalls import (
     PATH_MAX,
     numbers,
 )
+
+# Imports for type checkers only: the supervisor's start-up is on every traced build's
+# path (typing and pathlib would be a fifth of it).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import FrameType
+    from typing import Any
 
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
@@ -899,17 +904,19 @@ def _peak_memory() -> int:
     """This process's peak RSS since it started the supervisor (VmHWM: unlike
     getrusage, it does not count the memory of the parent it was forked from)."""
     with suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
+        with open("/proc/self/status", encoding="ascii") as status:
+            lines = status.read().splitlines()
+        for line in lines:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
-def write_record(path: Path, header: dict[str, Any], recorder: Recorder) -> None:
+def write_record(path: str | os.PathLike[str], header: dict[str, Any], recorder: Recorder) -> None:
     """The output file (see the module docstring), line by line: never one string of
     everything. Written beside ``path`` and renamed, so it is whole or absent."""
-    temp = path.with_suffix(".partial")
-    with temp.open("w", encoding="ascii") as out:
+    temp = os.path.splitext(path)[0] + ".partial"
+    with open(temp, "w", encoding="ascii") as out:
         out.write(json.dumps(header) + "\n")
         for event in recorder.events:
             out.write(json.dumps(event, default=_text))
@@ -922,7 +929,7 @@ def write_record(path: Path, header: dict[str, Any], recorder: Recorder) -> None
             "ended": recorder.ended,
         }
         out.write(json.dumps(trailer) + "\n")
-    temp.replace(path)
+    os.replace(temp, path)
 
 
 def read_record(path: Path) -> tuple[dict[str, Any], Iterator[list[Any]]]:
@@ -932,7 +939,7 @@ def read_record(path: Path) -> tuple[dict[str, Any], Iterator[list[Any]]]:
     Raises:
         OSError, ValueError: the file is missing or not what the supervisor writes.
     """
-    stream = path.open(encoding="ascii")
+    stream = open(path, encoding="ascii")  # noqa: SIM115 - closed by the iterator
     try:
         header = json.loads(stream.readline())
     except ValueError:
@@ -954,13 +961,25 @@ def read_record(path: Path) -> tuple[dict[str, Any], Iterator[list[Any]]]:
     return header, events()
 
 
+def _announce_ready() -> None:
+    """Tell the parent the socket listens, then let go of stdout: nothing else is
+    written there, and the parent stops reading."""
+    os.write(1, b"ready\n")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hermetic's seccomp supervisor")
-    parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--out", required=True)
     parser.add_argument("--max-events", type=int, default=1 << 62)
     parser.add_argument("--max-bytes", type=int, default=1 << 62)
     parser.add_argument("--sentinel", help="the path whose creation ends the build")
+    parser.add_argument(
+        "--ready", action="store_true", help="write 'ready' to stdout once listening"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     sentinel = os.fsencode(args.sentinel) if args.sentinel else None
@@ -968,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(args.socket))
     listener.listen(1)
+    if args.ready:
+        _announce_ready()
     state: dict[str, Any] = {}
     try:
         notify_fd, state = receive_notify_fd(listener)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import os
 
 # Linux x86_64 numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 X86_64 = {
@@ -66,7 +66,7 @@ def numbers() -> dict[str, int]:
     Raises:
         RuntimeError: the architecture is not supported for tracing.
     """
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine not in ARCHITECTURES:
         raise RuntimeError(f"tracing supports {', '.join(ARCHITECTURES)}, not {machine}")
     return ARCHITECTURES[machine]

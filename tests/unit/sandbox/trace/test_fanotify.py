@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import struct
 
-from sandbox.trace.fanotify import (
+from sandbox.trace.fanotify import BuildReads
+from sandbox.trace.fanotify_group import (
     FAN_CLOSE_NOWRITE,
     FAN_CREATE,
     FAN_ONDIR,
@@ -15,7 +16,6 @@ from sandbox.trace.fanotify import (
     INFO_FID,
     INFO_NEW_DFID_NAME,
     INFO_OLD_DFID_NAME,
-    BuildReads,
 )
 
 BUILD_FS = b"B" * 8
