@@ -460,6 +460,9 @@ class PodmanSession:
         self._timeout_s = request_timeout_s
         self._client = podman.PodmanClient(base_url=url, timeout=request_timeout_s)
         self._facts: dict[str, Any] = {}
+        # Images found present by this session: hermetic addresses images by digest and
+        # removes none, so a yes holds for the command (a build's image is asked twice).
+        self._present: set[str] = set()
 
     def sibling(self) -> PodmanSession:
         """Another connection to the same service (one per thread)."""
@@ -520,9 +523,14 @@ class PodmanSession:
         )
 
     def image_exists(self, reference: str) -> bool:
-        return bool(
+        if reference in self._present:
+            return True
+        found = bool(
             _call(f"look up image {reference}", lambda: self._client.images.exists(reference))
         )
+        if found:
+            self._present.add(reference)
+        return found
 
     def image_id(self, reference: str) -> str:
         """The image id (config digest) of a present image."""

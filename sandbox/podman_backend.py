@@ -75,7 +75,6 @@ class PodmanBackend(SandboxBackend):
         self.seccomp_base = seccomp_base
         self.tracer = tracer or SeccompTracer(seccomp_base)
         self._local = threading.local()
-        self._present: set[str] = set()  # images found present by this command
         self._profiles: dict[tuple[tuple[int, ...], bool], str] = {}  # untraced profiles, rendered
 
     def _session(self) -> PodmanSession:
@@ -112,14 +111,12 @@ class PodmanBackend(SandboxBackend):
 
     def host_capabilities(self, image_reference: str) -> HostCapabilities:
         session = self._session()
-        if image_reference not in self._present:
-            if not session.image_exists(image_reference):
-                raise SandboxError(
-                    f"image {image_reference} is not loaded in this user's podman storage; "
-                    "build it with 'hermetic image build NAME|PATH' (or let 'hermetic build' "
-                    "build or pull it)"
-                )
-            self._present.add(image_reference)  # images are addressed by digest: it stays
+        if not session.image_exists(image_reference):
+            raise SandboxError(
+                f"image {image_reference} is not loaded in this user's podman storage; "
+                "build it with 'hermetic image build NAME|PATH' (or let 'hermetic build' "
+                "build or pull it)"
+            )
         return session.host_capabilities()
 
     def _reap_containers(self) -> list[str]:

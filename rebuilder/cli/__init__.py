@@ -7,6 +7,7 @@ built, not reproducible, denied), 2 an error.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Annotated
 
@@ -93,4 +94,10 @@ _command(app, "layout", gate.layout)
 
 def main() -> None:
     """Console entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # The process is about to exit: spare the cyclic collector its last walks over
+        # every object the command loaded (a tenth of a trivial build's time). Files are
+        # closed by then; atexit handlers run and reference counting frees as usual.
+        gc.freeze()

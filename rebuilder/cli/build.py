@@ -24,6 +24,7 @@ from rebuilder.cli.common import (
     TraceOption,
     guarded,
     load_signers,
+    reaping,
     signature_note,
 )
 from rebuilder.cli.output import Output, Report
@@ -136,8 +137,11 @@ def build(
             update_lock=update_lock,
         )
         warm_attestation_imports()
-        with connect_backend(config) as backend, progress_display() as progress:
-            backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
+        with (
+            connect_backend(config) as backend,
+            progress_display() as progress,
+            reaping(backend, config.work_dir, output),
+        ):
             result = run_build(
                 request,
                 config=config,

@@ -23,6 +23,7 @@ from rebuilder.cli.common import (
     TraceOption,
     guarded,
     load_signers,
+    reaping,
     signature_note,
 )
 from rebuilder.cli.output import Output, Report
@@ -113,8 +114,11 @@ def check(
             jobs=jobs if jobs is not None else min(2, len(os.sched_getaffinity(0))),
             trace=trace or config.trace,
         )
-        with connect_backend(config) as backend, _check_progress() as progress:
-            backend.reap_orphans(config.work_dir)  # what a killed hermetic left behind
+        with (
+            connect_backend(config) as backend,
+            _check_progress() as progress,
+            reaping(backend, config.work_dir, output),
+        ):
             store = backend.image_store()
             if store is not None:  # build (by its lock) or pull the image first, once
                 prepare_image(parsed, config=config, store=store)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from rebuilder.attest.sigstore_bundle import SigstoreTrust
     from rebuilder.cli.settings import Settings
+    from sandbox.backend import SandboxBackend
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
 _PACKAGES = ("sandbox", "rebuilder")
@@ -167,6 +169,32 @@ def guarded(ctx: typer.Context, output: Output) -> Iterator[CliState]:
         raise typer.Exit(EXIT_ERROR) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def reaping(backend: SandboxBackend, work_dir: Path, output: Output) -> Iterator[None]:
+    """Remove what killed hermetic commands left behind (their build containers and
+    scratch directories) on a thread while the block runs: housekeeping, kept off the
+    command's own path (podman answers it beside the build). A failure is reported, not
+    fatal: it is no reason to lose this command's work."""
+    from sandbox.errors import Error
+
+    failures: list[Error] = []
+
+    def reap() -> None:
+        try:
+            backend.reap_orphans(work_dir)
+        except Error as e:
+            failures.append(e)
+
+    thread = threading.Thread(target=reap, name="hermetic-reap", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+        for failure in failures:
+            output.note(f"hermetic: warning: what earlier commands left was not removed: {failure}")
 
 
 def ask_passphrase(reference: str) -> Any:
