@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from rebuilder.cli import app
 from sandbox import BACKENDS
 from sandbox.config import SandboxConfig
+from sandbox.errors import SandboxError
 from sandbox.fake import FakeBackend, FakeRun
 from sandbox.plan import BuildPlan
 from tests.conftest import write_spec
@@ -343,3 +344,34 @@ def test_mutual_tls_without_client_scopes_is_refused(tmp_path: Path, hermetic: H
         "node", "serve", "--dir", str(tmp_path / "n"), "--key", str(tmp_path / "key"), *tls
     )
     assert done.exit_code == 2 and "--client-scopes" in done.output, done.output
+
+
+class _FailingReaper(FakeBackend):
+    """A backend that cannot list what earlier commands left (its podman broke)."""
+
+    reaped = 0
+
+    def reap_orphans(self, work_dir: Path) -> list[str]:
+        type(self).reaped += 1
+        raise SandboxError("podman could not list containers: service gone")
+
+
+def test_reaping_runs_beside_the_build_and_its_failure_is_a_warning(
+    tmp_path: Path, hermetic: Hermetic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @contextmanager
+    def connect(config: SandboxConfig) -> Iterator[FakeBackend]:
+        yield _FailingReaper()
+
+    spec = write_spec(tmp_path / "src", GOOD)
+    positive = hermetic("build", str(spec), "--out", str(tmp_path / "first"), "--json")
+    assert positive.exit_code == 0, positive.output
+    assert "warning" not in positive.stderr  # the fake's own reaping finds nothing wrong
+
+    monkeypatch.setitem(BACKENDS, "fake", connect)
+    result = hermetic("build", str(spec), "--out", str(tmp_path / "out"), "--json")
+    assert _FailingReaper.reaped == 1
+    assert result.exit_code == 0, result.output  # the build is not lost to housekeeping
+    assert json.loads(result.stdout)["status"] == "built"
+    assert "what earlier commands left was not removed" in result.stderr
+    assert "service gone" in result.stderr
