@@ -98,6 +98,8 @@ def main() -> None:
         app()
     finally:
         # The process is about to exit: spare the cyclic collector its last walks over
-        # every object the command loaded (a tenth of a trivial build's time). Files are
-        # closed by then; atexit handlers run and reference counting frees as usual.
+        # every object the command loaded (a tenth of a trivial build's time). What the
+        # commands write is closed by their own `with` blocks and the standard streams
+        # are flushed at exit; atexit handlers run and reference counting frees as usual
+        # (only objects caught in reference cycles are left to the end of the process).
         gc.freeze()

@@ -49,7 +49,7 @@ def warm_attestation_imports() -> None:
     costs the command nothing. A failing import fails again, reported, where it is used."""
 
     def load() -> None:
-        with suppress(ImportError):
+        with suppress(Exception):  # the later import reports what failed
             import_module("rebuilder.attest.statement")
 
     threading.Thread(target=load, name="hermetic-warm-imports", daemon=True).start()
@@ -139,8 +139,8 @@ def build(
         warm_attestation_imports()
         with (
             connect_backend(config) as backend,
-            progress_display() as progress,
             reaping(backend, config.work_dir, output),
+            progress_display() as progress,
         ):
             result = run_build(
                 request,

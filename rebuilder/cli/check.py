@@ -116,8 +116,8 @@ def check(
         )
         with (
             connect_backend(config) as backend,
-            _check_progress() as progress,
             reaping(backend, config.work_dir, output),
+            _check_progress() as progress,
         ):
             store = backend.image_store()
             if store is not None:  # build (by its lock) or pull the image first, once

@@ -6,6 +6,7 @@ imports what it uses inside its own function.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from rebuilder.cli.output import Failure, Output
 from sandbox.trace.levels import TraceLevel
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
@@ -176,25 +179,24 @@ def reaping(backend: SandboxBackend, work_dir: Path, output: Output) -> Iterator
     """Remove what killed hermetic commands left behind (their build containers and
     scratch directories) on a thread while the block runs: housekeeping, kept off the
     command's own path (podman answers it beside the build). A failure is reported, not
-    fatal: it is no reason to lose this command's work."""
-    from sandbox.errors import Error
-
-    failures: list[Error] = []
+    fatal: it is no reason to lose this command's work. An interrupted or failed block
+    does not wait for it (a daemon thread that creates nothing; the next command goes on
+    where it stopped)."""
+    failures: list[str] = []
 
     def reap() -> None:
         try:
             backend.reap_orphans(work_dir)
-        except Error as e:
-            failures.append(e)
+        except Exception as e:  # whatever it was: reported below
+            failures.append(str(e) or type(e).__name__)
+            log.debug("reaping failed", exc_info=True)
 
     thread = threading.Thread(target=reap, name="hermetic-reap", daemon=True)
     thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
-        for failure in failures:
-            output.note(f"hermetic: warning: what earlier commands left was not removed: {failure}")
+    yield
+    thread.join()
+    for failure in failures:
+        output.note(f"hermetic: warning: what earlier commands left was not removed: {failure}")
 
 
 def ask_passphrase(reference: str) -> Any:

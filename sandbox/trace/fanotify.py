@@ -265,20 +265,28 @@ class PendingGroup:
     def __init__(self, paths: list[str]) -> None:
         self._channel, child = socket.socketpair()
         with child:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sandbox.trace.fanotify_group",
-                    "--fd",
-                    f"{child.fileno()}",
-                    *paths,
-                ],
-                pass_fds=[child.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            try:
+                self._process = self._start(child, paths)
+            except BaseException:
+                self._channel.close()
+                raise
+
+    @staticmethod
+    def _start(child: socket.socket, paths: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandbox.trace.fanotify_group",
+                "--fd",
+                f"{child.fileno()}",
+                *paths,
+            ],
+            pass_fds=[child.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def open(self, pid: int, *, timeout_s: float = _HELPER_TIMEOUT_S) -> tuple[int, list[bytes]]:
         """Send ``pid``; return the fanotify group fd the helper made and the fsid of
@@ -294,8 +302,12 @@ class PendingGroup:
             message, ancillary, _, _ = self._channel.recvmsg(4096, socket.CMSG_LEN(fds.itemsize))
             returncode = self._process.wait(timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as e:
+            # Dead at start (its stderr says why) or hung: it gets no more time.
+            self._process.kill()
+            self._process.wait()
+            said = self._stderr()
             self.close()
-            raise FanotifyError(f"the fanotify helper did not answer: {e}") from e
+            raise FanotifyError(f"the fanotify helper did not answer ({e}): {said}") from e
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
@@ -306,10 +318,9 @@ class PendingGroup:
         if returncode != 0 or not fds or not answer.get("ok"):
             for fd in fds:
                 os.close(fd)
-            stderr = self._process.stderr.read() if self._process.stderr else b""
+            said = self._stderr()
             self.close()
-            reason = answer.get("error") or stderr.decode("utf-8", "replace")[-2000:]
-            raise FanotifyError(f"fanotify watch refused: {reason}")
+            raise FanotifyError(f"fanotify watch refused: {answer.get('error') or said}")
         self.close()
         if answer.get("limited"):
             log.warning(
@@ -318,6 +329,13 @@ class PendingGroup:
                 answer["limited"],
             )
         return fds[0], [bytes.fromhex(fsid) for fsid in answer.get("fsids", [])]
+
+    def _stderr(self) -> str:
+        """The tail of what the helper wrote on stderr (once it has ended)."""
+        stream = self._process.stderr
+        if stream is None or stream.closed:
+            return ""
+        return stream.read().decode("utf-8", "replace")[-2000:]
 
     def close(self) -> None:
         """Let the helper go (it exits when the channel closes) and reap it."""

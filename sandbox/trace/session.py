@@ -1,21 +1,22 @@
 """One traced build: the supervisor process, the fanotify watch, the start gate.
 
-Order matters. The supervisor listens before the container is created (runc hands it
-the notification fd while starting the container). The runner stages the source and
-then waits on the gate, a FIFO made here and mounted where only the runner can open
-it, so the fanotify marks are in place, and the staged tree's directories known,
-before the build touches anything. The gate is released by writing the name of the
-end-of-build sentinel into it: the name reaches the runner and nothing the build can
-read. After the build, the runner creates that file in its state directory (which
-the build cannot reach either); its fanotify event ends the build's share of the
+Order matters. The supervisor and the fanotify helper are started before the container
+is created, so that their start-up overlaps podman's; the supervisor listens before the
+container starts (runc hands it the notification fd while starting the container). The
+runner stages the source and then waits on the gate, a FIFO made here and mounted where
+only the runner can open it, so the fanotify marks are in place, and the staged tree's
+directories known, before the build touches anything. The gate is released by writing
+the name of the end-of-build sentinel into it: the name reaches the runner and nothing
+the build can read. After the build, the runner creates that file in its state directory
+(which the build cannot reach either); its fanotify event ends the build's share of the
 stream, so the runner's own hand-back copy is not taken for build reads; the supervisor,
 told the same name, stops recording when the runner opens it.
 
 Before the gate opens, the session also opens the kernel's network counters of the
 build's namespace (``/proc/PID/net/snmp`` and ``snmp6``; an open file keeps the
-namespace readable after the container is gone) and reads them again at the end:
-every connection or packet the kernel refused for want of a route is an attempt to
-reach outside, whatever the trace recorded.
+namespace readable after the container is gone) and reads them again at the end: every
+connection or packet the kernel refused for want of a route is an attempt to reach
+outside, whatever the trace recorded.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class TraceSession:
         self._base = base_profile
         self._supervisor: subprocess.Popen[bytes] | None = None
         self._pending_group: PendingGroup | None = None
+        self._supervisor_stderr: str | None = None  # read once, when it has failed
+        self._start_reported = False  # its failure at start is already the error
         self._reads: BuildReads | None = None
         self._gaps: list[str] = []
         self._interfaces: list[str] = []
@@ -174,16 +177,36 @@ class TraceSession:
         process = self._supervisor
         if process is None or process.stdout is None:
             raise SandboxError("the trace supervisor was not started")
-        ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT_S)
-        line = process.stdout.readline() if ready else b""
-        process.stdout.close()
-        if line == b"ready\n":
-            return
-        if not ready:
-            raise SandboxError("the trace supervisor did not start listening")
-        process.wait(timeout=_START_TIMEOUT_S)
-        error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
-        raise SandboxError(f"the trace supervisor exited at start:\n{error[-3000:]}")
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        try:
+            while True:
+                remaining = max(deadline - time.monotonic(), 0.0)
+                if not select.select([process.stdout], [], [], remaining)[0]:
+                    raise SandboxError("the trace supervisor did not start listening")
+                line = process.stdout.readline()
+                if line == b"ready\n":
+                    return
+                if not line:
+                    break  # it exited
+                # Anything else on its stdout (a site hook's print) is not the answer.
+        finally:
+            process.stdout.close()
+        try:
+            process.wait(timeout=_START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._start_reported = True
+        raise SandboxError(
+            f"the trace supervisor exited at start:\n{self._supervisor_error()[-3000:]}"
+        )
+
+    def _supervisor_error(self) -> str:
+        """What the supervisor wrote on stderr (read once: it has ended)."""
+        if self._supervisor_stderr is None:
+            stream = self._supervisor.stderr if self._supervisor is not None else None
+            self._supervisor_stderr = stream.read().decode("utf-8", "replace") if stream else ""
+        return self._supervisor_stderr
 
     def after_start(self, init_pid: int, *, timeout_s: float) -> None:
         """Once the runner waits at its gate: start the file watch, then let the build go."""
@@ -205,14 +228,18 @@ class TraceSession:
                 if pending is None:
                     raise FanotifyError("the fanotify helper was not started")
                 group, (build_fs, state_fs) = pending.open(init_pid)
-                self._reads = BuildReads(
-                    group,
-                    seed_directories(build_on_host, self.build_dir, build_fs),
-                    state_fs,
-                    self.token,
-                    max_paths=self.limits.max_events,
-                    max_bytes=self.limits.max_event_bytes,
-                )
+                try:
+                    self._reads = BuildReads(
+                        group,
+                        seed_directories(build_on_host, self.build_dir, build_fs),
+                        state_fs,
+                        self.token,
+                        max_paths=self.limits.max_events,
+                        max_bytes=self.limits.max_event_bytes,
+                    )
+                except BaseException:
+                    os.close(group)  # nothing reads it: a node would collect them
+                    raise
                 self._reads.start()
             except (FanotifyError, OSError, ValueError) as e:
                 log.warning("file reads will not be traced: %s", e)
@@ -285,7 +312,9 @@ class TraceSession:
         process = self._supervisor
         if process is None or process.poll() is None or process.returncode == 0:
             return None
-        error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+        if self._start_reported:
+            return None  # the error already says why
+        error = self._supervisor_error()
         return f"the trace supervisor exited with {process.returncode}:\n{error[-3000:]}"
 
     def _supervisor_record(self) -> tuple[dict[str, Any], Iterator[list[Any]]]:
@@ -304,7 +333,7 @@ class TraceSession:
         try:
             header, events = read_record(self.files.events)
         except (OSError, ValueError) as e:
-            error = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+            error = self._supervisor_error()
             self._gaps.append(f"the trace supervisor left no readable record: {e} {error[-2000:]}")
             return {}, iter(())
 
@@ -329,9 +358,13 @@ class TraceSession:
         if self._no_route is not None:
             self._no_route.close()
             self._no_route = None
-        if self._supervisor is not None and self._supervisor.poll() is None:
-            self._supervisor.kill()
-            self._supervisor.wait()
+        if self._supervisor is not None:
+            if self._supervisor.poll() is None:
+                self._supervisor.kill()
+                self._supervisor.wait()
+            for stream in (self._supervisor.stdout, self._supervisor.stderr):
+                if stream is not None:
+                    stream.close()
         self.files.socket.unlink(missing_ok=True)
 
 

@@ -32,19 +32,21 @@ def test_a_signed_envelope_still_carries_each_signature() -> None:
 
 
 def test_an_unsigned_build_loads_no_signing_code() -> None:
-    # The attestation path of an unsigned build, in a fresh interpreter: securesystemslib's
-    # signers (and cryptography) stay unloaded. Negative control: signing loads them.
+    # The attestation path of an unsigned build, in a fresh interpreter: securesystemslib
+    # (its signers, DSSE, cryptography) stays unloaded. Negative control: signing loads it.
     probe = """
 import sys
 import rebuilder.attest.attestor, rebuilder.sbom
 from rebuilder.attest.envelope import sign_payload
 sign_payload(b"{}", ())
-print("securesystemslib.signer" in sys.modules, "cryptography" in sys.modules)
+print(*(name in sys.modules for name in ("securesystemslib", "cryptography")))
 from securesystemslib.signer import CryptoSigner
-sign_payload(b"{}", [CryptoSigner.generate_ed25519()])
-print("securesystemslib.signer" in sys.modules)
+signer = CryptoSigner.generate_ed25519()
+print("securesystemslib.dsse" in sys.modules)
+sign_payload(b"{}", [signer])
+print("securesystemslib.dsse" in sys.modules)
 """
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
-    assert done.stdout.split() == ["False", "False", "True"]
+    assert done.stdout.split() == ["False", "False", "False", "True"]

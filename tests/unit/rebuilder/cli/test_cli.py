@@ -349,19 +349,23 @@ def test_mutual_tls_without_client_scopes_is_refused(tmp_path: Path, hermetic: H
 class _FailingReaper(FakeBackend):
     """A backend that cannot list what earlier commands left (its podman broke)."""
 
-    reaped = 0
+    def __init__(self, reaped: list[Path]) -> None:
+        super().__init__()
+        self.reaped = reaped
 
     def reap_orphans(self, work_dir: Path) -> list[str]:
-        type(self).reaped += 1
+        self.reaped.append(work_dir)
         raise SandboxError("podman could not list containers: service gone")
 
 
-def test_reaping_runs_beside_the_build_and_its_failure_is_a_warning(
+def test_reaping_runs_with_the_build_and_its_failure_is_a_warning(
     tmp_path: Path, hermetic: Hermetic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    reaped: list[Path] = []
+
     @contextmanager
     def connect(config: SandboxConfig) -> Iterator[FakeBackend]:
-        yield _FailingReaper()
+        yield _FailingReaper(reaped)
 
     spec = write_spec(tmp_path / "src", GOOD)
     positive = hermetic("build", str(spec), "--out", str(tmp_path / "first"), "--json")
@@ -370,7 +374,7 @@ def test_reaping_runs_beside_the_build_and_its_failure_is_a_warning(
 
     monkeypatch.setitem(BACKENDS, "fake", connect)
     result = hermetic("build", str(spec), "--out", str(tmp_path / "out"), "--json")
-    assert _FailingReaper.reaped == 1
+    assert reaped == [tmp_path / "work"]  # HERMETIC_WORK_DIR, once
     assert result.exit_code == 0, result.output  # the build is not lost to housekeeping
     assert json.loads(result.stdout)["status"] == "built"
     assert "what earlier commands left was not removed" in result.stderr
