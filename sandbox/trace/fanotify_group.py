@@ -7,8 +7,8 @@ back over a unix socket. It is started before the container (so that its start-u
 overlaps podman's) and told the pid of the container's init once that runs. It imports
 the standard library's bare minimum: its start-up is on every traced build's path.
 
-Run as ``python -m sandbox.trace.fanotify_group --fd FD [--pid PID] PATH...`` (without
-``--pid`` it reads the pid as one line from FD first).
+Run as ``python -m sandbox.trace.fanotify_group --fd FD PATH...``; it reads the pid as one
+line from FD first.
 """
 
 from __future__ import annotations
@@ -134,15 +134,12 @@ def _limit_user_namespace() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hermetic's fanotify helper")
-    parser.add_argument("--pid", type=int, help="the container's init (default: read from FD)")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
-    pid = args.pid
+    pid = _pid_from(args.fd)
     if pid is None:
-        pid = _pid_from(args.fd)
-        if pid is None:
-            return 0  # the build never started: nothing to watch
+        return 0  # the build never started: nothing to watch
     return _helper(pid, args.fd, args.paths)
 
 

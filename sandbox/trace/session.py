@@ -147,7 +147,6 @@ class TraceSession:
                 str(self.limits.max_event_bytes),
                 "--sentinel",
                 f"{STATE_DIR}/{self.token}",
-                "--ready",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

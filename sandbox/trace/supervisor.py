@@ -977,20 +977,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-events", type=int, default=1 << 62)
     parser.add_argument("--max-bytes", type=int, default=1 << 62)
     parser.add_argument("--sentinel", help="the path whose creation ends the build")
-    parser.add_argument(
-        "--ready", action="store_true", help="write 'ready' to stdout once listening"
-    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     sentinel = os.fsencode(args.sentinel) if args.sentinel else None
     recorder = Recorder(max_events=args.max_events, max_bytes=args.max_bytes, sentinel=sentinel)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(args.socket))
-    listener.listen(1)
-    if args.ready:
-        _announce_ready()
     state: dict[str, Any] = {}
-    try:
+    try:  # from the bind on: a SIGTERM at any point still leaves the record
+        listener.bind(str(args.socket))
+        listener.listen(1)
+        _announce_ready()
         notify_fd, state = receive_notify_fd(listener)
         recorder.notify_fd = notify_fd
         with suppress(OSError):  # Linux 6.6+: hand the CPU straight back and forth

@@ -38,25 +38,41 @@ def session_at(tmp_path: Path, socket: Path) -> TraceSession:
     )
 
 
-def test_the_supervisor_says_when_it_listens_and_leaves_a_record(tmp_path: Path) -> None:
-    socket, events = tmp_path / "s.sock", tmp_path / "events.json"
-    argv = [sys.executable, "-m", "sandbox.trace.supervisor", "--socket", str(socket)]
+def start_supervisor(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A supervisor on a socket in ``tmp_path``, once it has said it listens."""
+    argv = [sys.executable, "-m", "sandbox.trace.supervisor", "--socket", str(tmp_path / "s.sock")]
     process = subprocess.Popen(
-        [*argv, "--out", str(events), "--ready"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*argv, "--out", str(tmp_path / "events.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert process.stdout is not None
-    try:
-        assert select.select([process.stdout], [], [], 60)[0], "no ready line within a minute"
-        assert process.stdout.readline() == b"ready\n"
-        with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as client:
-            client.connect(str(socket))  # listening before it said so
-    finally:
-        process.terminate()  # no container came: it writes what it has and leaves
-        process.wait(timeout=30)
+    assert select.select([process.stdout], [], [], 60)[0], "no ready line within a minute"
+    assert process.stdout.readline() == b"ready\n"
+    return process
+
+
+def test_the_supervisor_says_when_it_listens_and_leaves_a_record(tmp_path: Path) -> None:
+    process = start_supervisor(tmp_path)
+    process.terminate()  # no container came: it writes what it has and leaves
+    process.wait(timeout=30)
     assert process.returncode == 0
-    header, recorded = read_record(events)
+    header, recorded = read_record(tmp_path / "events.json")
     assert list(recorded) == []
     assert header["trailer"]["notifications"] == 0
+
+
+def test_the_ready_supervisor_accepts_and_refuses_a_peer_without_a_notification_fd(
+    tmp_path: Path,
+) -> None:
+    process = start_supervisor(tmp_path)
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as stranger:
+        stranger.connect(str(tmp_path / "s.sock"))  # it listened when it said so
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert b"sent no seccomp notification fd" in stderr
+    header, recorded = read_record(tmp_path / "events.json")  # left even so
+    assert list(recorded) == [] and header["container_pid"] is None
 
 
 def test_a_session_waits_for_its_supervisor_before_the_container_starts(tmp_path: Path) -> None:
