@@ -46,6 +46,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 
+from sandbox.trace.pidfd import fd_target, open_pidfd
 from sandbox.trace.syscalls import (
     ARG_MAX_STRING,
     ARGV_MAX_BYTES,
@@ -338,7 +339,7 @@ class Recorder:
         while pid not in self._known:
             self._known.add(pid)
             try:
-                fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     status = os.read(fd, 4096)
                 finally:
@@ -355,7 +356,9 @@ class Recorder:
                 return  # a host process (conmon): above the container
             self._group[pid] = tgid
             self._members.setdefault(tgid, set()).add(pid)
-            self.events.append(["pid", pid, int(ids[-1]), ppid, tgid])
+            # NSpid lists the pid from this namespace down: [1] is in the build's own
+            # (a namespace the build nests is further down, and its pids not unique).
+            self.events.append(["pid", pid, int(ids[1]), ppid, tgid])
             pid = ppid
 
     def forget(self, pid: int) -> None:
@@ -428,16 +431,27 @@ class Recorder:
         self.events.append(event)
         self._execs += 1
         self._pending[pid] = (event, self._image(pid))
-        self.later.append(lambda: self._outputs_of(event))
+        # Opened while the process waits: later it cannot be another one with its pid.
+        pidfd = None
+        with suppress(OSError):
+            pidfd = open_pidfd(pid)
+        self.later.append(lambda: self._outputs_of(event, pidfd))
 
-    def _outputs_of(self, event: list[Any]) -> None:
+    def _outputs_of(self, event: list[Any], pidfd: int | None) -> None:
         """A shell opens "> file" itself and hands the fd to the program it runs: the
         program's stdout and stderr say which files it writes."""
         pid = event[1]
-        for fd in (1, 2):
-            with suppress(OSError):
-                target = os.readlink(b"/proc/%d/fd/%d" % (pid, fd))
-                event[5].append(self._kept(target))
+        try:
+            for fd in (1, 2):
+                with suppress(OSError):
+                    if pidfd is not None:
+                        target = fd_target(pidfd, fd)
+                    else:
+                        target = os.readlink(b"/proc/%d/fd/%d" % (pid, fd))
+                    event[5].append(self._kept(target))
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["exit", pid, a[0] & 0xFF])
@@ -916,10 +930,11 @@ def write_record(path: str | os.PathLike[str], header: dict[str, Any], recorder:
     """The output file (see the module docstring), line by line: never one string of
     everything. Written beside ``path`` and renamed, so it is whole or absent."""
     temp = os.path.splitext(path)[0] + ".partial"
+    encode = json.JSONEncoder(default=_text).encode  # one encoder: json.dumps makes one a call
     with open(temp, "w", encoding="ascii") as out:
         out.write(json.dumps(header) + "\n")
         for event in recorder.events:
-            out.write(json.dumps(event, default=_text))
+            out.write(encode(event))
             out.write("\n")
         trailer = {
             "notifications": recorder.notifications,

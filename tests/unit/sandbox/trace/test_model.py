@@ -140,3 +140,24 @@ def test_a_damaged_trace_json_is_a_format_error(key: str, value: object) -> None
     document[key] = value
     with pytest.raises(TraceFormatError, match=key):
         BuildTrace.from_json(document)
+
+
+def test_trace_json_has_one_line_per_item() -> None:
+    written = trace(40)
+    data = written.to_json_bytes()
+    assert json.loads(data) == written.to_json()
+    lines = data.decode("ascii").splitlines()
+    # each execution, file and table entry is one line of its own, compact
+    for execution in written.to_json()["executions"]:
+        assert f"  {json.dumps(execution, separators=(',', ':'))}," in lines or (
+            f"  {json.dumps(execution, separators=(',', ':'))}" in lines
+        )
+    assert sum(1 for line in lines if line.startswith('  {"path":"/build/f')) == 40
+    assert lines[0] == "{" and lines[-1] == "}"
+
+
+def test_a_name_that_is_not_utf8_stays_ascii_in_trace_json() -> None:
+    odd = replace(trace(0), files=(FileRecord(path="/build/\udcff", written_by=(10,)),))
+    data = odd.to_json_bytes()
+    assert data.isascii() and b"\\udcff" in data
+    assert json.loads(data)["files"][0]["path"] == "/build/\udcff"
