@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -71,8 +71,9 @@ def service_dir() -> Path:
     return Path(f"/tmp/hermetic-{os.geteuid()}")  # noqa: S108 - checked to be ours, 0700
 
 
-def _own_private_dir(directory: Path) -> Path:
-    """Create ``directory`` (0700) or check that an existing one is ours and private.
+def _own_private_dir(directory: Path, owner: int) -> Path:
+    """Create ``directory`` (0700) or check that an existing one is ``owner``'s (this
+    user's euid) and private.
 
     Raises:
         SandboxError: it belongs to another user, is a link, or others may write in it.
@@ -83,7 +84,7 @@ def _own_private_dir(directory: Path) -> Path:
         info = directory.lstat()
     except OSError as e:
         raise SandboxError(f"cannot use {directory} for the podman service: {e}") from e
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o077:
         raise SandboxError(
             f"{directory} is not a private directory of this user (owner uid {info.st_uid}, "
             f"mode {stat.filemode(info.st_mode)}); hermetic keeps its podman service there. "
@@ -134,8 +135,8 @@ def _socket_path(url: str) -> Path | None:
     return Path(url.removeprefix("unix://")) if url.startswith("unix://") else None
 
 
-def _foreign_socket(url: str) -> str | None:
-    """Why a unix socket must not be trusted (None: it is this user's socket)."""
+def _foreign_socket(url: str, owner: int) -> str | None:
+    """Why a unix socket must not be trusted (None: it is ``owner``'s, this user's)."""
     path = _socket_path(url)
     if path is None:
         return None
@@ -145,8 +146,8 @@ def _foreign_socket(url: str) -> str | None:
         return None  # absent: nothing answers there anyway
     if not stat.S_ISSOCK(info.st_mode):
         return f"{path} is not a socket"
-    if info.st_uid != os.geteuid():
-        return f"{path} belongs to uid {info.st_uid}, not to this user ({os.geteuid()})"
+    if info.st_uid != owner:
+        return f"{path} belongs to uid {info.st_uid}, not to this user ({owner})"
     return None
 
 
@@ -202,6 +203,7 @@ class SharedService:
     """hermetic's per-user podman service: where it listens and what it keeps."""
 
     directory: Path
+    owner: int = field(default_factory=os.geteuid)  # the user whose files it trusts
 
     @property
     def socket(self) -> Path:
@@ -229,7 +231,7 @@ class SharedService:
             pid = int(self.pid_file.read_text().strip())
             process = psutil.Process(pid)
             command = process.cmdline()
-            if process.uids().real != os.geteuid() or self.url not in command:
+            if process.uids().real != self.owner or self.url not in command:
                 return None
         except (OSError, ValueError, psutil.Error):
             return None
@@ -248,7 +250,7 @@ class SharedService:
             SandboxError: the directory is not ours, or the service did not come up.
             HostToolMissing: podman is not installed.
         """
-        _own_private_dir(self.directory)
+        _own_private_dir(self.directory, self.owner)
         if ping(self.url):
             self._check_socket()
             return False
@@ -268,7 +270,7 @@ class SharedService:
         return True
 
     def _check_socket(self) -> None:
-        problem = _foreign_socket(self.url)
+        problem = _foreign_socket(self.url, self.owner)
         if problem:
             raise SandboxError(f"refusing the podman socket: {problem}")
 
@@ -340,9 +342,12 @@ class SharedService:
         return True
 
 
-def shared_service() -> SharedService:
-    """This user's shared service (whether or not it runs)."""
-    return SharedService(directory=service_dir())
+def shared_service(owner: int | None = None) -> SharedService:
+    """This user's shared service (whether or not it runs); ``owner`` is this user's
+    euid (injected by tests)."""
+    if owner is None:
+        return SharedService(directory=service_dir())
+    return SharedService(directory=service_dir(), owner=owner)
 
 
 class PodmanService:
@@ -360,8 +365,10 @@ class PodmanService:
         podman_bin: str = "podman",
         idle_s: int = DEFAULT_IDLE_S,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        owner: int | None = None,
     ) -> None:
         self._explicit = url or os.environ.get("CONTAINER_HOST") or None
+        self._owner = os.geteuid() if owner is None else owner  # whose sockets it trusts
         self._podman_bin = podman_bin
         self._idle_s = idle_s
         self._timeout_s = request_timeout_s
@@ -369,13 +376,13 @@ class PodmanService:
         self.started = False
 
     def __enter__(self) -> PodmanSession:
-        shared = shared_service()
+        shared = shared_service(self._owner)
         url, pid = self._locate(shared)
         self._session = PodmanSession(
             url,
             service_pid=pid,
             podman_bin=self._podman_bin,
-            create_lock=_own_private_dir(shared.directory) / "create.lock",
+            create_lock=_own_private_dir(shared.directory, self._owner) / "create.lock",
             request_timeout_s=self._timeout_s,
         )
         return self._session
@@ -388,15 +395,16 @@ class PodmanService:
                     "CONTAINER_HOST); start it with 'podman system service --time=0 <url>' "
                     "or unset the variable"
                 )
-            problem = _foreign_socket(self._explicit)
+            problem = _foreign_socket(self._explicit, self._owner)
             if problem:
                 raise SandboxError(f"refusing the podman socket: {problem}")
             return self._explicit, None
         own = default_socket_url()
         if ping(own):
-            if _foreign_socket(own) is None:
+            problem = _foreign_socket(own, self._owner)
+            if problem is None:
                 return own, None
-            log.warning("ignoring the podman socket %s: %s", own, _foreign_socket(own))
+            log.warning("ignoring the podman socket %s: %s", own, problem)
         self.started = shared.ensure(podman_bin=self._podman_bin, idle_s=self._idle_s)
         return shared.url, shared.pid()
 

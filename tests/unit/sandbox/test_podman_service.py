@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -162,21 +163,22 @@ def test_without_the_lock_two_would_start(tmp_path: Path, program: str) -> None:
 
 
 def test_a_socket_of_another_user_is_refused(
-    tmp_path: Path, program: str, service: SharedService, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, program: str, service: SharedService
 ) -> None:
     service.ensure(podman_bin=program, idle_s=60)
-    assert _foreign_socket(service.url) is None  # control: our own socket is accepted
-    with monkeypatch.context() as other:  # as another user sees it (undone before clean-up)
-        other.setattr(os, "geteuid", lambda: os.getuid() + 1)
-        problem = _foreign_socket(service.url)
-        assert problem is not None and "belongs to uid" in problem
-        with pytest.raises(SandboxError, match="not a private directory"):
-            service.ensure(podman_bin=program, idle_s=60)
-        with (
-            pytest.raises(SandboxError, match="refusing the podman socket"),
-            PodmanService(url=service.url),
-        ):
-            pass
+    me, other = os.geteuid(), os.geteuid() + 1
+    assert _foreign_socket(service.url, me) is None  # control: our own socket is accepted
+    problem = _foreign_socket(service.url, other)  # as another user sees it
+    assert problem is not None and "belongs to uid" in problem
+    with pytest.raises(SandboxError, match="not a private directory"):
+        replace(service, owner=other).ensure(podman_bin=program, idle_s=60)
+    with (
+        pytest.raises(SandboxError, match="refusing the podman socket"),
+        PodmanService(url=service.url, owner=other),
+    ):
+        pass
+    with PodmanService(url=service.url, owner=me) as session:  # control: ours is used
+        assert session is not None
 
 
 def test_a_link_in_place_of_the_socket_is_refused(
@@ -186,7 +188,7 @@ def test_a_link_in_place_of_the_socket_is_refused(
     link = tmp_path / "link.sock"
     link.symlink_to(service.socket)
     assert ping(f"unix://{link}")  # it would answer
-    problem = _foreign_socket(f"unix://{link}")
+    problem = _foreign_socket(f"unix://{link}", os.geteuid())
     assert problem is not None and "not a socket" in problem
 
 
@@ -195,8 +197,11 @@ def test_a_directory_others_may_write_in_is_refused(tmp_path: Path) -> None:
     shared.mkdir()
     shared.chmod(0o770)
     with pytest.raises(SandboxError, match="not a private directory"):
-        _own_private_dir(shared)
-    assert _own_private_dir(tmp_path / "fresh").stat().st_mode & 0o777 == 0o700  # control
+        _own_private_dir(shared, os.geteuid())
+    fresh = _own_private_dir(tmp_path / "fresh", os.geteuid())
+    assert fresh.stat().st_mode & 0o777 == 0o700  # control
+    with pytest.raises(SandboxError, match="not a private directory"):
+        _own_private_dir(fresh, os.geteuid() + 1)  # ours: not another user's
 
 
 def test_the_service_ends_by_itself_when_idle(
