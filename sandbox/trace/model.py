@@ -436,8 +436,9 @@ class BuildTrace:
     def fitted(self, max_bytes: int) -> tuple[BuildTrace, bytes]:
         """This trace and its trace.json, cut to at most ``max_bytes``.
 
-        A trace that fits is returned as is. Otherwise each list keeps its first
-        items, network evidence first (``_CUT_ORDER``), and the trace says in its
+        A trace that fits is returned as is. Otherwise the lists are kept in order
+        of precedence, network evidence first (``_CUT_ORDER``): the first list that does
+        not fit keeps its first items, and the lists after it none. The trace says in its
         gaps what was left out: it is then incomplete, and so is its summary.
         """
         data = self.to_json_bytes()
@@ -457,6 +458,10 @@ class BuildTrace:
                     left -= size
                     count += 1
                 kept[name] = full[name][:count]
+                if count < len(full[name]):
+                    # Nothing after a list that was cut: a writer or a process could name
+                    # an execution that was left out, and trace.json would not read back.
+                    left = 0
             cut = [
                 f"{len(full[name]) - len(kept[name])} of {len(full[name])} {name}"
                 for name in _CUT_ORDER
@@ -476,7 +481,7 @@ class BuildTrace:
                     : len(kept["hermetic_path_attempts"])
                 ],
                 nondeterminism=self.nondeterminism[: len(kept["nondeterminism"])],
-                writers=dict(kept["writers"]),
+                writers={path: self.writers[path] for path, _ in kept["writers"]},
             )
             data = trimmed.to_json_bytes()
             if len(data) <= max_bytes or budget <= 0:
@@ -518,17 +523,21 @@ class BuildTrace:
         }
 
 
+_TABLES = frozenset({"writers"})  # objects keyed by path: one line per entry
+
+
 def _encode(document: dict[str, Any]) -> bytes:
     """trace.json: one line per field, and one per item of a list or table, each
-    item compact. (Indented JSON would take Python's pure encoder: 7x slower on a
-    GNU hello trace, and on the path of every traced build.)"""
+    item compact; a record (``tracer``, ``kernel``) on its field's line. (Indented JSON
+    would take Python's pure encoder: 7x slower on a GNU hello trace, and on the path of
+    every traced build.)"""
     lines = []
     for key, value in document.items():
         name = _dumps(key)
         if isinstance(value, list) and value:
             items = ",\n  ".join(_dumps(item) for item in value)
             lines.append(f" {name}: [\n  {items}\n ]")
-        elif isinstance(value, dict) and len(value) > 1 and key != "tracer":
+        elif key in _TABLES and value:
             entries = ",\n  ".join(f"{_dumps(k)}: {_dumps(v)}" for k, v in value.items())
             lines.append(f" {name}: {{\n  {entries}\n }}")
         else:

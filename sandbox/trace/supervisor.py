@@ -46,7 +46,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 
-from sandbox.trace.pidfd import fd_target, open_pidfd
 from sandbox.trace.syscalls import (
     ARG_MAX_STRING,
     ARGV_MAX_BYTES,
@@ -87,6 +86,7 @@ _MAX_LINKS = 40
 _AT_REMOVEDIR = 0x200
 _RENAME_EXCHANGE = 2
 _IP = (socket.AF_INET, socket.AF_INET6)
+_UNWATCHED = -1  # no pidfds (Linux < 5.3): stdout and stderr are read unchecked
 # A handler's answer when a thread of the supervisor answers later (a positive error is
 # nothing the kernel would take, so it is never a real answer).
 DEFERRED = (0, 1)
@@ -127,6 +127,21 @@ def receive_notify_fd(listener: socket.socket) -> tuple[int, dict[str, Any]]:
     return fds[0], state
 
 
+def namespace_depth(init_pid: int, default: int) -> int:
+    """Where the pid namespace of ``init_pid`` (the container's first process, pid 1
+    there) is in the NSpid lists of this /proc: 1 when /proc is the namespace just above
+    it, as on a host; ``default`` when it cannot be read."""
+    try:
+        with open(f"/proc/{init_pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"NSpid:"):
+                    ids = line.split()[1:]
+                    return len(ids) - 1 if len(ids) >= 2 and ids[-1] == b"1" else default
+    except OSError:
+        pass
+    return default
+
+
 def answer(notify_fd: int, nid: int, value: int = 0, error: int = 0, flags: int = 0) -> None:
     """Answer notification ``nid``; the caller may be gone (then nothing happens)."""
     with suppress(FileNotFoundError):
@@ -156,6 +171,7 @@ class Recorder:
         self.sentinel = sentinel
         self.ended = False  # the runner created the sentinel: the build is over
         self.notify_fd = notify_fd
+        self.depth = 1  # where the container's pid namespace is in NSpid (namespace_depth)
         self.current = 0  # the notification being handled (its id)
         self.answering: list[threading.Thread] = []  # connects answered by a thread
         self._known: set[int] = set()
@@ -352,13 +368,13 @@ class Recorder:
             ppid = int(status[start : status.find(b"\n", start)])
             start = status.find(b"\nNSpid:") + 7
             ids = status[start : status.find(b"\n", start)].split()
-            if len(ids) < 2:
+            if len(ids) <= self.depth:
                 return  # a host process (conmon): above the container
             self._group[pid] = tgid
             self._members.setdefault(tgid, set()).add(pid)
-            # NSpid lists the pid from this namespace down: [1] is in the build's own
-            # (a namespace the build nests is further down, and its pids not unique).
-            self.events.append(["pid", pid, int(ids[1]), ppid, tgid])
+            # NSpid lists the pid from /proc's namespace down: the container's is at its
+            # depth (a namespace the build nests is further down, its pids not unique).
+            self.events.append(["pid", pid, int(ids[self.depth]), ppid, tgid])
             pid = ppid
 
     def forget(self, pid: int) -> None:
@@ -431,27 +447,52 @@ class Recorder:
         self.events.append(event)
         self._execs += 1
         self._pending[pid] = (event, self._image(pid))
-        # Opened while the process waits: later it cannot be another one with its pid.
-        pidfd = None
-        with suppress(OSError):
-            pidfd = open_pidfd(pid)
-        self.later.append(lambda: self._outputs_of(event, pidfd))
+        # After an exec by one of its threads the process has its thread group's pid.
+        group = self._group.get(pid, pid)
+        watch = self._watch(group)
+        self.later.append(lambda: self._outputs_of(event, group, watch))
 
-    def _outputs_of(self, event: list[Any], pidfd: int | None) -> None:
-        """A shell opens "> file" itself and hands the fd to the program it runs: the
-        program's stdout and stderr say which files it writes."""
-        pid = event[1]
+    def _watch(self, group: int) -> int | None:
+        """A pidfd of the calling process (thread group ``group``), to tell later that
+        its pid was not given to another process meanwhile; None when it is gone,
+        ``_UNWATCHED`` where the kernel has no pidfds."""
         try:
-            for fd in (1, 2):
-                with suppress(OSError):
-                    if pidfd is not None:
-                        target = fd_target(pidfd, fd)
-                    else:
-                        target = os.readlink(b"/proc/%d/fd/%d" % (pid, fd))
-                    event[5].append(self._kept(target))
-        finally:
-            if pidfd is not None:
+            pidfd = os.pidfd_open(group)
+        except OSError as e:
+            return _UNWATCHED if e.errno == errno.ENOSYS else None
+        if self.notify_fd is not None:
+            # Only while the notification is valid is the pid still the caller's.
+            try:
+                fcntl.ioctl(self.notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, _U64.pack(self.current))
+            except OSError:
                 os.close(pidfd)
+                return None
+        return pidfd
+
+    def _outputs_of(self, event: list[Any], group: int, watch: int | None) -> None:
+        """A shell opens "> file" itself and hands the fd to the program it runs: the
+        program's stdout and stderr say which files it writes.
+
+        Read after the answer, through /proc (a copy of the fd would be a reference of
+        the supervisor's, and its close could be the last one: a socket's linger, a
+        FUSE flush). The process had not ended when the reads were done, so its pid
+        was not another's: a pid is given again only once its process has ended.
+        """
+        targets = []
+        for fd in (1, 2):
+            with suppress(OSError):
+                targets.append(os.readlink(b"/proc/%d/fd/%d" % (group, fd)))
+        if watch is None:
+            return
+        if watch != _UNWATCHED:
+            try:
+                ended = select.poll()
+                ended.register(watch, select.POLLIN)
+                if ended.poll(0):
+                    return
+            finally:
+                os.close(watch)
+        event[5].extend(self._kept(target) for target in targets)
 
     def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
         self.events.append(["exit", pid, a[0] & 0xFF])
@@ -1004,6 +1045,8 @@ def main(argv: list[str] | None = None) -> int:
         _announce_ready()
         notify_fd, state = receive_notify_fd(listener)
         recorder.notify_fd = notify_fd
+        if isinstance(state.get("pid"), int):
+            recorder.depth = namespace_depth(state["pid"], recorder.depth)
         with suppress(OSError):  # Linux 6.6+: hand the CPU straight back and forth
             fcntl.ioctl(notify_fd, SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
         supervise(notify_fd, recorder)

@@ -44,6 +44,10 @@ def trace(files: int) -> BuildTrace:
         ),
         nondeterminism=(),
         interfaces=("lo",),
+        writers={  # written by the first execution (when there is one)
+            f"/build/f{i}.o": OutputWriter(pid=10, path="/usr/bin/cc", argv=("cc", "f0.c"), seq=1)
+            for i in range(files if files >= 20 else 0)
+        },
     )
 
 
@@ -72,6 +76,34 @@ def test_a_trace_past_its_cap_is_cut_and_says_so(cap: int) -> None:
     summary = cut.summary()
     assert summary["complete"] is False and summary["gaps"] == [gap]
     assert summary["network_attempts"] == 1
+
+
+def test_a_cut_that_keeps_some_writers_writes_them() -> None:
+    full = trace(1500)
+    cap = len(full.to_json_bytes()) - 20_000  # every file fits, not every writer
+    cut, data = full.fitted(cap)
+    assert len(data) <= cap
+    document = json.loads(data)
+    assert len(document["files"]) == 1500 and 0 < len(document["writers"]) < 1500
+    assert BuildTrace.from_json(document) == cut  # it reads back
+    assert cut.writers == {path: full.writers[path] for path in document["writers"]}
+
+
+def test_nothing_after_a_list_that_was_cut_is_kept() -> None:
+    # Writers name executions: kept after a cut of the executions, they would name
+    # ones left out, and trace.json would not read back.
+    base = trace(6000)  # 300 executions of about 100 bytes
+    # then one too long to fit, which writes the one output: it is left out, with room
+    # to spare for the writer that names it
+    last = Execution(seq=301, pid=400, ppid=1, path="/usr/bin/ld", argv=("ld", "x" * 100_000))
+    writer = OutputWriter(pid=last.pid, path=last.path, argv=last.argv, seq=last.seq)
+    full = replace(
+        base, executions=(*base.executions, last), files=(), writers={"/build/out": writer}
+    )
+    cut, data = full.fitted(MIN_FILE_BYTES)
+    document = json.loads(data)
+    assert len(document["executions"]) == 300 and document["writers"] == {}
+    assert BuildTrace.from_json(document) == cut
 
 
 def test_trace_limits_from_the_environment() -> None:

@@ -1,0 +1,203 @@
+"""The supervisor's view of processes: placed in the container's pid namespace (found at
+its depth), and a program's stdout and stderr recorded only while its pid is its own."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.trace.supervisor import _UNWATCHED, Recorder, namespace_depth
+from sandbox.trace.syscalls import AT_FDCWD
+
+ME = os.getpid()
+
+
+def _status(pid: int) -> dict[str, list[int]]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Tgid", "PPid", "NSpid"):
+            fields[key] = [int(v) for v in value.split()]
+    return fields
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def _namespaces(script: str, ready: Callable[[list[int]], bool]) -> Iterator[list[int]]:
+    """Run ``script`` as the init of a new pid namespace (in a new user namespace, as an
+    unprivileged user can); yield unshare's descendants once ``ready`` says so."""
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "true"],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no unprivileged user and pid namespaces here: {probe.stderr[-200:]!r}")
+    outer = subprocess.Popen(
+        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "sh", "-c", script]
+    )
+    init = None
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            tree = _descendants(outer.pid)
+            if tree and ready(tree):
+                init = tree[0]
+                break
+            if outer.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("unshare did not start its pid namespace")
+            time.sleep(0.02)
+        yield tree
+    finally:
+        if init is not None:
+            # The namespace's init: killing it ends every process in the namespace.
+            os.kill(init, signal.SIGKILL)
+        outer.kill()
+        outer.wait()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def namespaced() -> Iterator[tuple[int, int]]:
+    """(the namespace's init, a sleep it started): a pid namespace like a container's."""
+    for tree in _namespaces("sleep 60 & wait", lambda t: len(t) >= 2):
+        yield tree[0], tree[1]
+
+
+@pytest.fixture
+def nested() -> Iterator[tuple[int, int]]:
+    """(the outer namespace's init, a sleep that is the init of a namespace within it)."""
+    script = "unshare --pid --fork sleep 60 & wait"
+    for tree in _namespaces(script, lambda t: any(_comm(p) == "sleep" for p in t)):
+        yield tree[0], next(p for p in tree if _comm(p) == "sleep")
+
+
+def test_know_places_a_process_and_its_ancestors_up_to_the_namespace(
+    namespaced: tuple[int, int],
+) -> None:
+    init, sleeper = namespaced
+    assert namespace_depth(init, 7) == 1  # /proc is the namespace just above it
+    recorder = Recorder()
+    recorder.know(sleeper)
+    placed = [e for e in recorder.events if e[0] == "pid"]
+    outer = _status(init)["PPid"][0]  # unshare: outside, as conmon is outside a container
+    assert placed == [["pid", sleeper, 2, init, sleeper], ["pid", init, 1, outer, init]]
+
+
+def test_a_namespace_the_build_nests_keeps_the_containers_pids(nested: tuple[int, int]) -> None:
+    _, sleeper = nested
+    ids = _status(sleeper)["NSpid"]
+    assert len(ids) == 3 and ids[2] == 1  # the negative control: innermost, it is 1
+    recorder = Recorder()
+    recorder.know(sleeper)
+    placed = next(e for e in recorder.events if e[0] == "pid" and e[1] == sleeper)
+    assert placed[2] == ids[1] != 1
+
+
+def test_the_containers_namespace_is_found_at_its_depth(nested: tuple[int, int]) -> None:
+    # Here the inner namespace is the container's, two levels below /proc's.
+    outer_init, inner_init = nested
+    depth = namespace_depth(inner_init, 1)
+    assert depth == 2 and namespace_depth(outer_init, 1) == 1
+    assert namespace_depth(_status(inner_init)["PPid"][0], 5) == 5  # no namespace's init
+    recorder = Recorder()
+    recorder.depth = depth
+    recorder.know(inner_init)
+    placed = [e for e in recorder.events if e[0] == "pid"]
+    # its parent (the inner unshare) is above the container, as conmon is
+    assert placed == [["pid", inner_init, 1, _status(inner_init)["PPid"][0], inner_init]]
+
+
+def _event(pid: int) -> list[Any]:
+    return ["exec", pid, b"/bin/sleep", [b"sleep"], None, [], False]
+
+
+def test_outputs_are_recorded_while_the_pid_is_the_process_s(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with (tmp_path / "out").open("w") as out:
+        child = subprocess.Popen(["sleep", "60"], stdout=out, stderr=subprocess.DEVNULL)
+    try:
+        event = _event(child.pid)
+        watch = recorder._watch(child.pid)
+        assert watch is not None and watch != _UNWATCHED
+        recorder._outputs_of(event, child.pid, watch)
+        assert event[5] == [os.fsencode(tmp_path / "out"), b"/dev/null"]
+        with pytest.raises(OSError):
+            os.fstat(watch)  # the pidfd was closed
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_outputs_of_a_pid_given_to_another_process_are_not_recorded(tmp_path: Path) -> None:
+    recorder = Recorder()
+    ended = subprocess.Popen(["true"])
+    watch = recorder._watch(ended.pid)
+    ended.wait()
+    # Another process now has the pid the reads go to (as after a pid was given again).
+    with (tmp_path / "other").open("w") as out:
+        other = subprocess.Popen(["sleep", "60"], stdout=out, stderr=out)
+    try:
+        unchecked = _event(other.pid)
+        recorder._outputs_of(unchecked, other.pid, _UNWATCHED)
+        assert unchecked[5] != []  # the negative control: unchecked, the other's are taken
+        event = _event(other.pid)
+        recorder._outputs_of(event, other.pid, watch)
+        assert event[5] == []
+    finally:
+        other.kill()
+        other.wait()
+    assert recorder._watch(ended.pid) is None  # gone: nothing to watch
+
+
+def test_a_thread_s_exec_records_its_thread_group_s_outputs() -> None:
+    recorder = Recorder()
+    path = ctypes.create_string_buffer(b"/bin/true\0")
+    name = ctypes.create_string_buffer(b"true\0")
+    argv = (ctypes.c_uint64 * 2)(ctypes.addressof(name), 0)
+    done = threading.Event()
+    tids: list[int] = []
+
+    def thread() -> None:
+        tid = threading.get_native_id()
+        tids.append(tid)
+        recorder._group[tid] = ME  # as know() places a thread of a container process
+        recorder._exec(tid, AT_FDCWD, ctypes.addressof(path), ctypes.addressof(argv))
+        done.set()
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    worker.join()
+    deadline = time.monotonic() + 10  # the kernel's thread ends just after Python's
+    while Path(f"/proc/{tids[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done.is_set() and not Path(f"/proc/{tids[0]}").exists()  # the thread is gone
+    for work in recorder.later:
+        work()
+    event = next(e for e in recorder.events if e[0] == "exec")
+    assert event[5] == [os.readlink(b"/proc/self/fd/1"), os.readlink(b"/proc/self/fd/2")]
