@@ -159,6 +159,8 @@ def _write_new(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
                 break
             except FileExistsError:
                 continue
+            except OSError as e:  # its name alone (".x.1f2e…") would tell the user nothing
+                raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
         else:
             raise UnsafeWrite(f"{path.parent}: no free temporary name")
         with os.fdopen(fd, "wb") as out:

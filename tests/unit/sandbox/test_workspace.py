@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def test_create_file_never_replaces_anything(tmp_path: Path) -> None:
         create_file(dangling, b"x")
     assert not (tmp_path / "nowhere").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any directory")
+def test_a_directory_that_cannot_be_written_is_named_in_the_error(tmp_path: Path) -> None:
+    locked = tmp_path / "images"
+    locked.mkdir()
+    write_atomically(locked / "lock.json", b"{}")  # control: writable, it is written
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(OSError, match=f"cannot write {locked / 'lock.json'}: Permission"):
+            write_atomically(locked / "lock.json", b"{}\n")
+        assert os.listdir(locked) == ["lock.json"]  # no temporary file left
+    finally:
+        locked.chmod(0o755)
