@@ -446,11 +446,9 @@ class Recorder:
         event: list[Any] = ["exec", pid, path, argv, None, [], cut]
         self.events.append(event)
         self._execs += 1
-        # After an exec by one of its threads the process has its thread group's pid:
-        # its next call comes from there, and is looked at there (the group's leader
-        # before, itself after; a failed exec leaves the leader as it was).
+        self._pending[pid] = (event, self._image(pid))
+        # After an exec by one of its threads the process has its thread group's pid.
         group = self._group.get(pid, pid)
-        self._pending[group] = (event, self._image(group))
         watch = self._watch(group)
         self.later.append(lambda: self._outputs_of(event, group, watch))
 
