@@ -381,10 +381,14 @@ class Recorder:
         """A thread group ended (exit_group): its host pids may be reused by processes
         that must be placed anew."""
         group = self._group.get(pid, pid)
-        for member in self._members.pop(group, {pid}):
+        for member in self._members.pop(group, {pid}) | {pid}:
             self._known.discard(member)
             self._group.pop(member, None)
-        self._known.discard(pid)
+            # An exec of one of its threads that no call of that thread settled: what
+            # a later process with the same pid shows says nothing of it.
+            unsettled = self._pending.pop(member, None)
+            if unsettled is not None:
+                unsettled[0][4] = "unknown"
 
     # --- execs: which ran --------------------------------------------------------------
 
@@ -447,17 +451,16 @@ class Recorder:
         self.events.append(event)
         self._execs += 1
         self._pending[pid] = (event, self._image(pid))
-        # After an exec by one of its threads the process has its thread group's pid.
-        group = self._group.get(pid, pid)
-        watch = self._watch(group)
-        self.later.append(lambda: self._outputs_of(event, group, watch))
+        # A thread other than the leader has no pidfd of its own here: nothing recorded.
+        watch = self._watch(pid)
+        self.later.append(lambda: self._outputs_of(event, pid, watch))
 
-    def _watch(self, group: int) -> int | None:
-        """A pidfd of the calling process (thread group ``group``), to tell later that
-        its pid was not given to another process meanwhile; None when it is gone,
-        ``_UNWATCHED`` where the kernel has no pidfds."""
+    def _watch(self, pid: int) -> int | None:
+        """A pidfd of the calling process, to tell later that its pid was not given to
+        another process meanwhile; None when it is gone or ``pid`` is not its thread
+        group's leader, ``_UNWATCHED`` where the kernel has no pidfds."""
         try:
-            pidfd = os.pidfd_open(group)
+            pidfd = os.pidfd_open(pid)
         except OSError as e:
             return _UNWATCHED if e.errno == errno.ENOSYS else None
         if self.notify_fd is not None:
@@ -469,7 +472,7 @@ class Recorder:
                 return None
         return pidfd
 
-    def _outputs_of(self, event: list[Any], group: int, watch: int | None) -> None:
+    def _outputs_of(self, event: list[Any], pid: int, watch: int | None) -> None:
         """A shell opens "> file" itself and hands the fd to the program it runs: the
         program's stdout and stderr say which files it writes.
 
@@ -481,7 +484,7 @@ class Recorder:
         targets = []
         for fd in (1, 2):
             with suppress(OSError):
-                targets.append(os.readlink(b"/proc/%d/fd/%d" % (group, fd)))
+                targets.append(os.readlink(b"/proc/%d/fd/%d" % (pid, fd)))
         if watch is None:
             return
         if watch != _UNWATCHED:
