@@ -104,14 +104,27 @@ def _translated(action: str) -> Iterator[None]:
         raise SandboxError(f"podman API unreachable while trying to {action}: {e}") from e
 
 
+# What a request meets when the service dies under it: podman-py turns every OSError of
+# a request into "GET operation failed" (a refused or reset connection, a response cut
+# off mid-body, a socket file that is gone).
+_SERVICE_GONE = (
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+    FileNotFoundError,
+)
+
+
 def _explain(error: BaseException) -> str:
     """podman-py hides a dead socket behind 'POST operation failed': say what it was."""
     cause = error.__cause__
-    if isinstance(cause, requests.ConnectionError):
+    if isinstance(cause, _SERVICE_GONE):
         return (
             f"{error} (the podman service stopped answering: {cause}); "
             "the next hermetic command starts a new one"
         )
+    if isinstance(cause, OSError):  # what the request met, not only that it failed
+        return f"{error} ({type(cause).__name__}: {cause})"
     return str(error)
 
 

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import podman.errors
 import psutil
 import pytest
+import requests
 
 from sandbox.errors import SandboxError
 from sandbox.podman_api import (
@@ -22,6 +24,7 @@ from sandbox.podman_api import (
     SharedService,
     _foreign_socket,
     _own_private_dir,
+    _translated,
     ping,
     refuses,
 )
@@ -213,3 +216,23 @@ def test_the_service_ends_by_itself_when_idle(
     gone, _ = psutil.wait_procs([psutil.Process(pid)], timeout=60)
     assert gone and not ping(service.url)
     assert service.ensure(podman_bin=program, idle_s=60) is True  # and comes back on demand
+
+
+@pytest.mark.parametrize(
+    ("cause", "gone"),
+    [
+        (requests.ConnectionError("refused"), True),
+        (requests.exceptions.ChunkedEncodingError("cut off mid-body"), True),
+        (ConnectionResetError(104, "reset"), True),
+        (FileNotFoundError(2, "no socket"), True),
+        (requests.ReadTimeout("slow"), False),  # slow is not gone
+        (None, False),  # an answer of podman's own (404, 500): not a dead service
+    ],
+)
+def test_a_request_the_dead_service_broke_says_so(cause: OSError | None, gone: bool) -> None:
+    # podman-py wraps every OSError of a request as "GET operation failed"
+    error = podman.errors.APIError("http://d/v5.0.0/libpod/containers/x/json")
+    error.__cause__ = cause
+    with pytest.raises(SandboxError) as raised, _translated("inspect the build container"):
+        raise error
+    assert ("the podman service stopped answering" in str(raised.value)) is gone
