@@ -358,9 +358,7 @@ class SharedService:
 def shared_service(owner: int | None = None) -> SharedService:
     """This user's shared service (whether or not it runs); ``owner`` is this user's
     euid (injected by tests)."""
-    if owner is None:
-        return SharedService(directory=service_dir())
-    return SharedService(directory=service_dir(), owner=owner)
+    return SharedService(directory=service_dir(), owner=os.geteuid() if owner is None else owner)
 
 
 class PodmanService:

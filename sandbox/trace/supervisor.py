@@ -455,22 +455,31 @@ class Recorder:
         watch = self._watch(pid)
         self.later.append(lambda: self._outputs_of(event, pid, watch))
 
+    def _caller_pidfd(self, pid: int) -> int:
+        """A pidfd of the caller of the notification being handled.
+
+        Raises:
+            OSError: the caller is gone (or ``pid`` is not a thread group's leader).
+        """
+        pidfd = os.pidfd_open(pid)
+        if self.notify_fd is not None:
+            # The pid could have been reused since the notification: only while the
+            # notification is valid is the pidfd the caller's.
+            try:
+                fcntl.ioctl(self.notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, _U64.pack(self.current))
+            except OSError:
+                os.close(pidfd)
+                raise
+        return pidfd
+
     def _watch(self, pid: int) -> int | None:
         """A pidfd of the calling process, to tell later that its pid was not given to
         another process meanwhile; None when it is gone or ``pid`` is not its thread
         group's leader, ``_UNWATCHED`` where the kernel has no pidfds."""
         try:
-            pidfd = os.pidfd_open(pid)
+            return self._caller_pidfd(pid)
         except OSError as e:
             return _UNWATCHED if e.errno == errno.ENOSYS else None
-        if self.notify_fd is not None:
-            # Only while the notification is valid is the pid still the caller's.
-            try:
-                fcntl.ioctl(self.notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, _U64.pack(self.current))
-            except OSError:
-                os.close(pidfd)
-                return None
-        return pidfd
 
     def _outputs_of(self, event: list[Any], pid: int, watch: int | None) -> None:
         """A shell opens "> file" itself and hands the fd to the program it runs: the
@@ -481,12 +490,12 @@ class Recorder:
         FUSE flush). The process had not ended when the reads were done, so its pid
         was not another's: a pid is given again only once its process has ended.
         """
+        if watch is None:
+            return
         targets = []
         for fd in (1, 2):
             with suppress(OSError):
                 targets.append(os.readlink(b"/proc/%d/fd/%d" % (pid, fd)))
-        if watch is None:
-            return
         if watch != _UNWATCHED:
             try:
                 ended = select.poll()
@@ -722,19 +731,10 @@ class Recorder:
         """A duplicate of the caller's socket ``fd`` with its domain and type, or the
         errno the call fails with (0: the process is gone)."""
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = self._caller_pidfd(pid)
         except OSError:
             return 0
         try:
-            if self.notify_fd is not None:
-                # The pid could have been reused since the notification: only while the
-                # notification is valid is the pidfd the caller's.
-                try:
-                    fcntl.ioctl(
-                        self.notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, _U64.pack(self.current)
-                    )
-                except OSError:
-                    return 0
             copy = self._syscall(_SYS_PIDFD_GETFD, pidfd, fd & 0xFFFFFFFF, 0)
             if copy < 0:
                 return ctypes.get_errno() or errno.EBADF
