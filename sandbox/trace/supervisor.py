@@ -36,6 +36,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -86,7 +87,6 @@ _MAX_LINKS = 40
 _AT_REMOVEDIR = 0x200
 _RENAME_EXCHANGE = 2
 _IP = (socket.AF_INET, socket.AF_INET6)
-_UNWATCHED = -1  # no pidfds (Linux < 5.3): stdout and stderr are read unchecked
 # A handler's answer when a thread of the supervisor answers later (a positive error is
 # nothing the kernel would take, so it is never a real answer).
 DEFERRED = (0, 1)
@@ -167,7 +167,8 @@ class Recorder:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.dropped: dict[str, int] = {}  # by syscall name, once a cap was reached
-        self.later: list[Callable[[], None]] = []  # work that can wait for the answer
+        # Work that can wait for the answer: done while the build goes on (on a free CPU).
+        self.later: list[Callable[[], None]] = []
         self.sentinel = sentinel
         self.ended = False  # the runner created the sentinel: the build is over
         self.notify_fd = notify_fd
@@ -177,7 +178,8 @@ class Recorder:
         self._known: set[int] = set()
         self._group: dict[int, int] = {}  # host tid -> thread group
         self._members: dict[int, set[int]] = {}  # thread group -> its known tids
-        self._pending: dict[int, tuple[list[Any], bytes | None]] = {}  # exec not yet settled
+        # Execs not yet settled: the event, the program before, its /proc/PID/stat fd.
+        self._pending: dict[int, tuple[list[Any], bytes | None, int | None]] = {}
         self._interned: dict[bytes, bytes] = {}  # one copy of each path kept
         self._listings: dict[tuple[int, bytes], tuple[int, list[Any]]] = {}
         self._execs = 0  # execs seen: a listing is merged only within one program
@@ -389,21 +391,24 @@ class Recorder:
             unsettled = self._pending.pop(member, None)
             if unsettled is not None:
                 unsettled[0][4] = "unknown"
+                _close(unsettled[2])
 
     # --- execs: which ran --------------------------------------------------------------
 
-    def _image(self, pid: int) -> bytes | None:
+    @staticmethod
+    def _image(stat_fd: int | None) -> bytes | None:
         """What identifies the process's current program: its name and where the kernel
         put its code, stack, arguments and environment (/proc/PID/stat, readable even
         after a change of uid). A successful exec makes a new memory map, and with it
         new values (the stack's place is random); a failed one leaves them as they were.
+
+        ``stat_fd`` stays bound to the process it was opened for: once that process has
+        ended, reading it fails, whoever has its pid by then.
         """
+        if stat_fd is None:
+            return None
         try:
-            fd = os.open(b"/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                text = os.read(fd, 4096)
-            finally:
-                os.close(fd)
+            text = os.pread(stat_fd, 4096, 0)
         except OSError:
             return None
         name, _, rest = text.rpartition(b")")
@@ -415,8 +420,9 @@ class Recorder:
     def settle(self, pid: int) -> None:
         """``pid`` makes its next traced call after an exec: did the exec replace its
         program? Observed in the process itself, never looked up by path."""
-        event, before = self._pending.pop(pid)
-        after = self._image(pid)
+        event, before, stat_fd = self._pending.pop(pid)
+        after = self._image(stat_fd)
+        _close(stat_fd)
         if before is None or after is None:
             event[4] = "unknown"
         elif after != before:
@@ -428,8 +434,9 @@ class Recorder:
     def unsettled(self) -> None:
         """Execs whose process made no traced call after them (killed, or it left by
         the exit of its last thread): whether they ran is not known."""
-        for event, _ in self._pending.values():
+        for event, _, stat_fd in self._pending.values():
             event[4] = "unknown"
+            _close(stat_fd)
         self._pending.clear()
 
     # --- handlers: (pid, args) -> None or an answer ----------------------------------
@@ -450,10 +457,25 @@ class Recorder:
         event: list[Any] = ["exec", pid, path, argv, None, [], cut]
         self.events.append(event)
         self._execs += 1
-        self._pending[pid] = (event, self._image(pid))
-        # A thread other than the leader has no pidfd of its own here: nothing recorded.
-        watch = self._watch(pid)
-        self.later.append(lambda: self._outputs_of(event, pid, watch))
+        stat_fd = self._stat_of_caller(pid)
+        self._pending[pid] = (event, self._image(stat_fd), stat_fd)
+        if stat_fd is not None:
+            self.later.append(lambda: self._outputs_of(event, pid, stat_fd))
+
+    def _stat_of_caller(self, pid: int) -> int | None:
+        """The caller's /proc/PID/stat, open; None when it is gone. Opened by pid while
+        the notification is valid, so it is the caller's, and stays bound to it."""
+        try:
+            stat_fd = os.open(b"/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if self.notify_fd is not None:
+            try:
+                fcntl.ioctl(self.notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, _U64.pack(self.current))
+            except OSError:
+                os.close(stat_fd)
+                return None
+        return stat_fd
 
     def _caller_pidfd(self, pid: int) -> int:
         """A pidfd of the caller of the notification being handled.
@@ -472,38 +494,23 @@ class Recorder:
                 raise
         return pidfd
 
-    def _watch(self, pid: int) -> int | None:
-        """A pidfd of the calling process, to tell later that its pid was not given to
-        another process meanwhile; None when it is gone or ``pid`` is not its thread
-        group's leader, ``_UNWATCHED`` where the kernel has no pidfds."""
-        try:
-            return self._caller_pidfd(pid)
-        except OSError as e:
-            return _UNWATCHED if e.errno == errno.ENOSYS else None
-
-    def _outputs_of(self, event: list[Any], pid: int, watch: int | None) -> None:
+    def _outputs_of(self, event: list[Any], pid: int, stat_fd: int) -> None:
         """A shell opens "> file" itself and hands the fd to the program it runs: the
         program's stdout and stderr say which files it writes.
 
         Read after the answer, through /proc (a copy of the fd would be a reference of
         the supervisor's, and its close could be the last one: a socket's linger, a
-        FUSE flush). The process had not ended when the reads were done, so its pid
-        was not another's: a pid is given again only once its process has ended.
+        FUSE flush). Kept only if the process's own ``stat_fd`` still reads after them:
+        it had not ended, so its pid was not another's.
         """
-        if watch is None:
-            return
         targets = []
         for fd in (1, 2):
             with suppress(OSError):
                 targets.append(os.readlink(b"/proc/%d/fd/%d" % (pid, fd)))
-        if watch != _UNWATCHED:
-            try:
-                ended = select.poll()
-                ended.register(watch, select.POLLIN)
-                if ended.poll(0):
-                    return
-            finally:
-                os.close(watch)
+        try:
+            os.pread(stat_fd, 1, 0)
+        except OSError:
+            return
         event[5].extend(self._kept(target) for target in targets)
 
     def exit_group(self, pid: int, a: tuple[int, ...]) -> None:
@@ -953,9 +960,13 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
             recorder.forget(pid)
         if later:
             for work in later:
-                with suppress(OSError):
-                    work()
+                work()
             later.clear()
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def _peak_memory() -> int:
@@ -1038,6 +1049,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentinel", help="the path whose creation ends the build")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
+    # One /proc/PID/stat fd is held per exec until it is settled: as many as processes.
+    _, most = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
     sentinel = os.fsencode(args.sentinel) if args.sentinel else None
     recorder = Recorder(max_events=args.max_events, max_bytes=args.max_bytes, sentinel=sentinel)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

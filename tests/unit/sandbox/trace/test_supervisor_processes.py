@@ -1,5 +1,5 @@
 """The supervisor's view of processes: placed in the container's pid namespace (found at
-its depth), and a program's stdout and stderr recorded only while its pid is its own."""
+its depth), a program's stdout and stderr, and an exec settled in the process that made it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.trace.supervisor import _UNWATCHED, Recorder, namespace_depth
+from sandbox.trace.supervisor import Recorder, namespace_depth
 from sandbox.trace.syscalls import AT_FDCWD
 
 ME = os.getpid()
@@ -141,19 +141,21 @@ def _event(pid: int) -> list[Any]:
     return ["exec", pid, b"/bin/sleep", [b"sleep"], None, [], False]
 
 
-def test_outputs_are_recorded_while_the_pid_is_the_process_s(tmp_path: Path) -> None:
+def _stat(pid: int) -> int:
+    return os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+
+
+def test_outputs_are_recorded_while_the_process_is_there(tmp_path: Path) -> None:
     recorder = Recorder()
     with (tmp_path / "out").open("w") as out:
         child = subprocess.Popen(["sleep", "60"], stdout=out, stderr=subprocess.DEVNULL)
+    stat_fd = _stat(child.pid)
     try:
         event = _event(child.pid)
-        watch = recorder._watch(child.pid)
-        assert watch is not None and watch != _UNWATCHED
-        recorder._outputs_of(event, child.pid, watch)
+        recorder._outputs_of(event, child.pid, stat_fd)
         assert event[5] == [os.fsencode(tmp_path / "out"), b"/dev/null"]
-        with pytest.raises(OSError):
-            os.fstat(watch)  # the pidfd was closed
     finally:
+        os.close(stat_fd)
         child.kill()
         child.wait()
 
@@ -161,18 +163,75 @@ def test_outputs_are_recorded_while_the_pid_is_the_process_s(tmp_path: Path) -> 
 def test_outputs_of_a_pid_given_to_another_process_are_not_recorded(tmp_path: Path) -> None:
     recorder = Recorder()
     ended = subprocess.Popen(["true"])
-    watch = recorder._watch(ended.pid)
+    stat_fd = _stat(ended.pid)  # held from the exec's notification on
     ended.wait()
     # Another process now has the pid the reads go to (as after a pid was given again).
     with (tmp_path / "other").open("w") as out:
         other = subprocess.Popen(["sleep", "60"], stdout=out, stderr=out)
+    other_stat = _stat(other.pid)
     try:
         unchecked = _event(other.pid)
-        recorder._outputs_of(unchecked, other.pid, _UNWATCHED)
-        assert unchecked[5] != []  # the negative control: unchecked, the other's are taken
+        recorder._outputs_of(unchecked, other.pid, other_stat)
+        assert unchecked[5] != []  # the negative control: the other's own are taken
         event = _event(other.pid)
-        recorder._outputs_of(event, other.pid, watch)
+        recorder._outputs_of(event, other.pid, stat_fd)
         assert event[5] == []
+    finally:
+        os.close(stat_fd)
+        os.close(other_stat)
+        other.kill()
+        other.wait()
+
+
+def test_the_callers_stat_is_taken_only_while_the_notification_is_valid() -> None:
+    # The caller could have been killed, its pid given to another process: the kernel's
+    # word on the notification decides (here an fd that is no notification fd, so the
+    # kernel confirms nothing).
+    with open(os.devnull, "rb") as unconfirmed:
+        assert Recorder(notify_fd=unconfirmed.fileno())._stat_of_caller(ME) is None
+    stat_fd = Recorder()._stat_of_caller(ME)  # the positive control: nothing to confirm
+    assert stat_fd is not None
+    os.close(stat_fd)
+
+
+def _image_once_started(stat_fd: int) -> bytes:
+    """The program's image, once its exec has set it up (Popen returns before that)."""
+    deadline = time.monotonic() + 10
+    while (image := Recorder._image(stat_fd)) is None:
+        assert time.monotonic() < deadline, "the program did not start"
+        time.sleep(0.005)
+    return image
+
+
+def _pending_exec(recorder: Recorder, pid: int) -> list[Any]:
+    """An exec of ``pid`` waiting to be settled, as ``_exec`` leaves it."""
+    event = _event(pid)
+    stat_fd = _stat(pid)
+    recorder._pending[pid] = (event, _image_once_started(stat_fd), stat_fd)
+    return event
+
+
+def test_an_exec_is_settled_in_the_process_it_was_made_by() -> None:
+    recorder = Recorder()
+    ended = subprocess.Popen(["sleep", "60"])
+    event = _pending_exec(recorder, ended.pid)
+    before = recorder._pending[ended.pid][1]
+    ended.kill()
+    ended.wait()
+    other = subprocess.Popen(["cat"], stdin=subprocess.PIPE)  # another program
+    try:
+        # What the pid's /proc entry shows once another process has it (the negative
+        # control: looked up by number again, it would pass for a program that ran).
+        fresh = _stat(other.pid)
+        try:
+            assert _image_once_started(fresh) != before
+        finally:
+            os.close(fresh)
+        recorder.settle(ended.pid)  # its next call, as a reused pid would make it
+        assert event[4] == "unknown"
+        unchanged = _pending_exec(recorder, other.pid)
+        recorder.settle(other.pid)  # the positive control: the held fd still reads
+        assert unchanged[4] == "failed"  # (the program it had before)
     finally:
         other.kill()
         other.wait()
@@ -199,7 +258,8 @@ def test_a_thread_s_exec_is_settled_by_the_thread_alone() -> None:
     worker.start()
     worker.join()
     event = next(e for e in recorder.events if e[0] == "exec")
-    assert event[5] == []  # no pidfd names the thread: its stdout is not taken
+    # A thread's /proc/TID/stat says it is there: the process's stdout and stderr.
+    assert event[5] == [os.readlink(f"/proc/{ME}/fd/{fd}").encode() for fd in (1, 2)]
     # A call of the leader could come before a successful exec replaced the program:
     # it must not settle the exec (it would look failed).
     assert list(recorder._pending) == tids and ME not in recorder._pending
