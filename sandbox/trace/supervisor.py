@@ -87,6 +87,9 @@ _MAX_LINKS = 40
 _AT_REMOVEDIR = 0x200
 _RENAME_EXCHANGE = 2
 _IP = (socket.AF_INET, socket.AF_INET6)
+# Held /proc/PID/stat fds past which those of ended processes are closed (a process that
+# leaves by exit(2) or a signal makes no traced call that would settle its exec).
+_HELD_STATS = 256
 # A handler's answer when a thread of the supervisor answers later (a positive error is
 # nothing the kernel would take, so it is never a real answer).
 DEFERRED = (0, 1)
@@ -180,6 +183,7 @@ class Recorder:
         self._members: dict[int, set[int]] = {}  # thread group -> its known tids
         # Execs not yet settled: the event, the program before, its /proc/PID/stat fd.
         self._pending: dict[int, tuple[list[Any], bytes | None, int | None]] = {}
+        self._sweep_at = _HELD_STATS  # how many pending execs make a sweep of ended ones
         self._interned: dict[bytes, bytes] = {}  # one copy of each path kept
         self._listings: dict[tuple[int, bytes], tuple[int, list[Any]]] = {}
         self._execs = 0  # execs seen: a listing is merged only within one program
@@ -388,22 +392,20 @@ class Recorder:
             self._group.pop(member, None)
             # An exec of one of its threads that no call of that thread settled: what
             # a later process with the same pid shows says nothing of it.
-            unsettled = self._pending.pop(member, None)
-            if unsettled is not None:
-                unsettled[0][4] = "unknown"
-                _close(unsettled[2])
+            self._unknown(member)
 
     # --- execs: which ran --------------------------------------------------------------
 
     @staticmethod
     def _image(stat_fd: int | None) -> bytes | None:
-        """What identifies the process's current program: its name and where the kernel
-        put its code, stack, arguments and environment (/proc/PID/stat, readable even
-        after a change of uid). A successful exec makes a new memory map, and with it
-        new values (the stack's place is random); a failed one leaves them as they were.
+        """What identifies the process's current program: where the kernel put its code,
+        stack, arguments and environment (/proc/PID/stat, readable even after a change
+        of uid). A successful exec makes a new memory map, and with it new values (the
+        stack's place is random); a failed one leaves them as they were. (Not its name:
+        a process can change that itself, prctl(PR_SET_NAME).)
 
-        ``stat_fd`` stays bound to the process it was opened for: once that process has
-        ended, reading it fails, whoever has its pid by then.
+        ``stat_fd`` stays bound to the process (its pid) it was opened for: once that
+        process has ended, it shows no program, whoever has the pid number by then.
         """
         if stat_fd is None:
             return None
@@ -411,11 +413,10 @@ class Recorder:
             text = os.pread(stat_fd, 4096, 0)
         except OSError:
             return None
-        name, _, rest = text.rpartition(b")")
-        fields = rest.split()
-        if len(fields) < 49 or fields[23] == b"0":  # the values are hidden from us
+        fields = text.rpartition(b")")[2].split()
+        if len(fields) < 49 or fields[23] == b"0":  # hidden from us, or the process ended
             return None
-        return b" ".join([name, *fields[23:26], *fields[45:49]])
+        return b" ".join([*fields[23:26], *fields[45:49]])
 
     def settle(self, pid: int) -> None:
         """``pid`` makes its next traced call after an exec: did the exec replace its
@@ -430,6 +431,22 @@ class Recorder:
         else:
             event[4] = "failed"
             event.append(_resolved_in_root(pid, event[2], self._libc))
+
+    def _unknown(self, pid: int) -> None:
+        """``pid``'s pending exec can no longer be settled: whether it ran is not known."""
+        unsettled = self._pending.pop(pid, None)
+        if unsettled is not None:
+            unsettled[0][4] = "unknown"
+            _close(unsettled[2])
+
+    def _sweep(self) -> None:
+        """Close the held stat fds of processes that ended without a traced call after
+        their exec (exit(2), a signal): their execs stay unknown. Then sweep again only
+        once as many more are pending, so that the cost per exec stays constant."""
+        for pid, (_, _, stat_fd) in list(self._pending.items()):
+            if self._image(stat_fd) is None:
+                self._unknown(pid)
+        self._sweep_at = max(_HELD_STATS, 2 * len(self._pending))
 
     def unsettled(self) -> None:
         """Execs whose process made no traced call after them (killed, or it left by
@@ -457,6 +474,14 @@ class Recorder:
         event: list[Any] = ["exec", pid, path, argv, None, [], cut]
         self.events.append(event)
         self._execs += 1
+        # A successful exec gives the thread group's leader pid to the thread that made
+        # it: what another thread's pending exec shows from now on may be this one's.
+        group = self._group.get(pid, pid)
+        for member in self._members.get(group, ()):
+            self._unknown(member)
+        self._unknown(pid)
+        if len(self._pending) >= self._sweep_at:
+            self._sweep()
         stat_fd = self._stat_of_caller(pid)
         self._pending[pid] = (event, self._image(stat_fd), stat_fd)
         if stat_fd is not None:
@@ -739,8 +764,10 @@ class Recorder:
         errno the call fails with (0: the process is gone)."""
         try:
             pidfd = self._caller_pidfd(pid)
-        except OSError:
-            return 0
+        except OSError as e:
+            if e.errno in (errno.ESRCH, errno.ENOENT):
+                return 0
+            return e.errno or errno.EMFILE  # no evidence (out of fds): the call fails
         try:
             copy = self._syscall(_SYS_PIDFD_GETFD, pidfd, fd & 0xFFFFFFFF, 0)
             if copy < 0:
@@ -960,7 +987,8 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
             recorder.forget(pid)
         if later:
             for work in later:
-                work()
+                with suppress(OSError):
+                    work()
             later.clear()
 
 
@@ -1049,7 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentinel", help="the path whose creation ends the build")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
-    # One /proc/PID/stat fd is held per exec until it is settled: as many as processes.
+    # A /proc/PID/stat fd is held for each exec until it is settled (see _sweep).
     _, most = resource.getrlimit(resource.RLIMIT_NOFILE)
     with suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))

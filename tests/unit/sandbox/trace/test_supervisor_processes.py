@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -265,3 +266,109 @@ def test_a_thread_s_exec_is_settled_by_the_thread_alone() -> None:
     assert list(recorder._pending) == tids and ME not in recorder._pending
     recorder.forget(ME)  # the thread group ends: the exec was never settled
     assert event[4] == "unknown" and recorder._pending == {}
+
+
+_THREAD_EXECS = """
+import ctypes, os, sys, threading
+path = ctypes.create_string_buffer(b"/bin/sleep")
+words = [ctypes.create_string_buffer(b"sleep"), ctypes.create_string_buffer(b"60")]
+argv = (ctypes.c_uint64 * 3)(*map(ctypes.addressof, words), 0)
+def run():
+    print(threading.get_native_id(), ctypes.addressof(path), ctypes.addressof(argv), flush=True)
+    sys.stdin.readline()
+    os.execv("/bin/sleep", ["sleep", "60"])
+threading.Thread(target=run).start()
+"""
+
+
+def test_an_exec_by_another_thread_leaves_the_leaders_pending_exec_unknown() -> None:
+    # The leader's exec failed (it still runs python); then another thread execs: the
+    # kernel gives that thread the leader's pid, so the leader's stat shows the new
+    # program, and the failed exec would pass for one that ran.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _THREAD_EXECS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        tid, path, argv = map(int, child.stdout.readline().split())
+        recorder, unguarded = Recorder(), Recorder()
+        for r in (recorder, unguarded):
+            r._group.update({tid: child.pid, child.pid: child.pid})
+            r._members[child.pid] = {child.pid, tid}
+        leaders = _pending_exec(recorder, child.pid)
+        unguarded_leaders = _pending_exec(unguarded, child.pid)
+        before = recorder._pending[child.pid][1]
+        recorder._exec(tid, AT_FDCWD, path, argv)  # the thread's exec, as notified
+        assert leaders[4] == "unknown" and child.pid not in recorder._pending
+        child.stdin.write("\n")
+        child.stdin.flush()
+        fresh = _stat(child.pid)
+        try:
+            deadline = time.monotonic() + 10
+            while Recorder._image(fresh) in (None, before):
+                assert time.monotonic() < deadline, "the thread's exec did not happen"
+                time.sleep(0.005)
+        finally:
+            os.close(fresh)
+        unguarded.settle(child.pid)  # the negative control: the leader's next call
+        assert unguarded_leaders[4] == "ran"
+        recorder.settle(tid)  # the thread's exec: its tid is gone with it
+        assert recorder.events[-1][4] == "unknown"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_program_that_renames_itself_still_failed_its_exec() -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import ctypes, sys; sys.stdin.readline(); "
+            "ctypes.CDLL(None).prctl(15, b'renamed', 0, 0, 0); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    try:
+        recorder = Recorder()
+        event = _pending_exec(recorder, child.pid)
+        child.stdin.write("\n")  # after its failed exec, it renames itself (PR_SET_NAME)
+        child.stdin.flush()
+        deadline = time.monotonic() + 10
+        while _comm(child.pid) != "renamed":  # what the stat's name field shows now
+            assert time.monotonic() < deadline, "the rename did not happen"
+            time.sleep(0.005)
+        recorder.settle(child.pid)
+        assert event[4] == "failed"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_stat_fds_of_processes_that_ended_unsettled_are_closed() -> None:
+    # exit(2) and a signal end a process without a traced call: nothing settles its
+    # exec, and its held fd would stay open for the rest of the build.
+    recorder = Recorder()
+    ended = subprocess.Popen(["sleep", "60"])
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        gone = _pending_exec(recorder, ended.pid)
+        running = _pending_exec(recorder, alive.pid)
+        ended.kill()
+        ended.wait()
+        held = recorder._pending[ended.pid][2]
+        assert held is not None
+        os.fstat(held)  # open until a sweep
+        recorder._sweep()
+        assert gone[4] == "unknown" and ended.pid not in recorder._pending
+        with pytest.raises(OSError):
+            os.fstat(held)
+        assert running[4] is None and alive.pid in recorder._pending  # still to settle
+    finally:
+        alive.kill()
+        alive.wait()
