@@ -4,6 +4,7 @@ its depth), a program's stdout and stderr, and an exec settled in the process th
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -212,30 +213,61 @@ def _pending_exec(recorder: Recorder, pid: int) -> list[Any]:
     return event
 
 
+_PID_REUSE = """
+import json, os, subprocess, sys, time
+from sandbox.trace.supervisor import Recorder
+
+def image(stat_fd):
+    deadline = time.monotonic() + 10
+    while (found := Recorder._image(stat_fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return found
+
+recorder = Recorder()
+ended = subprocess.Popen(["sleep", "60"])
+held = os.open(f"/proc/{ended.pid}/stat", os.O_RDONLY)
+event = ["exec", ended.pid, b"/bin/sleep", [b"sleep"], None, [], False]
+before = image(held)
+recorder._pending[ended.pid] = (event, before, held)
+ended.kill()
+ended.wait()
+with open("/proc/sys/kernel/ns_last_pid", "w") as last:  # the next process gets its pid
+    last.write(str(ended.pid - 1))
+other = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
+fresh = os.open(f"/proc/{ended.pid}/stat", os.O_RDONLY)
+by_number = image(fresh)
+recorder.settle(ended.pid)  # the next call of that pid: the other process's
+unchanged = ["exec", other.pid, b"/bin/cat", [b"cat"], None, [], False]
+recorder._pending[other.pid] = (unchanged, image(fresh), fresh)
+recorder.settle(other.pid)
+other.kill()
+print(json.dumps({
+    "reused": other.pid == ended.pid,
+    "by_number_differs": by_number not in (None, before),
+    "outcome": event[4],
+    "unchanged": unchanged[4],
+}))
+"""
+
+
 def test_an_exec_is_settled_in_the_process_it_was_made_by() -> None:
-    recorder = Recorder()
-    ended = subprocess.Popen(["sleep", "60"])
-    event = _pending_exec(recorder, ended.pid)
-    before = recorder._pending[ended.pid][1]
-    ended.kill()
-    ended.wait()
-    other = subprocess.Popen(["cat"], stdin=subprocess.PIPE)  # another program
-    try:
-        # What the pid's /proc entry shows once another process has it (the negative
-        # control: looked up by number again, it would pass for a program that ran).
-        fresh = _stat(other.pid)
-        try:
-            assert _image_once_started(fresh) != before
-        finally:
-            os.close(fresh)
-        recorder.settle(ended.pid)  # its next call, as a reused pid would make it
-        assert event[4] == "unknown"
-        unchanged = _pending_exec(recorder, other.pid)
-        recorder.settle(other.pid)  # the positive control: the held fd still reads
-        assert unchanged[4] == "failed"  # (the program it had before)
-    finally:
-        other.kill()
-        other.wait()
+    # In a pid namespace of its own (with its /proc), a pid can be given again on
+    # purpose (ns_last_pid): the exec of the process that ended must not be settled by
+    # what the next process with its pid shows.
+    command = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+    done = subprocess.run(
+        [*command, sys.executable, "-c", _PID_REUSE], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"no unprivileged user, pid and mount namespaces here: {done.stderr[-200:]}")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["reused"], "the pid was not given again"
+    # The negative control: looked up by number again, it would pass for a program
+    # that ran (another program is there now).
+    assert found["by_number_differs"]
+    assert found["outcome"] == "unknown"
+    assert found["unchanged"] == "failed"  # the positive control: a held fd still reads
 
 
 def test_a_thread_s_exec_is_settled_by_the_thread_alone() -> None:
