@@ -22,6 +22,10 @@ alike (so that tracing changes nothing a build can do):
   whatever the network namespace; ``AF_ALG`` and the rest are kernel surface no build
   needs), another protocol with ENOSYS (SCTP connects through ``setsockopt``, which the
   supervisor does not see); ``socketpair`` is ``AF_UNIX`` only;
+- no ``prctl(PR_SET_MM)`` (EPERM): ``PR_SET_MM_MAP`` needs no privilege and rewrites
+  where /proc/PID/stat says a program's code, stack and arguments are, which is how
+  the supervisor tells whether an exec ran (the option is an ``int``: only its low 32
+  bits are compared, as the kernel reads them);
 - no ``memfd_secret``; and where memory is watched from the host (no memory cgroup),
   no ``memfd_create``: a memfd's pages are in no process's RSS and in no mount the
   watchdog can measure (see docs/sandbox.md).
@@ -104,6 +108,7 @@ MOUNTS = (
 UNSUPPORTED = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register", "memfd_secret")
 SOCKETS = ("socket", "socketpair")
 HARDENED = (*MOUNTS, *UNSUPPORTED, *SOCKETS, "clone", "unshare")
+PR_SET_MM = 35
 EINVAL = 22
 EOPNOTSUPP = 95
 EAFNOSUPPORT = 97
@@ -138,6 +143,28 @@ def _flags(name: str, allowed_unless: int) -> list[dict[str, Any]]:
         rule(ALLOW, allowed_unless, 0),
         *(rule("SCMP_ACT_ERRNO", bit, bit, EPERM) for bit in bits),
     ]
+
+
+def _int_option_rules(name: str, denied: int) -> list[dict[str, Any]]:
+    """``name`` allowed unless the low 32 bits of argument 0 (an ``int`` to the kernel)
+    are ``denied`` (EPERM). The allowed values are split by their lowest bit that
+    differs from ``denied``: 32 classes that, with the denied one, never overlap."""
+
+    def rule(mask: int, value: int, errno: int | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "names": [name],
+            "action": ALLOW if errno is None else "SCMP_ACT_ERRNO",
+            "args": [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}],
+        }
+        if errno is not None:
+            found["errnoRet"] = errno
+        return found
+
+    allowed = [
+        rule((2 << bit) - 1, (denied & ((1 << bit) - 1)) | (~denied & (1 << bit)))
+        for bit in range(32)
+    ]
+    return [*allowed, rule(0xFFFFFFFF, denied, EPERM)]
 
 
 def _condition(index: int, op: str, value: int) -> dict[str, Any]:
@@ -194,6 +221,12 @@ def _harden(profile: dict[str, Any], *, memfd: bool = True) -> None:
             arch for arch in profile["architectures"] if arch not in _COMPAT_ARCHES
         ]
     denied = {*HARDENED} if memfd else {*HARDENED, "memfd_create"}
+    prctl = any(
+        rule.get("action") == ALLOW and not rule.get("args") and "prctl" in rule.get("names", [])
+        for rule in profile.get("syscalls", [])
+    )
+    if prctl:  # allowed by the base: allowed still, but for PR_SET_MM
+        denied.add("prctl")
     rules = []
     for rule in profile.get("syscalls", []):
         names = [name for name in rule.get("names", []) if name not in denied]
@@ -202,6 +235,8 @@ def _harden(profile: dict[str, Any], *, memfd: bool = True) -> None:
     rules += _socket_rules()
     rules += _flags("clone", NAMESPACES | CLONE_PARENT)
     rules += _flags("unshare", NAMESPACES | CLONE_NEWTIME)
+    if prctl:
+        rules += _int_option_rules("prctl", PR_SET_MM)
     rules.append({"names": list(MOUNTS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM, "args": []})
     unsupported = [*UNSUPPORTED] if memfd else [*UNSUPPORTED, "memfd_create"]
     rules.append({"names": unsupported, "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS, "args": []})

@@ -524,3 +524,28 @@ def test_a_name_with_a_newline_cannot_forge_a_line_of_the_summary(
     summary = render.build_summary(result).splitlines()
     assert not [line for line in summary if line.startswith("built sha256:0000")]
     assert any(line.endswith("out/x\\x0abuilt sha256:0000 (forged)") for line in summary)
+
+
+SET_MM = """
+perl -e 'my ($size, $name) = (pack("L", 0), "renamed");
+sub said { my $r = shift; $r < 0 ? "refused " . ($! + 0) : "allowed" }
+print "set_mm: ", said(syscall(157, 35, 15, $size, 0, 0)), "\\n";
+print "set_mm_high: ", said(syscall(157, 35 + (1 << 32), 15, $size, 0, 0)), "\\n";
+print "set_name: ", said(syscall(157, 15, $name, 0, 0, 0)), "\\n"'
+"""
+
+
+@pytest.mark.parametrize("trace", [TraceLevel.STANDARD, TraceLevel.OFF])
+def test_a_build_cannot_rewrite_what_proc_says_of_its_program(
+    sandbox_: Sandbox, minimal_image: str, trace: TraceLevel
+) -> None:
+    # prctl(PR_SET_MM, PR_SET_MM_MAP) needs no privilege and rewrites where
+    # /proc/PID/stat says the program's code, stack and arguments are: what tells the
+    # supervisor whether an exec ran. Asked for its size (PR_SET_MM_MAP_SIZE), the kernel
+    # answers outside the sandbox (with the option's upper bits set too: it reads an
+    # int); the profile refuses both.
+    result = sandbox_.build(SET_MM, trace=trace)
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    said = dict(line.split(": ", 1) for line in lines(result) if line.startswith("set_"))
+    assert said["set_mm"] == "refused 1" and said["set_mm_high"] == "refused 1", said
+    assert said["set_name"] == "allowed", said  # the positive control: prctl works

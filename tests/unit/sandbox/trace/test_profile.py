@@ -304,3 +304,32 @@ def test_creations_and_changes_without_an_open_are_traced() -> None:
     for name in ("link", "linkat", "symlink", "symlinkat", "mknodat", "truncate", "fchmodat"):
         assert actions(profile, name, {}) == {"SCMP_ACT_NOTIFY"}, name
     assert actions(profile_at(TraceLevel.OFF), "linkat", {}) == {"SCMP_ACT_ALLOW"}
+
+
+PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
+PRCTL_OPTIONS = [0, 1, PR_SET_NAME, 34, 36, 38, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 32, 3 << 40]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("option", [*PRCTL_OPTIONS, PR_SET_MM, PR_SET_MM | 1 << 32])
+def test_prctl_set_mm_is_denied_and_every_other_option_allowed(
+    level: TraceLevel, option: int
+) -> None:
+    # PR_SET_MM_MAP rewrites what /proc/PID/stat says of a program: it could make an exec
+    # that ran look failed. The kernel reads the option as an int, so upper bits are no
+    # way around it.
+    profile = profile_at(level)
+    found = [r for r in rules_for(profile, "prctl") if matches(r, {0: option, 1: PR_SET_MM_MAP})]
+    assert len(found) == 1, found  # the rules never overlap
+    denied = option & 0xFFFFFFFF == PR_SET_MM
+    assert found[0]["action"] == ("SCMP_ACT_ERRNO" if denied else "SCMP_ACT_ALLOW")
+    assert found[0].get("errnoRet") == (1 if denied else None)
+    # Negative control: podman's own profile allows it.
+    base = json.loads(PODMAN_DEFAULT.read_text())
+    assert actions(base, "prctl", {0: option}) == {"SCMP_ACT_ALLOW"}
+
+
+def test_prctl_stays_refused_where_the_base_refuses_it() -> None:
+    for level in LEVELS:
+        profile = build_profile(BASE, level=level, listener="/s")
+        assert rules_for(profile, "prctl") == []  # the default action: refused
