@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import socket
 import stat
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,6 +188,49 @@ def test_what_is_not_an_ip_socket_continues_and_unreadable_addresses_fail(memory
         answer = recorder.connect(ME, (not_a_socket.fileno(), memory.put(bytes(16)), 16))
         assert answer == (0, -errno.ENOTSOCK)
     assert recorder.events == []
+
+
+_OUT_OF_FDS = """
+import ctypes, json, os, resource, socket, struct
+from sandbox.trace.supervisor import Recorder
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+client = socket.socket()
+client.setblocking(False)
+port = listener.getsockname()[1]
+address = ctypes.create_string_buffer(
+    struct.pack("<HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton("127.0.0.1")), 16
+)
+call = (client.fileno(), ctypes.addressof(address), 16)
+recorder = Recorder()
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+held = []
+while True:
+    try:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+full = recorder.connect(os.getpid(), call)
+for fd in held:
+    os.close(fd)
+room = recorder.connect(os.getpid(), call)
+print(json.dumps({"full": full, "room": room, "events": len(recorder.events)}))
+"""
+
+
+def test_a_connect_the_supervisor_cannot_see_fails() -> None:
+    # Out of fds, the supervisor cannot take the build's socket to make the call itself:
+    # letting the call continue would let it go through unrecorded.
+    done = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_FDS], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["full"] == [0, -errno.EMFILE]
+    # The positive control: with fds to spare, the call is made and recorded.
+    assert found["room"] is not None and found["room"][1] in (0, -errno.EINPROGRESS)
+    assert found["events"] == 1
 
 
 def test_an_exec_is_settled_by_looking_at_the_process(memory: Memory) -> None:
