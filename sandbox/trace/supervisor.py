@@ -74,6 +74,7 @@ _NOTIF = struct.Struct("<QIIi4x8x6Q")  # id, pid, flags, nr, (arch), (ip), args[
 _RESP = struct.Struct("<QqiI")  # id, val, error, flags
 _U64 = struct.Struct("<Q")
 _SYS_PIDFD_GETFD = 438
+_PIDFD_THREAD = os.O_EXCL  # Linux 6.9+: a pidfd of that very thread
 _SYS_OPENAT2 = 437
 _READ_MAX = 1 << 16
 _MMSGHDR = 64  # struct mmsghdr on 64-bit: msghdr (56) + msg_len (4) + padding
@@ -181,8 +182,10 @@ class Recorder:
         self._known: set[int] = set()
         self._group: dict[int, int] = {}  # host tid -> thread group
         self._members: dict[int, set[int]] = {}  # thread group -> its known tids
-        # Execs not yet settled: the event, the program before, its /proc/PID/stat fd.
-        self._pending: dict[int, tuple[list[Any], bytes | None, int | None]] = {}
+        # Execs not yet settled, by tid: the event, the program before, its
+        # /proc/PID/stat fd, its thread group. At most one per thread group (_exec).
+        self._pending: dict[int, tuple[list[Any], bytes | None, int | None, int]] = {}
+        self._pending_in: dict[int, int] = {}  # thread group -> the tid with a pending exec
         self._sweep_at = _HELD_STATS  # how many pending execs make a sweep of ended ones
         self._interned: dict[bytes, bytes] = {}  # one copy of each path kept
         self._listings: dict[tuple[int, bytes], tuple[int, list[Any]]] = {}
@@ -414,14 +417,18 @@ class Recorder:
         except OSError:
             return None
         fields = text.rpartition(b")")[2].split()
-        if len(fields) < 49 or fields[23] == b"0":  # hidden from us, or the process ended
+        # The stack's start is 0 when the values are hidden from us (then code reads
+        # "1 1") or the process has no memory any more (it ended).
+        if len(fields) < 49 or fields[25] == b"0":
             return None
         return b" ".join([*fields[23:26], *fields[45:49]])
 
     def settle(self, pid: int) -> None:
         """``pid`` makes its next traced call after an exec: did the exec replace its
         program? Observed in the process itself, never looked up by path."""
-        event, before, stat_fd = self._pending.pop(pid)
+        event, before, stat_fd, group = self._pending.pop(pid)
+        if self._pending_in.get(group) == pid:
+            del self._pending_in[group]
         after = self._image(stat_fd)
         _close(stat_fd)
         if before is None or after is None:
@@ -438,12 +445,14 @@ class Recorder:
         if unsettled is not None:
             unsettled[0][4] = "unknown"
             _close(unsettled[2])
+            if self._pending_in.get(unsettled[3]) == pid:
+                del self._pending_in[unsettled[3]]
 
     def _sweep(self) -> None:
         """Close the held stat fds of processes that ended without a traced call after
         their exec (exit(2), a signal): their execs stay unknown. Then sweep again only
         once as many more are pending, so that the cost per exec stays constant."""
-        for pid, (_, _, stat_fd) in list(self._pending.items()):
+        for pid, (_, _, stat_fd, _) in list(self._pending.items()):
             if self._image(stat_fd) is None:
                 self._unknown(pid)
         self._sweep_at = max(_HELD_STATS, 2 * len(self._pending))
@@ -451,10 +460,11 @@ class Recorder:
     def unsettled(self) -> None:
         """Execs whose process made no traced call after them (killed, or it left by
         the exit of its last thread): whether they ran is not known."""
-        for event, _, stat_fd in self._pending.values():
+        for event, _, stat_fd, _ in self._pending.values():
             event[4] = "unknown"
             _close(stat_fd)
         self._pending.clear()
+        self._pending_in.clear()
 
     # --- handlers: (pid, args) -> None or an answer ----------------------------------
 
@@ -465,6 +475,14 @@ class Recorder:
         self._exec(pid, a[0], a[1], a[2])
 
     def _exec(self, pid: int, dirfd: int, path_address: int, argv_address: int) -> None:
+        # A successful exec gives the thread group's leader pid to the thread that made
+        # it: what another thread's pending exec shows from now on may be this one's.
+        # (Before any read: the exec may succeed even if the reads here fail.)
+        group = self._group.get(pid, pid)
+        other = self._pending_in.get(group)
+        if other is not None:
+            self._unknown(other)
+        self._unknown(pid)
         head, pointers = self._read_two(pid, path_address, argv_address)
         end = head.find(b"\0")
         path = head[:end] if end >= 0 else self._string(pid, path_address)
@@ -474,24 +492,26 @@ class Recorder:
         event: list[Any] = ["exec", pid, path, argv, None, [], cut]
         self.events.append(event)
         self._execs += 1
-        # A successful exec gives the thread group's leader pid to the thread that made
-        # it: what another thread's pending exec shows from now on may be this one's.
-        group = self._group.get(pid, pid)
-        for member in self._members.get(group, ()):
-            self._unknown(member)
-        self._unknown(pid)
         if len(self._pending) >= self._sweep_at:
             self._sweep()
         stat_fd = self._stat_of_caller(pid)
-        self._pending[pid] = (event, self._image(stat_fd), stat_fd)
+        self._pending[pid] = (event, self._image(stat_fd), stat_fd, group)
+        self._pending_in[group] = pid
         if stat_fd is not None:
             self.later.append(lambda: self._outputs_of(event, pid, stat_fd))
 
     def _stat_of_caller(self, pid: int) -> int | None:
         """The caller's /proc/PID/stat, open; None when it is gone. Opened by pid while
         the notification is valid, so it is the caller's, and stays bound to it."""
+        path = b"/proc/%d/stat" % pid
         try:
-            stat_fd = os.open(b"/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                stat_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                if e.errno != errno.EMFILE:
+                    raise
+                self._sweep()  # out of fds: those of ended processes go first
+                stat_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         if self.notify_fd is not None:
@@ -503,12 +523,18 @@ class Recorder:
         return stat_fd
 
     def _caller_pidfd(self, pid: int) -> int:
-        """A pidfd of the caller of the notification being handled.
+        """A pidfd of the caller of the notification being handled: of that thread
+        (Linux 6.9+); before, of its thread group (whose fd table its threads share).
 
         Raises:
-            OSError: the caller is gone (or ``pid`` is not a thread group's leader).
+            OSError: the caller is gone.
         """
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd = os.pidfd_open(pid, _PIDFD_THREAD)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            pidfd = os.pidfd_open(self._group.get(pid, pid))
         if self.notify_fd is not None:
             # The pid could have been reused since the notification: only while the
             # notification is valid is the pidfd the caller's.

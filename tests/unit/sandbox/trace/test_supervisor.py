@@ -12,6 +12,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,7 +205,8 @@ address = ctypes.create_string_buffer(
 )
 call = (client.fileno(), ctypes.addressof(address), 16)
 recorder = Recorder()
-resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+few = min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (few, few))
 held = []
 while True:
     try:
@@ -231,6 +233,30 @@ def test_a_connect_the_supervisor_cannot_see_fails() -> None:
     # The positive control: with fds to spare, the call is made and recorded.
     assert found["room"] is not None and found["room"][1] in (0, -errno.EINPROGRESS)
     assert found["events"] == 1
+
+
+def test_a_connect_from_a_thread_is_made_by_the_supervisor(memory: Memory) -> None:
+    # The notification names the calling thread: a pidfd of the process (or none) would
+    # let the call continue unrecorded, the kernel reading the address again.
+    recorder = Recorder()
+    answers: list[object] = []
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client.setblocking(False)
+        address = memory.put(sockaddr("127.0.0.1", listener.getsockname()[1]))
+
+        def call() -> None:
+            tid = threading.get_native_id()
+            assert tid != ME
+            answers.append(recorder.connect(tid, (client.fileno(), address, 16)))
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join()
+    answer = answers[0] if answers else None
+    assert isinstance(answer, tuple) and answer[1] in (0, -errno.EINPROGRESS), answer
+    assert [e[2] for e in recorder.events if e[0] == "net"] == ["connect"]
 
 
 def test_an_exec_is_settled_by_looking_at_the_process(memory: Memory) -> None:
