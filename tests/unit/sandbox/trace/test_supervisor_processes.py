@@ -418,8 +418,9 @@ def _fd_target(fd: int) -> str | None:
 def test_execs_sweep_the_stat_fds_of_ended_processes() -> None:
     # The sweep as execs call it: once as many execs are pending as _sweep_at says.
     recorder = Recorder()
-    ended = subprocess.Popen(["true"])
+    ended = subprocess.Popen(["sleep", "60"])
     gone = _pending_exec(recorder, ended.pid)
+    ended.kill()
     ended.wait()
     recorder._sweep_at = 1
     path = ctypes.create_string_buffer(b"/bin/true")
