@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hermetic"))
 
 REPO = Path(__file__).resolve().parent.parent
 HERMETIC = Path(sys.executable).parent / "hermetic"  # the installed command, as users run it
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout_s: float = 600, interval_s: float = 1
+) -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s}s for {what}"
+        time.sleep(interval_s)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -124,24 +124,26 @@ IP_PROTOCOLS = (0, 1, 6, 17, 58, 136, 262)
 _COMPAT_ARCHES = frozenset({"SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_ARM"})
 
 
+def _masked(name: str, mask: int, value: int, errno: int | None = None) -> dict[str, Any]:
+    """``name`` when argument 0 masked with ``mask`` is ``value``: allowed, or failing
+    with ``errno``."""
+    found: dict[str, Any] = {
+        "names": [name],
+        "action": ALLOW if errno is None else "SCMP_ACT_ERRNO",
+        "args": [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}],
+    }
+    if errno is not None:
+        found["errnoRet"] = errno
+    return found
+
+
 def _flags(name: str, allowed_unless: int) -> list[dict[str, Any]]:
     """``name`` allowed when its flags (argument 0) have none of ``allowed_unless``,
     EPERM for each of those bits; the rules never overlap in action."""
-
-    def rule(action: str, mask: int, value: int, errno: int | None = None) -> dict[str, Any]:
-        found: dict[str, Any] = {
-            "names": [name],
-            "action": action,
-            "args": [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}],
-        }
-        if errno is not None:
-            found["errnoRet"] = errno
-        return found
-
     bits = [1 << bit for bit in range(64) if allowed_unless & (1 << bit)]
     return [
-        rule(ALLOW, allowed_unless, 0),
-        *(rule("SCMP_ACT_ERRNO", bit, bit, EPERM) for bit in bits),
+        _masked(name, allowed_unless, 0),
+        *(_masked(name, bit, bit, EPERM) for bit in bits),
     ]
 
 
@@ -149,22 +151,11 @@ def _int_option_rules(name: str, denied: int) -> list[dict[str, Any]]:
     """``name`` allowed unless the low 32 bits of argument 0 (an ``int`` to the kernel)
     are ``denied`` (EPERM). The allowed values are split by their lowest bit that
     differs from ``denied``: 32 classes that, with the denied one, never overlap."""
-
-    def rule(mask: int, value: int, errno: int | None = None) -> dict[str, Any]:
-        found: dict[str, Any] = {
-            "names": [name],
-            "action": ALLOW if errno is None else "SCMP_ACT_ERRNO",
-            "args": [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}],
-        }
-        if errno is not None:
-            found["errnoRet"] = errno
-        return found
-
     allowed = [
-        rule((2 << bit) - 1, (denied & ((1 << bit) - 1)) | (~denied & (1 << bit)))
+        _masked(name, (2 << bit) - 1, (denied & ((1 << bit) - 1)) | (~denied & (1 << bit)))
         for bit in range(32)
     ]
-    return [*allowed, rule(0xFFFFFFFF, denied, EPERM)]
+    return [*allowed, _masked(name, 0xFFFFFFFF, denied, EPERM)]
 
 
 def _condition(index: int, op: str, value: int) -> dict[str, Any]:

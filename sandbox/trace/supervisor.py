@@ -426,9 +426,7 @@ class Recorder:
     def settle(self, pid: int) -> None:
         """``pid`` makes its next traced call after an exec: did the exec replace its
         program? Observed in the process itself, never looked up by path."""
-        event, before, stat_fd, group = self._pending.pop(pid)
-        if self._pending_in.get(group) == pid:
-            del self._pending_in[group]
+        event, before, stat_fd, _ = self._take(pid)
         after = self._image(stat_fd)
         _close(stat_fd)
         if before is None or after is None:
@@ -439,14 +437,19 @@ class Recorder:
             event[4] = "failed"
             event.append(_resolved_in_root(pid, event[2], self._libc))
 
+    def _take(self, pid: int) -> tuple[list[Any], bytes | None, int | None, int]:
+        """``pid``'s pending exec, no longer pending (KeyError when it has none)."""
+        pending = self._pending.pop(pid)
+        if self._pending_in.get(pending[3]) == pid:
+            del self._pending_in[pending[3]]
+        return pending
+
     def _unknown(self, pid: int) -> None:
         """``pid``'s pending exec can no longer be settled: whether it ran is not known."""
-        unsettled = self._pending.pop(pid, None)
-        if unsettled is not None:
-            unsettled[0][4] = "unknown"
-            _close(unsettled[2])
-            if self._pending_in.get(unsettled[3]) == pid:
-                del self._pending_in[unsettled[3]]
+        if pid in self._pending:
+            event, _, stat_fd, _ = self._take(pid)
+            event[4] = "unknown"
+            _close(stat_fd)
 
     def _sweep(self) -> None:
         """Close the held stat fds of processes that ended without a traced call after

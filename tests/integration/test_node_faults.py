@@ -25,17 +25,10 @@ from rebuilder.node.remote import CeleryDispatch, celery_app
 from sandbox.config import SandboxConfig
 from sandbox.podman_api import DEFAULT_IDLE_S, shared_service
 from sandbox.trace.levels import TraceLevel
-from tests.conftest import HERMETIC
+from tests.conftest import HERMETIC, wait_until
 from tests.integration.conftest import hermetic_env
 from tests.integration.test_faults import hermetic_containers
 from tests.nodes import free_port
-
-
-def wait_until(condition: object, what: str, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"waited {timeout_s}s for {what}"
-        time.sleep(1)
 
 
 def states(node: NodeProcess, ids: list[str]) -> dict[str, list[str]]:
@@ -64,12 +57,10 @@ def test_a_node_killed_twice_with_20_jobs_finishes_each_once(
         ids = [node.submit(archive) for archive in archives]
         for kill in (1, 2):
             # some finished, some running, the rest queued: then the power goes
-            wait_until(
-                lambda kill=kill: (
-                    collect(node, ids, served) >= 4 * kill and states(node, ids)["running"]
-                ),
-                f"jobs running before kill {kill}",
-            )
+            def busy(enough: int = 4 * kill) -> object:
+                return collect(node, ids, served) >= enough and states(node, ids)["running"]
+
+            wait_until(busy, f"jobs running before kill {kill}")
             running = states(node, ids)["running"]
             node.kill()
             assert running, "a kill with no job in flight proves nothing"

@@ -19,6 +19,7 @@ import pytest
 
 from sandbox.trace.supervisor import Recorder, namespace_depth
 from sandbox.trace.syscalls import AT_FDCWD
+from tests.conftest import wait_until
 
 ME = os.getpid()
 
@@ -196,12 +197,15 @@ def test_the_callers_stat_is_taken_only_while_the_notification_is_valid() -> Non
     os.close(stat_fd)
 
 
+def _soon(condition: Callable[[], object], what: str) -> None:
+    wait_until(condition, what, timeout_s=10, interval_s=0.005)
+
+
 def _image_once_started(stat_fd: int) -> bytes:
     """The program's image, once its exec has set it up (Popen returns before that)."""
-    deadline = time.monotonic() + 10
-    while (image := Recorder._image(stat_fd)) is None:
-        assert time.monotonic() < deadline, "the program did not start"
-        time.sleep(0.005)
+    _soon(lambda: Recorder._image(stat_fd) is not None, "the program to start")
+    image = Recorder._image(stat_fd)
+    assert image is not None
     return image
 
 
@@ -341,10 +345,7 @@ def test_an_exec_by_another_thread_leaves_the_leaders_pending_exec_unknown() -> 
         child.stdin.flush()
         fresh = _stat(child.pid)
         try:
-            deadline = time.monotonic() + 10
-            while Recorder._image(fresh) in (None, before):
-                assert time.monotonic() < deadline, "the thread's exec did not happen"
-                time.sleep(0.005)
+            _soon(lambda: Recorder._image(fresh) not in (None, before), "the thread's exec")
         finally:
             os.close(fresh)
         unguarded.settle(child.pid)  # the negative control: the leader's next call
@@ -373,10 +374,8 @@ def test_a_program_that_renames_itself_still_failed_its_exec() -> None:
         event = _pending_exec(recorder, child.pid)
         child.stdin.write("\n")  # after its failed exec, it renames itself (PR_SET_NAME)
         child.stdin.flush()
-        deadline = time.monotonic() + 10
-        while _comm(child.pid) != "renamed":  # what the stat's name field shows now
-            assert time.monotonic() < deadline, "the rename did not happen"
-            time.sleep(0.005)
+        # what the stat's name field shows now
+        _soon(lambda: _comm(child.pid) == "renamed", "the rename")
         recorder.settle(child.pid)
         assert event[4] == "failed"
     finally:
