@@ -11,6 +11,7 @@ APT_PACKAGES=(
     redis-server                         # the Celery scale-out tests
     docker-registry                      # the registry tests (started by the tests, on loopback)
     python3 python3-venv
+    gcc libc6-dev python3-dev            # the supervisor's native loop (sandbox/trace/_loop.c)
 )
 
 if [ "$(id -u)" -eq 0 ]; then

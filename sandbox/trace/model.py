@@ -233,18 +233,23 @@ class HermeticPathAttempt:
 @dataclass(frozen=True, kw_only=True)
 class TracerUsage:
     """What the tracer itself held: events kept, calls it answered without recording
-    (past a cap), and the supervisor's peak memory."""
+    (past a cap), the supervisor's peak memory, and which of its loops recorded
+    (``native`` or ``python``; None in traces from before it said)."""
 
     events: int = 0
     dropped: int = 0
     peak_memory_bytes: int = 0
+    loop: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "events": self.events,
             "dropped": self.dropped,
             "peak_memory_bytes": self.peak_memory_bytes,
         }
+        if self.loop is not None:
+            document["loop"] = self.loop
+        return document
 
     @classmethod
     def from_json(cls, read: _Read) -> TracerUsage:
@@ -252,6 +257,7 @@ class TracerUsage:
             events=read.integer("events"),
             dropped=read.integer("dropped"),
             peak_memory_bytes=read.integer("peak_memory_bytes"),
+            loop=read.maybe_text("loop"),
         )
 
 

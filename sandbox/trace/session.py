@@ -303,6 +303,7 @@ class TraceSession:
                 events=self._events_seen,
                 dropped=sum(dropped.values()),
                 peak_memory_bytes=int(trailer.get("peak_memory_bytes", 0)),
+                loop=trailer["loop"] if trailer.get("loop") in ("native", "python") else None,
             ),
         )
 

@@ -20,10 +20,10 @@ cannot know) it records nothing more: what follows is hermetic's hand-back.
 
 Output (``--out``), JSON lines: a header ``{"container_pid": N}``, the events, and a
 trailer ``{"notifications": N, "unreadable": N, "dropped": {kind: N},
-"peak_memory_bytes": N, "ended": bool}``. Each event is a list whose first item is its
-kind (see ``sandbox.trace.assemble``); a ``pid`` event (container pid, parent, thread
-group of a host pid) comes before the first other event of that pid, and again when
-a host pid is reused by a new process.
+"peak_memory_bytes": N, "ended": bool, "loop": "native" | "python"}``. Each event is a
+list whose first item is its kind (see ``sandbox.trace.assemble``); a ``pid`` event
+(container pid, parent, thread group of a host pid) comes before the first other event
+of that pid, and again when a host pid is reused by a new process.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 
+from sandbox.trace.native import native_loop
 from sandbox.trace.syscalls import (
     ARG_MAX_STRING,
     ARGV_MAX_BYTES,
@@ -91,6 +92,23 @@ _IP = (socket.AF_INET, socket.AF_INET6)
 # Held /proc/PID/stat fds past which those of ended processes are closed (a process that
 # leaves by exit(2) or a signal makes no traced call that would settle its exec).
 _HELD_STATS = 256
+# The calls the native loop handles itself (every other goes to Recorder.step): those a
+# build makes by the thousand.
+_NATIVE_CALLS = (
+    "execve",
+    "exit_group",
+    "open",
+    "openat",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "mkdir",
+    "mkdirat",
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "getdents64",
+)
 # A handler's answer when a thread of the supervisor answers later (a positive error is
 # nothing the kernel would take, so it is never a real answer).
 DEFERRED = (0, 1)
@@ -175,6 +193,7 @@ class Recorder:
         self.later: list[Callable[[], None]] = []
         self.sentinel = sentinel
         self.ended = False  # the runner created the sentinel: the build is over
+        self.loop = "python"  # which loop recorded: "native" once supervise chose it
         self.notify_fd = notify_fd
         self.depth = 1  # where the container's pid namespace is in NSpid (namespace_depth)
         self.current = 0  # the notification being handled (its id)
@@ -245,6 +264,69 @@ class Recorder:
             nr["sendmsg"]: self.sendmsg,
             nr["sendmmsg"]: self.sendmmsg,
         }
+        self._names = {number: name for name, number in nr.items()}
+        self.exit_nr = nr["exit_group"]
+
+    def native_calls(self) -> dict[int, str]:
+        """The calls the native loop handles itself, by number: the common ones (every
+        other goes to :meth:`step`)."""
+        nr = numbers()
+        return {nr[name]: name for name in _NATIVE_CALLS if name in nr}
+
+    # --- one notification -------------------------------------------------------------
+
+    def step(self, nid: int, pid: int, nr: int, args: tuple[int, ...]) -> None:
+        """Notification ``nid`` from start to end: record it, answer it, then do the work
+        that could wait for the answer."""
+        self.notifications += 1
+        notify_fd = self.notify_fd
+        if notify_fd is None:
+            raise RuntimeError("step needs the notification fd")
+        if self.ended:
+            # The runner's hand-back: nothing of the build runs any more.
+            answer(notify_fd, nid, 0, 0, _CONTINUE)
+            return
+        if len(self.events) >= self.max_events or self.kept_bytes >= self.max_bytes:
+            # Full: answer at once and only count (the trace says it was cut).
+            name = self._names.get(nr, str(nr))
+            self.dropped[name] = self.dropped.get(name, 0) + 1
+            answer(notify_fd, nid, 0, 0, _CONTINUE)
+            return
+        if pid not in self._known:
+            if nr == self.exit_nr:
+                # A process whose first traced call is its exit ran no program and has no
+                # children left to place: its exit status alone is not worth a /proc read.
+                self._known.add(pid)
+            else:
+                self.know(pid)
+        if self._pending and pid in self._pending:
+            self.settle(pid)
+        reply = self.handle(nid, pid, nr, args)
+        if reply is None:
+            answer(notify_fd, nid, 0, 0, _CONTINUE)
+        elif reply != DEFERRED:
+            answer(notify_fd, nid, reply[0], reply[1])
+        if nr == self.exit_nr:
+            self.forget(pid)
+        self.run_later()
+
+    def handle(self, nid: int, pid: int, nr: int, args: tuple[int, ...]) -> tuple[int, int] | None:
+        """The handler of call ``nr``, with what it could not read recorded as such."""
+        self.current = nid
+        try:
+            return self.handlers[nr](pid, args)
+        except (OSError, KeyError, ValueError, struct.error) as e:
+            self.unreadable += 1
+            self.events.append(["unreadable", pid, nr, getattr(e, "errno", None) or str(e)])
+            return None
+
+    def run_later(self) -> None:
+        """The work the handlers left for after the answer."""
+        if self.later:
+            for work in self.later:
+                with suppress(OSError):
+                    work()
+            self.later.clear()
 
     # --- reading the traced process -------------------------------------------------
 
@@ -423,6 +505,10 @@ class Recorder:
             return None
         return b" ".join([*fields[23:26], *fields[45:49]])
 
+    def resolved(self, pid: int, path: bytes) -> bytes | None:
+        """Where a failed exec's path leads (:func:`_resolved_in_root`)."""
+        return _resolved_in_root(pid, path, self._libc)
+
     def settle(self, pid: int) -> None:
         """``pid`` makes its next traced call after an exec: did the exec replace its
         program? Observed in the process itself, never looked up by path."""
@@ -435,7 +521,7 @@ class Recorder:
             event[4] = "ran"
         else:
             event[4] = "failed"
-            event.append(_resolved_in_root(pid, event[2], self._libc))
+            event.append(self.resolved(pid, event[2]))
 
     def _take(self, pid: int) -> tuple[list[Any], bytes | None, int | None, int]:
         """``pid``'s pending exec, no longer pending (KeyError when it has none)."""
@@ -947,26 +1033,24 @@ def _text(value: object) -> str:
 
 
 def supervise(notify_fd: int, recorder: Recorder) -> None:
-    """Answer notifications until no process uses the filter any more.
+    """Answer notifications until no process uses the filter any more: in the native
+    loop when it is built and current (``sandbox.trace.native``), else here.
 
     Waiting in the receive call itself, not in poll(), lets the kernel switch straight
     from the traced process to the supervisor and back (SYNC_WAKE_UP). The receive call
     fails at once with ENOENT when a caller gave up (a signal) or when no process is
     left: poll() tells the two apart, by POLLHUP.
     """
+    loop = native_loop()
+    if loop is not None:
+        recorder.loop = "native"
+        loop.serve(notify_fd, recorder, recorder.native_calls())
+        return
     poller = select.poll()
     poller.register(notify_fd, select.POLLIN)
     buffer = bytearray(80)
     empty = bytes(80)
-    handlers = recorder.handlers
-    events = recorder.events
-    known = recorder._known
-    pending = recorder._pending
-    later = recorder.later
-    names = {nr: name for name, nr in numbers().items()}
-    exit_nr = numbers()["exit_group"]
-    max_events, max_bytes = recorder.max_events, recorder.max_bytes
-    send = SECCOMP_IOCTL_NOTIF_SEND
+    step = recorder.step
     while True:
         buffer[:] = empty
         try:
@@ -979,46 +1063,7 @@ def supervise(notify_fd: int, recorder: Recorder) -> None:
                 return
             continue  # the caller was interrupted by a signal; it will ask again
         values = _NOTIF.unpack_from(buffer)
-        nid, pid, nr = values[0], values[1], values[3]
-        recorder.notifications += 1
-        if recorder.ended:
-            # The runner's hand-back: nothing of the build runs any more.
-            answer(notify_fd, nid, 0, 0, _CONTINUE)
-            continue
-        if len(events) >= max_events or recorder.kept_bytes >= max_bytes:
-            # Full: answer at once and only count (the trace says it was cut).
-            name = names.get(nr, str(nr))
-            recorder.dropped[name] = recorder.dropped.get(name, 0) + 1
-            answer(notify_fd, nid, 0, 0, _CONTINUE)
-            continue
-        if pid not in known:
-            if nr == exit_nr:
-                # A process whose first traced call is its exit ran no program and has no
-                # children left to place: its exit status alone is not worth a /proc read.
-                known.add(pid)
-            else:
-                recorder.know(pid)
-        if pending and pid in pending:
-            recorder.settle(pid)
-        recorder.current = nid
-        reply: tuple[int, int] | None = None
-        try:
-            reply = handlers[nr](pid, values[4:])
-        except (OSError, KeyError, ValueError, struct.error) as e:
-            recorder.unreadable += 1
-            events.append(["unreadable", pid, nr, getattr(e, "errno", None) or str(e)])
-        if reply is None:
-            with suppress(FileNotFoundError):
-                fcntl.ioctl(notify_fd, send, _RESP.pack(nid, 0, 0, _CONTINUE), False)
-        elif reply != DEFERRED:
-            answer(notify_fd, nid, reply[0], reply[1])
-        if nr == exit_nr:
-            recorder.forget(pid)
-        if later:
-            for work in later:
-                with suppress(OSError):
-                    work()
-            later.clear()
+        step(values[0], values[1], values[3], values[4:])
 
 
 def _close(fd: int | None) -> None:
@@ -1054,6 +1099,7 @@ def write_record(path: str | os.PathLike[str], header: dict[str, Any], recorder:
             "dropped": recorder.dropped,
             "peak_memory_bytes": _peak_memory(),
             "ended": recorder.ended,
+            "loop": recorder.loop,
         }
         out.write(json.dumps(trailer) + "\n")
     os.replace(temp, path)

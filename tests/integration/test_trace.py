@@ -29,6 +29,7 @@ def test_programs_files_writer_urandom_and_listing(minimal_image: str, build: Bu
     assert result.status is BuildStatus.BUILT, log_of(result)
     trace = trace_of(result)
     assert trace["complete"] and trace["network_interfaces"] == ["lo"]
+    assert trace["tracer"]["loop"] == "native"  # the set-up builds it
     programs = by_program(trace)
     assert programs["sh"]["argv"] == ["/usr/bin/sh", "-c", script]
     assert programs["cat"]["argv"] == ["cat", "in.txt"]

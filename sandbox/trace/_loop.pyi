@@ -1,0 +1,6 @@
+from sandbox.trace.supervisor import Recorder
+
+SOURCE_SHA256: str
+
+def serve(notify_fd: int, recorder: Recorder, calls: dict[int, str]) -> None: ...
+def normpath(path: bytes) -> bytes: ...

@@ -1,0 +1,280 @@
+"""The native supervisor loop against the Python one, the reference: the same workload of
+real processes under a real seccomp listener, once with each loop, must give the same
+events. The workload takes the native loop's plain paths and each of its ways back to
+the Python handlers (long argument lists, long paths and arguments, unreadable
+addresses, calls it does not handle)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import posixpath
+import re
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sandbox.trace import native
+from sandbox.trace.supervisor import Recorder, supervise
+from sandbox.trace.syscalls import numbers
+
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_SYS_SECCOMP = 317
+_PR_SET_NO_NEW_PRIVS = 38
+_RET_ALLOW = 0x7FFF0000
+_RET_USER_NOTIF = 0x7FC00000
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_Filter))]
+
+
+def _program(traced: list[int]) -> list[tuple[int, int, int, int]]:
+    """A classic BPF filter: every call in ``traced`` to the listener, the rest allowed."""
+    code = [(0x20, 0, 0, 0)]  # load the syscall number
+    for nr in traced:
+        code += [(0x15, 0, 1, nr), (0x06, 0, 0, _RET_USER_NOTIF)]
+    return [*code, (0x06, 0, 0, _RET_ALLOW)]
+
+
+# A C program whose execs put their strings where the plain case does not: far apart,
+# past the first 512 bytes, past what one exec keeps, and into unmapped memory.
+_EXECS = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void run(const char *path, char *const argv[]) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(path, argv);
+        _exit(127);
+    }
+    waitpid(pid, NULL, 0);
+}
+int main(void) {
+    char *far = malloc(1 << 20), stack[] = "on-the-stack";
+    strcpy(far + (1 << 20) - 16, "far-away");
+    char *scattered[] = {"scattered", far + (1 << 20) - 16, stack, 0};
+    run("/bin/true", scattered);
+    static char *many[2001];
+    for (int i = 0; i < 2000; i++) many[i] = i % 2 ? "odd" : "even";
+    run("/bin/true", many);
+    char long_path[700] = "/bin";
+    for (int i = 0; i < 80; i++) strcat(long_path, "/../bin");
+    strcat(long_path, "/true");
+    char *plain[] = {"long-path", 0};
+    run(long_path, plain);
+    static char *huge[14] = {"huge"};
+    for (int i = 1; i < 13; i++) {
+        huge[i] = malloc(100001);
+        memset(huge[i], 'a' + i, 100000);
+        huge[i][100000] = 0;
+    }
+    run("/bin/true", huge);
+    char *bad[] = {"bad", (char *)8, 0};
+    run("/bin/true", bad);
+    run((char *)8, bad);
+    return 0;
+}
+"""
+
+WORKLOAD = r"""
+set -u
+mkdir -p d/sub
+cd d
+echo hi > out.txt
+chmod 640 out.txt
+cat out.txt > copy.txt
+ls . sub > /dev/null; ls . > /dev/null; ls sub > /dev/null
+/bin/true a b c
+./missing 2>/dev/null || true
+touch noexec; ./noexec 2>/dev/null || true
+cp /bin/true mytrue; ./mytrue x
+sh -c 'exit 3' || true
+/bin/echo $(seq 1 100) > many.txt
+long=$(printf 'x%.0s' $(seq 1 700)); /bin/true "$long" short
+deep=$(printf 'p%.0s' $(seq 1 600)); mkdir -p "$deep/q"; rmdir "$deep/q" "$deep"
+cd ./sub/../sub; touch ./a//b; cd ..
+rm -f copy.txt; rm -rf sub
+ln -s out.txt link; mv link link2; uname > /dev/null
+touch "$(printf 'n\377me')"
+../execs 2>/dev/null || true
+exit 0
+"""
+
+
+def _run(workload_dir: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    monkeypatch.setenv(native.CHOICE, loop)
+    parent, child = socket.socketpair()
+    received: dict[str, Any] = {}
+
+    def install() -> None:
+        os.close(parent.fileno())
+        libc = ctypes.CDLL(None, use_errno=True)
+        # Not the sends: the listener itself goes to the supervisor by sendmsg.
+        sends = {"sendto", "sendmsg", "sendmmsg"}
+        code = _program(sorted({nr for name, nr in numbers().items() if name not in sends}))
+        filters = (_Filter * len(code))(*(_Filter(*instruction) for instruction in code))
+        program = _Program(len(code), filters)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
+            os._exit(120)
+        listener = libc.syscall(
+            _SYS_SECCOMP,
+            _SECCOMP_SET_MODE_FILTER,
+            _SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            ctypes.byref(program),
+        )
+        if listener < 0:
+            os._exit(121)
+        socket.send_fds(child, [b"fd"], [listener])
+        os.close(listener)
+
+    def serve() -> None:
+        _, fds, _, _ = socket.recv_fds(parent, 16, 1)
+        recorder = Recorder(notify_fd=fds[0])
+        recorder.depth = 0  # this test's processes are in /proc's own namespace
+        received["recorder"] = recorder
+        try:
+            supervise(fds[0], recorder)
+        finally:
+            os.close(fds[0])
+
+    server = threading.Thread(target=serve)
+    server.start()
+    with open(workload_dir / "log", "wb") as log:
+        process = subprocess.run(
+            ["/bin/sh", "-c", WORKLOAD],
+            cwd=workload_dir,
+            preexec_fn=install,  # the filter must be on before the exec
+            pass_fds=(child.fileno(),),
+            stdout=log,
+            stderr=log,
+            check=False,
+            timeout=300,
+        )
+    child.close()
+    server.join(300)
+    parent.close()
+    assert process.returncode == 0, (workload_dir / "log").read_text(errors="replace")
+    recorder: Recorder = received["recorder"]
+    recorder.unsettled()
+    return recorder
+
+
+def _normal(recorder: Recorder, workload_dir: Path) -> list[list[Any]]:
+    """The events with pids numbered by first appearance and the run's directory,
+    pipes and sockets made alike."""
+    pids: dict[int, int] = {}
+
+    def pid(value: int) -> int:
+        return pids.setdefault(value, len(pids))
+
+    def text(value: Any) -> Any:
+        if isinstance(value, bytes):
+            value = value.replace(os.fsencode(workload_dir), b"<run>")
+            return re.sub(rb"^(pipe|socket):\[\d+\]$", rb"\1", value)
+        if isinstance(value, list):
+            return [text(item) for item in value]
+        return value
+
+    out = []
+    for event in recorder.events:
+        kind, who, *rest = event
+        if kind == "pid":
+            rest = [pid(rest[0]), pid(rest[1]) if rest[1] in pids else "outside", pid(rest[2])]
+        out.append([kind, pid(who), *text(rest)])
+    return out
+
+
+@pytest.fixture
+def execs_program(tmp_path: Path) -> Path:
+    source = tmp_path / "bad-exec.c"
+    source.write_text(_EXECS)
+    binary = tmp_path / "execs"
+    subprocess.run(["cc", "-w", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def test_the_native_loop_is_built_and_current() -> None:
+    # The set-up builds it (gcc, python3-dev): a missing or stale build is a failure here,
+    # not a silent fall back to the slower loop.
+    assert native.native_loop() is not None
+
+
+def test_the_native_loop_records_what_the_python_loop_records(
+    tmp_path: Path, execs_program: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = {}
+    for loop in ("native", "python"):
+        workload_dir = tmp_path / loop
+        workload_dir.mkdir()
+        (workload_dir / "execs").symlink_to(execs_program)
+        recorder = _run(workload_dir, loop, monkeypatch)
+        assert recorder.notifications > 100
+        runs[loop] = _normal(recorder, workload_dir)
+    assert runs["native"] == runs["python"]
+    events = runs["native"]
+    kinds = {event[0] for event in events}
+    assert {"pid", "exec", "exit", "open", "listdir", "chmod", "mkdir", "rmdir", "unlink"} <= kinds
+    assert {"symlink", "rename", "uname", "unreadable"} <= kinds  # the Python handlers' share
+    execs = [event for event in events if event[0] == "exec"]
+    outcomes = {(event[2].rsplit(b"/", 1)[-1], event[4]) for event in execs}
+    assert {
+        (b"true", "ran"),
+        (b"missing", "failed"),
+        (b"noexec", "failed"),
+        (b"mytrue", "ran"),
+    } <= outcomes
+    assert any(len(event[3]) == 101 for event in execs)  # 100 arguments: read by Python
+    assert any(len(arg) == 700 for event in execs for arg in event[3])
+    assert any(len(event[2]) > 600 for event in events if event[0] == "mkdir")
+    by_first = {event[3][0]: event for event in execs if event[3]}
+    assert by_first[b"scattered"][3] == [b"scattered", b"far-away", b"on-the-stack"]
+    assert len(by_first[b"even"][3]) == 2000
+    assert by_first[b"long-path"][2] == b"/bin/true"
+    assert by_first[b"huge"][6] is True  # cut: past what one exec keeps
+    assert len(by_first[b"huge"][3]) < 13
+    assert any(event[2] == b"<run>/d/sub/a/b" for event in events if event[0] == "open")
+
+
+@given(st.lists(st.sampled_from([b"", b".", b"..", b"a", b"b.", b".c", b"..d"]), max_size=8))
+def test_the_native_normpath_is_posixpaths(parts: list[bytes]) -> None:
+    loop = native.native_loop()
+    assert loop is not None
+    for lead in (b"", b"/", b"//", b"///"):
+        path = lead + b"/".join(parts)
+        assert loop.normpath(path) == posixpath.normpath(path), path
+
+
+def test_a_build_of_another_source_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert native.native_loop() is not None  # the positive control
+    changed = tmp_path / "_loop.c"
+    changed.write_bytes(native.SOURCE.read_bytes() + b"\n/* changed */\n")
+    monkeypatch.setattr(native, "SOURCE", changed)
+    assert native.native_loop() is None
+    monkeypatch.setattr(native, "SOURCE", tmp_path / "missing.c")
+    assert native.native_loop() is None
+
+
+def test_the_python_loop_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.CHOICE, "python")
+    assert native.native_loop() is None
