@@ -471,8 +471,9 @@ static int stat_of_caller(Loop *l, pid_t pid, int *stat_fd) {
 }
 
 /* Recorder._strings: an exec's argv as a list of bytes, and whether it was cut at
- * ARGV_MAX_BYTES. ``first`` holds the pointer array's first 512 bytes. NULL without an
- * error set: something was unreadable (the Python handler records it). */
+ * ARGV_MAX_BYTES. ``first`` holds the pointer array's first 512 bytes, if they were read
+ * already. NULL without an error set: something was unreadable (the Python handler
+ * records it). */
 static PyObject *read_argv(pid_t pid, uint64_t address, const char *first, int *cut) {
     size_t count = 0, block_size = HEAD;
     *cut = 0;
@@ -483,7 +484,7 @@ static PyObject *read_argv(pid_t pid, uint64_t address, const char *first, int *
         }
         char *into = (char *)(argv_pointers + count);
         ssize_t got = HEAD;
-        if (blocks == 0)
+        if (blocks == 0 && first != NULL)
             memcpy(into, first, HEAD);
         else if ((got = read_memory(pid, address + 8 * count, into, block_size)) < 0)
             return NULL;
@@ -536,15 +537,17 @@ static PyObject *read_argv(pid_t pid, uint64_t address, const char *first, int *
     return NULL;
 }
 
-/* Recorder._exec. Else (a short read of the path or of the pointers, anything
- * unreadable) the Python handler reads them its own way. */
+/* Recorder._exec. Anything unreadable: the Python handler reads it its own way. */
 static enum outcome exec_(Loop *l, pid_t pid, PyObject *pidobj, const uint64_t *a,
                           PyObject **pending_event, int *stat_fd) {
     char head[2 * HEAD];
     struct iovec local[2] = {{head, HEAD}, {head + HEAD, HEAD}};
     struct iovec remote[2] = {{(void *)(uintptr_t)a[0], HEAD}, {(void *)(uintptr_t)a[1], HEAD}};
-    if (process_vm_readv(pid, local, 2, remote, 2, 0) != 2 * HEAD) return PYTHON;
-    const char *text = head, *end = memchr(head, 0, HEAD);
+    /* A short read stops at the first unreadable byte: then the pointers are read again,
+     * on their own (and the path, unless it ends in what was read). */
+    ssize_t count = process_vm_readv(pid, local, 2, remote, 2, 0);
+    if (count < 0) return PYTHON;
+    const char *text = head, *end = memchr(head, 0, count < HEAD ? (size_t)count : HEAD);
     ssize_t path_length = end ? end - head : read_path(pid, a[0]);
     if (path_length < 0) return PYTHON;
     if (end == NULL) text = path_text;
@@ -554,7 +557,7 @@ static enum outcome exec_(Loop *l, pid_t pid, PyObject *pidobj, const uint64_t *
         if (dir_length < 0) return PYTHON;
     }
     int cut;
-    PyObject *argv = read_argv(pid, a[1], head + HEAD, &cut);
+    PyObject *argv = read_argv(pid, a[1], count == 2 * HEAD ? head + HEAD : NULL, &cut);
     if (argv == NULL) return PyErr_Occurred() ? RAISED : PYTHON;
 
     /* Read: from here on, record. */

@@ -58,6 +58,7 @@ def _program(traced: list[int]) -> list[tuple[int, int, int, int]]:
 _EXECS = r"""
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 static void run(const char *path, char *const argv[]) {
@@ -88,6 +89,12 @@ int main(void) {
         huge[i][100000] = 0;
     }
     run("/bin/true", huge);
+    /* The path at the very end of a mapping: a read of 512 bytes there comes back short. */
+    char *page = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(page + 4096, 4096);
+    strcpy(page + 4096 - 10, "/bin/true");
+    char *edge[] = {"at-the-edge", 0};
+    run(page + 4096 - 10, edge);
     char *bad[] = {"bad", (char *)8, 0};
     run("/bin/true", bad);
     run((char *)8, bad);
@@ -249,6 +256,7 @@ def test_the_native_loop_records_what_the_python_loop_records(
     assert by_first[b"scattered"][3] == [b"scattered", b"far-away", b"on-the-stack"]
     assert len(by_first[b"even"][3]) == 2000
     assert by_first[b"long-path"][2] == b"/bin/true"
+    assert by_first[b"at-the-edge"][2] == b"/bin/true"
     assert by_first[b"huge"][6] is True  # cut: past what one exec keeps
     assert len(by_first[b"huge"][3]) < 13
     assert any(event[2] == b"<run>/d/sub/a/b" for event in events if event[0] == "open")
