@@ -11,13 +11,15 @@ import os
 import posixpath
 import re
 import socket
+import struct
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.trace import native
@@ -127,7 +129,11 @@ exit 0
 """
 
 
-def _run(workload_dir: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+def _run(
+    workload_dir: Path, command: list[str], loop: str, monkeypatch: pytest.MonkeyPatch
+) -> Recorder:
+    """``command``, run in ``workload_dir`` under a seccomp listener of its own that
+    ``loop`` serves; the recorder once every process has ended."""
     monkeypatch.setenv(native.CHOICE, loop)
     parent, child = socket.socketpair()
     received: dict[str, Any] = {}
@@ -167,7 +173,7 @@ def _run(workload_dir: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> Reco
     server.start()
     with open(workload_dir / "log", "wb") as log:
         process = subprocess.run(
-            ["/bin/sh", "-c", WORKLOAD],
+            command,
             cwd=workload_dir,
             preexec_fn=install,  # the filter must be on before the exec
             pass_fds=(child.fileno(),),
@@ -233,7 +239,7 @@ def test_the_native_loop_records_what_the_python_loop_records(
         workload_dir = tmp_path / loop
         workload_dir.mkdir()
         (workload_dir / "execs").symlink_to(execs_program)
-        recorder = _run(workload_dir, loop, monkeypatch)
+        recorder = _run(workload_dir, ["/bin/sh", "-c", WORKLOAD], loop, monkeypatch)
         assert recorder.notifications > 100
         runs[loop] = _normal(recorder, workload_dir)
     assert runs["native"] == runs["python"]
@@ -260,6 +266,117 @@ def test_the_native_loop_records_what_the_python_loop_records(
     assert by_first[b"huge"][6] is True  # cut: past what one exec keeps
     assert len(by_first[b"huge"][3]) < 13
     assert any(event[2] == b"<run>/d/sub/a/b" for event in events if event[0] == "open")
+
+
+# Calls as a build could make them, from a description (tests/.../_CALLS's format): execs
+# of any path with any arguments, kept side by side or each 70 KiB from the next, and the
+# path-taking calls.
+_CALLS = r"""
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static FILE *spec;
+static char *next(int scattered) {
+    uint32_t length = 0;
+    if (fread(&length, 4, 1, spec) != 1) exit(2);
+    char *text = malloc(length + 1 + (scattered ? 70000 : 0));
+    if (fread(text, 1, length, spec) != length) exit(2);
+    text[length] = 0;
+    return text;
+}
+int main(int argc, char **argv) {
+    uint8_t kind[2];
+    spec = fopen(argv[argc - 1], "rb");
+    while (fread(kind, 1, 2, spec) == 2) {
+        char *path = next(kind[1]);
+        uint32_t count = 0;
+        if (fread(&count, 4, 1, spec) != 1) exit(2);
+        char **args = calloc(count + 1, sizeof *args);
+        for (uint32_t i = 0; i < count; i++) args[i] = next(kind[1]);
+        if (kind[0] == 0) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                execv(path, args);
+                _exit(127);
+            }
+            waitpid(pid, NULL, 0);
+        } else {
+            int fd = openat(AT_FDCWD, path, O_RDONLY);
+            if (fd >= 0) close(fd);
+            mkdir(path, 0755);
+            chmod(path, 0755);
+            rmdir(path);
+            unlink(path);
+        }
+    }
+    return 0;
+}
+"""
+
+_PART = st.sampled_from([b"", b".", b"..", b"s", b"true", b"bin", b"x\xff", b"usr"])
+_STRING = st.one_of(st.binary(max_size=40), st.binary(min_size=500, max_size=3000)).map(
+    lambda text: text.replace(b"\0", b"-")
+)
+_Call = tuple[int, bool, bytes, list[bytes]]
+_EXEC: st.SearchStrategy[_Call] = st.tuples(
+    st.just(0),
+    st.booleans(),
+    st.tuples(st.sampled_from([b"", b"/", b"//"]), st.lists(_PART, max_size=7)).map(
+        lambda lead_parts: lead_parts[0] + b"/".join(lead_parts[1])
+    ),
+    st.one_of(st.lists(_STRING, max_size=5), st.lists(st.just(b"many"), min_size=60, max_size=80)),
+)
+# Relative paths that stay inside the run's directory: they make and remove what they name.
+_CHANGE: st.SearchStrategy[_Call] = st.tuples(
+    st.just(1),
+    st.booleans(),
+    st.lists(_PART, max_size=6)
+    .filter(lambda parts: parts.count(b"..") <= 3)
+    .map(lambda parts: b"a/b/c/" + b"/".join(parts)),
+    st.just([]),
+)
+
+
+def _description(calls: list[_Call]) -> bytes:
+    def text(value: bytes) -> bytes:
+        return struct.pack("<I", len(value)) + value
+
+    out = b""
+    for kind, scattered, path, argv in calls:
+        out += bytes([kind, scattered]) + text(path) + struct.pack("<I", len(argv))
+        out += b"".join(text(arg) for arg in argv)
+    return out
+
+
+@pytest.fixture(scope="module")
+def calls_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("calls")
+    (directory / "calls.c").write_text(_CALLS)
+    subprocess.run(["cc", "-w", "-o", "calls", "calls.c"], cwd=directory, check=True)
+    return directory / "calls"
+
+
+@settings(max_examples=40)
+@given(calls=st.lists(st.one_of(_EXEC, _CHANGE), min_size=1, max_size=4))
+def test_the_loops_agree_on_any_exec_and_path(
+    calls: list[_Call],
+    calls_program: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="loops-") as scratch:
+        for loop in ("native", "python"):
+            workload_dir = Path(scratch) / loop
+            (workload_dir / "a" / "b" / "c").mkdir(parents=True)
+            (workload_dir / "calls.bin").write_bytes(_description(calls))
+            recorder = _run(workload_dir, [str(calls_program), "calls.bin"], loop, monkeypatch)
+            runs[loop] = _normal(recorder, workload_dir)
+    assert runs["native"] == runs["python"]
 
 
 @given(st.lists(st.sampled_from([b"", b".", b"..", b"a", b"b.", b".c", b"..d"]), max_size=8))
