@@ -1,6 +1,6 @@
 """The supervisor's native loop (``_loop.c``, ADR 0016), when it is built and current.
 
-It is compiled when hermetic is installed (``sandbox/trace/loop_build.py``). A build of
+It is compiled when hermetic is installed (``.ci/loop_build.py``). A build of
 another version of ``_loop.c`` than the one beside it (an editable install whose source
 changed since) is never used, and neither is a missing one: the supervisor then runs its
 Python loop, the reference, which records the same events more slowly.

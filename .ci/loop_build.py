@@ -1,6 +1,7 @@
-"""Hatch build hook: compiles the supervisor's native loop (``_loop.c``) beside its
-source, for a wheel and for an editable install alike, with the source's sha256 in it
-(``sandbox.trace.native`` uses no build of another source).
+"""Hatch build hook (pyproject.toml), run by every install: compiles the supervisor's
+native loop (``sandbox/trace/_loop.c``) beside its source, for a wheel and for an
+editable install alike, with the source's sha256 in it (``sandbox.trace.native`` uses no
+build of another source).
 
 Without a C compiler or Python's headers it warns and builds nothing: the supervisor then
 runs its Python loop, which records the same events more slowly.
