@@ -51,9 +51,7 @@ class LoopBuildHook(BuildHookInterface):  # type: ignore[misc]
                 return
             built = Path(command.get_ext_fullpath(extension.name))
             target = package / built.name
-            for stale in package.glob("_loop.*.so"):
-                stale.unlink()
-            shutil.copyfile(built, target)
+            shutil.copyfile(built, target)  # (other Pythons' builds beside it stay)
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         build_data["force_include"][str(target)] = f"sandbox/trace/{target.name}"

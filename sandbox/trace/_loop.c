@@ -79,6 +79,8 @@ static char arg_text[ARG_MAX_STRING];
 static char argv_block[READ_MAX];
 static char path_text[PATH_BYTES];
 static char dir_text[PATH_BYTES];
+/* Up to 65,536 supplementary groups make a status of about 460 KB. */
+static char status_text[1 << 20];
 
 /* --- the Recorder's counters ---------------------------------------------------------- */
 
@@ -226,7 +228,7 @@ static PyObject *normpath(const char *path, size_t length) {
 }
 
 /* supervisor._absolute: ``directory/path`` (``path`` alone without a directory),
- * normalized where it needs it. */
+ * normalized where it needs it, with one slash at its start. */
 static PyObject *absolute(const char *path, size_t length, const char *directory,
                           size_t dir_length) {
     PyObject *joined = PyBytes_FromStringAndSize(NULL, dir_length + (dir_length ? 1 : 0) + length);
@@ -242,7 +244,13 @@ static PyObject *absolute(const char *path, size_t length, const char *directory
         return joined;
     PyObject *normal = normpath(PyBytes_AS_STRING(joined), (size_t)PyBytes_GET_SIZE(joined));
     Py_DECREF(joined);
-    return normal;
+    if (normal == NULL || PyBytes_GET_SIZE(normal) < 2 || memcmp(PyBytes_AS_STRING(normal), "//", 2))
+        return normal;
+    /* One slash at the start: Linux gives two no meaning of their own. */
+    PyObject *single = PyBytes_FromStringAndSize(PyBytes_AS_STRING(normal) + 1,
+                                                 PyBytes_GET_SIZE(normal) - 1);
+    Py_DECREF(normal);
+    return single;
 }
 
 /* Recorder._path, kept. NULL without an error set: the Python handler's turn. */
@@ -287,14 +295,52 @@ static PyObject *image(int fd) {
     return PyBytes_FromStringAndSize(joined, (Py_ssize_t)size);
 }
 
+/* The Recorder's entries, checked before they are read: an exec event (a list of 7 or
+ * more), a pending exec (a tuple of 4), a listing (a tuple of 2 whose event has 4). */
+static int malformed(const char *what) {
+    PyErr_Format(PyExc_TypeError, "the native loop does not know this %s", what);
+    return 1;
+}
+
+static int bad_event(PyObject *event, Py_ssize_t items) {
+    return (!PyList_CheckExact(event) || PyList_GET_SIZE(event) < items) && malformed("event");
+}
+
+static int bad_tuple(PyObject *tuple, Py_ssize_t items) {
+    return (!PyTuple_CheckExact(tuple) || PyTuple_GET_SIZE(tuple) != items) && malformed("entry");
+}
+
 /* --- processes ----------------------------------------------------------------------------- */
 
-static long long status_field(const char *status, const char *name, const char **rest) {
-    const char *at = strstr(status, name);
-    if (at == NULL) return -1;
+/* Where the value of line ``name`` starts in a status text, once the line is whole. */
+static const char *status_field(const char *status, size_t length, const char *name) {
+    const char *at = memmem(status, length, name, strlen(name));
+    if (at == NULL) return NULL;
     at += strlen(name);
-    if (rest) *rest = at;
-    return strtoll(at, NULL, 10);
+    return memchr(at, '\n', length - (size_t)(at - status)) ? at : NULL;
+}
+
+/* supervisor._placement: /proc/PID/status read until its Tgid, PPid and NSpid lines are
+ * whole (many supplementary groups put NSpid pages in). NULL: gone, or not there. */
+static const char *read_status(const char *path, const char **tgid, const char **ppid) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    size_t length = 0;
+    const char *ids = NULL;
+    while (length < sizeof status_text - 1) {
+        size_t want = length ? sizeof status_text - 1 - length : 4096;
+        ssize_t count = read(fd, status_text + length, want);
+        if (count <= 0) break;
+        length += (size_t)count;
+        status_text[length] = 0;
+        *tgid = status_field(status_text, length, "\nTgid:");
+        *ppid = status_field(status_text, length, "\nPPid:");
+        ids = status_field(status_text, length, "\nNSpid:");
+        if (*tgid && *ppid && ids) break;
+        ids = NULL;
+    }
+    close(fd);
+    return ids;
 }
 
 /* Recorder.know: the container pid, parent and thread group of ``pid`` and of its unknown
@@ -308,23 +354,14 @@ static int know(Loop *l, long pid) {
             Py_DECREF(key);
             return has > 0 ? 0 : -1;
         }
-        char path[64], status[4097];
+        char path[64];
         snprintf(path, sizeof path, "/proc/%ld/status", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t count = fd < 0 ? -1 : read(fd, status, 4096);
-        if (fd >= 0) close(fd);
-        if (count < 0) {
+        const char *tgid_text, *ppid_text, *ids = read_status(path, &tgid_text, &ppid_text);
+        if (ids == NULL) {
             Py_DECREF(key);
             return 0;
         }
-        status[count] = 0;
-        const char *ids;
-        long long tgid = status_field(status, "\nTgid:", NULL);
-        long long ppid = status_field(status, "\nPPid:", NULL);
-        if (tgid < 0 || ppid < 0 || status_field(status, "\nNSpid:", &ids) < 0) {
-            Py_DECREF(key);
-            return 0;
-        }
+        long long tgid = strtoll(tgid_text, NULL, 10), ppid = strtoll(ppid_text, NULL, 10);
         /* The pid at the container's depth (NSpid lists it from /proc's namespace down). */
         Py_ssize_t index = 0;
         long long in_container = -1;
@@ -373,6 +410,7 @@ static int settle(Loop *l, PyObject *pid) {
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(entry);
     int result = -1;
+    if (bad_tuple(entry, 4) || bad_event(PyTuple_GET_ITEM(entry, 0), 7)) goto done;
     if (PyDict_DelItem(l->pending, pid) < 0) goto done;
     PyObject *event = PyTuple_GET_ITEM(entry, 0), *before = PyTuple_GET_ITEM(entry, 1);
     PyObject *stat_fd = PyTuple_GET_ITEM(entry, 2), *group = PyTuple_GET_ITEM(entry, 3);
@@ -435,7 +473,7 @@ static int forget(Loop *l, PyObject *pid) {
         int failed = PySet_Discard(l->known, member) < 0;
         if (!failed && PyDict_DelItem(l->group, member) < 0) {
             failed = !PyErr_ExceptionMatches(PyExc_KeyError);
-            PyErr_Clear();
+            if (!failed) PyErr_Clear();
         }
         failed = failed || unknown_if_pending(l, member) < 0;
         Py_DECREF(member);
@@ -477,6 +515,7 @@ static int stat_of_caller(Loop *l, pid_t pid, int *stat_fd) {
 static PyObject *read_argv(pid_t pid, uint64_t address, const char *first, int *cut) {
     size_t count = 0, block_size = HEAD;
     *cut = 0;
+    if (address == 0) return PyList_New(0); /* the kernel runs it with an empty argv */
     for (int blocks = 0;; blocks++) {
         if (8 * count >= ARGV_MAX_BYTES) {
             *cut = 1;
@@ -632,6 +671,10 @@ static int outputs(Loop *l, pid_t pid, PyObject *event, int stat_fd) {
     }
     char byte;
     if (pread(stat_fd, &byte, 1, 0) < 0) goto ended;
+    if (bad_event(event, 7) || !PyList_CheckExact(PyList_GET_ITEM(event, 5))) {
+        malformed("event");
+        goto failed;
+    }
     PyObject *list = PyList_GET_ITEM(event, 5);
     for (int i = 0; i < found; i++) {
         PyObject *target = kept(l, targets[i]);
@@ -665,6 +708,7 @@ static enum outcome listing(Loop *l, pid_t pid, PyObject *pidobj, uint64_t fd) {
     PyObject *found = PyDict_GetItemWithError(l->listings, key);
     if (found == NULL && PyErr_Occurred()) goto done;
     if (found != NULL) {
+        if (bad_tuple(found, 2) || bad_event(PyTuple_GET_ITEM(found, 1), 4)) goto done;
         long long when = PyLong_AsLongLong(PyTuple_GET_ITEM(found, 0));
         if (when == -1 && PyErr_Occurred()) goto done;
         if (when == execs) {  /* the same program listing the same directory again */
@@ -925,7 +969,25 @@ static PyObject *normpath_(PyObject *module, PyObject *arg) {
     return normpath(PyBytes_AS_STRING(arg), (size_t)PyBytes_GET_SIZE(arg));
 }
 
+static PyObject *line_value(const char *start) {
+    return PyBytes_FromStringAndSize(start, (const char *)rawmemchr(start, '\n') - start);
+}
+
+static PyObject *placement_of(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "placement_of takes bytes");
+        return NULL;
+    }
+    const char *tgid, *ppid, *ids = read_status(PyBytes_AS_STRING(arg), &tgid, &ppid);
+    if (ids == NULL) Py_RETURN_NONE;
+    return Py_BuildValue("(NNN)", line_value(tgid), line_value(ppid), line_value(ids));
+}
+
 static PyMethodDef METHODS[] = {
+    {"placement_of", placement_of, METH_O,
+     "placement_of(path): the Tgid, PPid and NSpid values of a status file, as know() reads "
+     "them, or None."},
     {"normpath", normpath_, METH_O, "normpath(path): posixpath.normpath of bytes, in C."},
     {"serve", serve, METH_VARARGS,
      "serve(notify_fd, recorder, calls): answer notifications until no process is left, "

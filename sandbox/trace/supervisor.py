@@ -377,8 +377,11 @@ class Recorder:
         """A NULL-terminated array of strings (argv), read in as few calls as possible,
         and whether it was cut at ``ARGV_MAX_BYTES``.
 
-        ``first`` may hold the array's first bytes, already read.
+        ``first`` may hold the array's first bytes, already read. A NULL array is an
+        empty one (the kernel runs the program with an empty argv).
         """
+        if not address:
+            return [], False
         pointers: list[int] = []
         block_size = 8 * 64
         cut = False
@@ -431,11 +434,8 @@ class Recorder:
 
     def _path(self, pid: int, dirfd: int, address: int) -> bytes:
         path = self._string(pid, address)
-        if not path.startswith(b"/"):
-            path = _absolute(path, self._dir(pid, dirfd))
-        elif b"/." in path or b"//" in path or path.endswith(b"/"):
-            path = os.path.normpath(path)
-        return self._kept(path)
+        directory = b"" if path.startswith(b"/") else self._dir(pid, dirfd)
+        return self._kept(_absolute(path, directory))
 
     def know(self, pid: int) -> None:
         """Record the container pid, parent and thread group of a host pid (and of its
@@ -446,19 +446,12 @@ class Recorder:
         while pid not in self._known:
             self._known.add(pid)
             try:
-                fd = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    status = os.read(fd, 4096)
-                finally:
-                    os.close(fd)
+                fields = _placement(pid)
             except OSError:
                 return
-            start = status.find(b"\nTgid:") + 6
-            tgid = int(status[start : status.find(b"\n", start)])
-            start = status.find(b"\nPPid:") + 6
-            ppid = int(status[start : status.find(b"\n", start)])
-            start = status.find(b"\nNSpid:") + 7
-            ids = status[start : status.find(b"\n", start)].split()
+            if fields is None:
+                return
+            tgid, ppid, ids = int(fields[0]), int(fields[1]), fields[2].split()
             if len(ids) <= self.depth:
                 return  # a host process (conmon): above the container
             self._group[pid] = tgid
@@ -952,11 +945,60 @@ def _outcome(call: str, error: int) -> str:
 
 
 def _absolute(path: bytes, directory: bytes) -> bytes:
+    """``path`` absolute (joined to ``directory`` when that is given) and normal: "." and
+    ".." taken by text, and one slash at its start. (normpath keeps two, which POSIX
+    allows to mean something else; Linux gives them no meaning, and "//etc/hostname",
+    which a relative path from "/" becomes, is /etc/hostname.)"""
     if directory:
         path = directory + b"/" + path
     if b"/." in path or b"//" in path or path.endswith(b"/"):
         path = os.path.normpath(path)
+        if path.startswith(b"//"):
+            path = path[1:]
     return path
+
+
+_STATUS_FIELDS = (b"\nTgid:", b"\nPPid:", b"\nNSpid:")
+
+
+def _placement(pid: int) -> list[bytes] | None:
+    """The Tgid, PPid and NSpid values of ``pid``'s status (:func:`_placement_of`).
+
+    Raises:
+        OSError: the process is gone.
+    """
+    return _placement_of(b"/proc/%d/status" % pid)
+
+
+def _placement_of(path: bytes) -> list[bytes] | None:
+    """The Tgid, PPid and NSpid values of a status file; None if one is not there.
+
+    Read until all three lines are whole: a process with many supplementary groups has a
+    status far longer than one page, with NSpid after them.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        status = b""
+        while chunk := os.read(fd, 4096 if not status else 1 << 16):
+            status += chunk
+            fields = _status_fields(status)
+            if fields is not None:
+                return fields
+        return None
+    finally:
+        os.close(fd)
+
+
+def _status_fields(status: bytes) -> list[bytes] | None:
+    """The values of ``_STATUS_FIELDS`` in a status text, once each line is whole."""
+    values = []
+    for name in _STATUS_FIELDS:
+        start = status.find(name)
+        end = status.find(b"\n", start + len(name)) if start >= 0 else -1
+        if end < 0:
+            return None
+        values.append(status[start + len(name) : end])
+    return values
 
 
 def _openat2(libc: ctypes.CDLL, dirfd: int, path: bytes, flags: int, resolve: int) -> int:

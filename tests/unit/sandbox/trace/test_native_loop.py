@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.trace import native
-from sandbox.trace.supervisor import Recorder, supervise
+from sandbox.trace.supervisor import Recorder, _placement, _placement_of, supervise
 from sandbox.trace.syscalls import numbers
 
 _SECCOMP_SET_MODE_FILTER = 1
@@ -63,6 +63,14 @@ _EXECS = r"""
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+static void run_without_argv(const char *path) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        execve(path, NULL, NULL); /* Linux 5.18+ runs it with an empty argv */
+        _exit(127);
+    }
+    waitpid(pid, NULL, 0);
+}
 static void run(const char *path, char *const argv[]) {
     pid_t pid = fork();
     if (pid == 0) {
@@ -100,6 +108,7 @@ int main(void) {
     char *bad[] = {"bad", (char *)8, 0};
     run("/bin/true", bad);
     run((char *)8, bad);
+    run_without_argv("/bin/true");
     return 0;
 }
 """
@@ -119,8 +128,11 @@ cp /bin/true mytrue; ./mytrue x
 sh -c 'exit 3' || true
 /bin/echo $(seq 1 100) > many.txt
 long=$(printf 'x%.0s' $(seq 1 700)); /bin/true "$long" short
-deep=$(printf 'p%.0s' $(seq 1 600)); mkdir -p "$deep/q"; rmdir "$deep/q" "$deep"
-cd ./sub/../sub; touch ./a//b; cd ..
+part=$(printf 'p%.0s' $(seq 1 50)); deep=$part/$part/$part/$part/$part/$part/$part/$part
+mkdir -p "$deep/$deep"; rm -r "$part"
+cd ./sub/../sub; mkdir a; touch ./a//b; cd ..
+(cd / && cat etc/hostname > /dev/null); cat //etc//hostname > /dev/null
+
 rm -f copy.txt; rm -rf sub
 ln -s out.txt link; mv link link2; uname > /dev/null
 touch "$(printf 'n\377me')"
@@ -130,7 +142,11 @@ exit 0
 
 
 def _run(
-    workload_dir: Path, command: list[str], loop: str, monkeypatch: pytest.MonkeyPatch
+    workload_dir: Path,
+    command: list[str],
+    loop: str,
+    monkeypatch: pytest.MonkeyPatch,
+    **limits: int,
 ) -> Recorder:
     """``command``, run in ``workload_dir`` under a seccomp listener of its own that
     ``loop`` serves; the recorder once every process has ended."""
@@ -161,7 +177,11 @@ def _run(
 
     def serve() -> None:
         _, fds, _, _ = socket.recv_fds(parent, 16, 1)
-        recorder = Recorder(notify_fd=fds[0])
+        recorder = Recorder(
+            notify_fd=fds[0],
+            max_events=limits.get("max_events", 1 << 62),
+            max_bytes=limits.get("max_bytes", 1 << 62),
+        )
         recorder.depth = 0  # this test's processes are in /proc's own namespace
         received["recorder"] = recorder
         try:
@@ -191,9 +211,9 @@ def _run(
     return recorder
 
 
-def _normal(recorder: Recorder, workload_dir: Path) -> list[list[Any]]:
+def _normal(recorder: Recorder, workload_dir: Path) -> list[Any]:
     """The events with pids numbered by first appearance and the run's directory,
-    pipes and sockets made alike."""
+    pipes and sockets made alike; then the recorder's counters."""
     pids: dict[int, int] = {}
 
     def pid(value: int) -> int:
@@ -213,7 +233,8 @@ def _normal(recorder: Recorder, workload_dir: Path) -> list[list[Any]]:
         if kind == "pid":
             rest = [pid(rest[0]), pid(rest[1]) if rest[1] in pids else "outside", pid(rest[2])]
         out.append([kind, pid(who), *text(rest)])
-    return out
+    counters = ("kept_bytes", "unreadable", "notifications", "dropped", "ended", "_execs")
+    return [*out, {name: getattr(recorder, name) for name in counters}]
 
 
 @pytest.fixture
@@ -243,7 +264,7 @@ def test_the_native_loop_records_what_the_python_loop_records(
         assert recorder.notifications > 100
         runs[loop] = _normal(recorder, workload_dir)
     assert runs["native"] == runs["python"]
-    events = runs["native"]
+    events = runs["native"][:-1]
     kinds = {event[0] for event in events}
     assert {"pid", "exec", "exit", "open", "listdir", "chmod", "mkdir", "rmdir", "unlink"} <= kinds
     assert {"symlink", "rename", "uname", "unreadable"} <= kinds  # the Python handlers' share
@@ -259,6 +280,11 @@ def test_the_native_loop_records_what_the_python_loop_records(
     assert any(len(arg) == 700 for event in execs for arg in event[3])
     assert any(len(event[2]) > 600 for event in events if event[0] == "mkdir")
     by_first = {event[3][0]: event for event in execs if event[3]}
+    assert any(e[2] == b"/bin/true" and e[3] == [] and e[4] == "ran" for e in execs)
+    # One slash at the start, whichever way the path was written.
+    hostname = [event for event in events if event[0] == "open" and b"hostname" in event[2]]
+    assert [event[2] for event in hostname] == [b"/etc/hostname", b"/etc/hostname"]
+
     assert by_first[b"scattered"][3] == [b"scattered", b"far-away", b"on-the-stack"]
     assert len(by_first[b"even"][3]) == 2000
     assert by_first[b"long-path"][2] == b"/bin/true"
@@ -278,6 +304,7 @@ _CALLS = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 static FILE *spec;
@@ -306,12 +333,28 @@ int main(int argc, char **argv) {
             }
             waitpid(pid, NULL, 0);
         } else {
-            int fd = openat(AT_FDCWD, path, O_RDONLY);
+            /* Each call the native loop handles, by its own number. */
+            int dir = open(".", O_RDONLY | O_DIRECTORY);
+            char entries[4096];
+            long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY);
             if (fd >= 0) close(fd);
-            mkdir(path, 0755);
-            chmod(path, 0755);
-            rmdir(path);
-            unlink(path);
+            fd = syscall(SYS_open, path, O_RDONLY);
+            if (fd >= 0) close(fd);
+            fd = syscall(SYS_openat, dir, path, O_RDONLY);
+            if (fd >= 0) close(fd);
+            syscall(SYS_openat, -5, path, O_RDONLY);
+            syscall(SYS_mkdir, path, 0755);
+            syscall(SYS_chmod, path, 0755);
+            syscall(SYS_fchmodat, dir, path, 0755);
+            syscall(452, AT_FDCWD, path, 0755, 0); /* fchmodat2 */
+            syscall(SYS_rmdir, path);
+            syscall(SYS_mkdirat, dir, path, 0755);
+            syscall(SYS_unlinkat, dir, path, AT_REMOVEDIR);
+            syscall(SYS_unlink, path);
+            syscall(SYS_getdents64, dir, entries, sizeof entries);
+            syscall(SYS_getdents64, dir, entries, sizeof entries);
+            syscall(SYS_getdents64, -7, entries, sizeof entries);
+            close(dir);
         }
     }
     return 0;
@@ -361,6 +404,25 @@ def calls_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "calls"
 
 
+@pytest.mark.parametrize("limits", [{"max_events": 60}, {"max_bytes": 3000}])
+def test_the_loops_agree_once_the_record_is_full(
+    limits: dict[str, int],
+    tmp_path: Path,
+    execs_program: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = {}
+    for loop in ("native", "python"):
+        workload_dir = tmp_path / loop
+        workload_dir.mkdir()
+        (workload_dir / "execs").symlink_to(execs_program)
+        command = ["/bin/sh", "-c", WORKLOAD]
+        recorder = _run(workload_dir, command, loop, monkeypatch, **limits)
+        assert recorder.dropped
+        runs[loop] = _normal(recorder, workload_dir)
+    assert runs["native"] == runs["python"]
+
+
 @settings(max_examples=40)
 @given(calls=st.lists(st.one_of(_EXEC, _CHANGE), min_size=1, max_size=4))
 def test_the_loops_agree_on_any_exec_and_path(
@@ -377,6 +439,46 @@ def test_the_loops_agree_on_any_exec_and_path(
             recorder = _run(workload_dir, [str(calls_program), "calls.bin"], loop, monkeypatch)
             runs[loop] = _normal(recorder, workload_dir)
     assert runs["native"] == runs["python"]
+
+
+def _status(groups: int, tail: bytes = b"NSpid:\t4321\t7\nNSsid:\t1\n") -> bytes:
+    listed = b" ".join(b"%d" % group for group in range(groups))
+    return (
+        b"Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t4321\nNgid:\t0\n"
+        b"Pid:\t4321\nPPid:\t4300\nTracerPid:\t0\nGroups:\t" + listed + b"\n" + tail
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "fields"),
+    [
+        (_status(3), [b"\t4321", b"\t4300", b"\t4321\t7"]),
+        # 1,200 supplementary groups push NSpid past the first page: both readers go on
+        # until the lines are whole. (A build cannot add groups; the host's processes can.)
+        (_status(1200), [b"\t4321", b"\t4300", b"\t4321\t7"]),
+        (_status(3, tail=b""), None),  # no NSpid
+        (_status(3, tail=b"NSpid:\t4321\t7"), None),  # its line not whole
+    ],
+)
+def test_both_loops_read_a_status_the_same_way(
+    status: bytes, fields: list[bytes] | None, tmp_path: Path
+) -> None:
+    loop = native.native_loop()
+    assert loop is not None
+    if fields is not None and len(status) > 4096:
+        assert status.find(b"\nNSpid:") > 4096  # the control: past one read of a page
+    path = tmp_path / "status"
+    path.write_bytes(status)
+    assert _placement_of(os.fsencode(path)) == fields
+    assert loop.placement_of(os.fsencode(path)) == (None if fields is None else tuple(fields))
+
+
+def test_a_real_process_is_placed() -> None:
+    loop = native.native_loop()
+    assert loop is not None
+    fields = _placement(os.getpid())
+    assert fields is not None and int(fields[0]) == os.getpid()
+    assert loop.placement_of(b"/proc/%d/status" % os.getpid()) == tuple(fields)
 
 
 @given(st.lists(st.sampled_from([b"", b".", b"..", b"a", b"b.", b".c", b"..d"]), max_size=8))
