@@ -59,6 +59,21 @@ def test_programs_files_writer_urandom_and_listing(minimal_image: str, build: Bu
     assert "random" not in quiet.trace["nondeterminism"]
 
 
+def test_a_path_is_recorded_with_one_slash_at_its_start(minimal_image: str, build: Builder) -> None:
+    # From "/", a relative path becomes "//etc/hostname" when joined, and a build may write
+    # "//" itself: either must be recorded as /etc/hostname, or the checks for what a build
+    # reads (and for /.hermetic/) do not see it.
+    script = "(cd / && cat etc/hostname) > a; cat //etc/hostname > b; echo > out.txt"
+    spec = f'{HEAD}command = ["sh", "-c", "{script}"]\noutputs = ["out.txt"]\n'
+    result = build(spec, name="slashes")
+    assert result.status is BuildStatus.BUILT, log_of(result)
+    trace = trace_of(result)
+    cats = sorted(e["pid"] for e in trace["executions"] if e["argv"][0] == "cat")
+    reads = sorted(n["pid"] for n in trace["nondeterminism"] if n["source"] == "hostname")
+    assert len(cats) == 2 and reads == cats
+    assert not [f for f in trace["files"] if f["path"].startswith("//")]
+
+
 NET = (
     "for t in tcp/127.0.0.1/{port} tcp/{host}/{port} udp/8.8.8.8/53 tcp/2001:db8::1/80; do "
     "(echo x > /dev/$t) 2>/dev/null && echo reached:$t || echo blocked:$t; done"
