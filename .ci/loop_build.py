@@ -10,6 +10,7 @@ runs its Python loop, which records the same events more slowly.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,7 +52,12 @@ class LoopBuildHook(BuildHookInterface):  # type: ignore[misc]
                 return
             built = Path(command.get_ext_fullpath(extension.name))
             target = package / built.name
-            shutil.copyfile(built, target)  # (other Pythons' builds beside it stay)
+            # A new file renamed over the old one: a supervisor running on the old one
+            # keeps its pages (a rewrite in place would change them under it). Other
+            # Pythons' builds beside it stay.
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(built, partial)
+            os.replace(partial, target)
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         build_data["force_include"][str(target)] = f"sandbox/trace/{target.name}"

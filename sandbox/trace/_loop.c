@@ -79,7 +79,7 @@ static char arg_text[ARG_MAX_STRING];
 static char argv_block[READ_MAX];
 static char path_text[PATH_BYTES];
 static char dir_text[PATH_BYTES];
-/* Up to 65,536 supplementary groups make a status of about 460 KB. */
+/* Up to 65,536 supplementary groups make a status of at most about 721 KB. */
 static char status_text[1 << 20];
 
 /* --- the Recorder's counters ---------------------------------------------------------- */
@@ -515,7 +515,9 @@ static int stat_of_caller(Loop *l, pid_t pid, int *stat_fd) {
 static PyObject *read_argv(pid_t pid, uint64_t address, const char *first, int *cut) {
     size_t count = 0, block_size = HEAD;
     *cut = 0;
-    if (address == 0) return PyList_New(0); /* the kernel runs it with an empty argv */
+    /* No argv at all: recorded as the build passed it, empty (Linux 5.18+ runs the
+     * program with [""]). */
+    if (address == 0) return PyList_New(0);
     for (int blocks = 0;; blocks++) {
         if (8 * count >= ARGV_MAX_BYTES) {
             *cut = 1;
@@ -671,10 +673,8 @@ static int outputs(Loop *l, pid_t pid, PyObject *event, int stat_fd) {
     }
     char byte;
     if (pread(stat_fd, &byte, 1, 0) < 0) goto ended;
-    if (bad_event(event, 7) || !PyList_CheckExact(PyList_GET_ITEM(event, 5))) {
-        malformed("event");
+    if (bad_event(event, 7) || (!PyList_CheckExact(PyList_GET_ITEM(event, 5)) && malformed("event")))
         goto failed;
-    }
     PyObject *list = PyList_GET_ITEM(event, 5);
     for (int i = 0; i < found; i++) {
         PyObject *target = kept(l, targets[i]);
@@ -709,6 +709,11 @@ static enum outcome listing(Loop *l, pid_t pid, PyObject *pidobj, uint64_t fd) {
     if (found == NULL && PyErr_Occurred()) goto done;
     if (found != NULL) {
         if (bad_tuple(found, 2) || bad_event(PyTuple_GET_ITEM(found, 1), 4)) goto done;
+        /* Exact ints: nothing below may run Python code that could free ``found``. */
+        if ((!PyLong_CheckExact(PyTuple_GET_ITEM(found, 0)) ||
+             !PyLong_CheckExact(PyList_GET_ITEM(PyTuple_GET_ITEM(found, 1), 3))) &&
+            malformed("listing"))
+            goto done;
         long long when = PyLong_AsLongLong(PyTuple_GET_ITEM(found, 0));
         if (when == -1 && PyErr_Occurred()) goto done;
         if (when == execs) {  /* the same program listing the same directory again */

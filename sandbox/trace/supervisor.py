@@ -377,8 +377,9 @@ class Recorder:
         """A NULL-terminated array of strings (argv), read in as few calls as possible,
         and whether it was cut at ``ARGV_MAX_BYTES``.
 
-        ``first`` may hold the array's first bytes, already read. A NULL array is an
-        empty one (the kernel runs the program with an empty argv).
+        ``first`` may hold the array's first bytes, already read. A NULL array is
+        recorded as the build passed it, empty (Linux 5.18+ runs the program with
+        ``[""]``).
         """
         if not address:
             return [], False

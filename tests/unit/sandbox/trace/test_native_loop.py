@@ -66,7 +66,7 @@ _EXECS = r"""
 static void run_without_argv(const char *path) {
     pid_t pid = fork();
     if (pid == 0) {
-        execve(path, NULL, NULL); /* Linux 5.18+ runs it with an empty argv */
+        execve(path, NULL, NULL); /* Linux 5.18+ runs it with argv [""] */
         _exit(127);
     }
     waitpid(pid, NULL, 0);
